@@ -1,0 +1,88 @@
+"""FIR up/down-sampling in plain PyTorch (StyleGAN2, Karras et al. 2020, appendix B).
+
+StyleGAN2 resamples with a separable low-pass FIR filter, [1, 3, 3, 1] by default, instead of
+nearest-neighbour or bilinear interpolation. Everything here is a handful of ``F.pad`` /
+``F.conv2d`` calls, so it runs unchanged on CPU, CUDA and MPS and needs no compiled extension.
+
+Conventions (the same as StyleGAN2-ADA's ``upfirdn2d``, so official weights behave identically):
+``upfirdn2d`` = insert ``up - 1`` zeros between samples, pad, *convolve* with the filter, keep every
+``down``-th sample. Padding is ``(x0, x1, y0, y1)``; negative values crop. Pixels outside the image
+are zero.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Padding = tuple[int, int, int, int]
+
+
+def setup_filter(taps=(1, 3, 3, 1), *, device=None) -> torch.Tensor:
+    """Normalised 2-D FIR filter ``outer(taps, taps) / sum(...)``: [k, k], float32, sums to 1."""
+    f = torch.as_tensor(taps, dtype=torch.float32, device=device)
+    f = torch.outer(f, f)  # [k, k]
+    return f / f.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, *, up: int = 1, down: int = 1,
+              padding: Padding = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+    """Upsample by zero insertion, pad, convolve with the 2-D filter ``f``, downsample.
+
+    x: [N, C, H, W]; f: [k, k]. Returns [N, C, H', W'] with
+    ``H' = (H * up + y0 + y1 - k) // down + 1``.
+    """
+    n, c, h, w = x.shape
+    x0, x1, y0, y1 = padding
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # zeros after each sample
+        x = x.reshape(n, c, h * up, w * up)
+    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+    x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+    # F.conv2d correlates; flipping the filter turns that into a convolution.
+    k = (f * gain).to(x.dtype).flip([0, 1])[None, None].expand(c, 1, *f.shape)  # [C, 1, k, k]
+    return F.conv2d(x, k, groups=c, stride=down)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """2x FIR upsampling: [N, C, H, W] -> [N, C, 2H, 2W], preserving the mean (gain 4)."""
+    k = f.shape[0]
+    return upfirdn2d(x, f, up=2, padding=((k + 1) // 2, (k - 2) // 2) * 2, gain=4.0)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """2x FIR downsampling: [N, C, H, W] -> [N, C, H/2, W/2], preserving the mean."""
+    k = f.shape[0]
+    return upfirdn2d(x, f, down=2, padding=((k - 1) // 2, (k - 2) // 2) * 2)
+
+
+def conv_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """3x3 convolution at twice the resolution: [N, I, H, W] -> [N, O, 2H, 2W].
+
+    Computed as a stride-2 transposed convolution followed by the FIR filter, which is four
+    times cheaper than convolving a zero-stuffed image. ``weight``: [O, I, k, k]. Like the
+    official implementation, the kernel acts as a true convolution here (the transposed
+    convolution is not flipped), which matters when loading official weights.
+    """
+    kw = weight.shape[-1]
+    kf = f.shape[0]
+    x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [N, O, 2H + kw - 2, ...]
+    # Crop/pad so that the FIR output is exactly 2H x 2W, centred as in the official op.
+    p0 = kw // 2 + (kf + 1) // 2 - (kw - 1)
+    p1 = kw // 2 + (kf - 2) // 2 - (kw - 2)
+    return upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=4.0)
+
+
+def conv_down2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """FIR filter then a stride-2 convolution: [N, I, H, W] -> [N, O, H/2, W/2].
+
+    ``weight``: [O, I, k, k] with k odd (3 or 1), correlated as ``F.conv2d`` does.
+    """
+    kw = weight.shape[-1]
+    kf = f.shape[0]
+    if kw == 1:  # filter and decimate first, then the 1x1 projection
+        return F.conv2d(downsample2d(x, f), weight)
+    p0 = kw // 2 + (kf - 1) // 2
+    p1 = kw // 2 + (kf - 2) // 2
+    x = upfirdn2d(x, f, padding=(p0, p1, p0, p1))
+    return F.conv2d(x, weight, stride=2)

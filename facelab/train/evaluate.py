@@ -1,0 +1,196 @@
+"""Measure a generator against its teacher and write the numbers into its model card.
+
+    python -m facelab.train.evaluate world64            # or a path to an exported generator.pt
+
+Numbers (all computed here, on ``--n`` generated faces and ``--n`` teacher faces):
+
+* **MTCNN face detection** (facenet-pytorch's pretrained detector): the fraction of images in which
+  a face is found and the mean detection confidence, for the world and for the teacher.
+* **Fréchet ONet distance (FOD)**: the Fréchet distance (as in FID) between Gaussians fitted to
+  256-d features of MTCNN's ONet (its penultimate layer; a network trained on faces, and the only
+  pretrained face network available offline here). It stands in for an identity-embedding distance
+  until facelab ships a face-identity network. The same distance between two independent teacher
+  sets is reported as the floor that finite samples alone produce.
+* Training facts from the generator file: kimg, device, wall time, parameter count.
+
+It also renders a 64-face sample grid and a truncation sweep as PNGs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..hub import PACKAGE_WEIGHTS, load_generator
+from ..imaging import resize, save_image, to_uint8
+from ..nets.stylegan2 import Generator, count_params
+from ..nets.teacher import sample_teacher
+
+CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained face networks from facenet-pytorch (weights ship inside the wheel).
+
+
+def _mtcnn(device):
+    from facenet_pytorch import MTCNN
+    return MTCNN(keep_all=False, device=device)
+
+
+@torch.no_grad()
+def detect_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """MTCNN on images [N, 3, H, W] in [-1, 1]. Returns (found [N] bool, confidence [N], 0 if none)."""
+    mtcnn = _mtcnn(device)
+    found, conf = [], []
+    for chunk in images.split(batch_size):
+        arrays = list(to_uint8(chunk))  # [H, W, 3] uint8 each
+        _, probs = mtcnn.detect(arrays)
+        for p in probs:
+            p = None if p is None else np.atleast_1d(p)[0]
+            found.append(p is not None)
+            conf.append(float(p) if p is not None else 0.0)
+    return np.array(found), np.array(conf)
+
+
+class ONetFeatures(torch.nn.Module):
+    """MTCNN's ONet up to its 256-d penultimate layer: images [N, 3, H, W] in [-1, 1] -> [N, 256]."""
+
+    def __init__(self):
+        super().__init__()
+        from facenet_pytorch.models.mtcnn import ONet
+        self.onet = ONet(pretrained=True).eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = self.onet
+        x = resize(x, 48) * (127.5 / 128.0)  # ONet expects (pixel - 127.5) / 128 on 48x48 crops
+        for conv, prelu, pool in ((o.conv1, o.prelu1, o.pool1), (o.conv2, o.prelu2, o.pool2),
+                                  (o.conv3, o.prelu3, o.pool3)):
+            x = pool(prelu(conv(x)))
+        x = o.prelu4(o.conv4(x))  # [N, 128, 3, 3]
+        x = x.permute(0, 3, 2, 1).contiguous().flatten(1)  # the layout ONet's dense5 was trained on
+        return o.prelu5(o.dense5(x))  # [N, 256]
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a [N, D] and b [M, D].
+
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)``, in float64.
+    """
+    a, b = a.double(), b.double()
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = torch.cov(a.T), torch.cov(b.T)
+    ev, vecs = torch.linalg.eigh(s_a)
+    root_a = vecs @ torch.diag(ev.clamp_min(0).sqrt()) @ vecs.T
+    cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def generate(G: Generator, n: int, *, seed: int, psi: float = 1.0, device="cpu", batch_size: int = 100) -> torch.Tensor:
+    """n faces [n, 3, R, R] from latents drawn on the CPU with ``seed`` (same faces on any device)."""
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(seed)  # the per-layer noise comes from the global RNG
+    out = [G(c.to(device), truncation_psi=psi, noise_mode="random").clamp(-1, 1).cpu() for c in z.split(batch_size)]
+    return torch.cat(out)
+
+
+def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device="cpu") -> dict:
+    """All numbers for the model card (see module docstring)."""
+    t0 = time.time()
+    fake = resize(generate(G, n, seed=seed, device=device), 64)
+    real = sample_teacher(n, seed=seed + 1, device=device).cpu()
+    real2 = sample_teacher(n, seed=seed + 2, device=device).cpu()
+    found_f, conf_f = detect_faces(fake, device=device)
+    found_r, conf_r = detect_faces(real, device=device)
+    onet = ONetFeatures().to(device)
+    feats = [torch.cat([onet(c.to(device)).cpu() for c in x.split(250)]) for x in (fake, real, real2)]
+    meta = getattr(G, "meta", {})
+    return {
+        "n": n, "seed": seed,
+        "mtcnn_rate_world": round(float(found_f.mean()), 4),
+        "mtcnn_conf_world": round(float(conf_f[found_f].mean()) if found_f.any() else 0.0, 4),
+        "mtcnn_rate_teacher": round(float(found_r.mean()), 4),
+        "mtcnn_conf_teacher": round(float(conf_r[found_r].mean()) if found_r.any() else 0.0, 4),
+        "fod_world_vs_teacher": round(frechet_distance(feats[0], feats[1]), 3),
+        "fod_teacher_vs_teacher": round(frechet_distance(feats[2], feats[1]), 3),
+        "kimg": meta.get("kimg"), "train_device": meta.get("device"),
+        "train_minutes": round(meta["train_seconds"] / 60, 1) if "train_seconds" in meta else None,
+        "params_G": count_params(G), "eval_seconds": round(time.time() - t0, 1),
+    }
+
+
+def render_figures(G: Generator, out_dir: str | Path, *, device="cpu") -> list[Path]:
+    """samples.png (64 faces, psi = 1) and truncation.png (rows: seeds; columns: psi 0 ... 1)."""
+    out_dir = Path(out_dir)
+    samples = generate(G, 64, seed=2024, device=device)
+    psis = [0.0, 0.25, 0.5, 0.75, 1.0]
+    z = torch.randn(6, G.z_dim, generator=torch.Generator().manual_seed(7)).to(device)
+    with torch.no_grad():
+        rows = [G(z, truncation_psi=p, noise_mode="const").cpu() for p in psis]
+    sweep = torch.stack(rows, 1).flatten(0, 1)  # [6 * 5, 3, R, R], one row per seed
+    return [save_image(samples, out_dir / "samples.png", nrow=8, scale=2),
+            save_image(sweep.clamp(-1, 1), out_dir / "truncation.png", nrow=len(psis), scale=2)]
+
+
+def metrics_markdown(m: dict) -> str:
+    rows = [
+        ("MTCNN detection rate", f"{m['mtcnn_rate_world']:.1%}", f"{m['mtcnn_rate_teacher']:.1%}"),
+        ("MTCNN mean confidence (detected)", f"{m['mtcnn_conf_world']:.3f}", f"{m['mtcnn_conf_teacher']:.3f}"),
+        ("Fréchet ONet distance to teacher", f"{m['fod_world_vs_teacher']:.2f}",
+         f"{m['fod_teacher_vs_teacher']:.2f} (floor: a second teacher set)"),
+    ]
+    lines = [f"Measured by `python -m facelab.train.evaluate` on {m['n']} faces each (seed {m['seed']}).", "",
+             "| metric | world | teacher |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", f"Training: {m['kimg']} kimg on {m['train_device']}, {m['train_minutes']} min of training "
+                  f"steps; generator parameters: {m['params_G']:,}."]
+    return "\n".join(lines)
+
+
+def update_card(card: Path, m: dict) -> None:
+    """Replace the text between the metrics markers of a model card (create the markers if absent)."""
+    text = card.read_text() if card.exists() else f"# Model card\n\n{CARD_START}\n{CARD_END}\n"
+    block = f"{CARD_START}\n{metrics_markdown(m)}\n{CARD_END}"
+    if CARD_START in text:
+        text = re.sub(re.escape(CARD_START) + ".*?" + re.escape(CARD_END), lambda _: block, text, flags=re.S)
+    else:
+        text += "\n" + block + "\n"
+    card.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m facelab.train.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("generator", help="registry name (e.g. world64) or path to an exported generator.pt")
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--figures", default=None, help="folder for samples.png and truncation.png")
+    p.add_argument("--card", default=None, help="model card to update (default: facelab/weights/<name>.md for a registry name)")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    a = p.parse_args(argv)
+    G = load_generator(a.generator, device=a.device)
+    m = evaluate(G, n=a.n, seed=a.seed, device=a.device)
+    print(json.dumps(m, indent=2))
+    if a.figures:
+        for path in render_figures(G, a.figures, device=a.device):
+            print("wrote", path)
+    card = Path(a.card) if a.card else (None if a.generator.endswith(".pt") else PACKAGE_WEIGHTS / f"{a.generator}.md")
+    if card is not None:
+        update_card(card, m)
+        print("updated", card)
+    if a.json:
+        Path(a.json).write_text(json.dumps(m, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,411 @@
+"""Train a StyleGAN2 on faces streamed from the DCGAN teacher.
+
+    python -m facelab.train.gan --preset world64 --out runs/world64 --minutes 120
+
+The recipe is StyleGAN2's (Karras et al. 2020) as configured in StyleGAN2-ADA: non-saturating
+logistic loss, lazy R1 on real images every ``r1_interval`` steps, lazy path-length regularisation
+every ``pl_interval`` steps, style-mixing regularisation, an exponential moving average of the
+generator (the one we ship), Adam with betas (0, 0.99) and the learning rate / betas adjusted for lazy
+regularisation. There is no dataset on disk: every real batch is a fresh draw from the teacher, so
+there is nothing to overfit and no augmentation.
+
+Runs are resumable and exact: a checkpoint (written atomically every ``snap_kimg``) holds the
+networks, optimisers, EMA, RNG states and counters; running the same command again continues the
+same run, and an interrupted run resumed from a checkpoint produces the same weights as one that
+never stopped. Mixed precision (bfloat16 autocast) is used on CUDA only; the CPU path is float32.
+Everything in the checkpoint is plain tensors and Python scalars, loadable with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..hub import atomic_torch_save, export_generator, load_file
+from ..imaging import resize, save_image
+from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config, style_mix
+from ..nets.teacher import load_teacher
+from ..utils import get_device
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters. Defaults: the ``world64`` recipe (StyleGAN2 values where they apply)."""
+
+    preset: str = "world64"
+    batch: int = 16
+    g_lr: float = 0.0025
+    d_lr: float = 0.0025
+    betas: tuple[float, float] = (0.0, 0.99)
+    r1_gamma: float = 0.2          # R1 weight; StyleGAN2-ADA's heuristic 0.0002 R^2 / batch gives 0.05
+    r1_interval: int = 16
+    pl_weight: float = 2.0         # path-length regularisation (0 disables)
+    pl_interval: int = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing: float = 0.9      # probability of mixing two latents in a training batch
+    ema_kimg: float = 5.0          # EMA half-life in thousands of images (ADA: batch * 10 / 32)
+    ema_rampup: float | None = 0.05
+    kimg: float = 300.0            # stop after this many thousand real images...
+    minutes: float | None = None   # ...or after this much wall time in this invocation
+    snap_kimg: float = 4.0         # checkpoint + sample grid interval
+    seed: int = 0
+    amp: bool = True               # bfloat16 autocast, CUDA only (ignored on CPU)
+
+    def __post_init__(self):
+        self.betas = tuple(self.betas)
+        if self.batch < 1 or self.batch % 2:
+            raise ValueError(f"batch must be a positive even number (minibatch-stddev groups), got {self.batch}")
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    nimg: int = 0
+    seconds: float = 0.0
+    pl_mean: float = 0.0
+    log: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _lazy_adam(params, lr, betas, interval):
+    """Adam with lr and betas rescaled for a regulariser applied every ``interval`` steps."""
+    ratio = interval / (interval + 1) if interval else 1.0
+    return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b ** ratio for b in betas), eps=1e-8)
+
+
+class Trainer:
+    """Holds the networks, optimisers and counters of one run; ``train()`` runs it."""
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, device=None, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.device = get_device(device)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        net_cfg = get_config(cfg.preset)
+        self.G = Generator(net_cfg).to(self.device).train()
+        self.D = Discriminator(net_cfg).to(self.device).train()
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.teacher = load_teacher(self.device)
+        self.opt_G = _lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, cfg.pl_interval if cfg.pl_weight else 0)
+        self.opt_D = _lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.r1_interval)
+        self.state = RunState()
+        # Fixed latents for the sample grids, independent of the training RNG.
+        self.grid_z = torch.randn(64, self.G.z_dim, generator=torch.Generator().manual_seed(123))
+
+    # -- data and latents ------------------------------------------------------------------------
+
+    def real_batch(self, n: int) -> torch.Tensor:
+        with torch.no_grad():
+            z = torch.randn(n, self.teacher.z_dim, device=self.device)
+            return resize(self.teacher(z).clamp(-1, 1), self.G.img_resolution)  # [n, 3, R, R]
+
+    def sample_ws(self, n: int) -> torch.Tensor:
+        """Latents for a training batch, with style mixing: [n, num_ws, w_dim]."""
+        G = self.G
+        ws = G.mapping(torch.randn(n, G.z_dim, device=self.device))
+        if self.cfg.style_mixing > 0:
+            cut = torch.randint(1, G.num_ws, (), device=self.device)
+            if torch.rand((), device=self.device) >= self.cfg.style_mixing:
+                cut = torch.full_like(cut, G.num_ws)
+            ws2 = G.mapping(torch.randn(n, G.z_dim, device=self.device), update_w_avg=False)
+            ws = style_mix(ws, ws2, int(cut))
+        return ws
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+
+    # -- one training step -------------------------------------------------------------------------
+
+    def step(self) -> dict:
+        cfg, st = self.cfg, self.state
+        G, D = self.G, self.D
+        n = cfg.batch
+        stats = {}
+
+        # Generator: non-saturating logistic loss, softplus(-D(G(z))).
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        with self.autocast():
+            fake = G.synthesis(self.sample_ws(n))
+            loss_g = F.softplus(-D(fake)).mean()
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_G.step()
+        stats["loss_g"] = loss_g.item()
+
+        # Lazy path-length regularisation: keep |J_w^T y| constant for random image-space y.
+        if cfg.pl_weight > 0 and st.step % cfg.pl_interval == 0:
+            m = max(n // cfg.pl_batch_shrink, 1)
+            ws = self.sample_ws(m)
+            img = G.synthesis(ws)
+            y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+            (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
+            lengths = grad.square().sum(2).mean(1).sqrt()  # [m]
+            st.pl_mean = st.pl_mean + cfg.pl_decay * (lengths.mean().item() - st.pl_mean)
+            loss_pl = (lengths - st.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_interval
+            self.opt_G.zero_grad(set_to_none=True)
+            loss_pl.backward()
+            self.opt_G.step()
+            stats["loss_pl"] = loss_pl.item()
+
+        # Discriminator: softplus(D(fake)) + softplus(-D(real)).
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        real = self.real_batch(n)
+        with torch.no_grad(), self.autocast():
+            fake = G.synthesis(self.sample_ws(n))
+        with self.autocast():
+            logits_fake = D(fake.float())
+            logits_real = D(real)
+            loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_D.step()
+        stats["loss_d"] = loss_d.item()
+        stats["d_real"] = logits_real.float().mean().item()
+        stats["d_fake"] = logits_fake.float().mean().item()
+
+        # Lazy R1: gamma/2 * |grad_x D(x)|^2 on real images, in float32.
+        if cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0:
+            real = real.detach().requires_grad_(True)
+            logits = D(real)
+            (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
+            r1 = grad.square().sum(dim=(1, 2, 3))
+            loss_r1 = (r1 * (cfg.r1_gamma / 2)).mean() * cfg.r1_interval
+            self.opt_D.zero_grad(set_to_none=True)
+            loss_r1.backward()
+            self.opt_D.step()
+            stats["r1"] = r1.mean().item()
+
+        self.update_ema()  # the ramp-up uses the image count before this step, as in StyleGAN2-ADA
+        st.step += 1
+        st.nimg += n
+        return stats
+
+    @torch.no_grad()
+    def update_ema(self):
+        cfg = self.cfg
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.state.nimg * cfg.ema_rampup)
+        beta = 0.5 ** (cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.detach().lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "train_config": asdict(self.cfg),
+            "net_config": self.G.cfg.to_dict(),
+            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+            "state": asdict(self.state), "rng": rng,
+        }
+
+    def save(self) -> Path:
+        path = self.out / CHECKPOINT
+        atomic_torch_save(self.state_dict(), path)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        ckpt = load_file(path)
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a facelab GAN checkpoint (format {ckpt.get('format')!r})")
+        if ckpt["net_config"] != self.G.cfg.to_dict():
+            raise ValueError(f"{path} was trained with preset {ckpt['train_config']['preset']!r} "
+                             f"and a different network; pass --preset {ckpt['train_config']['preset']} "
+                             "or use a new --out directory")
+        self.G.load_state_dict(ckpt["G"])
+        self.D.load_state_dict(ckpt["D"])
+        self.G_ema.load_state_dict(ckpt["G_ema"])
+        self.opt_G.load_state_dict(ckpt["opt_G"])
+        self.opt_D.load_state_dict(ckpt["opt_D"])
+        self.state = RunState(**ckpt["state"])
+        rng = ckpt["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(_numpy_state_from(rng["numpy"]))
+        random.setstate(_python_state_from(rng["python"]))
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> None:
+        """Checkpoint, sample grid from the EMA generator, and the exported EMA generator."""
+        kimg = self.state.nimg / 1000
+        with torch.no_grad():
+            img = torch.cat([self.G_ema(z.to(self.device), noise_mode="const").cpu()
+                             for z in self.grid_z.split(16)])
+        save_image(img, self.out / "samples" / f"grid-{kimg:08.2f}kimg.png", nrow=8)
+        self.save()
+        export_generator(self.G_ema, self.out / "generator.pt", meta=self.meta())
+
+    def meta(self) -> dict:
+        st = self.state
+        return {"kimg": round(st.nimg / 1000, 3), "steps": st.step, "train_seconds": round(st.seconds, 1),
+                "device": _device_name(self.device), "preset": self.cfg.preset,
+                "train_config": asdict(self.cfg), "torch": str(torch.__version__)}
+
+    def train(self, *, max_steps: int | None = None) -> RunState:
+        """Train until ``cfg.kimg``, ``cfg.minutes`` (this invocation) or ``max_steps`` (this invocation)."""
+        cfg, st = self.cfg, self.state
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        log_file = open(self.out / "log.jsonl", "a")
+        start, steps_here = time.time(), 0
+        next_snap = (math.floor(st.nimg / 1000 / cfg.snap_kimg) + 1) * cfg.snap_kimg
+        total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
+        bar = _progress(total=total_steps, initial=st.step, enabled=self.progress)
+        try:
+            while st.nimg < cfg.kimg * 1000:
+                if max_steps is not None and steps_here >= max_steps:
+                    break
+                if cfg.minutes is not None and time.time() - start > cfg.minutes * 60:
+                    break
+                t0 = time.time()
+                stats = self.step()
+                st.seconds += time.time() - t0
+                steps_here += 1
+                if st.step % 10 == 0 or st.step == 1:
+                    rec = {"step": st.step, "kimg": round(st.nimg / 1000, 3), "sec": round(st.seconds, 1),
+                           **{k: round(v, 4) for k, v in stats.items()}}
+                    log_file.write(json.dumps(rec) + "\n")
+                    log_file.flush()
+                    bar.set_postfix(kimg=f"{rec['kimg']:.1f}", g=f"{stats['loss_g']:.2f}", d=f"{stats['loss_d']:.2f}")
+                bar.update(1)
+                if st.nimg / 1000 >= next_snap:
+                    self.snapshot()
+                    next_snap += cfg.snap_kimg
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): keep the work done so far
+            print(f"\ninterrupted at step {st.step}; writing a checkpoint before exiting")
+        finally:
+            bar.close()
+            log_file.close()
+        self.snapshot()
+        return st
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states as tensors / plain Python values, so checkpoints load with weights_only=True.
+
+
+def _numpy_state() -> dict:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _numpy_state_from(d: dict):
+    return (d["name"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached"])
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _python_state_from(s: list):
+    return (s[0], tuple(s[1]), s[2])
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def train(out: str | Path, config: TrainConfig | None = None, *, device=None, resume: bool = True,
+          max_steps: int | None = None, progress: bool = True) -> Trainer:
+    """Train (or resume, if ``out/checkpoint.pt`` exists and ``resume``) and return the trainer."""
+    cfg = config or TrainConfig()
+    trainer = Trainer(cfg, out, device=device, progress=progress)
+    ckpt = Path(out) / CHECKPOINT
+    if resume and ckpt.exists():
+        trainer.load(ckpt)
+    trainer.train(max_steps=max_steps)
+    return trainer
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m facelab.train.gan", description=__doc__.split("\n")[0])
+    defaults = TrainConfig()
+    p.add_argument("--out", required=True, help="run directory (checkpoint, samples, log, generator.pt)")
+    p.add_argument("--preset", default=defaults.preset, help="network preset (world64, tiny, ...)")
+    p.add_argument("--kimg", type=float, default=defaults.kimg, help="total thousands of real images")
+    p.add_argument("--minutes", type=float, default=None, help="stop this invocation after N minutes")
+    p.add_argument("--batch", type=int, default=defaults.batch)
+    p.add_argument("--lr", type=float, default=defaults.g_lr, help="G and D learning rate")
+    p.add_argument("--r1-gamma", type=float, default=defaults.r1_gamma)
+    p.add_argument("--pl-weight", type=float, default=defaults.pl_weight)
+    p.add_argument("--ema-kimg", type=float, default=defaults.ema_kimg)
+    p.add_argument("--snap-kimg", type=float, default=defaults.snap_kimg)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: FACELAB_DEVICE or best available)")
+    p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(preset=a.preset, batch=a.batch, g_lr=a.lr, d_lr=a.lr, r1_gamma=a.r1_gamma,
+                      pl_weight=a.pl_weight, ema_kimg=a.ema_kimg, kimg=a.kimg, minutes=a.minutes,
+                      snap_kimg=a.snap_kimg, seed=a.seed, amp=not a.no_amp)
+    ckpt = Path(a.out) / CHECKPOINT
+    if ckpt.exists() and not a.fresh:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["train_config"]
+        changed = {k: (saved[k], v) for k, v in asdict(cfg).items()
+                   if k not in ("kimg", "minutes", "snap_kimg") and _norm(saved.get(k)) != _norm(v)}
+        if changed:
+            raise SystemExit(f"error: {ckpt} was trained with different settings {changed}; "
+                             "repeat the original flags to resume, or pass --fresh / a new --out")
+    G = Generator(cfg.preset)
+    print(f"facelab.train.gan: preset {cfg.preset}, G {count_params(G):,} params, "
+          f"device {get_device(a.device)}, out {a.out}" + (" (resuming)" if ckpt.exists() and not a.fresh else ""))
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops cleanly, like Ctrl-C
+    trainer = train(a.out, cfg, device=a.device, resume=not a.fresh)
+    st = trainer.state
+    print(f"done: {st.step} steps, {st.nimg / 1000:.1f} kimg, {st.seconds / 60:.1f} min of training; "
+          f"EMA generator at {Path(a.out) / 'generator.pt'}")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _norm(v):
+    return list(v) if isinstance(v, (tuple, list)) else v
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Small helpers shared by every module: device choice, seeding, showing source in notebooks."""
+from __future__ import annotations
+
+import inspect
+import os
+import random
+
+import numpy as np
+import torch
+
+DEVICE_ENV = "FACELAB_DEVICE"
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to compute on.
+
+    An explicit ``device`` wins; then the ``FACELAB_DEVICE`` environment variable (e.g. ``cpu``,
+    ``cuda``, ``cuda:1``, ``mps``); then CUDA, then Apple MPS, then the CPU.
+    """
+    choice = device if device is not None else os.environ.get(DEVICE_ENV) or None
+    if choice is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(choice)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {choice!r}; use cpu, cuda, cuda:N or mps "
+                         f"(check the {DEVICE_ENV} environment variable)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {choice!r} requested but CUDA is not available; "
+                           f"use cpu or unset {DEVICE_ENV}")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {choice!r} requested but MPS is not available; "
+                           f"use cpu or unset {DEVICE_ENV}")
+    return dev
+
+
+def seed_all(seed: int = 0) -> torch.Generator:
+    """Seed Python, NumPy and PyTorch (all devices). Returns a CPU ``torch.Generator`` with the seed."""
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def show_source(obj) -> None:
+    """Display the source of a function or class, highlighted in Jupyter, plain text elsewhere."""
+    src = inspect.getsource(obj)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Code, display
+        if get_ipython() is not None:
+            display(Code(src, language="python"))
+            return
+    except ImportError:
+        pass
+    print(src)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny seeded networks and an isolated FACELAB_HOME."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from facelab.nets.stylegan2 import Discriminator, Generator, get_config
+
+
+@pytest.fixture(autouse=True)
+def facelab_home(tmp_path, monkeypatch):
+    """Every test gets its own empty weight cache."""
+    home = tmp_path / "facelab_home"
+    monkeypatch.setenv("FACELAB_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def tiny_cfg():
+    return get_config("tiny")  # 32 px, num_ws 8, w_dim 32
+
+
+@pytest.fixture
+def G(tiny_cfg):
+    """A tiny generator (seeded) in eval mode, with non-zero noise strengths and w_avg so that
+    noise and truncation visibly act (both are zero in a freshly initialised StyleGAN2)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        g = Generator(tiny_cfg)
+        with torch.no_grad():
+            for layer in g.synthesis.layers():
+                layer.noise_strength.fill_(0.5)
+            g.mapping.w_avg.copy_(torch.randn(g.w_dim))
+    return g.eval()
+
+
+@pytest.fixture
+def D(tiny_cfg):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        d = Discriminator(tiny_cfg)
+    return d.eval()

@@ -1,0 +1,165 @@
+"""Photos <-> tensors and grids (facelab/imaging.py); device choice and seeding (facelab/utils.py)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facelab.imaging import make_grid, save_image, to_pil, to_tensor, to_uint8
+from facelab.utils import get_device, seed_all
+
+
+def random_uint8(h=6, w=5, c=3, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, c), dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversions
+
+
+def test_uint8_round_trip_is_exact():
+    a = random_uint8()
+    a[0, 0] = 0
+    a[0, 1] = 255
+    x = to_tensor(a)
+    assert x.shape == (1, 3, 6, 5) and x.dtype == torch.float32
+    assert x.min() == -1 and x.max() == 1
+    back = to_uint8(x)
+    assert back.shape == (1, 6, 5, 3) and back.dtype == np.uint8
+    np.testing.assert_array_equal(back[0], a)
+    np.testing.assert_array_equal(to_uint8(x[0]), a)  # [3, H, W] -> [H, W, 3]
+    # A PIL image and a path give the same tensor.
+    assert torch.equal(to_tensor(Image.fromarray(a)), x)
+
+
+def test_to_uint8_clamps_out_of_range_values():
+    x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0]).view(1, 1, 5).expand(3, 1, 5)
+    np.testing.assert_array_equal(to_uint8(x)[0, :, 0], [0, 0, 128, 255, 255])
+
+
+def test_path_input(tmp_path):
+    a = random_uint8(seed=1)
+    Image.fromarray(a).save(tmp_path / "face.png")
+    np.testing.assert_array_equal(to_uint8(to_tensor(tmp_path / "face.png"))[0], a)
+    np.testing.assert_array_equal(to_uint8(to_tensor(str(tmp_path / "face.png")))[0], a)
+
+
+def test_grayscale_palette_and_rgba_become_rgb():
+    gray = Image.fromarray(np.full((4, 4), 200, dtype=np.uint8), mode="L")
+    x = to_tensor(gray)
+    assert x.shape == (1, 3, 4, 4)
+    torch.testing.assert_close(x, torch.full_like(x, 200 / 127.5 - 1))
+
+    pal = Image.new("P", (4, 4))
+    pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    pal.putpixel((1, 2), 1)
+    x = to_tensor(pal)
+    assert x.shape == (1, 3, 4, 4)
+    np.testing.assert_array_equal(to_uint8(x)[0, 2, 1], [10, 20, 30])
+    np.testing.assert_array_equal(to_uint8(x)[0, 0, 0], [0, 0, 0])
+
+    rgba = random_uint8(c=4, seed=2)
+    for image in (Image.fromarray(rgba, mode="RGBA"), rgba):
+        x = to_tensor(image)
+        assert x.shape == (1, 3, 6, 5)
+        np.testing.assert_array_equal(to_uint8(x)[0], rgba[..., :3])  # alpha dropped, colour kept
+
+    x = to_tensor(np.full((3, 3), 7, dtype=np.uint8))  # a 2-D array is grayscale
+    assert x.shape == (1, 3, 3, 3)
+
+
+def test_float_and_misshapen_arrays_are_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"astype\(np.uint8\)"):
+        to_tensor(np.random.default_rng(0).random((4, 4, 3)))
+    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
+        to_tensor(np.zeros((3, 8, 8), dtype=np.uint8))  # channels first
+
+
+def test_resize_on_load():
+    x = to_tensor(Image.fromarray(random_uint8(h=20, w=30)), size=8)
+    assert x.shape == (1, 3, 8, 8)
+    assert to_tensor(random_uint8(h=20, w=30), size=8).shape == (1, 3, 8, 8)
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids and PIL output
+
+
+def test_make_grid_layout():
+    images = torch.stack([torch.full((3, 4, 6), float(i) / 10) for i in range(5)])  # [5, 3, 4, 6]
+    grid = make_grid(images, nrow=3, padding=2, pad_value=-1.0)
+    assert grid.shape == (3, 2 * (4 + 2) + 2, 3 * (6 + 2) + 2)
+    for i in range(5):
+        r, c = divmod(i, 3)
+        top, left = 2 + r * 6, 2 + c * 8
+        assert torch.equal(grid[:, top:top + 4, left:left + 6], images[i])
+    assert torch.equal(grid[:, 8:12, 18:24], torch.full((3, 4, 6), -1.0))  # the empty 6th cell
+    assert (grid[:, :2] == -1).all() and (grid[:, :, :2] == -1).all()  # the border
+    assert make_grid(images).shape[2] == 3 * 8 + 2  # default nrow = ceil(sqrt(5)) = 3
+    with pytest.raises(ValueError):
+        make_grid(images[0])
+
+
+def test_to_pil_scale_is_nearest_neighbour():
+    img = torch.rand(1, 3, 4, 5) * 2 - 1
+    pil = to_pil(img, scale=3)
+    assert pil.size == (15, 12) and pil.mode == "RGB"
+    a = np.asarray(pil)
+    small = to_uint8(img)[0]
+    np.testing.assert_array_equal(a[::3, ::3], small)
+    np.testing.assert_array_equal(a[2::3, 2::3], small)
+    grid = to_pil(torch.rand(5, 3, 4, 6) * 2 - 1, nrow=3, scale=2)
+    assert grid.size == (2 * (3 * 8 + 2), 2 * (2 * 6 + 2))
+
+
+def test_save_image_writes_a_png_and_no_temp_file(tmp_path):
+    img = to_tensor(random_uint8(seed=3))
+    path = save_image(img, tmp_path / "out" / "x.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        np.testing.assert_array_equal(np.asarray(im), to_uint8(img)[0])
+    assert [p.name for p in path.parent.iterdir()] == ["x.png"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and seeds
+
+
+def test_get_device_from_environment(monkeypatch):
+    monkeypatch.setenv("FACELAB_DEVICE", "cpu")
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("FACELAB_DEVICE", "cuda")
+    with pytest.raises(RuntimeError, match="FACELAB_DEVICE"):
+        get_device()
+    assert get_device("cpu") == torch.device("cpu")  # an explicit device wins
+    monkeypatch.setenv("FACELAB_DEVICE", "banana")
+    with pytest.raises(ValueError, match="FACELAB_DEVICE"):
+        get_device()
+
+
+def test_get_device_falls_back_to_cpu(monkeypatch):
+    monkeypatch.delenv("FACELAB_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    monkeypatch.setenv("FACELAB_DEVICE", "")  # empty means unset
+    assert get_device() == torch.device("cpu")
+
+
+def test_seed_all_makes_draws_reproducible():
+    def draw():
+        return torch.randn(5), np.random.rand(5), random.random()
+
+    g = seed_all(123)
+    a = draw()
+    ga = torch.randn(3, generator=g)
+    g = seed_all(123)
+    b = draw()
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert torch.equal(torch.randn(3, generator=g), ga)
+    seed_all(124)
+    assert not torch.equal(draw()[0], a[0])

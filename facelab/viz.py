@@ -1,0 +1,37 @@
+"""Figures for the notebooks: labelled image grids with crisp, exactly scaled pixels."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .imaging import make_grid, to_uint8
+
+
+def axes_row(n: int, width_px: int, height_px: int, gap_px: int = 90):
+    """A figure with ``n`` axes side by side, each exactly ``width_px`` x ``height_px`` (at 100 dpi)."""
+    import matplotlib.pyplot as plt
+
+    total = n * width_px + (n - 1) * gap_px
+    fig = plt.figure(figsize=(total / 100, height_px / 100), dpi=100)
+    return [fig.add_axes([i * (width_px + gap_px) / total, 0, width_px / total, 1]) for i in range(n)]
+
+
+def show(images: torch.Tensor, nrow: int, *, title: str | None = None, row_labels: Sequence[str] = (),
+         col_labels: Sequence[str] = (), scale: int = 2, ax=None):
+    """Draw images [N, 3, H, W] in [-1, 1] as a grid, ``nrow`` per row, each pixel ``scale`` x ``scale``.
+
+    Row and column labels are placed at the centre of each tile. Returns the matplotlib axes.
+    """
+    grid = to_uint8(make_grid(images.detach().cpu(), nrow=nrow))  # [H', W', 3] uint8
+    ax = ax or axes_row(1, grid.shape[1] * scale, grid.shape[0] * scale)[0]
+    ax.imshow(grid, interpolation="nearest")
+    step = images.shape[-1] + 2  # make_grid pads by 2 px
+    ax.set_xticks([1 + step * (i + 0.5) for i in range(len(col_labels))], list(col_labels))
+    ax.set_yticks([1 + step * (i + 0.5) for i in range(len(row_labels))], list(row_labels))
+    ax.xaxis.set_ticks_position("top")
+    ax.tick_params(length=0, labelsize=9)
+    ax.spines[:].set_visible(False)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax

@@ -20,6 +20,8 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 TEST_PATHS := tests $(wildcard notebooks)
 PYTEST_ARGS ?=
 LAB_ARGS ?=
+# JupyterLab refuses to start as root (containers, CI machines) unless told to.
+ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: help venv install test lab bench clean distclean
 
@@ -47,7 +49,7 @@ test: $(STAMP)
 	  $(PY) -m pytest --nbval-lax --nbval-current-env $(TEST_PATHS) $(PYTEST_ARGS)
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/ $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_ARGS) $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/generator.py

@@ -108,6 +108,11 @@ def bench_generator(preset: str, device: torch.device, *, batch: int, warmup: in
         img = G.synthesis(ws_param, noise_mode="const")  # [N, 3, R, R]
         img.square().mean().backward()
 
+    return measure_pair(res, forward, forward_backward, device, warmup=warmup, repeats=repeats)
+
+
+def measure_pair(res: Result, forward, forward_backward, device, *, warmup: int, repeats: int) -> Result:
+    """Time a forward and a forward+backward closure into ``res`` (an OOM is recorded, not raised)."""
     try:
         res.fwd_s, res.fwd_peak_mib = measure(forward, device, warmup=warmup, repeats=repeats)
         res.fwdbwd_s, res.fwdbwd_peak_mib = measure(forward_backward, device, warmup=warmup, repeats=repeats)
@@ -135,12 +140,7 @@ def bench_discriminator(preset: str, device: torch.device, *, batch: int, warmup
         img_param.grad = None
         D(img_param).sum().backward()  # gradients to D's weights and the images (as for R1)
 
-    try:
-        res.fwd_s, res.fwd_peak_mib = measure(forward, device, warmup=warmup, repeats=repeats)
-        res.fwdbwd_s, res.fwdbwd_peak_mib = measure(forward_backward, device, warmup=warmup, repeats=repeats)
-    except torch.cuda.OutOfMemoryError:
-        res.note = "out of memory"
-    return res
+    return measure_pair(res, forward, forward_backward, device, warmup=warmup, repeats=repeats)
 
 
 def default_repeats(preset: str, device: torch.device) -> int:

@@ -5,12 +5,15 @@
 Numbers (all computed here, on ``--n`` generated faces and ``--n`` teacher faces):
 
 * **MTCNN face detection** (facenet-pytorch's pretrained detector): the fraction of images in which
-  a face is found and the mean detection confidence, for the world and for the teacher.
+  a face is found and the mean detection confidence, for the world (untruncated, psi = 1, and
+  truncated, psi = 0.7) and for the teacher.
 * **Fréchet ONet distance (FOD)**: the Fréchet distance (as in FID) between Gaussians fitted to
   256-d features of MTCNN's ONet (its penultimate layer; a network trained on faces, and the only
   pretrained face network available offline here). It stands in for an identity-embedding distance
   until facelab ships a face-identity network. The same distance between two independent teacher
   sets is reported as the floor that finite samples alone produce.
+* **Attribute distributions** (age, gender, smile, pose, mouth width) from facelab's teacher
+  labelers, world vs teacher.
 * Training facts from the generator file: kimg, device, wall time, parameter count.
 
 It also renders a 64-face sample grid and a truncation sweep as PNGs.
@@ -111,22 +114,53 @@ def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device="cpu") -> dic
     real = sample_teacher(n, seed=seed + 1, device=device).cpu()
     real2 = sample_teacher(n, seed=seed + 2, device=device).cpu()
     found_f, conf_f = detect_faces(fake, device=device)
+    found_t, _ = detect_faces(resize(generate(G, n, seed=seed, psi=0.7, device=device), 64), device=device)
     found_r, conf_r = detect_faces(real, device=device)
     onet = ONetFeatures().to(device)
     feats = [torch.cat([onet(c.to(device)).cpu() for c in x.split(250)]) for x in (fake, real, real2)]
     meta = getattr(G, "meta", {})
+    attrs = attribute_summary(fake, real, device=device)
     return {
         "n": n, "seed": seed,
         "mtcnn_rate_world": round(float(found_f.mean()), 4),
         "mtcnn_conf_world": round(float(conf_f[found_f].mean()) if found_f.any() else 0.0, 4),
+        "mtcnn_rate_world_psi07": round(float(found_t.mean()), 4),
         "mtcnn_rate_teacher": round(float(found_r.mean()), 4),
         "mtcnn_conf_teacher": round(float(conf_r[found_r].mean()) if found_r.any() else 0.0, 4),
         "fod_world_vs_teacher": round(frechet_distance(feats[0], feats[1]), 3),
         "fod_teacher_vs_teacher": round(frechet_distance(feats[2], feats[1]), 3),
         "kimg": meta.get("kimg"), "train_device": meta.get("device"),
         "train_minutes": round(meta["train_seconds"] / 60, 1) if "train_seconds" in meta else None,
-        "params_G": count_params(G), "eval_seconds": round(time.time() - t0, 1),
+        "params_G": count_params(G), "attributes": attrs, "eval_seconds": round(time.time() - t0, 1),
     }
+
+
+def attribute_summary(fake: torch.Tensor, real: torch.Tensor, *, device="cpu") -> dict:
+    """Mean and standard deviation of each teacher attribute over the faces MTCNN finds, world vs teacher.
+
+    Uses every labeler of :mod:`facelab.nets.attributes` that is installed (age, male and smile need
+    the optional model packages; the landmark geometry only needs facenet-pytorch).
+    """
+    from ..nets.attributes import ATTRIBUTES, label_images
+
+    wanted = None
+    try:
+        label_images(real[:2], progress=False, device=device)
+    except ModuleNotFoundError:
+        wanted = ["yaw", "roll", "mouth_width"]
+    out = {}
+    labels = {k: label_images(x, attributes=wanted, device=device, progress=False) for k, x in
+              (("world", fake), ("teacher", real))}
+    for name in ATTRIBUTES:
+        if name == "face_conf" or name not in labels["world"]:
+            continue
+        row = {}
+        for k, lab in labels.items():
+            v = lab[name][lab["face_conf"] > 0]
+            v = v[~torch.isnan(v)]
+            row[k] = [round(float(v.mean()), 3), round(float(v.std()), 3)] if len(v) > 1 else [None, None]
+        out[name] = row
+    return out
 
 
 def render_figures(G: Generator, out_dir: str | Path, *, device="cpu") -> list[Path]:
@@ -144,7 +178,8 @@ def render_figures(G: Generator, out_dir: str | Path, *, device="cpu") -> list[P
 
 def metrics_markdown(m: dict) -> str:
     rows = [
-        ("MTCNN detection rate", f"{m['mtcnn_rate_world']:.1%}", f"{m['mtcnn_rate_teacher']:.1%}"),
+        ("MTCNN detection rate (ψ = 1)", f"{m['mtcnn_rate_world']:.1%}", f"{m['mtcnn_rate_teacher']:.1%}"),
+        ("MTCNN detection rate at ψ = 0.7 (truncated)", f"{m['mtcnn_rate_world_psi07']:.1%}", "–"),
         ("MTCNN mean confidence (detected)", f"{m['mtcnn_conf_world']:.3f}", f"{m['mtcnn_conf_teacher']:.3f}"),
         ("Fréchet ONet distance to teacher", f"{m['fod_world_vs_teacher']:.2f}",
          f"{m['fod_teacher_vs_teacher']:.2f} (floor: a second teacher set)"),
@@ -152,6 +187,11 @@ def metrics_markdown(m: dict) -> str:
     lines = [f"Measured by `python -m facelab.train.evaluate` on {m['n']} faces each (seed {m['seed']}).", "",
              "| metric | world | teacher |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    if m.get("attributes"):
+        lines += ["", "Teacher attributes (`facelab.nets.attributes`) over the faces MTCNN finds, mean ± sd:", "",
+                  "| attribute | world | teacher |", "|---|---|---|"]
+        for name, row in m["attributes"].items():
+            lines.append(f"| {name} | {row['world'][0]} ± {row['world'][1]} | {row['teacher'][0]} ± {row['teacher'][1]} |")
     lines += ["", f"Training: {m['kimg']} kimg on {m['train_device']}, {m['train_minutes']} min of training "
                   f"steps; generator parameters: {m['params_G']:,}."]
     return "\n".join(lines)

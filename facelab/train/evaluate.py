@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hub import PACKAGE_WEIGHTS, load_generator
-from ..imaging import resize, save_image, to_uint8
+from ..imaging import resize, save_image
 from ..nets.stylegan2 import Generator, count_params
 from ..nets.teacher import sample_teacher
 
@@ -42,24 +42,13 @@ CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 # Pretrained face networks from facenet-pytorch (weights ship inside the wheel).
 
 
-def _mtcnn(device):
-    from facenet_pytorch import MTCNN
-    return MTCNN(keep_all=False, device=device)
-
-
 @torch.no_grad()
 def detect_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """MTCNN on images [N, 3, H, W] in [-1, 1]. Returns (found [N] bool, confidence [N], 0 if none)."""
-    mtcnn = _mtcnn(device)
-    found, conf = [], []
-    for chunk in images.split(batch_size):
-        arrays = list(to_uint8(chunk))  # [H, W, 3] uint8 each
-        _, probs = mtcnn.detect(arrays)
-        for p in probs:
-            p = None if p is None else np.atleast_1d(p)[0]
-            found.append(p is not None)
-            conf.append(float(p) if p is not None else 0.0)
-    return np.array(found), np.array(conf)
+    from ..nets.attributes import detect_faces as mtcnn_faces
+
+    conf = torch.cat([mtcnn_faces(chunk, device=device).conf for chunk in images.split(batch_size)]).numpy()
+    return conf > 0, conf.astype(np.float64)
 
 
 class ONetFeatures(torch.nn.Module):

@@ -185,22 +185,32 @@ def _register_shipped() -> None:
             register(WeightSpec(name=name, **entry), overwrite=True)
 
 
-def ship_generator(src: str | Path, name: str, *, description: str = "", card: str | None = None) -> Path:
-    """Copy an exported generator into the package and record its sha256 in the manifest."""
-    load_generator(src)  # refuse to ship something that does not load
+def ship_file(src: str | Path, name: str, *, kind: str, description: str = "", card: str | None = None) -> Path:
+    """Copy a weight file into the package as ``facelab/weights/{name}.pt`` and record its sha256.
+
+    The manifest is re-read just before it is rewritten, and only ``name``'s entry changes. Callers
+    check first that the file loads (see :func:`ship_generator`).
+    """
     dest = PACKAGE_WEIGHTS / f"{name}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    if Path(src).resolve() != dest.resolve():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
-    manifest[name] = {"filename": dest.name, "sha256": sha256_file(dest), "kind": "generator",
+    manifest[name] = {"filename": dest.name, "sha256": sha256_file(dest), "kind": kind,
                       "description": description, "card": card}
     tmp = MANIFEST.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     tmp.replace(MANIFEST)
     _register_shipped()
     return dest
+
+
+def ship_generator(src: str | Path, name: str, *, description: str = "", card: str | None = None) -> Path:
+    """Copy an exported generator into the package and record its sha256 in the manifest."""
+    load_generator(src)  # refuse to ship something that does not load
+    return ship_file(src, name, kind="generator", description=description, card=card)
 
 
 def clear_cache() -> None:

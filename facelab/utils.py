@@ -67,3 +67,22 @@ def show_source(obj) -> None:
     except ImportError:
         pass
     print(src)
+
+
+def write_card_section(card, markdown: str, *, tag: str = "metrics") -> None:
+    """Replace the text between ``<!-- {tag}:start -->`` and ``<!-- {tag}:end -->`` in a model card.
+
+    The markers are appended if absent (the card is created if missing); the rest is untouched.
+    """
+    import re
+    from pathlib import Path
+
+    card = Path(card)
+    start, end = f"<!-- {tag}:start -->", f"<!-- {tag}:end -->"
+    text = card.read_text() if card.exists() else "# Model card\n"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    card.write_text(text)

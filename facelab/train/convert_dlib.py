@@ -34,7 +34,6 @@ import argparse
 import bz2
 import hashlib
 import io
-import json
 import math
 import os
 from pathlib import Path
@@ -363,18 +362,7 @@ def ship(src: str | Path, name: str = NAME, *, description: str = "", card: str 
     The manifest is re-read just before it is rewritten, and only ``name``'s entry changes.
     """
     load_identity(src, device="cpu")  # refuse to ship something that does not load
-    dest = hub.PACKAGE_WEIGHTS / f"{name}.pt"
-    if Path(src).resolve() != dest.resolve():
-        _atomic_write(Path(src).read_bytes(), dest)
-    entry = {"filename": dest.name, "sha256": hub.sha256_file(dest), "kind": "identity",
-             "description": description, "card": card}
-    manifest = json.loads(hub.MANIFEST.read_text()) if hub.MANIFEST.is_file() else {}
-    manifest[name] = entry
-    tmp = hub.MANIFEST.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(hub.MANIFEST)
-    hub.register(hub.WeightSpec(name=name, **entry), overwrite=True)
-    return dest
+    return hub.ship_file(src, name, kind="identity", description=description, card=card)
 
 
 def main(argv: list[str] | None = None) -> None:

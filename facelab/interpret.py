@@ -1,0 +1,804 @@
+"""InterFaceGAN: semantic boundaries in a GAN's latent space, and editing along them.
+
+Shen, Gu, Tang, Zhou. "Interpreting the Latent Space of GANs for Semantic Face Editing", CVPR 2020;
+Shen, Yang, Tang, Zhou. "InterFaceGAN: Interpreting the Disentangled Face Representation Learned by
+GANs", TPAMI 2020. Reference code: github.com/genforce/interfacegan (``utils/manipulator.py``).
+
+The recipe, one function per step::
+
+    lat    = sample_latents(G, 100_000, space="w")           # z [N, z_dim] and w [N, w_dim]
+    scores = label_latents(G, lat, labeler=H)                 # {"age": [N], "male": [N], ...}
+    age    = train_boundary(lat.codes("w"), scores["age"], attribute="age", space="w")
+    w2     = edit(w, age, 2.0)                                # w + 2 n_age: older
+    cond   = project_boundary(age, male)                      # older without changing gender
+
+A boundary is a hyperplane ``{x : n . x + b = 0}`` with unit normal ``n`` (pointing towards *more*
+of the attribute) and offset ``b``, found by a linear SVM that separates the latents whose faces
+score highest from those that score lowest. ``n . x + b`` is the signed distance of ``x`` to it.
+
+Latent shapes: Z ``[N, z_dim]``, W ``[N, w_dim]``, W+ ``[N, num_ws, w_dim]``. A W+ boundary lives in
+the flattened space (``dim = num_ws * w_dim``); a W boundary applied to W+ latents moves every layer
+(or the ``layers=`` you pick: style-range editing). Images are ``[N, 3, R, R]`` in [-1, 1].
+
+Where we depart from the reference code (each is noted where it happens): the boundary keeps the
+SVM's offset, so :func:`edit_to_distance` measures the distance to the fitted hyperplane rather than
+to a parallel one through the origin; :func:`project_boundary` works for any number of conditions
+by least squares and refuses a primal that lies in the conditions' span instead of dividing by ~0;
+:func:`train_boundary` reports the accuracy on *all* samples and the correlation between the signed
+distance and the score besides the reference's validation and "remaining" accuracies.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+SPACES = ("z", "w", "w+")
+BOUNDARIES_FORMAT = "facelab.boundaries/1"
+SKLEARN_HINT = "pip install scikit-learn==1.9.1"
+MIN_PER_SIDE = 5  # fewest positives (and negatives) train_boundary accepts
+_BLOCK = 1000  # latents are drawn in seeded blocks of this many rows (see sample_latents)
+
+__all__ = [
+    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "boundary_cosines", "edit",
+    "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
+    "rescore", "resolve_labeler", "sample_latents", "save_boundaries", "signed_distance", "train_boundary",
+]
+
+
+def _check_space(space: str) -> str:
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES}, got {space!r}")
+    return space
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    p = next(module.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling, rendering and labelling
+
+
+@dataclass
+class Latents:
+    """A seeded sample of latents, on the CPU.
+
+    z: [N, z_dim] ~ N(0, I). w: [N, w_dim], the truncated W code ``w_avg + psi (mapping(z) - w_avg)``.
+    ws: [N, num_ws, w_dim] only when sampled with ``space="w+"`` (style-mixed rows differ per layer),
+    else None: W is broadcast to every layer. Row ``i`` is sample ``start + i`` of the stream ``seed``.
+    """
+
+    z: torch.Tensor
+    w: torch.Tensor
+    ws: torch.Tensor | None = None
+    psi: float = 1.0
+    seed: int = 0
+    start: int = 0
+    mixing: float = 0.0
+
+    def __len__(self) -> int:
+        return self.z.shape[0]
+
+    def __getitem__(self, idx) -> "Latents":
+        return replace(self, z=self.z[idx], w=self.w[idx], ws=None if self.ws is None else self.ws[idx])
+
+    def codes(self, space: str) -> torch.Tensor:
+        """The codes boundaries are fitted in: Z [N, z_dim], W [N, w_dim] or flattened W+ [N, num_ws * w_dim]."""
+        if _check_space(space) == "z":
+            return self.z
+        if space == "w":
+            return self.w
+        if self.ws is None:
+            raise ValueError("these latents hold no per-layer W+ codes; "
+                             "sample them with sample_latents(..., space='w+')")
+        return self.ws.flatten(1)
+
+    def synthesis_input(self) -> torch.Tensor:
+        """What ``G.synthesis`` takes: W+ [N, num_ws, w_dim] when present, else W [N, w_dim]."""
+        return self.ws if self.ws is not None else self.w
+
+
+@torch.no_grad()
+def sample_latents(G, n: int, *, space: str = "w", psi: float = 1.0, seed: int = 0, start: int = 0,
+                   mixing: float = 0.0, batch_size: int = 1000) -> Latents:
+    """Draw ``n`` latents and map them to W (truncation ``psi`` on every layer).
+
+    z is drawn on the CPU in blocks of 1000 rows, block ``k`` from ``torch.Generator`` seed
+    ``seed * 1_000_003 + k``: row ``i`` is the same face for every ``n``, ``start`` and device, so a
+    big sample can be made chunk by chunk (``start=0, 5000, ...``). ``space="w+"`` also keeps the
+    per-layer codes ``ws``; with ``mixing`` > 0 that fraction of rows is style-mixed (layers from a
+    random crossover on come from a second latent, as in StyleGAN training), so that W+ codes span
+    more than the W subspace. The mapping runs on ``G``'s device; the result lies on the CPU.
+    """
+    _check_space(space)
+    if n < 1 or start < 0:
+        raise ValueError(f"need n >= 1 and start >= 0, got n={n}, start={start}")
+    if not 0.0 <= mixing <= 1.0:
+        raise ValueError(f"mixing is a probability in [0, 1], got {mixing}")
+    if mixing and space != "w+":
+        raise ValueError("mixing only makes sense for space='w+' (W and Z codes are one vector per face)")
+    first, last = start // _BLOCK, (start + n - 1) // _BLOCK
+    zs, z2s, cuts, mixed = [], [], [], []
+    for k in range(first, last + 1):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + k)
+        zs.append(torch.randn(_BLOCK, G.z_dim, generator=gen))
+        if mixing:
+            mix_gen = torch.Generator().manual_seed(-(seed * 1_000_003 + k) - 1)
+            z2s.append(torch.randn(_BLOCK, G.z_dim, generator=mix_gen))
+            cuts.append(torch.randint(1, G.num_ws, (_BLOCK,), generator=mix_gen))
+            mixed.append(torch.rand(_BLOCK, generator=mix_gen) < mixing)
+    lo = start - first * _BLOCK
+    z = torch.cat(zs)[lo: lo + n]  # [N, z_dim]
+    device = _device_of(G)
+
+    def to_w(zz: torch.Tensor) -> torch.Tensor:
+        out = []
+        for chunk in zz.split(batch_size):
+            w = G.mapping(chunk.to(device), truncation_psi=1.0, update_w_avg=False)[:, 0]  # [B, w_dim]
+            out.append(G.mapping.w_avg.lerp(w, psi).float().cpu() if psi != 1 else w.float().cpu())
+        return torch.cat(out)
+
+    w = to_w(z)  # [N, w_dim]
+    ws = None
+    if space == "w+":
+        ws = w.unsqueeze(1).repeat(1, G.num_ws, 1)  # [N, num_ws, w_dim]
+        if mixing:
+            w2 = to_w(torch.cat(z2s)[lo: lo + n])
+            cut = torch.cat(cuts)[lo: lo + n]
+            use = torch.cat(mixed)[lo: lo + n]
+            layer = torch.arange(G.num_ws)
+            take2 = use[:, None] & (layer[None, :] >= cut[:, None])  # [N, num_ws]
+            ws = torch.where(take2[..., None], w2[:, None, :], ws)
+    return Latents(z=z, w=w, ws=ws, psi=float(psi), seed=seed, start=start, mixing=float(mixing))
+
+
+@torch.no_grad()
+def render(G, latents: Latents | torch.Tensor, *, batch_size: int = 64, noise_mode: str = "const",
+           clamp: bool = True, progress: bool = False) -> torch.Tensor:
+    """Render latents (a :class:`Latents`, W [N, w_dim] or W+ [N, num_ws, w_dim]) to images [N, 3, R, R].
+
+    Runs on ``G``'s device in batches; returns CPU float32 images in [-1, 1] (clamped unless
+    ``clamp=False``). ``noise_mode="const"`` makes the images deterministic.
+    """
+    from tqdm.auto import tqdm
+
+    x = latents.synthesis_input() if isinstance(latents, Latents) else latents
+    device = _device_of(G)
+    out = []
+    for chunk in tqdm(x.split(batch_size), desc="rendering", unit="batch", disable=not progress):
+        img = G.synthesis(chunk.to(device), noise_mode=noise_mode).float()
+        out.append((img.clamp(-1, 1) if clamp else img).cpu())
+    return torch.cat(out)
+
+
+def resolve_labeler(labeler=None):
+    """``None`` or ``"H"``: the shipped attribute regressor; ``"teacher"``: the teacher models of
+    :mod:`facelab.nets.attributes`; anything callable is returned unchanged."""
+    if labeler is None or labeler == "H":
+        from .nets.regressor import load_regressor
+        return load_regressor()
+    if labeler == "teacher":
+        from .nets.attributes import label_images
+
+        def teacher(images: torch.Tensor) -> dict[str, torch.Tensor]:
+            return label_images(images, batch_size=max(1, len(images)), progress=False)
+        teacher.names = None
+        return teacher
+    if isinstance(labeler, str):
+        raise ValueError(f"unknown labeler {labeler!r}; pass 'H', 'teacher' or a callable images -> scores")
+    if not callable(labeler):
+        raise TypeError("labeler must be callable (images [N, 3, H, W] in [-1, 1] -> scores), "
+                        f"got {type(labeler).__name__}")
+    return labeler
+
+
+def _as_scores(out, labeler, n: int) -> dict[str, torch.Tensor]:
+    """A labeler's answer as ``{name: float32 CPU [N]}``."""
+    if isinstance(out, Mapping):
+        scores = {str(k): torch.as_tensor(v) for k, v in out.items()}
+    else:
+        out = torch.as_tensor(out)
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.ndim == 1:
+            scores = {str(getattr(labeler, "name", "score")): out}
+        elif out.ndim == 2:
+            names = getattr(labeler, "names", None) or [str(j) for j in range(out.shape[1])]
+            if len(names) != out.shape[1]:
+                raise ValueError(f"labeler returned {out.shape[1]} columns but names {list(names)}")
+            scores = {str(a): out[:, j] for j, a in enumerate(names)}
+        else:
+            raise ValueError(f"a labeler must return [N], [N, K] or a dict of [N], got shape {list(out.shape)}")
+    for k, v in scores.items():
+        if v.shape != (n,):
+            raise ValueError(f"labeler score {k!r} has shape {list(v.shape)}, expected [{n}]")
+    return {k: v.detach().float().cpu() for k, v in scores.items()}
+
+
+@torch.no_grad()
+def label_latents(G, latents: Latents | torch.Tensor, *, labeler=None, batch_size: int = 64,
+                  noise_mode: str = "const", progress: bool = True) -> dict[str, torch.Tensor]:
+    """Render latents batch by batch and score the faces: ``{attribute: float32 [N]}`` on the CPU.
+
+    ``labeler`` maps images [B, 3, R, R] in [-1, 1] to scores: a module with ``.names`` returning
+    [B, K] (like H, :class:`facelab.nets.regressor.AttributeRegressor`), a callable returning a dict
+    ``{name: [B]}`` or a single score [B] (named by its ``.name`` attribute, else ``"score"``), or
+    ``"H"`` / ``"teacher"`` (see :func:`resolve_labeler`; default H). Images go to the labeler's
+    device. Only one batch of images is held at a time. NaN scores (teacher: no face found) are kept.
+    """
+    from tqdm.auto import tqdm
+
+    labeler = resolve_labeler(labeler)
+    x = latents.synthesis_input() if isinstance(latents, Latents) else latents
+    lab_device = _device_of(labeler) if isinstance(labeler, nn.Module) else None
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for chunk in tqdm(x.split(batch_size), desc="labelling", unit="batch", disable=not progress):
+        images = render(G, chunk, batch_size=batch_size, noise_mode=noise_mode)  # [B, 3, R, R]
+        if lab_device is not None:
+            images = images.to(lab_device)
+        scores = _as_scores(labeler(images), labeler, len(chunk))
+        if chunks and scores.keys() != chunks.keys():
+            raise ValueError(f"labeler returned {sorted(scores)} for one batch and {sorted(chunks)} for another")
+        for k, v in scores.items():
+            chunks.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Boundaries
+
+
+@dataclass(frozen=True)
+class BoundaryReport:
+    """How a boundary was fitted and how well it separates (accuracies in [0, 1], NaN when undefined)."""
+
+    n_samples: int           # valid samples (after dropping NaN / invalid scores)
+    n_invalid: int           # samples dropped for a NaN or ``invalid_value`` score
+    n_chosen: int            # per side: the n_chosen highest scores are positives, the lowest negatives
+    n_train: int             # per side, fitted
+    n_val: int               # per side, held out
+    train_accuracy: float
+    val_accuracy: float      # held-out extremes
+    remaining_accuracy: float  # the reference's: samples not chosen, labelled score >= threshold
+    all_accuracy: float      # every valid sample, same labels
+    threshold: float         # the score that splits the remaining samples
+    score_correlation: float  # Pearson r between signed distance and score, all valid samples
+    distance_mean: float     # mean and std of the signed distance over all valid samples:
+    distance_std: float      # distance_std is the natural unit for edit steps
+    ratio: float
+    split: float
+    C: float
+    seed: int
+
+
+@dataclass(eq=False)
+class Boundary:
+    """A hyperplane ``{x : normal . x + offset = 0}`` in one latent space.
+
+    normal: unit vector [D], float32, pointing towards more of ``attribute``. ``offset``: in latent
+    units, so ``normal . x + offset`` is the signed distance of ``x`` (> 0: the attribute's side).
+    ``space`` is "z", "w" or "w+" (D = num_ws * w_dim, flattened). ``conditions`` names the
+    attributes it was made orthogonal to (:func:`project_boundary`). ``report``: how it was fitted
+    (None for projected boundaries). ``meta``: provenance (generator, labeler, ...).
+    """
+
+    normal: torch.Tensor
+    offset: float = 0.0
+    attribute: str = ""
+    space: str = "w"
+    conditions: tuple[str, ...] = ()
+    report: BoundaryReport | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        n = torch.as_tensor(self.normal).detach().float().cpu()
+        if n.ndim != 1 or n.numel() == 0 or not torch.isfinite(n).all():
+            raise ValueError(f"normal must be a finite vector [D], got shape {list(n.shape)}")
+        norm = n.norm()
+        if not math.isclose(float(norm), 1.0, rel_tol=1e-3):
+            raise ValueError(f"normal must have unit norm, got {float(norm):.4g}; divide it by its norm")
+        self.normal = n if abs(float(norm) - 1) < 1e-6 else n / norm  # exact round trips through files
+        self.offset = float(self.offset)
+        self.conditions = tuple(self.conditions)
+        _check_space(self.space)
+
+    @property
+    def dim(self) -> int:
+        return self.normal.numel()
+
+    @property
+    def name(self) -> str:
+        """``"age"``, or ``"age|male,smile"`` when made orthogonal to conditions."""
+        return self.attribute + ("|" + ",".join(self.conditions) if self.conditions else "")
+
+    def distance(self, x: torch.Tensor) -> torch.Tensor:
+        """Signed distance of latents ``x`` (see :func:`signed_distance`)."""
+        return signed_distance(x, self)
+
+    def to_dict(self) -> dict:
+        """Plain tensors and Python types only: loads with ``torch.load(weights_only=True)``."""
+        return {"normal": self.normal.clone(), "offset": self.offset, "attribute": self.attribute,
+                "space": self.space, "conditions": list(self.conditions),
+                "report": None if self.report is None else asdict(self.report),
+                "meta": json.loads(json.dumps(self.meta, default=str))}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Boundary":
+        report = d.get("report")
+        if report is not None:
+            known = {f.name for f in fields(BoundaryReport)}
+            report = BoundaryReport(**{k: v for k, v in report.items() if k in known})
+        return cls(normal=d["normal"], offset=d.get("offset", 0.0), attribute=d.get("attribute", ""),
+                   space=d.get("space", "w"), conditions=tuple(d.get("conditions", ())), report=report,
+                   meta=dict(d.get("meta", {})))
+
+    def __repr__(self) -> str:
+        acc = "" if self.report is None else f", val_accuracy={self.report.val_accuracy:.3f}"
+        return f"Boundary({self.name!r}, space={self.space!r}, dim={self.dim}, offset={self.offset:.4g}{acc})"
+
+
+def _as_numpy_codes(codes) -> np.ndarray:
+    x = codes.detach().cpu().double().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes, np.float64)
+    if x.ndim == 3:
+        x = x.reshape(len(x), -1)  # W+ [N, num_ws, w_dim] -> [N, num_ws * w_dim]
+    if x.ndim != 2:
+        raise ValueError(f"latents must be [N, D] (or W+ [N, num_ws, w_dim]), got shape {list(x.shape)}")
+    return x
+
+
+def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
+                   invalid_value: float | None = None, threshold: str | float = "midpoint", C: float = 1.0,
+                   seed: int = 0, attribute: str = "", space: str | None = None) -> Boundary:
+    """Fit the hyperplane separating the highest- from the lowest-scoring latents (a linear SVM).
+
+    latents: codes [N, D] (Z, W, or W+ [N, num_ws, w_dim], flattened), or a :class:`Latents` with
+    ``space`` naming which codes to use. scores: [N], one attribute score per latent.
+
+    As in the reference ``train_boundary``: rows with a NaN score (or one equal to
+    ``invalid_value``) are dropped; the ``k`` highest scores are positives and the ``k`` lowest
+    negatives, ``k = int(ratio * N)`` if ``ratio <= 1`` else ``int(ratio)`` (at most N // 2); each
+    side is shuffled (``seed``) and split ``split`` : ``1 - split`` into training and validation; an
+    SVM with a linear kernel (``sklearn.svm.SVC(kernel="linear", C=C)``) is fitted. The remaining
+    samples are labelled positive where ``score >= threshold``: ``"midpoint"`` (the reference's:
+    halfway between the highest and lowest score), ``"median"``, or a number.
+
+    Returns a :class:`Boundary` whose unit normal points towards higher scores, with the SVM's
+    offset (rescaled to unit normal) and a :class:`BoundaryReport`.
+    """
+    try:
+        from sklearn.svm import SVC
+    except ImportError as e:  # pragma: no cover - scikit-learn is a pinned dependency
+        raise ImportError(f"train_boundary needs scikit-learn: {SKLEARN_HINT}") from e
+
+    if isinstance(latents, Latents):
+        if space is None:
+            raise ValueError("pass space='z', 'w' or 'w+' to say which codes of the Latents to use")
+        latents = latents.codes(space)
+    was_plus = isinstance(latents, (torch.Tensor, np.ndarray)) and np.ndim(latents) == 3
+    x = _as_numpy_codes(latents)
+    space = _check_space(space or ("w+" if was_plus else "w"))
+    s = scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, np.float64)
+    if s.ndim == 2 and s.shape[1] == 1:
+        s = s[:, 0]
+    if s.ndim != 1 or len(s) != len(x):
+        raise ValueError(f"scores must be [N] with N = {len(x)} (one per latent), got shape {list(s.shape)}")
+    if not 0 < split <= 1:
+        raise ValueError(f"split is the training fraction in (0, 1], got {split}")
+    if ratio <= 0:
+        raise ValueError(f"ratio must be positive (a fraction <= 1 or a count > 1), got {ratio}")
+    keep = ~np.isnan(s)
+    if invalid_value is not None:
+        keep &= s != invalid_value
+    n_invalid = int((~keep).sum())
+    x, s = x[keep], s[keep]
+    n = len(s)
+    k = min(int(n * ratio) if ratio <= 1 else int(ratio), n // 2)
+    n_train = int(k * split)
+    if k < MIN_PER_SIDE or n_train < 1:
+        raise ValueError(f"too few samples: {n} valid scores ({n_invalid} dropped as NaN/invalid) and "
+                         f"ratio={ratio} give {k} per side, need >= {MIN_PER_SIDE} with >= 1 for training; "
+                         "sample more latents or raise ratio")
+    if not np.isfinite(x).all() or not np.isfinite(s).all():
+        raise ValueError("latents and scores must be finite (NaN scores are dropped, inf ones are not)")
+
+    order = np.argsort(-s, kind="stable")  # highest first
+    rng = np.random.default_rng(seed)
+    pos = order[:k][rng.permutation(k)]
+    neg = order[n - k:][rng.permutation(k)]
+    train_idx = np.concatenate([pos[:n_train], neg[:n_train]])
+    val_idx = np.concatenate([pos[n_train:], neg[n_train:]])
+    y_train = np.r_[np.ones(n_train), np.zeros(n_train)]
+    y_val = np.r_[np.ones(k - n_train), np.zeros(k - n_train)]
+
+    clf = SVC(kernel="linear", C=C).fit(x[train_idx], y_train)
+    coef = clf.coef_.reshape(-1)  # decision > 0 <=> class 1 (the high scores)
+    norm = float(np.linalg.norm(coef))
+    if norm == 0:
+        raise ValueError("the SVM found no direction (all weights zero): are the latents constant?")
+    normal, offset = coef / norm, float(clf.intercept_[0]) / norm
+    dist = x @ normal + offset  # [N] signed distances
+
+    if threshold == "midpoint":
+        thr = (s.max() + s.min()) / 2
+    elif threshold == "median":
+        thr = float(np.median(s))
+    elif isinstance(threshold, (int, float)):
+        thr = float(threshold)
+    else:
+        raise ValueError(f"threshold must be 'midpoint', 'median' or a number, got {threshold!r}")
+    y_all = s >= thr
+    rest = order[k: n - k]
+
+    def acc(idx, y) -> float:
+        return float(((dist[idx] > 0) == y.astype(bool)).mean()) if len(idx) else float("nan")
+
+    sd = float(dist.std())
+    r = float(np.corrcoef(dist, s)[0, 1]) if sd > 0 and s.std() > 0 else float("nan")
+    report = BoundaryReport(
+        n_samples=n, n_invalid=n_invalid, n_chosen=k, n_train=n_train, n_val=k - n_train,
+        train_accuracy=acc(train_idx, y_train), val_accuracy=acc(val_idx, y_val),
+        remaining_accuracy=acc(rest, y_all[rest]), all_accuracy=acc(np.arange(n), y_all),
+        threshold=float(thr), score_correlation=r, distance_mean=float(dist.mean()), distance_std=sd,
+        ratio=float(ratio), split=float(split), C=float(C), seed=int(seed))
+    return Boundary(normal=torch.from_numpy(normal).float(), offset=offset, attribute=attribute, space=space,
+                    report=report)
+
+
+def _unit(v, what: str) -> tuple[torch.Tensor, float]:
+    """(unit normal float64 [D], offset) of a Boundary or a vector ([D] or [1, D]; offset 0)."""
+    if isinstance(v, Boundary):
+        return v.normal.double(), v.offset
+    t = torch.as_tensor(v).detach().cpu().double()
+    if t.ndim == 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 1:
+        raise ValueError(f"{what} must be a Boundary or a vector [D] / [1, D], got shape {list(t.shape)}")
+    norm = t.norm()
+    if norm == 0 or not torch.isfinite(norm):
+        raise ValueError(f"{what} must be a non-zero finite vector")
+    return t / norm, 0.0
+
+
+def project_boundary(primal, *conditions):
+    """Conditional manipulation: the direction of ``primal`` with every condition's component removed.
+
+    Returns the unit vector ``n' = r / |r|`` with ``r = n - sum_i beta_i c_i`` orthogonal to every
+    condition normal ``c_i`` (moving along ``n'`` leaves each condition's signed distance unchanged).
+    ``beta`` solves the normal equations ``(C C^T) beta = C n``: closed forms for one condition
+    (``beta = n . c``) and two (the paper's), least squares for three or more (or for two nearly
+    parallel conditions, where the closed form would divide by ~0). Vectors are normalised first.
+
+    Accepts Boundaries or vectors ([D] or [1, D]) and returns the primal's type: a vector of the
+    primal's shape, dtype and device, or a :class:`Boundary` with ``conditions`` set and offset
+    ``(b - sum_i beta_i b_i) / |r|`` (vector conditions count as hyperplanes through the origin), so
+    that its signed distance is ``(d(x) - sum_i beta_i d_i(x)) / |r|``: the primal's distance with
+    the conditions' share removed. Raises ValueError if the primal lies in the conditions' span.
+    """
+    n, b = _unit(primal, "primal")
+    if not conditions:
+        return primal
+    cs = [_unit(c, f"condition {i}") for i, c in enumerate(conditions)]
+    for i, (c, _) in enumerate(cs):
+        if c.numel() != n.numel():
+            raise ValueError(f"condition {i} has dimension {c.numel()}, primal has {n.numel()}")
+    if isinstance(primal, Boundary):
+        spaces = {c.space for c in conditions if isinstance(c, Boundary)} - {primal.space}
+        if spaces:
+            raise ValueError(f"primal is a {primal.space!r} boundary but conditions are in {sorted(spaces)}")
+    C = torch.stack([c for c, _ in cs])  # [k, D]
+    offs = torch.tensor([o for _, o in cs], dtype=torch.float64)
+    p = C @ n  # [k] n . c_i
+    if len(cs) == 1:
+        beta = p
+    elif len(cs) == 2 and 1 - float(C[0] @ C[1]) ** 2 > 1e-6:
+        g = C[0] @ C[1]
+        det = 1 - g ** 2
+        beta = torch.stack([(p[0] - p[1] * g) / det, (p[1] - p[0] * g) / det])
+    else:
+        beta = torch.linalg.lstsq(C.T, n[:, None], driver="gelsd").solution[:, 0]  # min |C^T beta - n|
+    r = n - beta @ C  # [D]
+    rn = float(r.norm())
+    if rn < 1e-6:
+        raise ValueError("the primal direction lies in the span of the conditions: nothing is left to edit "
+                         "once they are held fixed; drop a condition")
+    new = r / rn
+    if isinstance(primal, Boundary):
+        names = tuple(c.attribute if isinstance(c, Boundary) else f"c{i}" for i, c in enumerate(conditions))
+        return replace(primal, normal=new.float(), offset=(b - float(beta @ offs)) / rn,
+                       conditions=primal.conditions + names, report=None, meta=dict(primal.meta))
+    t = torch.as_tensor(primal)
+    return new.to(dtype=t.dtype if t.is_floating_point() else torch.float32, device=t.device).reshape(t.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Editing
+
+
+def _normal_like(boundary, x: torch.Tensor, layers) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+    """The normal shaped to broadcast against latents x, its offset, and a layer mask.
+
+    W/Z latents [N, D]: (n [D], b, None). W+ latents with a W+ boundary: (n [L, D], b, None).
+    W+ latents with a W/Z boundary: (n [D], b, mask [L, 1]) with ones on the ``layers`` to edit.
+    """
+    if isinstance(boundary, Boundary):
+        n, b = boundary.normal, boundary.offset
+    else:
+        n, b = _unit(boundary, "boundary")[0].float(), 0.0
+    n = n.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    if x.ndim == 2:
+        if n.numel() != x.shape[1]:
+            raise ValueError(f"latents [N, {x.shape[1]}] do not match a boundary of dimension {n.numel()}")
+        if layers is not None:
+            raise ValueError("layers= selects W+ layers; these latents are W/Z [N, D]")
+        return n, b, None
+    if x.ndim != 3:
+        raise ValueError(f"latents must be [N, D] or W+ [N, num_ws, w_dim], got shape {list(x.shape)}")
+    L, D = x.shape[1:]
+    if n.numel() == L * D and n.numel() != D:
+        if layers is not None:
+            raise ValueError("layers= applies to W boundaries on W+ latents; this boundary is already a W+ one")
+        return n.reshape(L, D), b, None
+    if n.numel() != D:
+        raise ValueError(f"W+ latents [N, {L}, {D}] need a boundary of dimension {D} (W) or {L * D} (W+), "
+                         f"got {n.numel()}")
+    mask = torch.zeros(L, 1, device=x.device, dtype=n.dtype)
+    idx = list(range(L)) if layers is None else [int(i) for i in layers]
+    if not idx or any(not -L <= i < L for i in idx):
+        raise ValueError(f"layers must be a non-empty list of indices in [0, {L}), got {idx}")
+    mask[idx] = 1
+    return n, b, mask
+
+
+def _per_sample(v, x: torch.Tensor) -> torch.Tensor:
+    """A scalar or per-sample [N] value, shaped to broadcast over latents x."""
+    v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    if v.ndim == 0:
+        return v
+    if v.shape != (x.shape[0],):
+        raise ValueError(f"step/distance must be a number or one per latent [{x.shape[0]}], got {list(v.shape)}")
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def signed_distance(x: torch.Tensor, boundary) -> torch.Tensor:
+    """``n . x + b`` for latents x: [N] for W/Z [N, D] or W+ latents with a W+ boundary; [N, num_ws]
+    (each layer's distance) for W+ latents with a W boundary. A plain vector has offset 0."""
+    n, b, mask = _normal_like(boundary, x, None)
+    if mask is not None:
+        return x @ n + b  # [N, L]
+    return (x * n).flatten(1).sum(1) + b  # [N]
+
+
+def edit(x: torch.Tensor, boundary, step, *, layers: Sequence[int] | None = None) -> torch.Tensor:
+    """Move latents along the boundary's unit normal: ``x + step * n``.
+
+    x: W/Z [N, D] or W+ [N, num_ws, w_dim]; step: a number or one per latent [N], in latent units
+    (``boundary.report.distance_std`` is a natural unit). A W boundary on W+ latents moves the
+    ``layers`` given (default: all), a W+ boundary moves the whole code. The signed distance changes
+    by exactly ``step`` (per edited layer).
+    """
+    n, _, mask = _normal_like(boundary, x, layers)
+    move = n if mask is None else mask * n  # [D], [L, D]
+    return x + _per_sample(step, x) * move
+
+
+def edit_to_distance(x: torch.Tensor, boundary, distance, *, layers: Sequence[int] | None = None) -> torch.Tensor:
+    """Move latents along the normal until their signed distance is ``distance`` (number or [N]).
+
+    ``x + (distance - (n . x + b)) n``: ``distance = 0`` puts them on the hyperplane. With a W
+    boundary on W+ latents each edited layer is set to the distance separately, the others are
+    untouched. (The reference ``linear_interpolate`` measures from the parallel hyperplane through
+    the origin.)
+    """
+    n, b, mask = _normal_like(boundary, x, layers)
+    target = _per_sample(distance, x)
+    if mask is not None:
+        d = (x @ n + b)[..., None]  # [N, L, 1]
+        return x + mask * (target - d) * n
+    d = _per_sample((x * n).flatten(1).sum(1) + b, x)
+    return x + (target - d) * n
+
+
+@torch.no_grad()
+def edit_grid(G, x: torch.Tensor, boundary, steps: Sequence[float] = (-3, -2, -1, 0, 1, 2, 3), *,
+              mode: str = "step", layers: Sequence[int] | None = None, batch_size: int = 64,
+              noise_mode: str = "const") -> torch.Tensor:
+    """Images of each latent edited by each step: [N * len(steps), 3, R, R] in [-1, 1], face by face.
+
+    x: W [N, w_dim] or W+ [N, num_ws, w_dim]. ``mode="step"`` uses :func:`edit` (``x + s n``),
+    ``mode="distance"`` :func:`edit_to_distance` (signed distance ``s``). Show them with
+    ``fl.make_grid(images, nrow=len(steps))`` or ``fl.viz.show(images, nrow=len(steps))``.
+    """
+    if mode not in ("step", "distance"):
+        raise ValueError(f"mode must be 'step' or 'distance', got {mode!r}")
+    fn = edit if mode == "step" else edit_to_distance
+    edited = torch.stack([fn(x, boundary, s, layers=layers) for s in steps], dim=1)  # [N, S, ...]
+    return render(G, edited.flatten(0, 1), batch_size=batch_size, noise_mode=noise_mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+
+def _named_boundaries(boundaries) -> tuple[list[str], list]:
+    if isinstance(boundaries, (Boundary, torch.Tensor)):
+        boundaries = [boundaries]
+    if isinstance(boundaries, Mapping):
+        return [str(k) for k in boundaries], list(boundaries.values())
+    items = list(boundaries)
+    return [b.name if isinstance(b, Boundary) else str(i) for i, b in enumerate(items)], items
+
+
+def boundary_cosines(boundaries) -> torch.Tensor:
+    """Cosine similarity between boundary normals: [K, K] float32, in the order given.
+
+    boundaries: a dict ``{name: Boundary or vector}`` or a sequence. The paper compares this with
+    :func:`attribute_correlation`: correlated attributes have nearly parallel boundaries.
+    """
+    _, items = _named_boundaries(boundaries)
+    normals = [_unit(b, f"boundary {i}")[0] for i, b in enumerate(items)]
+    if len({v.numel() for v in normals}) > 1:
+        raise ValueError(f"boundaries of different dimensions {[v.numel() for v in normals]}: "
+                         "compare one space at a time")
+    N = torch.stack(normals)  # [K, D]
+    return (N @ N.T).float()
+
+
+def attribute_correlation(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Pearson correlation between attribute scores: [K, K] float32 in the dict's order.
+
+    Each pair uses the rows where both scores are finite (NaN-safe); NaN where fewer than 3 such
+    rows remain or a score is constant on them.
+    """
+    names = list(scores)
+    S = torch.stack([torch.as_tensor(scores[a]).double().cpu().reshape(-1) for a in names])  # [K, N]
+    ok = torch.isfinite(S)
+    out = torch.full((len(names), len(names)), float("nan"), dtype=torch.float64)
+    for i in range(len(names)):
+        for j in range(i, len(names)):
+            m = ok[i] & ok[j]
+            if m.sum() < 3:
+                continue
+            a, b = S[i, m] - S[i, m].mean(), S[j, m] - S[j, m].mean()
+            den = (a.norm() * b.norm()).item()
+            if den > 0:
+                out[i, j] = out[j, i] = (a @ b).item() / den
+    return out.float()
+
+
+@dataclass
+class Rescore:
+    """Mean change of each attribute per unit step along each boundary.
+
+    change: [n_boundaries, n_attributes]; ``change[i, j]`` is in attribute j's units per latent unit
+    (or per ``distance_std`` of boundary i when ``step="std"``). identity: [n_boundaries] mean
+    identity similarity between the faces and their ``+step`` edits, when an identity function was given.
+    """
+
+    change: torch.Tensor
+    boundaries: list[str]
+    attributes: list[str]
+    step: list[float]
+    unit: str
+    identity: torch.Tensor | None = None
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """A markdown table, boundaries as rows, ``digits`` significant digits."""
+        head = ["boundary \\ attribute"] + self.attributes + (["identity"] if self.identity is not None else [])
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for i, b in enumerate(self.boundaries):
+            row = [b] + [f"{v:+.{digits}g}" for v in self.change[i].tolist()]
+            if self.identity is not None:
+                row.append(f"{float(self.identity[i]):.{digits}g}")
+            lines.append("| " + " | ".join(row) + " |")
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str = 1.0,
+            layers: Sequence[int] | None = None, identity: Callable | None = None, batch_size: int = 64,
+            noise_mode: str = "const", progress: bool = False) -> Rescore:
+    """Re-score edited faces: how much does moving along each boundary change every attribute?
+
+    For each boundary, the latents ``x`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) are edited by
+    ``+step`` and ``-step`` and the labeler's scores compared: the central difference
+    ``mean_i (s(x_i + h n) - s(x_i - h n)) / 2h`` (NaN-safe). ``step`` is in latent units, or ``"std"``
+    for each boundary's ``report.distance_std``. On the diagonal (a boundary's own attribute) this
+    should be clearly positive; off it, small values mean a disentangled edit (the paper's
+    re-scoring analysis). ``identity(a, b) -> [N]`` (images in [-1, 1]) optionally measures how
+    much of the face's identity survives the ``+step`` edit.
+    """
+    labeler = resolve_labeler(labeler)
+    names, items = _named_boundaries(boundaries)
+    base = render(G, x, batch_size=batch_size, noise_mode=noise_mode) if identity is not None else None
+    rows, steps, ids, attrs = [], [], [], None
+    for b in items:
+        if step == "std":
+            if not isinstance(b, Boundary) or b.report is None:
+                raise ValueError("step='std' needs fitted Boundaries (with a report); give a number instead")
+            h = b.report.distance_std
+        elif isinstance(step, (int, float)) and step > 0:
+            h = float(step)
+        else:
+            raise ValueError(f"step must be a positive number or 'std', got {step!r}")
+        plus = label_latents(G, edit(x, b, h, layers=layers), labeler=labeler, batch_size=batch_size,
+                             noise_mode=noise_mode, progress=progress)
+        minus = label_latents(G, edit(x, b, -h, layers=layers), labeler=labeler, batch_size=batch_size,
+                              noise_mode=noise_mode, progress=progress)
+        attrs = attrs or list(plus)
+        rows.append(torch.stack([torch.nanmean((plus[a] - minus[a]).double()) / (2 * h) for a in attrs]))
+        steps.append(h)
+        if identity is not None:
+            edited = render(G, edit(x, b, h, layers=layers), batch_size=batch_size, noise_mode=noise_mode)
+            ids.append(torch.as_tensor(identity(base, edited)).float().nanmean())
+    return Rescore(change=torch.stack(rows).float(), boundaries=names, attributes=attrs, step=steps,
+                   unit="per distance_std" if step == "std" else "per latent unit",
+                   identity=torch.stack(ids) if ids else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving and loading
+
+
+def save_boundaries(path: str | Path, boundaries, *, meta: dict | None = None) -> Path:
+    """Save boundaries (a dict or sequence of :class:`Boundary`) atomically as a weights_only torch file.
+
+    Format: ``{"format": "facelab.boundaries/1", "boundaries": [Boundary.to_dict(), ...], "meta": {...}}``.
+    Each (space, name) pair may occur once.
+    """
+    from .hub import atomic_torch_save
+
+    items = list(boundaries.values()) if isinstance(boundaries, Mapping) else list(boundaries)
+    seen = set()
+    for b in items:
+        if not isinstance(b, Boundary):
+            raise TypeError(f"save_boundaries stores Boundary objects, got {type(b).__name__}")
+        if (b.space, b.name) in seen:
+            raise ValueError(f"two boundaries named {b.name!r} in space {b.space!r}")
+        seen.add((b.space, b.name))
+    meta = json.loads(json.dumps(meta or {}, default=str))
+    return atomic_torch_save({"format": BOUNDARIES_FORMAT, "boundaries": [b.to_dict() for b in items],
+                              "meta": meta}, path)
+
+
+def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None = "w") -> dict[str, Boundary]:
+    """Boundaries from a file saved by :func:`save_boundaries`, or shipped ones by generator name.
+
+    ``"world64"`` loads the registered ``boundaries_world64`` (``facelab/weights/boundaries_world64.pt``,
+    sha256-checked). Returns ``{name: Boundary}`` for one ``space`` (``"z"``, ``"w"``, ``"w+"``), or,
+    with ``space=None``, every boundary keyed ``"space/name"`` (e.g. ``"w/age"``). Loading never
+    unpickles code (``weights_only=True``).
+    """
+    from .hub import REGISTRY, load_file, weights_path
+
+    is_path = isinstance(name_or_path, Path) or str(name_or_path).endswith((".pt", ".pth"))
+    if is_path:
+        path = Path(name_or_path)
+    else:
+        key = next((k for k in (f"boundaries_{name_or_path}", str(name_or_path)) if k in REGISTRY
+                    and REGISTRY[k].kind == "boundaries"), None)
+        if key is None:
+            raise KeyError(f"no boundaries named {name_or_path!r} are registered (looked for "
+                           f"'boundaries_{name_or_path}' in facelab/weights/manifest.json); compute them with "
+                           "`python -m facelab.train.boundaries --out my_boundaries.pt` and load that file")
+        path = weights_path(key)
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != BOUNDARIES_FORMAT:
+        raise ValueError(f"{path} is not a facelab boundaries file (expected format {BOUNDARIES_FORMAT!r}); "
+                         "write one with facelab.interpret.save_boundaries")
+    items = [Boundary.from_dict(d) for d in ckpt["boundaries"]]
+    if space is None:
+        return {f"{b.space}/{b.name}": b for b in items}
+    _check_space(space)
+    out = {b.name: b for b in items if b.space == space}
+    if not out:
+        have = sorted({b.space for b in items})
+        raise ValueError(f"{path} holds no {space!r} boundaries (spaces: {have}); pass space= one of those or None")
+    return out

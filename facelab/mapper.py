@@ -1,0 +1,241 @@
+"""The Latent-to-Latent mapper: a network that edits several face attributes in one forward pass.
+
+Khodadadeh, Ghadar, Motiian, Lin, Bölöni, Kalarot: "Latent to Latent: A Learned Mapper for Identity
+Preserving Editing of Multiple Face Attributes in StyleGAN-generated Images", WACV 2022. No official
+code was released; this follows the paper's text.
+
+InterFaceGAN edits by adding a fixed direction to every latent. The mapper instead *learns* the edit:
+a fully connected network ``f(w, Δa) -> w'`` takes a W+ latent and the wanted change of each
+attribute, and returns the edited latent. It is trained without paired data, through a frozen
+attribute regressor H and a frozen face-identity network, with five losses (each a weight in
+:class:`MapperConfig`)::
+
+    attribute       MSE( H(G(w')), a_target )        does the edit happen? (and the others stay put)
+    cycle           L1( f(f(w, Δa), -Δa), w )        the edit can be undone: no information lost
+    identity        L1( f(w, 0), w )                 asking for nothing changes nothing
+    neighbourhood   L2( w' - w )                     stay near the start: fewer side effects
+    face identity   1 - cos( id(G(w)), id(G(w')) )   the person stays the same
+
+Shapes: ``ws`` [N, num_ws, w_dim] (W+; a W latent [N, w_dim] is broadcast to every layer), ``delta``
+[N, K] in *standardised* attribute units (one unit = one standard deviation of the attribute over
+the world, as H sees it); :meth:`LatentMapper.edit` takes natural units (``age=+10`` years).
+
+**Attribute correction** (the paper's step that keeps single-attribute targets plausible). Asking
+for "+10 years, nothing else" is not what happens in the data: older faces in our world are also
+(say) more often male. The requested change ``Δa`` on the *named* attributes is completed on the
+other attributes by their regression on the named ones, fitted on the world's labels:
+``Δa_other = B Δa_named`` with ``B = Σ_on Σ_nn⁻¹`` (the conditional mean of a Gaussian fitted to the
+standardised labels), keeping only entries whose correlation is at least ``correction_min_corr``
+in magnitude (weaker ones are noise and are set to zero: the attribute is asked to stay put).
+Targets are then clipped to the range seen in the data. The matrix is computed by
+:func:`correction_matrix` and stored with the mapper.
+
+    m = fl.mapper.load_mapper()                          # shipped for world64
+    ws_edit = m.edit(ws, age=+10, smile=+0.3)            # one forward pass
+    fl.mapper.edit(ws, age=+10)                          # same, with the shipped mapper
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MAPPER_FORMAT = "facelab.mapper/1"
+EDITABLE = ("age", "male", "smile", "yaw", "roll", "mouth_width")  # H's attributes except face_conf
+
+
+@dataclass
+class MapperConfig:
+    """Architecture, data and loss weights of the mapper (paper's choices where it gives them)."""
+
+    attributes: tuple[str, ...] = EDITABLE
+    depth: int = 2                      # hidden layers, 1-4 (paper: tanh, width of the input)
+    residual: bool = True               # w' = w + f(...): see the module docstring of train.mapper
+    # losses
+    attribute_weight: float = 1.0
+    cycle_weight: float = 1.0
+    identity_weight: float = 1.0
+    neighbourhood_weight: float = 0.5
+    face_identity_weight: float = 0.5
+    # training data: how edits are drawn
+    max_change: float = 2.0             # |Δa| up to this many standard deviations
+    max_attributes: int = 3             # 1..this many attributes changed at once
+    correction_min_corr: float = 0.2
+    # optimisation
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-4
+    psi: float = 1.0                    # truncation of the training latents
+    seed: int = 0
+
+    def __post_init__(self):
+        self.attributes = tuple(self.attributes)
+        if not 1 <= self.depth <= 4:
+            raise ValueError(f"depth must be 1-4 hidden layers (the paper's range), got {self.depth}")
+        if not 1 <= self.max_attributes <= len(self.attributes):
+            raise ValueError(f"max_attributes must be in 1..{len(self.attributes)}, got {self.max_attributes}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["attributes"] = list(self.attributes)
+        return d
+
+
+class LatentMapper(nn.Module):
+    """f(ws, Δa) -> ws': fully connected over the flattened W+ latent and the change vector.
+
+    Every hidden layer has the width of the input (``num_ws * w_dim + K``) and a tanh non-linearity
+    (the paper found ReLU loses information); the output layer is linear. Latents are standardised
+    with the world's W statistics (``w_mean``, ``w_std``) on the way in and out, so the tanh layers
+    see unit-scale inputs.
+    """
+
+    def __init__(self, num_ws: int, w_dim: int, config: MapperConfig = MapperConfig(), *,
+                 w_mean: torch.Tensor | None = None, w_std: torch.Tensor | None = None,
+                 attr_mean: torch.Tensor | None = None, attr_std: torch.Tensor | None = None,
+                 attr_min: torch.Tensor | None = None, attr_max: torch.Tensor | None = None,
+                 correction: torch.Tensor | None = None):
+        super().__init__()
+        self.config, self.num_ws, self.w_dim = config, num_ws, w_dim
+        k = len(config.attributes)
+        width = num_ws * w_dim + k
+        layers: list[nn.Module] = []
+        for _ in range(config.depth):
+            layers += [nn.Linear(width, width), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, num_ws * w_dim)
+        if config.residual:  # start as the identity map: f(w, Δa) = w
+            nn.init.zeros_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
+
+        def buf(name, value, default):
+            self.register_buffer(name, (default if value is None else value).float().clone())
+
+        buf("w_mean", w_mean, torch.zeros(w_dim))
+        buf("w_std", w_std, torch.ones(w_dim))
+        buf("attr_mean", attr_mean, torch.zeros(k))
+        buf("attr_std", attr_std, torch.ones(k))
+        buf("attr_min", attr_min, torch.full((k,), -torch.inf))
+        buf("attr_max", attr_max, torch.full((k,), torch.inf))
+        buf("correction", correction, torch.eye(k))
+        self.meta: dict = {}
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        return self.config.attributes
+
+    def _check(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        if ws.ndim == 2:
+            ws = ws[:, None].expand(-1, self.num_ws, -1)
+        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
+            raise ValueError(f"the mapper expects W+ latents [N, {self.num_ws}, {self.w_dim}] or W [N, {self.w_dim}], "
+                             f"got {tuple(ws.shape)}")
+        if delta.shape != (ws.shape[0], len(self.attributes)):
+            raise ValueError(f"delta must be [N, {len(self.attributes)}] (one column per {list(self.attributes)}), "
+                             f"got {tuple(delta.shape)}")
+        return ws
+
+    def forward(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """ws [N, num_ws, w_dim] (or W [N, w_dim]), delta [N, K] standardised -> ws' [N, num_ws, w_dim]."""
+        ws = self._check(ws, delta)
+        x = ((ws - self.w_mean) / self.w_std).flatten(1)  # [N, num_ws * w_dim]
+        h = self.body(torch.cat([x, delta.to(x.dtype)], 1))  # [N, num_ws * w_dim + K]
+        y = self.out(h)
+        y = x + y if self.config.residual else y
+        return y.view(-1, self.num_ws, self.w_dim) * self.w_std + self.w_mean
+
+    # --- attribute units ---------------------------------------------------------------------
+
+    def delta_from_changes(self, n: int, changes: dict[str, float], *, device=None) -> torch.Tensor:
+        """Standardised delta [n, K] from natural-unit changes, e.g. ``{"age": 10, "smile": 0.3}``."""
+        unknown = sorted(set(changes) - set(self.attributes))
+        if unknown:
+            raise KeyError(f"the mapper cannot edit {unknown}; it edits {list(self.attributes)}")
+        delta = torch.zeros(n, len(self.attributes), device=device or self.attr_std.device)
+        for j, a in enumerate(self.attributes):
+            if a in changes:
+                delta[:, j] = torch.as_tensor(changes[a], dtype=torch.float32, device=delta.device) / self.attr_std[j]
+        return delta
+
+    @torch.no_grad()
+    def edit(self, ws: torch.Tensor, **changes: float) -> torch.Tensor:
+        """Edited W+ latents for natural-unit changes: ``m.edit(ws, age=+10, smile=+0.3)``.
+
+        Each change is a float (same for every latent) or a tensor [N].
+        """
+        ws = ws.to(self.w_mean.device)
+        return self(ws, self.delta_from_changes(ws.shape[0], changes))
+
+    # --- targets -----------------------------------------------------------------------------
+
+    def corrected(self, delta: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
+        """Complete a change on the ``named`` attributes ([N, K] bool) by the correction matrix.
+
+        Named entries keep their requested value; every other attribute moves by
+        ``sum_j correction[i, j] * delta_j`` over the named j (standardised units).
+        """
+        implied = (delta * named) @ self.correction.T  # [N, K]
+        return torch.where(named, delta, implied)
+
+    def target(self, attrs: torch.Tensor, delta: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
+        """Target attributes (natural units) [N, K]: current + corrected change, clipped to the data's range."""
+        t = attrs + self.corrected(delta, named) * self.attr_std
+        return torch.maximum(torch.minimum(t, self.attr_max), self.attr_min)
+
+
+def correction_matrix(labels: torch.Tensor, *, min_corr: float = 0.2) -> torch.Tensor:
+    """Regression slopes B [K, K] between standardised attributes: B[i, j] = corr(i, j) if |corr| >= min_corr.
+
+    For one named attribute j, the conditional mean of a Gaussian gives ``E[a_i | a_j] = corr(i, j) a_j``
+    in standardised units, so ``B[:, j]`` is the change the data implies for every attribute when
+    ``a_j`` moves by one standard deviation. (For several named attributes at once we apply the
+    single-attribute slopes additively, ignoring their mutual correlation: an approximation we
+    state rather than hide.) The diagonal is 1; weak correlations are zeroed.
+    """
+    ok = ~torch.isnan(labels).any(1)
+    x = labels[ok].double()
+    x = (x - x.mean(0)) / x.std(0)
+    c = (x.T @ x) / (x.shape[0] - 1)  # [K, K] correlation
+    c = torch.where(c.abs() >= min_corr, c, torch.zeros_like(c))
+    c.fill_diagonal_(1.0)
+    return c.float()
+
+
+def save_mapper(m: LatentMapper, path) -> None:
+    from .hub import atomic_torch_save
+
+    atomic_torch_save({"format": MAPPER_FORMAT, "config": m.config.to_dict(), "num_ws": m.num_ws,
+                       "w_dim": m.w_dim, "state_dict": {k: v.detach().cpu() for k, v in m.state_dict().items()},
+                       "meta": m.meta}, path)
+
+
+def load_mapper(name: str = "mapper_world64", *, device=None) -> LatentMapper:
+    """The shipped mapper (``"mapper_world64"``) or one saved by ``save_mapper``; eval mode, frozen."""
+    from pathlib import Path
+
+    from .hub import load_file, weights_path
+    from .utils import get_device
+
+    is_path = isinstance(name, Path) or str(name).endswith((".pt", ".pth"))
+    path = Path(name) if is_path else weights_path(str(name))
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != MAPPER_FORMAT:
+        raise ValueError(f"{path} is not a facelab mapper (expected format {MAPPER_FORMAT!r}); "
+                         "train one with: python -m facelab.train.mapper")
+    m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig(**ckpt["config"]))
+    m.load_state_dict(ckpt["state_dict"])
+    m.meta = ckpt.get("meta", {})
+    return m.eval().requires_grad_(False).to(get_device(device))
+
+
+@functools.lru_cache(maxsize=2)
+def _shipped(device: str) -> LatentMapper:
+    return load_mapper(device=device)
+
+
+def edit(ws: torch.Tensor, **changes: float) -> torch.Tensor:
+    """Edit W+ latents with the shipped world64 mapper: ``fl.mapper.edit(ws, age=+10, smile=+0.3)``."""
+    return _shipped(str(ws.device)).edit(ws, **changes)

@@ -1,0 +1,242 @@
+"""Train H, the differentiable attribute regressor, on teacher labels of world faces.
+
+    python -m facelab.train.regressor label --out runs/regressor --n 20000   # teacher labels (slow, resumable)
+    python -m facelab.train.regressor fit   --out runs/regressor             # train H, evaluate, ship
+
+``label`` draws latents from the world (seeded, chunk by chunk, truncation psi drawn uniformly from
+[``--psi-min``, 1] per face so that H also sees the truncated and edited faces it will be asked
+about), renders 64 px faces and labels them with every teacher labeler of
+:mod:`facelab.nets.attributes`. Each chunk of 1000 faces is written as its own file, so the step can
+be stopped and continued. Faces where MTCNN finds nothing keep NaN labels; H's loss skips them.
+
+``fit`` holds out the last ``--val`` faces (never seen in training), trains
+:class:`facelab.nets.regressor.AttributeRegressor` with a masked, standardised MSE, and writes the
+held-out agreement with the teacher (Pearson r per attribute, accuracy for the probability
+attributes at 0.5, mean absolute error in the attribute's unit) and the CPU speed into the model
+card ``facelab/weights/attribute_regressor.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_generator, ship_file
+from ..nets.regressor import ATTRIBUTES, MIRROR_SIGN, REGRESSOR_FORMAT, AttributeRegressor, load_regressor
+from ..utils import seed_all, write_card_section
+
+CHUNK = 1000
+
+
+# --- label -----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def render_chunk(G, index: int, *, psi_min: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunk ``index``: faces [CHUNK, 3, 64, 64] in [-1, 1] and their truncation psi, reproducibly."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    z = torch.randn(CHUNK, G.z_dim, generator=gen)
+    psi = psi_min + (1 - psi_min) * torch.rand(CHUNK, generator=gen)
+    torch.manual_seed(seed * 1_000_003 + index)  # per-layer noise
+    out = []
+    for zc, pc in zip(z.split(100), psi.split(100)):
+        ws = G.mapping(zc, truncation_psi=1.0)
+        ws = G.mapping.w_avg.lerp(ws, pc[:, None, None])
+        out.append(G.synthesis(ws, noise_mode="random").clamp(-1, 1))
+    return torch.cat(out), psi
+
+
+def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0) -> None:
+    from ..nets.attributes import label_images
+
+    out.mkdir(parents=True, exist_ok=True)
+    G = load_generator("world64", device="cpu").eval()
+    for i in range(math.ceil(n / CHUNK)):
+        path = out / f"chunk{i:04d}.npz"
+        if path.exists():
+            continue
+        t0 = time.time()
+        images, psi = render_chunk(G, i, psi_min=psi_min, seed=seed)
+        labels = label_images(images, attributes=list(ATTRIBUTES), progress=False)
+        u8 = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, images=u8, psi=psi.numpy(), **{k: v.numpy() for k, v in labels.items()})
+        tmp.replace(path)
+        print(f"{path.name}: {CHUNK} faces in {time.time() - t0:.0f} s", flush=True)
+
+
+def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """All labelled chunks: uint8 images [N, 3, 64, 64] and labels [N, len(ATTRIBUTES)] (NaN: no face)."""
+    files = sorted(out.glob("chunk*[0-9].npz"))
+    if not files:
+        raise FileNotFoundError(f"no labelled chunks in {out}; run `python -m facelab.train.regressor label --out {out}` first")
+    images, labels = [], []
+    for f in files:
+        d = np.load(f)
+        images.append(torch.from_numpy(d["images"]))
+        y = np.stack([d[a] for a in ATTRIBUTES], 1).astype(np.float32)
+        no_face = d["face_conf"] < 0.5
+        y[no_face, :] = np.nan  # no face: nothing to learn about its attributes ...
+        y[:, list(ATTRIBUTES).index("face_conf")] = d["face_conf"]  # ... but its detection score is a label
+        labels.append(torch.from_numpy(y))
+    return torch.cat(images), torch.cat(labels)
+
+
+# --- fit -------------------------------------------------------------------------------------
+
+
+def to_float(u8: torch.Tensor) -> torch.Tensor:
+    return u8.float() / 127.5 - 1
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small random translations (±2 px, reflect-padded): edited and inverted faces are not pixel-aligned."""
+    n = x.shape[0]
+    pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    dx, dy = torch.randint(0, 5, (2, n), generator=gen)
+    return torch.stack([pad[i, :, dy[i]:dy[i] + 64, dx[i]:dx[i] + 64] for i in range(n)])
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    ok = ~torch.isnan(target)
+    return (pred - target.nan_to_num())[ok].square().mean()
+
+
+@torch.no_grad()
+def predict(H: AttributeRegressor, images_u8: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([H(to_float(b)) for b in images_u8.split(batch)])
+
+
+def agreement(pred: torch.Tensor, target: torch.Tensor) -> dict:
+    """Per attribute: Pearson r, mean absolute error and (probabilities) accuracy at 0.5, on labelled rows."""
+    rows = {}
+    for j, a in enumerate(ATTRIBUTES):
+        ok = ~torch.isnan(target[:, j])
+        p, t = pred[ok, j].double(), target[ok, j].double()
+        r = float(torch.corrcoef(torch.stack([p, t]))[0, 1])
+        row = {"n": int(ok.sum()), "r": round(r, 3), "mae": round(float((p - t).abs().mean()), 3),
+               "teacher_std": round(float(t.std()), 3)}
+        if ATTRIBUTES[a]["kind"] == "probability":
+            row["accuracy"] = round(float(((p > 0.5) == (t > 0.5)).double().mean()), 3)
+        rows[a] = row
+    return rows
+
+
+def cpu_speed(H: AttributeRegressor, batch: int = 64, repeats: int = 10) -> dict:
+    x = torch.randn(batch, 3, 64, 64)
+    out = {}
+    with torch.no_grad():
+        H(x)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            H(x)
+        out["forward_ms_per_image"] = round((time.perf_counter() - t0) / repeats / batch * 1000, 3)
+    x.requires_grad_(True)
+    H(x).sum().backward()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        H(x).sum().backward()
+    out["forward_backward_ms_per_image"] = round((time.perf_counter() - t0) / repeats / batch * 1000, 3)
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: float = 2e-3, seed: int = 0,
+        ship: bool = True) -> dict:
+    images, labels = load_chunks(out)
+    if images.shape[0] <= val:
+        raise ValueError(f"only {images.shape[0]} labelled faces for --val {val}; label more or lower --val")
+    tr_x, tr_y, va_x, va_y = images[:-val], labels[:-val], images[-val:], labels[-val:]
+    mean, std = tr_y.nanmean(0), torch.from_numpy(np.nanstd(tr_y.numpy(), 0))
+    gen = seed_all(seed)
+    H = AttributeRegressor(mean=mean, std=std)
+    opt = torch.optim.AdamW(H.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(tr_x.shape[0] / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    from tqdm.auto import tqdm
+    t0 = time.time()
+    bar = tqdm(total=steps, desc="H", unit="step")
+    for epoch in range(epochs):
+        H.train()
+        perm = torch.randperm(tr_x.shape[0], generator=gen)
+        for idx in perm.split(batch):
+            x = augment(to_float(tr_x[idx]), gen)
+            flip = torch.rand(x.shape[0], generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            y = torch.where(flip[:, None], tr_y[idx] * MIRROR_SIGN, tr_y[idx])  # a mirror flips yaw and roll
+            loss = masked_mse(H.normalised(x), (y - mean) / std)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update()
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+    bar.close()
+    H.eval()
+    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": epochs,
+              "train_minutes": round((time.time() - t0) / 60, 1),
+              "val": agreement(predict(H, va_x), va_y), "cpu": cpu_speed(H)}
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    path = atomic_torch_save({"format": REGRESSOR_FORMAT, "state_dict": H.state_dict(), "config": H.config(),
+                              "meta": report}, out / "attribute_regressor.pt")
+    load_regressor(path)  # refuse to ship something that does not load
+    if ship:
+        ship_file(path, "attribute_regressor", kind="regressor", card="attribute_regressor.md",
+                  description="H: 64 px face -> teacher attributes, trained on teacher labels of world64 faces")
+        update_card(PACKAGE_WEIGHTS / "attribute_regressor.md", report)
+    return report
+
+
+def card_markdown(report: dict) -> str:
+    """The model card's numbers: held-out agreement with the teacher and CPU speed."""
+    rows = ["| attribute | unit | held-out faces | Pearson r | accuracy at 0.5 | mean abs. error | teacher std |",
+            "|---|---|---|---|---|---|---|"]
+    for a, r in report["val"].items():
+        acc = f"{r['accuracy']:.1%}" if "accuracy" in r else "–"
+        rows.append(f"| {a} | {ATTRIBUTES[a]['unit']} | {r['n']} | {r['r']:.3f} | {acc} | {r['mae']:.3f} | "
+                    f"{r['teacher_std']:.3f} |")
+    cpu = report["cpu"]
+    return "\n".join([
+        f"Held-out agreement with the teacher labelers on {report['val_faces']} world faces never used in "
+        f"training (H trained on {report['train_faces']} faces, {report['epochs']} epochs, "
+        f"{report['train_minutes']} min on CPU). Rows without a detected face are excluded per attribute.",
+        "", *rows, "",
+        f"CPU speed ({cpu['threads']} threads, batch 64): {cpu['forward_ms_per_image']} ms per image forward, "
+        f"{cpu['forward_backward_ms_per_image']} ms forward + backward.",
+        "", "Produced by `python -m facelab.train.regressor fit`.",
+    ])
+
+
+def update_card(card: Path, report: dict) -> None:
+    write_card_section(card, card_markdown(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("label")
+    a.add_argument("--out", type=Path, default=Path("runs/regressor"))
+    a.add_argument("--n", type=int, default=20000)
+    a.add_argument("--psi-min", type=float, default=0.5)
+    a.add_argument("--seed", type=int, default=0)
+    b = sub.add_parser("fit")
+    b.add_argument("--out", type=Path, default=Path("runs/regressor"))
+    b.add_argument("--epochs", type=int, default=15)
+    b.add_argument("--val", type=int, default=2000)
+    b.add_argument("--no-ship", action="store_true")
+    args = p.parse_args(argv)
+    if args.cmd == "label":
+        label(args.out, args.n, psi_min=args.psi_min, seed=args.seed)
+    else:
+        fit(args.out, epochs=args.epochs, val=args.val, ship=not args.no_ship)
+
+
+if __name__ == "__main__":
+    main()

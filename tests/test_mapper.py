@@ -1,0 +1,151 @@
+"""The Latent-to-Latent mapper: architecture, units, attribute correction, training, shipped weights."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facelab import hub
+from facelab.mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
+from facelab.train import mapper as tm
+
+
+def test_residual_mapper_starts_as_identity_and_plain_does_not(G):
+    ws = G.mapping(torch.randn(3, G.z_dim))
+    delta = torch.randn(3, len(MapperConfig().attributes))
+    m = LatentMapper(G.num_ws, G.w_dim, MapperConfig())
+    assert torch.allclose(m(ws, delta), ws, atol=1e-6)
+    plain = LatentMapper(G.num_ws, G.w_dim, MapperConfig(residual=False))
+    assert (plain(ws, delta) - ws).abs().mean() > 0.1
+
+
+def test_hidden_layers_are_tanh_of_input_width(G):
+    m = LatentMapper(G.num_ws, G.w_dim, MapperConfig(depth=3))
+    width = G.num_ws * G.w_dim + len(m.attributes)
+    linears = [l for l in m.body if isinstance(l, torch.nn.Linear)]
+    assert len(linears) == 3 and all(l.in_features == l.out_features == width for l in linears)
+    assert sum(isinstance(l, torch.nn.Tanh) for l in m.body) == 3
+    with pytest.raises(ValueError, match="depth must be 1-4"):
+        MapperConfig(depth=5)
+
+
+def test_w_latents_are_broadcast_and_bad_shapes_are_refused(G):
+    m = LatentMapper(G.num_ws, G.w_dim, MapperConfig())
+    w = torch.randn(2, G.w_dim)
+    k = len(m.attributes)
+    assert m(w, torch.zeros(2, k)).shape == (2, G.num_ws, G.w_dim)
+    with pytest.raises(ValueError, match="W\\+ latents"):
+        m(torch.randn(2, 3, G.w_dim), torch.zeros(2, k))
+    with pytest.raises(ValueError, match="delta must be"):
+        m(w, torch.zeros(2, k + 1))
+
+
+def test_natural_units_are_divided_by_the_attribute_std(G):
+    cfg = MapperConfig()
+    std = torch.arange(1.0, len(cfg.attributes) + 1)
+    m = LatentMapper(G.num_ws, G.w_dim, cfg, attr_std=std)
+    d = m.delta_from_changes(2, {"age": 10.0, "smile": 0.3})
+    assert d[0, cfg.attributes.index("age")] == pytest.approx(10.0 / std[cfg.attributes.index("age")])
+    assert d[0, cfg.attributes.index("smile")] == pytest.approx(0.3 / std[cfg.attributes.index("smile")])
+    assert d[:, [cfg.attributes.index(a) for a in ("male", "yaw", "roll", "mouth_width")]].abs().sum() == 0
+    with pytest.raises(KeyError, match="cannot edit \\['eyeglasses'\\]"):
+        m.delta_from_changes(1, {"eyeglasses": 1.0})
+
+
+def test_correction_follows_the_data_and_ignores_weak_correlations():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(5000, generator=g)
+    labels = torch.stack([a, 0.8 * a + 0.6 * torch.randn(5000, generator=g), torch.randn(5000, generator=g)], 1)
+    c = correction_matrix(labels, min_corr=0.2)
+    assert c[1, 0] == pytest.approx(0.8, abs=0.03) and c[0, 1] == pytest.approx(0.8, abs=0.03)
+    assert c[2, 0] == 0 and c[0, 2] == 0 and torch.equal(c.diagonal(), torch.ones(3))
+    m = LatentMapper(2, 4, MapperConfig(attributes=("age", "male", "smile"), max_attributes=2), correction=c)
+    delta, named = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[True, False, False]])
+    out = m.corrected(delta, named)
+    assert out[0, 0] == 1.0 and out[0, 1] == pytest.approx(0.8, abs=0.03) and out[0, 2] == 0
+    # a named attribute keeps exactly what was asked, even when the data would move it
+    both = m.corrected(torch.tensor([[1.0, -0.5, 0.0]]), torch.tensor([[True, True, False]]))
+    assert both[0, 1] == -0.5
+
+
+def test_targets_are_clipped_to_the_data_range():
+    cfg = MapperConfig(attributes=("age", "male"), max_attributes=2)
+    m = LatentMapper(1, 2, cfg, attr_std=torch.tensor([10.0, 0.3]), attr_min=torch.tensor([0.0, 0.0]),
+                     attr_max=torch.tensor([80.0, 1.0]))
+    t = m.target(torch.tensor([[75.0, 0.9]]), torch.tensor([[2.0, 2.0]]), torch.tensor([[True, True]]))
+    assert t.tolist() == [[80.0, 1.0]]
+
+
+def test_draw_edits_names_between_one_and_max_attributes():
+    cfg = MapperConfig(max_attributes=2, max_change=1.5)
+    delta, named = tm.draw_edits(500, 6, cfg, torch.Generator().manual_seed(0))
+    counts = named.sum(1)
+    assert counts.min() == 1 and counts.max() == 2
+    assert (delta[~named] == 0).all() and delta.abs().max() <= 1.5
+
+
+def test_training_moves_the_attribute_the_requested_way(G, tmp_path):
+    """A tiny world whose only 'attribute' is brightness: a few steps teach the mapper to brighten."""
+
+    class Brightness(torch.nn.Module):
+        names = ("age", "male")
+
+        def index(self, name):
+            return self.names.index(name)
+
+        def forward(self, x):
+            b = x.mean(dim=(1, 2, 3))
+            return torch.stack([b, -b], 1)
+
+    cfg = MapperConfig(attributes=("age",), max_attributes=1, steps=60, batch_size=8, lr=1e-3,
+                       face_identity_weight=0.0, neighbourhood_weight=0.0)
+    ident = lambda img: F.normalize(img.flatten(1), dim=1)  # noqa: E731
+    m = tm.train(tmp_path / "run", cfg, G=G, H=Brightness(), identity=ident, progress=False, every=1000)
+    frozen = tm.Frozen(G, Brightness(), ident, cfg.attributes)
+    ws = G.mapping(torch.randn(32, G.z_dim, generator=torch.Generator().manual_seed(9)))
+    with torch.no_grad():
+        up = frozen.attrs(G.synthesis(m(ws, torch.ones(32, 1)), noise_mode="const"))
+        down = frozen.attrs(G.synthesis(m(ws, -torch.ones(32, 1)), noise_mode="const"))
+    assert (up - down).mean() > 0  # brighter when asked for +, darker when asked for -
+    assert m.meta["steps"] == 60
+    # resuming from the checkpoint continues (no new steps when the target is reached)
+    again = tm.train(tmp_path / "run", cfg, G=G, H=Brightness(), identity=ident, progress=False)
+    assert again.meta["steps"] == 60 and torch.equal(again.out.weight, m.out.weight)
+
+
+def test_save_load_round_trip_and_refusal(G, tmp_path):
+    m = LatentMapper(G.num_ws, G.w_dim, MapperConfig(depth=1))
+    with torch.no_grad():
+        m.out.weight.normal_()
+    save_mapper(m, tmp_path / "m.pt")
+    back = load_mapper(tmp_path / "m.pt")
+    ws, delta = G.mapping(torch.randn(2, G.z_dim)), torch.randn(2, len(m.attributes))
+    assert torch.equal(back(ws, delta), m(ws, delta))
+    hub.atomic_torch_save({"format": "something/else"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a facelab mapper"):
+        load_mapper(tmp_path / "x.pt")
+
+
+shipped = pytest.mark.skipif("mapper_world64" not in hub.REGISTRY, reason="no shipped mapper yet")
+
+
+@shipped
+def test_shipped_mapper_zero_edit_and_cycle_are_small_and_edits_go_the_right_way():
+    from facelab.nets.regressor import load_regressor
+
+    G, H, m = hub.load_generator("world64", device="cpu"), load_regressor(device="cpu"), load_mapper(device="cpu")
+    ws = G.mapping(torch.randn(24, G.z_dim, generator=torch.Generator().manual_seed(2026)))  # held out
+    k = len(m.attributes)
+    with torch.no_grad():
+        zero = ((m(ws, torch.zeros(24, k)) - ws) / m.w_std).abs().mean()
+        assert zero < 0.05
+        for a in ("age", "smile"):
+            j, col = m.attributes.index(a), H.index(a)
+            delta = torch.zeros(24, k)
+            delta[:, j] = 1.0
+            w1 = m(ws, delta)
+            cycle = ((m(w1, -delta) - ws) / m.w_std).abs().mean()
+            assert cycle < 0.1
+            before = H(G.synthesis(ws, noise_mode="const"))[:, col]
+            after = H(G.synthesis(w1, noise_mode="const"))[:, col]
+            assert (after - before).mean() > 0.3 * m.attr_std[j]

@@ -1,0 +1,92 @@
+"""H, the attribute regressor: shapes, units, loading, and that its training recipe learns a label."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facelab import hub
+from facelab.nets.regressor import ATTRIBUTES, MIRROR_SIGN, AttributeRegressor, load_regressor
+from facelab.train import regressor as tr
+
+
+def test_output_has_one_column_per_attribute_in_natural_units():
+    mean, std = torch.arange(7.0), torch.full((7,), 2.0)
+    H = AttributeRegressor(mean=mean, std=std).eval()
+    x = torch.rand(3, 3, 64, 64) * 2 - 1
+    y = H(x)
+    assert y.shape == (3, len(ATTRIBUTES))
+    assert torch.allclose(y, H.normalised(x) * 2 + mean)
+    assert set(H.predict(x)) == set(ATTRIBUTES)
+    assert H(torch.rand(2, 3, 128, 128)).shape == (2, 7)  # other sizes are resized
+    with pytest.raises(ValueError, match="expects images \\[N, 3, H, W\\]"):
+        H(torch.rand(2, 64, 64))
+    with pytest.raises(KeyError, match="no attribute 'eyeglasses'"):
+        H.index("eyeglasses")
+
+
+def test_mirroring_flips_exactly_yaw_and_roll():
+    flipped = {a for a, s in zip(ATTRIBUTES, MIRROR_SIGN.tolist()) if s < 0}
+    assert flipped == {"yaw", "roll"}
+
+
+def test_loader_refuses_other_files(tmp_path):
+    hub.atomic_torch_save({"format": "facelab.generator/1"}, tmp_path / "g.pt")
+    with pytest.raises(ValueError, match="not a facelab attribute regressor"):
+        load_regressor(tmp_path / "g.pt")
+
+
+def _fake_chunks(folder, n=600, seed=0):
+    """Chunks whose 'age' is the face's mean brightness and whose 'male' is left-right asymmetry."""
+    g = np.random.default_rng(seed)
+    for i in range(n // 600):
+        base = g.integers(0, 256, (600, 3, 8, 8)).astype(np.float32)
+        img = np.kron(base, np.ones((1, 1, 8, 8), np.float32)).astype(np.uint8)  # 64 px, blocky
+        x = img.astype(np.float32) / 127.5 - 1
+        labels = {a: g.normal(size=600).astype(np.float32) for a in ATTRIBUTES}
+        labels["age"] = 30 + 20 * x.mean((1, 2, 3))
+        labels["face_conf"] = np.ones(600, np.float32)
+        labels["smile"][:50] = np.nan  # unlabelled rows are skipped by the loss
+        np.savez(folder / f"chunk{i:04d}.npz", images=img, psi=np.ones(600, np.float32), **labels)
+
+
+def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
+    _fake_chunks(tmp_path)
+    report = tr.fit(tmp_path, epochs=3, val=150, batch=32, lr=3e-3, ship=False)
+    assert report["val"]["age"]["r"] > 0.8         # brightness is learnable
+    assert abs(report["val"]["yaw"]["r"]) < 0.3    # pure noise is not
+    assert report["val"]["smile"]["n"] <= 150 and "accuracy" in report["val"]["male"]
+    H = load_regressor(tmp_path / "attribute_regressor.pt")  # the run's file loads
+    assert H.names == tuple(ATTRIBUTES)
+
+
+def test_card_section_is_replaced_not_duplicated(tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text("# H\n\nintro\n")
+    report = {"val": {a: {"n": 10, "r": 0.5, "mae": 1.0, "teacher_std": 2.0} for a in ATTRIBUTES},
+              "val_faces": 10, "train_faces": 90, "epochs": 1, "train_minutes": 0.1,
+              "cpu": {"threads": 1, "forward_ms_per_image": 1.0, "forward_backward_ms_per_image": 2.0}}
+    tr.update_card(card, report)
+    tr.update_card(card, report)
+    text = card.read_text()
+    assert text.startswith("# H\n\nintro") and text.count("metrics:start") == 1 and "| age | years | 10 |" in text
+
+
+shipped = pytest.mark.skipif("attribute_regressor" not in hub.REGISTRY, reason="H not shipped yet")
+
+
+@shipped
+def test_shipped_H_agrees_with_the_teacher_on_new_faces():
+    """Teacher faces (not world faces: H never saw them) labelled by the teacher and by H."""
+    pytest.importorskip("onnxruntime")
+    from facelab.nets.attributes import label_images
+    from facelab.nets.teacher import sample_teacher
+
+    faces = sample_teacher(48, seed=777)
+    teacher = label_images(faces, attributes=["age", "yaw"], progress=False)
+    H = load_regressor(device="cpu")
+    pred = H.predict(faces)
+    for a in ("age", "yaw"):
+        ok = ~torch.isnan(teacher[a])
+        r = torch.corrcoef(torch.stack([pred[a][ok], teacher[a][ok]]))[0, 1]
+        assert r > 0.5, (a, float(r))

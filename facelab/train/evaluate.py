@@ -7,15 +7,18 @@ Numbers (all computed here, on ``--n`` generated faces and ``--n`` teacher faces
 * **MTCNN face detection** (facenet-pytorch's pretrained detector): the fraction of images in which
   a face is found and the mean detection confidence, for the world (untruncated, psi = 1, and
   truncated, psi = 0.7) and for the teacher.
-* **Fréchet ONet distance (FOD)**: the Fréchet distance (as in FID) between Gaussians fitted to
-  256-d features of MTCNN's ONet (its penultimate layer; a network trained on faces, and the only
-  pretrained face network available offline here). It stands in for an identity-embedding distance
-  until facelab ships a face-identity network. The same distance between two independent teacher
+* **Fréchet identity distance**: the Fréchet distance (as in FID, Heusel et al. 2017) between
+  Gaussians fitted to the 128-d unit identity embeddings of the dlib ResNet
+  (``facelab.nets.identity``, on ``facelab.metrics.world_chips`` of the 64 px faces): do the
+  world's faces span the teacher's identities? The same distance between two independent teacher
   sets is reported as the floor that finite samples alone produce.
+* **Fréchet ONet distance (FOD)**: the same on 256-d features of MTCNN's ONet (its penultimate
+  layer), a small face/no-face network: closer to "does it look like a face crop" than to identity.
 * **Attribute distributions** (age, gender, smile, pose, mouth width) from facelab's teacher
-  labelers, world vs teacher.
+  labelers, world vs teacher, over the faces MTCNN finds.
 * Training facts from the generator file: kimg, device, wall time, parameter count.
 
+MTCNN runs once per image set; its faces serve the detection rates and every attribute labeler.
 It also renders a 64-face sample grid and a truncation sweep as PNGs.
 """
 from __future__ import annotations
@@ -28,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..hub import PACKAGE_WEIGHTS, load_generator
 from ..imaging import resize, save_image
@@ -43,12 +45,29 @@ CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 
 
 @torch.no_grad()
+def mtcnn_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100):
+    """One MTCNN pass over images [N, 3, H, W] in [-1, 1]: ``facelab.nets.attributes.Faces`` for all N."""
+    from ..nets.attributes import Faces
+    from ..nets.attributes import detect_faces as mtcnn
+
+    parts = [mtcnn(chunk, device=device) for chunk in images.split(batch_size)]
+    return Faces(*(torch.cat([getattr(f, k) for f in parts]) for k in ("conf", "boxes", "points")))
+
+
 def detect_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """MTCNN on images [N, 3, H, W] in [-1, 1]. Returns (found [N] bool, confidence [N], 0 if none)."""
-    from ..nets.attributes import detect_faces as mtcnn_faces
-
-    conf = torch.cat([mtcnn_faces(chunk, device=device).conf for chunk in images.split(batch_size)]).numpy()
+    conf = mtcnn_faces(images, device=device, batch_size=batch_size).conf.numpy()
     return conf > 0, conf.astype(np.float64)
+
+
+@torch.no_grad()
+def identity_features(images: torch.Tensor, *, device="cpu", batch_size: int = 100) -> torch.Tensor:
+    """dlib identity embeddings [N, 128] (unit length, CPU) of world-aligned faces [N, 3, H, W]."""
+    from ..metrics import identity_embedding
+    from ..nets.identity import load_identity
+
+    net = load_identity("dlib", device=device)
+    return torch.cat([identity_embedding(c.to(device), net=net).cpu() for c in images.split(batch_size)])
 
 
 class ONetFeatures(torch.nn.Module):
@@ -100,22 +119,31 @@ def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device="cpu") -> dic
     """All numbers for the model card (see module docstring)."""
     t0 = time.time()
     fake = resize(generate(G, n, seed=seed, device=device), 64)
+    trunc = resize(generate(G, n, seed=seed, psi=0.7, device=device), 64)
     real = sample_teacher(n, seed=seed + 1, device=device).cpu()
     real2 = sample_teacher(n, seed=seed + 2, device=device).cpu()
-    found_f, conf_f = detect_faces(fake, device=device)
-    found_t, _ = detect_faces(resize(generate(G, n, seed=seed, psi=0.7, device=device), 64), device=device)
-    found_r, conf_r = detect_faces(real, device=device)
+    sets = (("world", fake), ("world_psi07", trunc), ("teacher", real))
+    faces = {k: mtcnn_faces(x, device=device) for k, x in sets}  # one MTCNN pass per set, shared below
+    found = {k: f.found.numpy() for k, f in faces.items()}
+    conf = {k: f.conf.double().numpy() for k, f in faces.items()}
     onet = ONetFeatures().to(device)
     feats = [torch.cat([onet(c.to(device)).cpu() for c in x.split(250)]) for x in (fake, real, real2)]
+    ident = [identity_features(x, device=device) for x in (fake, real, real2)]
     meta = getattr(G, "meta", {})
-    attrs = attribute_summary(fake, real, device=device)
+    attrs = attribute_summary(fake, real, device=device, faces=(faces["world"], faces["teacher"]))
+
+    def mean_conf(k: str) -> float:
+        return round(float(conf[k][found[k]].mean()) if found[k].any() else 0.0, 4)
+
     return {
         "n": n, "seed": seed,
-        "mtcnn_rate_world": round(float(found_f.mean()), 4),
-        "mtcnn_conf_world": round(float(conf_f[found_f].mean()) if found_f.any() else 0.0, 4),
-        "mtcnn_rate_world_psi07": round(float(found_t.mean()), 4),
-        "mtcnn_rate_teacher": round(float(found_r.mean()), 4),
-        "mtcnn_conf_teacher": round(float(conf_r[found_r].mean()) if found_r.any() else 0.0, 4),
+        "mtcnn_rate_world": round(float(found["world"].mean()), 4),
+        "mtcnn_conf_world": mean_conf("world"),
+        "mtcnn_rate_world_psi07": round(float(found["world_psi07"].mean()), 4),
+        "mtcnn_rate_teacher": round(float(found["teacher"].mean()), 4),
+        "mtcnn_conf_teacher": mean_conf("teacher"),
+        "identity_fd_world_vs_teacher": round(frechet_distance(ident[0], ident[1]), 4),
+        "identity_fd_teacher_vs_teacher": round(frechet_distance(ident[2], ident[1]), 4),
         "fod_world_vs_teacher": round(frechet_distance(feats[0], feats[1]), 3),
         "fod_teacher_vs_teacher": round(frechet_distance(feats[2], feats[1]), 3),
         "kimg": meta.get("kimg"), "train_device": meta.get("device"),
@@ -124,22 +152,53 @@ def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device="cpu") -> dic
     }
 
 
-def attribute_summary(fake: torch.Tensor, real: torch.Tensor, *, device="cpu") -> dict:
+def available_labelers(*, device="cpu") -> list:
+    """The teacher labelers of :mod:`facelab.nets.attributes` whose packages are installed.
+
+    The landmark geometry only needs facenet-pytorch; age/male and smile need the optional model
+    packages (skipped, with the others still used, when missing).
+    """
+    from ..nets.attributes import AgeGenderLabeler, FaceGeometryLabeler, SmileLabeler
+
+    labelers = [FaceGeometryLabeler(device=device)]
+    for cls in (AgeGenderLabeler, SmileLabeler):
+        try:
+            labelers.append(cls(device=device))
+        except (ModuleNotFoundError, FileNotFoundError):
+            pass
+    return labelers
+
+
+@torch.no_grad()
+def label_faces(images: torch.Tensor, faces, *, labelers: list,
+                batch_size: int = 100) -> dict[str, torch.Tensor]:
+    """Teacher labels ``{name: [N]}`` of images [N, 3, H, W] whose MTCNN ``faces`` are already known."""
+    from ..nets.attributes import Faces
+
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, images.shape[0], batch_size):
+        part = Faces(faces.conf[i:i + batch_size], faces.boxes[i:i + batch_size], faces.points[i:i + batch_size])
+        for labeler in labelers:
+            for k, v in labeler(images[i:i + batch_size], faces=part).items():
+                chunks.setdefault(k, []).append(v.float().cpu())
+    return {k: torch.cat(v) for k, v in chunks.items()}
+
+
+def attribute_summary(fake: torch.Tensor, real: torch.Tensor, *, device="cpu", faces=None) -> dict:
     """Mean and standard deviation of each teacher attribute over the faces MTCNN finds, world vs teacher.
 
     Uses every labeler of :mod:`facelab.nets.attributes` that is installed (age, male and smile need
-    the optional model packages; the landmark geometry only needs facenet-pytorch).
+    the optional model packages; the landmark geometry only needs facenet-pytorch). ``faces``:
+    (world, teacher) MTCNN results from :func:`mtcnn_faces`, so that MTCNN need not run again.
     """
-    from ..nets.attributes import ATTRIBUTES, label_images
+    from ..nets.attributes import ATTRIBUTES
 
-    wanted = None
-    try:
-        label_images(real[:2], progress=False, device=device)
-    except ModuleNotFoundError:
-        wanted = ["yaw", "roll", "mouth_width"]
+    if faces is None:
+        faces = (mtcnn_faces(fake, device=device), mtcnn_faces(real, device=device))
+    labelers = available_labelers(device=device)
+    labels = {k: label_faces(x, f, labelers=labelers) for k, x, f in
+              (("world", fake, faces[0]), ("teacher", real, faces[1]))}
     out = {}
-    labels = {k: label_images(x, attributes=wanted, device=device, progress=False) for k, x in
-              (("world", fake), ("teacher", real))}
     for name in ATTRIBUTES:
         if name == "face_conf" or name not in labels["world"]:
             continue
@@ -170,12 +229,20 @@ def metrics_markdown(m: dict) -> str:
         ("MTCNN detection rate (ψ = 1)", f"{m['mtcnn_rate_world']:.1%}", f"{m['mtcnn_rate_teacher']:.1%}"),
         ("MTCNN detection rate at ψ = 0.7 (truncated)", f"{m['mtcnn_rate_world_psi07']:.1%}", "–"),
         ("MTCNN mean confidence (detected)", f"{m['mtcnn_conf_world']:.3f}", f"{m['mtcnn_conf_teacher']:.3f}"),
-        ("Fréchet ONet distance to teacher", f"{m['fod_world_vs_teacher']:.2f}",
-         f"{m['fod_teacher_vs_teacher']:.2f} (floor: a second teacher set)"),
     ]
+    if "identity_fd_world_vs_teacher" in m:
+        rows.append(("Fréchet identity distance to teacher (dlib embeddings)",
+                     f"{m['identity_fd_world_vs_teacher']:.4f}",
+                     f"{m['identity_fd_teacher_vs_teacher']:.4f} (floor: a second teacher set)"))
+    rows.append(("Fréchet ONet distance to teacher", f"{m['fod_world_vs_teacher']:.2f}",
+                 f"{m['fod_teacher_vs_teacher']:.2f} (floor: a second teacher set)"))
     lines = [f"Measured by `python -m facelab.train.evaluate` on {m['n']} faces each (seed {m['seed']}).", "",
              "| metric | world | teacher |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", "Fréchet distances (as in FID) between Gaussians fitted to each set's features: *identity*, the "
+                  "128-d unit embeddings of the dlib ResNet (`facelab.nets.identity`) on `facelab.metrics.world_chips` "
+                  "of the faces; *ONet*, the 256-d penultimate features of MTCNN's ONet. The floor compares two "
+                  "independent teacher sets of the same size."]
     if m.get("attributes"):
         lines += ["", "Teacher attributes (`facelab.nets.attributes`) over the faces MTCNN finds, mean ± sd:", "",
                   "| attribute | world | teacher |", "|---|---|---|"]

@@ -1,0 +1,361 @@
+"""Image metrics shared by the topic modules: identity similarity, a perceptual distance, MSE.
+
+All functions take image batches ``[N, 3, H, W]`` in [-1, 1] and return one value per image pair,
+``[N]``; all are differentiable with respect to the images (the networks' parameters are frozen).
+
+**Face chips from the world's crop.** The identity network (dlib's ResNet, ported in
+:mod:`facelab.nets.identity`) expects 150 px chips aligned like ``dlib.get_face_chip(img, shape,
+150, padding=0.25)``. Faces of the embedded world (``load_generator("world64")``, ``sample_teacher``)
+are already roughly aligned by construction, so :func:`world_chips` cuts every image with *one*
+fixed similarity transform (bilinear ``grid_sample``, differentiable): it sends the mean MTCNN
+landmarks of world faces (``WORLD_LANDMARKS``, measured by :func:`measure_world_landmarks`) onto
+where MTCNN's landmarks sit in a dlib chip of padding 0.25 (``IDENTITY_CHIP_TEMPLATE``).
+
+That template comes from ``facelab.nets.attributes.CHIP_TEMPLATE`` (MTCNN's eyes and nose in a dlib
+chip of padding 0.2, measured on two public-domain portraits). dlib places its mean face
+``m`` in [0, 1]^2 at chip coordinate ``(padding + m) / (1 + 2 padding)`` (``get_face_chip_details``),
+so a point at ``u`` in the padding-0.2 chip sits at ``0.5 + (u - 0.5) * 1.4 / 1.5`` in the
+padding-0.25 chip (checked with ``dlib.get_face_chip_details``: same centre, extent ratio 1.4/1.5;
+and MTCNN run on the padded dlib chips in ``tests/data`` lands within about 3 px of the template).
+Chip coordinates follow ``facelab.nets.attributes``: chip pixel ``j`` covers ``[j, j + 1) / size``.
+(dlib's own sampler maps the chip's corner pixel *centres* onto its rectangle, which differs from
+this by well under a pixel at 150 px.) Where the chip reaches past the image (world faces are cut
+at the chin) the edge pixels repeat.
+
+**Perceptual distance** (:class:`PerceptualDistance`, name ``"dlib-lpips"``): LPIPS (Zhang et al.,
+"The Unreasonable Effectiveness of Deep Features as a Perceptual Metric", CVPR 2018) computed on
+the dlib ResNet's features instead of AlexNet's. For layers ``l`` with features ``f_l`` [C, H, W],
+each position's channel vector is scaled to unit length and::
+
+    d(a, b) = sum_l  mean_{h,w}  || f_l(a)[:, h, w] / |f_l(a)[:, h, w]|  -  (same for b) ||^2
+
+Layers: the stem (after conv 7x7/2 + affine + ReLU, 72x72) and the end of each of the first four
+residual stages (35, 17, 8, 4 px); the last stage (2x2, 256 channels) is left out, it is the
+identity descriptor itself rather than image structure. LPIPS learns a non-negative weight per
+channel (its "lin" layers) from human 2AFC judgements; no such weights exist for this network, so
+every channel and layer weighs the same: the paper's "baseline" variant (``lpips=False`` in the
+reference code), which already ranks distortions well. Each layer's term lies in [0, 4].
+``backend="lpips"`` uses the real LPIPS (AlexNet, with its learned weights) when the ``lpips``
+package and torchvision's AlexNet weights are available locally (they cannot be downloaded here).
+See ``facelab/weights/dlib_resnet.md`` for a validation on real and world faces
+(``bench/perceptual_validation.py``).
+
+    import facelab.metrics as M
+    M.identity_similarity(x, y)        # [N] cosine of dlib identity embeddings (1 = same face)
+    M.perceptual_distance(x, y)        # [N] dlib-lpips, 0 for identical images
+    M.mse(x, y)                        # [N] mean squared error per image
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .nets.attributes import CHIP_TEMPLATE, _similarity, _warp
+from .nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, DLIB_STAGES, DlibResNet, load_identity
+
+# MTCNN's left eye, right eye and nose in a dlib chip of padding 0.25 (150 px chips: 48.1, 101.9 px
+# for the eyes at y 46.3, the nose at 75.0, 78.4), converted from the padding-0.2 template (module doc).
+_PAD_RATIO = (1 + 2 * 0.2) / (1 + 2 * DLIB_CHIP_PADDING)
+IDENTITY_CHIP_TEMPLATE = 0.5 + (CHIP_TEMPLATE - 0.5) * _PAD_RATIO  # [3, 2], chip units [0, 1]
+
+# Mean MTCNN landmarks (left eye, right eye, nose, mouth left, mouth right as seen; x, y as fractions
+# of the image side) of faces in the world's 64 px crop, measured by measure_world_landmarks() with
+# its defaults: 383 of 400 teacher faces (sample_teacher, seed 0) and 383 of 400 world64 faces
+# (psi 1, z seed 1) have a face; each set is averaged, then the two means (they differ by at most
+# 0.013 = 0.8 px, the nose's height; single faces scatter by about 0.05 = 3 px). Re-measure with:
+#   python -c "import facelab.metrics as M; print(M.measure_world_landmarks())"
+WORLD_LANDMARKS = torch.tensor([
+    [0.3524, 0.4852], [0.6696, 0.4797], [0.5075, 0.6821], [0.3757, 0.8555], [0.6480, 0.8516]])
+
+PERCEPTUAL_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")
+# layer name -> index (into DlibResNet.units) of the last residual unit of that stage
+_STAGE_ENDS = {f"stage{i + 1}": end - 1 for i, end in enumerate(itertools.accumulate(n for _, n, _ in DLIB_STAGES))}
+
+ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # torchvision's IMAGENET1K_V1
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks
+
+
+def _check_batch(images, who: str, *, name: str = "images") -> None:
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        kind = type(images).__name__ if not isinstance(images, torch.Tensor) else f"tensor of {images.dtype}"
+        raise ValueError(f"{who}: {name} must be a float tensor [N, 3, H, W] in [-1, 1], got {kind}; "
+                         "convert photos with facelab.to_tensor")
+    if images.ndim != 4 or images.shape[1] != 3:
+        hint = " (add a batch axis: x[None])" if images.ndim == 3 else ""
+        raise ValueError(f"{who}: {name} must be [N, 3, H, W] in [-1, 1], got shape {list(images.shape)}{hint}")
+
+
+def _check_pair(a, b, who: str) -> None:
+    _check_batch(a, who, name="a")
+    _check_batch(b, who, name="b")
+    if a.shape != b.shape:
+        raise ValueError(f"{who}: a and b must have the same shape (pairs of images), got {list(a.shape)} and "
+                         f"{list(b.shape)}; resize with facelab.imaging.resize or compare equal batches")
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignment: the world's crop -> dlib face chips
+
+
+def world_chips(images: torch.Tensor, size: int = DLIB_INPUT_SIZE, *,
+                landmarks: torch.Tensor | None = None) -> torch.Tensor:
+    """dlib-style face chips (padding 0.25) [N, 3, size, size] from world-aligned faces [N, 3, S, S].
+
+    One fixed similarity transform for every image (differentiable, bilinear): the mean MTCNN eyes
+    and nose of the world's crop (``WORLD_LANDMARKS``, fractions of the side, so any S works) go to
+    ``IDENTITY_CHIP_TEMPLATE``. ``landmarks`` [5, 2] or [3, 2] (fractions of the side; eyes, nose
+    first) replaces them for another fixed crop. Images in [-1, 1]; out-of-image pixels repeat the edge.
+    """
+    _check_batch(images, "world_chips")
+    if images.shape[2] != images.shape[3]:
+        raise ValueError(f"world_chips expects square world-aligned faces [N, 3, S, S], got {list(images.shape)}; "
+                         "align photos to the world's crop first")
+    if not isinstance(size, int) or size < 8:
+        raise ValueError(f"world_chips: size must be an int >= 8, got {size!r}")
+    z, t = _world_transform(images.shape[-1], landmarks)  # chip unit -> image pixel
+    n = images.shape[0]
+    return _warp(images, z.expand(n), t.expand(n), size, fill="border")  # [N, 3, size, size]
+
+
+def _world_transform(side: int, landmarks=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z [1], t [1]) complex: chip point u + iv in [0, 1]^2 sits at image pixel z (u + iv) + t."""
+    marks = WORLD_LANDMARKS if landmarks is None else torch.as_tensor(landmarks, dtype=torch.float32)
+    if marks.ndim != 2 or marks.shape[0] < 3 or marks.shape[1] != 2:
+        raise ValueError(f"landmarks must be [5, 2] or [3, 2] (eyes, nose first, fractions of the side), "
+                         f"got {list(marks.shape)}")
+    return _similarity(IDENTITY_CHIP_TEMPLATE, marks[None, :3].float() * side)
+
+
+def world_to_chip(points: torch.Tensor, side: int, size: int = DLIB_INPUT_SIZE, *,
+                  landmarks: torch.Tensor | None = None) -> torch.Tensor:
+    """Where :func:`world_chips` puts image points: pixels [..., 2] of a side x side image -> chip pixels.
+
+    Continuous coordinates, pixel ``i`` covering [i, i + 1) (as MTCNN's ``detect_faces`` reports them).
+    """
+    z, t = (v.to(points.device) for v in _world_transform(side, landmarks))
+    p = torch.complex(points[..., 0].float(), points[..., 1].float())
+    u = (p - t) / z * size
+    return torch.stack([u.real, u.imag], dim=-1)
+
+
+def _rounded(t: torch.Tensor) -> list:
+    return [[round(float(v), 4) for v in row] for row in t]
+
+
+@torch.no_grad()
+def measure_world_landmarks(n: int = 400, *, seed: int = 0, generator: str = "world64",
+                            device="cpu") -> dict[str, list]:
+    """Mean MTCNN landmarks [5, 2] (fractions of the side) of teacher and generated world faces.
+
+    ``n`` teacher faces (``sample_teacher``, ``seed``) and ``n`` faces of ``generator`` (psi 1, z
+    drawn with ``seed + 1``); MTCNN (``facelab.nets.attributes.detect_faces``) on the 64 px images.
+    Returns ``{"teacher", "world", "pooled"}`` (lists [5][2], rounded to 4 decimals), the detection
+    rates and the per-coordinate scatter; ``pooled`` is the mean of the two sets' means and is what
+    ``WORLD_LANDMARKS`` stores.
+    """
+    from .hub import load_generator
+    from .imaging import resize
+    from .nets.attributes import detect_faces
+    from .nets.teacher import sample_teacher
+
+    teacher = sample_teacher(n, seed=seed, device=device).cpu()
+    G = load_generator(generator, device=device)
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed + 1))
+    torch.manual_seed(seed + 1)  # noise inputs
+    world = torch.cat([G(c.to(device)).clamp(-1, 1).cpu() for c in z.split(100)])
+    out: dict = {}
+    means = []
+    for name, x in (("teacher", resize(teacher, 64)), ("world", resize(world, 64))):
+        faces = [detect_faces(c, device=device) for c in x.split(100)]
+        found = torch.cat([f.found for f in faces])
+        pts = torch.cat([f.points for f in faces])[found] / x.shape[-1]  # [n_found, 5, 2]
+        means.append(pts.mean(0))
+        out[name] = _rounded(pts.mean(0))
+        out[f"{name}_found"] = f"{int(found.sum())}/{len(found)}"
+        out[f"{name}_sd"] = _rounded(pts.std(0))
+    out["pooled"] = _rounded((means[0] + means[1]) / 2)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Identity
+
+
+@functools.lru_cache(maxsize=4)
+def _dlib(device: str) -> DlibResNet:
+    return load_identity("dlib", device=device)
+
+
+def _chips(images: torch.Tensor, size: int, align: str) -> torch.Tensor:
+    if align == "world":
+        return world_chips(images, size)
+    if align == "chip":  # already dlib-aligned chips (of any size)
+        if images.shape[-1] == size and images.shape[-2] == size:
+            return images
+        mode = "area" if images.shape[-1] > size else "bilinear"
+        kw = {} if mode == "area" else {"align_corners": False}
+        return F.interpolate(images, size=(size, size), mode=mode, **kw)
+    raise ValueError(f"align must be 'world' (faces in the world's crop) or 'chip' (dlib-aligned chips), got {align!r}")
+
+
+def identity_embedding(images: torch.Tensor, *, net: nn.Module | None = None, align: str = "world") -> torch.Tensor:
+    """Unit identity embeddings [N, 128] of faces [N, 3, H, W] in [-1, 1] (differentiable).
+
+    ``align="world"``: faces in the world's crop, cut into chips by :func:`world_chips`;
+    ``align="chip"``: images already aligned like dlib's chips (resized to the net's input size).
+    ``net``: an identity network from ``load_identity`` (default: the dlib ResNet, cached per device).
+    """
+    _check_batch(images, "identity_embedding")
+    net = net if net is not None else _dlib(str(images.device))
+    size = getattr(net, "input_size", DLIB_INPUT_SIZE)
+    return net(_chips(images, size, align))  # [N, D], unit length
+
+
+def identity_similarity(a: torch.Tensor, b: torch.Tensor, *, net: nn.Module | None = None,
+                        align: str = "world") -> torch.Tensor:
+    """Cosine similarity [N] of the identity embeddings of paired faces a, b [N, 3, H, W] in [-1, 1].
+
+    1 for the same image. With the dlib network, photos of different people still score about 0.8
+    (``facelab/weights/dlib_resnet.md``): compare against a same-person reference rather than 0.
+    Differentiable with respect to both images; ``net`` and ``align`` as in :func:`identity_embedding`.
+    """
+    _check_pair(a, b, "identity_similarity")
+    emb = identity_embedding(torch.cat([a, b]), net=net, align=align)  # [2N, D]
+    ea, eb = emb.chunk(2)
+    return (ea * eb).sum(1)  # [N]
+
+
+# ---------------------------------------------------------------------------------------------
+# Perceptual distance
+
+
+def dlib_features(net: DlibResNet, chips: torch.Tensor,
+                  layers: tuple[str, ...] = PERCEPTUAL_LAYERS) -> list[torch.Tensor]:
+    """Intermediate activations of the dlib ResNet for chips [N, 3, 150, 150] in [-1, 1].
+
+    ``layers`` from ``"stem"`` (ReLU after the first conv, [N, 32, 72, 72]) and ``"stage1"`` ...
+    ``"stage5"`` (after the last unit of each stage: 35, 17, 8, 4, 2 px); returned in network order.
+    """
+    _check_layers(layers)
+    mean = net.input_mean.to(chips.dtype)[:, None, None]
+    x = ((chips + 1) * 127.5 - mean) / 256  # dlib's input scaling, as in DlibResNet.descriptor
+    x = F.relu(net.affine(net.conv(x)))  # [N, 32, 72, 72]
+    feats = [x] if "stem" in layers else []
+    last = max((_STAGE_ENDS[name] for name in layers if name != "stem"), default=-1)
+    ends = {_STAGE_ENDS[name] for name in layers if name != "stem"}
+    x = F.max_pool2d(x, 3, stride=2)  # [N, 32, 35, 35]
+    for i, unit in enumerate(net.units[:last + 1]):
+        x = unit(x)
+        if i in ends:
+            feats.append(x)
+    return feats
+
+
+def _check_layers(layers) -> None:
+    unknown = [name for name in layers if name != "stem" and name not in _STAGE_ENDS]
+    if unknown or not layers or len(set(layers)) != len(layers):
+        raise ValueError(f"unknown, repeated or no layers in {list(layers)}; choose distinct names from "
+                         f"{['stem', *_STAGE_ENDS]}")
+
+
+def _unit(f: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Scale each position's channel vector to unit length (LPIPS' normalize_tensor)."""
+    return f / (f.square().sum(1, keepdim=True).sqrt() + eps)
+
+
+def _alexnet_checkpoint() -> Path:
+    """Where torchvision caches the AlexNet weights that ``lpips`` loads (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_URL.rsplit("/", 1)[-1]
+
+
+class PerceptualDistance(nn.Module):
+    """LPIPS-style distance [N] between image batches a, b [N, 3, H, W] in [-1, 1]; 0 when identical.
+
+    ``backend="dlib"`` (name ``"dlib-lpips"``): unit-normalised dlib ResNet features of
+    ``layers``, squared differences summed over channels, averaged over positions, summed over
+    layers with equal weights (LPIPS' baseline variant; see the module doc). ``align="world"``
+    first cuts :func:`world_chips` (faces in the world's crop, any size); ``align="chip"`` takes
+    dlib-aligned chips and only resizes them to 150 px.
+    ``backend="lpips"`` (name ``"lpips-alex"``): the ``lpips`` package's AlexNet LPIPS v0.1 on the
+    images as they are; needs ``pip install lpips`` and torchvision's AlexNet weights cached locally.
+    Parameters are frozen; gradients reach the images. ``name`` records which metric produced a number.
+    """
+
+    name = "dlib-lpips"
+
+    def __init__(self, backend: str = "dlib", *, layers: tuple[str, ...] = PERCEPTUAL_LAYERS,
+                 align: str = "world", net: DlibResNet | None = None, device=None):
+        super().__init__()
+        if backend not in ("dlib", "lpips"):
+            raise ValueError(f"backend must be 'dlib' or 'lpips', got {backend!r}")
+        if align not in ("world", "chip"):
+            raise ValueError(f"align must be 'world' (faces in the world's crop) or 'chip' (dlib-aligned chips), "
+                             f"got {align!r}")
+        self.backend, self.align, self.layers = backend, align, tuple(layers)
+        if backend == "lpips":
+            self.name = "lpips-alex"
+            self.net = _load_lpips(device)
+        else:
+            _check_layers(self.layers)
+            net = net if net is not None else load_identity("dlib", device=device)
+            self.net = net.eval().requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, layers={self.layers}, align={self.align!r}"
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        _check_pair(a, b, f"PerceptualDistance({self.name})")
+        if self.backend == "lpips":
+            return self.net(a, b, normalize=False).flatten()  # [N]
+        n = a.shape[0]
+        chips = _chips(torch.cat([a, b]), DLIB_INPUT_SIZE, self.align)  # [2N, 3, 150, 150]
+        total = chips.new_zeros(n)
+        for f in dlib_features(self.net, chips.to(self.net.input_mean.dtype), self.layers):
+            fa, fb = _unit(f[:n]), _unit(f[n:])
+            total = total + (fa - fb).square().sum(1).mean((1, 2))  # [N]
+        return total
+
+
+def _load_lpips(device) -> nn.Module:
+    try:
+        import lpips
+    except ImportError as e:
+        raise ModuleNotFoundError("backend='lpips' needs the lpips package, which is not installed: "
+                                  "pip install lpips (or use backend='dlib')") from e
+    ckpt = _alexnet_checkpoint()
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"backend='lpips' needs torchvision's AlexNet ImageNet weights, not cached at "
+                                f"{ckpt}: download {ALEXNET_URL} there while online (or use backend='dlib')")
+    from .utils import get_device
+    model = lpips.LPIPS(net="alex", verbose=False)
+    return model.eval().requires_grad_(False).to(get_device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _perceptual(device: str, backend: str) -> PerceptualDistance:
+    return PerceptualDistance(backend, device=device)
+
+
+def perceptual_distance(a: torch.Tensor, b: torch.Tensor, *, backend: str = "dlib") -> torch.Tensor:
+    """:class:`PerceptualDistance` [N] of faces in the world's crop, one cached instance per device."""
+    _check_pair(a, b, "perceptual_distance")
+    return _perceptual(str(a.device), backend)(a, b)
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image pair [N] of a, b [N, 3, H, W] (in [-1, 1] units)."""
+    _check_pair(a, b, "mse")
+    return (a - b).square().flatten(1).mean(1)
+
+
+__all__ = ["IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance", "WORLD_LANDMARKS", "dlib_features",
+           "identity_embedding", "identity_similarity", "measure_world_landmarks", "mse", "perceptual_distance",
+           "world_chips", "world_to_chip"]

@@ -1,0 +1,224 @@
+"""W / W+ projection (facelab.invert): recovery of a known latent, the W/W+ tradeoff, batching, errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import facelab
+from facelab.invert import Projection, noise_regularization, project, w_distance, w_stats
+
+
+def multiscale_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A cheap stand-in for the perceptual distance: MSE summed over a 4-level average-pool pyramid. -> [N]"""
+    d = 0.0
+    for _ in range(4):
+        d = d + (a - b).square().mean(dim=(1, 2, 3))
+        a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
+    return d
+
+
+FAST = dict(perceptual=multiscale_mse, w_avg_samples=2000, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedded world: recover a known face (one W and one W+ run of STEPS steps, shared)
+
+STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def world():
+    G = facelab.load_generator("world64", device="cpu")
+    z = facelab.z_from_seeds([0], G.z_dim)
+    with torch.no_grad():
+        ws = G.mapping(z, truncation_psi=0.7)  # [1, num_ws, w_dim]
+        target = G.synthesis(ws, noise_mode="const")  # [1, 3, 64, 64]
+    return G, ws[:, 0], target
+
+
+@pytest.fixture(scope="module")
+def world_w(world):
+    G, _, target = world
+    return project(G, target, space="w", steps=STEPS, **FAST)
+
+
+@pytest.fixture(scope="module")
+def world_wplus(world):
+    G, _, target = world
+    return project(G, target, space="w+", steps=STEPS, **FAST)
+
+
+def test_w_projection_recovers_a_generated_face(world, world_w):
+    G, w_true, target = world
+    w_avg, w_std = w_stats(G, n=2000)
+    proj = world_w
+    assert proj.ws.shape == (1, G.num_ws, G.w_dim) and proj.w.shape == (1, G.w_dim)
+    assert torch.equal(proj.ws, proj.w[:, None].expand_as(proj.ws))  # W: every layer the same
+    with torch.no_grad():
+        mse_avg = (G.synthesis(w_avg[None], noise_mode="const") - target).square().mean()
+    # The target's noise maps are G's constant ones, which the (regularised) noise maps cannot
+    # copy, so the reconstruction is not exact; it is far better than the mean face.
+    assert proj.final["pixel"].item() < 0.25 * mse_avg.item()
+    dist_found = (proj.w - w_true).norm() / w_std
+    dist_avg = (w_avg - w_true).norm() / w_std
+    assert dist_found < 0.7 * dist_avg
+    assert w_distance(proj.w, G, n=2000).item() < 1.5  # it stays in W (a W sample scores ~1)
+    h = proj.history
+    assert all(len(h[k]) == STEPS for k in ("loss", "perceptual", "pixel", "noise_reg", "wplus_reg", "lr"))
+    assert h["pixel"][-1] < 0.5 * h["pixel"][0]
+    assert h["lr"][0] == 0.0 and max(h["lr"]) == pytest.approx(0.1) and h["lr"][-1] < 0.01  # ramp up, down
+
+
+def test_wplus_distorts_less_than_w_and_leaves_w(world_w, world_wplus):
+    assert world_wplus.w is None and world_wplus.space == "w+"
+    # the same steps and loss: W+ has more freedom, so it reconstructs at least as well...
+    assert world_wplus.final["perceptual"].item() <= world_w.final["perceptual"].item()
+    assert world_wplus.final["pixel"].item() <= world_w.final["pixel"].item()
+    # ...with layers that disagree (W: none), i.e. it walks away from W
+    assert world_wplus.final["wplus_reg"].item() > 0.01 and world_w.final["wplus_reg"].item() == 0.0
+    assert world_wplus.ws.std(dim=1).mean() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny random generator (conftest.G): mechanics
+
+
+def targets(G, n: int, seed: int = 10) -> torch.Tensor:
+    """n images of the tiny G, scaled into [-1, 1] (a random G's outputs overshoot a lot). [n, 3, 32, 32]"""
+    with torch.no_grad():
+        x = G(facelab.z_from_seeds(range(seed, seed + n), G.z_dim), noise_mode="const")
+    return x / x.abs().amax()
+
+
+def test_large_wplus_reg_makes_the_layers_nearly_equal(G):
+    x = targets(G, 1)
+    free = project(G, x, space="w+", steps=30, **FAST)
+    tied = project(G, x, space="w+", steps=30, wplus_reg=1e4, **FAST)
+    assert free.final["wplus_reg"].item() > 100 * tied.final["wplus_reg"].item()
+    spread = (tied.ws - tied.ws.mean(1, keepdim=True)).norm(dim=-1).max()
+    assert spread < 0.02 * w_stats(G, n=2000)[1]
+
+
+def test_batched_projection_equals_projecting_each_alone(G):
+    x = targets(G, 2)
+    for space in ("w", "w+"):
+        both = project(G, x, space=space, steps=12, **FAST)
+        for i in range(2):
+            alone = project(G, x[i:i + 1], space=space, steps=12, **FAST)
+            torch.testing.assert_close(both.ws[i:i + 1], alone.ws, atol=1e-4, rtol=1e-4)
+            for a, b in zip(both.noise, alone.noise):
+                torch.testing.assert_close(a[i:i + 1], b, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(both.final["loss"][i:i + 1], alone.final["loss"], atol=1e-5, rtol=1e-3)
+
+
+def test_seeds_determinism_and_g_untouched(G):
+    x = targets(G, 1).expand(2, -1, -1, -1)  # the same image twice
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    a = project(G, x, steps=5, seed=[1, 2], **FAST)
+    b = project(G, x, steps=5, seed=[1, 2], **FAST)
+    torch.testing.assert_close(a.ws, b.ws, atol=0, rtol=0)  # deterministic given the seeds
+    assert not torch.equal(a.noise[-1][0], a.noise[-1][1])  # per-target seeds: different noise
+    assert all(torch.equal(v, state[k]) for k, v in G.state_dict().items())  # G is not modified
+    assert all(p.grad is None for p in G.parameters())
+
+
+def test_noise_maps_stay_normalised_and_synthesize_reproduces(G):
+    x = targets(G, 2)
+    proj = project(G, x, space="w+", steps=8, return_images=True, **FAST)
+    assert [tuple(nz.shape) for nz in proj.noise] == [(2,) + s[1:] for s in G.synthesis.noise_shapes()]
+    for nz in proj.noise:
+        torch.testing.assert_close(nz.mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+        torch.testing.assert_close(nz.square().mean(dim=(1, 2, 3)), torch.ones(2), atol=1e-4, rtol=0)
+    assert proj.images.shape == x.shape and len(proj) == 2
+    torch.testing.assert_close(proj.synthesize(G), proj.images)
+    assert isinstance(proj, Projection) and proj.steps == 8 and proj.seconds > 0
+
+
+def test_noise_regularization_is_small_for_white_noise_and_large_for_smooth_maps():
+    g = torch.Generator().manual_seed(0)
+    white = [torch.randn(2, 1, 64, 64, generator=g)]
+    smooth = [F.interpolate(torch.randn(2, 1, 8, 8, generator=g), size=(64, 64), mode="bilinear")]
+    smooth = [(s - s.mean()) / s.std() for s in smooth]
+    assert noise_regularization(white).shape == (2,)
+    assert (noise_regularization(smooth) > 100 * noise_regularization(white)).all()
+
+
+def test_init_resize_and_pixel_only(G):
+    x = targets(G, 1)
+    w0 = project(G, x, space="w", steps=10, **FAST)
+    # W then W+, from the W result; a 2x larger target is resized to G's resolution
+    big = F.interpolate(x, scale_factor=2, mode="bilinear")
+    wp = project(G, big, space="w+", steps=1, init=w0, lr_rampup_length=0, **FAST)
+    assert wp.ws.shape == (1, G.num_ws, G.w_dim)
+    pix = project(G, x, steps=3, perceptual_weight=0, pixel_weight=1, progress=False, w_avg_samples=2000)
+    assert torch.isnan(pix.final["perceptual"]).all() and pix.final["pixel"].item() > 0
+    # whiten=False is the StyleGAN2-ADA projector's plain parametrisation; both start at w_avg
+    plain = project(G, x, steps=1, whiten=False, lr_rampup_length=0, **FAST)
+    assert plain.w.shape == (1, G.w_dim)
+
+
+def test_w_distance_and_stats(G):
+    w_avg, w_std = w_stats(G, n=2000)
+    assert w_avg.shape == (G.w_dim,) and w_std > 0
+    assert torch.equal(w_stats(G, n=2000)[0], w_avg)  # cached: the same numbers
+    with torch.no_grad():
+        ws = G.mapping(facelab.z_from_seeds(range(100, 300), G.z_dim))  # [200, num_ws, w_dim]
+    for kind in ("mahalanobis", "l2"):
+        d = w_distance(ws, G, kind=kind, n=2000)
+        assert d.shape == (200,)
+        assert 0.8 < d.mean().item() < 1.2  # a sample of W scores about 1
+        half = w_distance(w_avg + 0.5 * (ws[:, 0] - w_avg), G, kind=kind, n=2000)
+        torch.testing.assert_close(half, 0.5 * w_distance(ws[:, 0], G, kind=kind, n=2000), rtol=1e-4, atol=1e-5)
+    # a W+ latent whose layers leave W along unused directions is far from W
+    off = ws.clone()
+    off[:, 1::2] += torch.randn(200, G.num_ws // 2, G.w_dim, generator=torch.Generator().manual_seed(0)) * 0.3 * w_std / G.w_dim ** 0.5
+    assert w_distance(off, G, n=2000).mean() > w_distance(ws, G, n=2000).mean()
+    # the cache follows G's weights
+    with torch.no_grad():
+        G.mapping.fc0.bias.add_(1.0)
+    assert not torch.equal(w_stats(G, n=2000)[0], w_avg)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(space="z"), "space must be 'w' or 'w\\+'"),
+    (dict(steps=0), "steps must be a positive int"),
+    (dict(perceptual_weight=0, pixel_weight=0), "both 0"),
+    (dict(seed=[1, 2, 3]), "one per target"),
+    (dict(init=torch.zeros(1, 5)), "init must be W"),
+    (dict(space="w", init=torch.zeros(1, 8, 32)), "space='w' optimises one w"),
+    (dict(perceptual=lambda a, b: (a - b).square().mean()), "one distance per image"),
+    (dict(lr=-1.0), "lr must be"),
+])
+def test_bad_arguments_give_one_line_errors(G, kwargs, match):
+    x = targets(G, 1)
+    kw = {**FAST, "steps": 2, **kwargs}
+    with pytest.raises(ValueError, match=match) as e:
+        project(G, x, **kw)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("target, match", [
+    (torch.zeros(3, 32, 32), "target\\[None\\]"),
+    (torch.zeros(1, 1, 32, 32), "target must be \\[N, 3, H, W\\]"),
+    (torch.zeros(1, 3, 32, 48), "must be square"),
+    (torch.full((1, 3, 32, 32), 200.0), "0..255"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "float tensor"),
+])
+def test_bad_targets_give_one_line_errors(G, target, match):
+    with pytest.raises(ValueError, match=match) as e:
+        project(G, target, **FAST)
+    assert "\n" not in str(e.value)
+
+
+def test_w_distance_rejects_bad_latents(G):
+    with pytest.raises(ValueError, match="ws must be W"):
+        w_distance(torch.zeros(2, 5), G, n=2000)
+    with pytest.raises(ValueError, match="kind must be"):
+        w_distance(torch.zeros(2, G.w_dim), G, kind="cosine", n=2000)
+
+
+def test_default_perceptual_distance(G):
+    x = targets(G, 2)
+    proj = project(G, x, steps=3, w_avg_samples=2000, progress=False)
+    assert proj.final["perceptual"].shape == (2,) and torch.isfinite(proj.final["perceptual"]).all()

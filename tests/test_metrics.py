@@ -1,0 +1,238 @@
+"""facelab.metrics: world chips, identity similarity, the dlib-lpips perceptual distance, MSE.
+
+Real faces: matplotlib's ``grace_hopper.jpg`` (public domain) and its dlib-aligned chip
+``tests/data/chip150_grace_hopper.png`` (cut by dlib itself, ``bench/identity_parity.py``).
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import facelab.metrics as M
+from facelab.imaging import resize, to_tensor
+from facelab.nets.attributes import _similarity, _warp, detect_faces
+from facelab.nets.teacher import sample_teacher
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def faces():
+    """Eight teacher faces [8, 3, 64, 64] in [-1, 1], none of them used to measure WORLD_LANDMARKS."""
+    return sample_teacher(8, seed=4321)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return M._dlib("cpu")
+
+
+def shift_right(x: torch.Tensor, px: int) -> torch.Tensor:
+    return F.pad(x, (px, 0, 0, 0), mode="replicate")[..., :, : x.shape[-1]]
+
+
+def blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    r = int(3 * sigma + 0.999)
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1.0) / sigma) ** 2)
+    k = (k / k.sum()).repeat(3, 1)
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k[:, None, None, :], groups=3)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k[:, None, :, None], groups=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# world_chips
+
+
+def test_identity_template_is_the_padding_02_template_rescaled_about_the_chip_centre():
+    # dlib puts its mean face m at (padding + m) / (1 + 2 padding): from padding 0.2 to 0.25 the
+    # chip shrinks about its centre by 1.4 / 1.5, so distances shrink and the centre stays.
+    from facelab.nets.attributes import CHIP_TEMPLATE
+    eye = lambda t: (t[1] - t[0]).norm()  # noqa: E731
+    assert torch.isclose(eye(M.IDENTITY_CHIP_TEMPLATE), eye(CHIP_TEMPLATE) * 1.4 / 1.5)
+    assert torch.allclose(M.IDENTITY_CHIP_TEMPLATE[2, 0], torch.tensor(0.5))
+    assert (M.IDENTITY_CHIP_TEMPLATE[:, 1] > CHIP_TEMPLATE[:, 1] - 0.02).all()
+
+
+def test_mtcnn_on_dlibs_own_chips_finds_the_template():
+    # The chips dlib cut from the two portraits (padding 0.25), with a 30 px margin so that MTCNN sees
+    # some context: eyes and nose within a few px of IDENTITY_CHIP_TEMPLATE (measured <= 2.9 px).
+    chips = torch.cat([to_tensor(DATA / f"chip150_{n}.png") for n in ("grace_hopper", "astronaut")])
+    pts = detect_faces(F.pad(chips, (30,) * 4, mode="replicate")).points[:, :3] - 30  # [2, 3, 2]
+    assert (pts - M.IDENTITY_CHIP_TEMPLATE * 150).norm(dim=2).max() < 4.0
+
+
+def test_world_chips_sends_points_at_the_world_landmarks_to_the_template():
+    # One bright dot per image at a world landmark; its centroid in the chip must sit at the template
+    # (up to the least-squares residual of fitting 3 points, < 1 chip px). Pins pixel conventions.
+    side, size = 64, 150
+    yy, xx = torch.meshgrid(torch.arange(side) + 0.5, torch.arange(side) + 0.5, indexing="ij")
+    dots = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2.0)
+                        for x, y in (M.WORLD_LANDMARKS[:3] * side).tolist()])  # [3, 64, 64]
+    chips = M.world_chips(dots[:, None].expand(-1, 3, -1, -1) * 2 - 1, size)[:, 0] + 1  # [3, 150, 150]
+    g = torch.arange(size) + 0.5
+    w = chips / chips.sum((1, 2), keepdim=True)
+    centroid = torch.stack([(w * g[None, None, :]).sum((1, 2)), (w * g[None, :, None]).sum((1, 2))], 1)
+    assert (centroid - M.IDENTITY_CHIP_TEMPLATE * size).norm(dim=1).max() < 1.0
+    # world_to_chip agrees with the warp
+    assert (M.world_to_chip(M.WORLD_LANDMARKS[:3] * side, side) - centroid).norm(dim=1).max() < 0.3
+
+
+def test_fresh_teacher_faces_land_on_the_template_on_average():
+    # MTCNN on 64 px teacher faces it never saw while WORLD_LANDMARKS was measured, carried into the chip.
+    # Single faces scatter by ~8 chip px; the mean of 64 must be within a few px of the template
+    # (measured 0.2 to 2.9 px on five seeds).
+    x = sample_teacher(64, seed=2468)
+    found = detect_faces(x)
+    pts = M.world_to_chip(found.points[found.found][:, :3], 64)  # [n, 3, 2] chip px
+    assert found.found.sum() >= 55
+    err = (pts.mean(0) - M.IDENTITY_CHIP_TEMPLATE * 150).norm(dim=1)
+    assert err.max() < 4.0, err
+
+
+def test_world_chip_of_a_photo_matches_dlibs_own_chip(net):
+    # Grace Hopper's photo, put into the world's crop by MTCNN, then world_chips: the identity
+    # embedding must match that of the chip dlib itself cut (cos 0.99 measured; a plain resize of
+    # the same crop gives 0.89, about what two different people give).
+    import matplotlib.cbook
+    photo = to_tensor(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    pts = detect_faces(photo).points[:, :3]
+    z, t = _similarity(M.WORLD_LANDMARKS[:3], pts)
+    crop = _warp(photo, z, t, 128, fill="border")  # [1, 3, 128, 128] in the world's crop
+    dlib_chip = to_tensor(DATA / "chip150_grace_hopper.png")
+    with torch.no_grad():
+        ref = net(dlib_chip)
+        ours = (M.identity_embedding(crop, net=net) * ref).sum()
+        naive = (net(resize(crop, 150)) * ref).sum()
+    assert ours > 0.98 and ours > naive + 0.05
+
+
+def test_world_chips_shape_any_size_and_errors(faces):
+    assert M.world_chips(faces[:2]).shape == (2, 3, 150, 150)
+    assert M.world_chips(resize(faces[:2], 128), 112).shape == (2, 3, 112, 112)
+    with pytest.raises(ValueError, match="square"):
+        M.world_chips(torch.zeros(1, 3, 64, 48))
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        M.world_chips(torch.zeros(3, 64, 64))
+    with pytest.raises(ValueError, match="landmarks"):
+        M.world_chips(faces[:1], landmarks=torch.zeros(2, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# identity
+
+
+def test_identity_similarity_is_one_for_the_same_face_and_lower_for_others(faces, net):
+    with torch.no_grad():
+        same = M.identity_similarity(faces, faces.clone())
+        other = M.identity_similarity(faces, faces.roll(1, dims=0))
+        shifted = M.identity_similarity(faces, shift_right(faces, 1))
+    assert same.shape == (8,)
+    torch.testing.assert_close(same, torch.ones(8), atol=1e-5, rtol=0)
+    assert (other < 0.97).all() and other.mean() < 0.93  # measured 0.89 +- 0.03
+    assert (shifted > other).all()
+    emb = M.identity_embedding(faces[:2])
+    assert emb.shape == (2, 128)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
+
+
+def test_identity_similarity_is_differentiable(faces):
+    a = faces[:2].clone().requires_grad_(True)
+    M.identity_similarity(a, faces[2:4]).sum().backward()
+    assert torch.isfinite(a.grad).all() and a.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# perceptual distance
+
+
+@pytest.fixture(scope="module")
+def dist(net):
+    return M.PerceptualDistance(net=net)
+
+
+def test_dlib_features_reproduce_the_network(net):
+    chips = M.world_chips(sample_teacher(2, seed=5))
+    with torch.no_grad():
+        feats = M.dlib_features(net, chips, ("stem", "stage1", "stage2", "stage3", "stage4", "stage5"))
+        assert [f.shape[1:] for f in feats] == [(32, 72, 72), (32, 35, 35), (64, 17, 17), (128, 8, 8),
+                                                (256, 4, 4), (256, 2, 2)]
+        torch.testing.assert_close(net.fc(feats[-1].mean((2, 3))), net.descriptor(chips))
+
+
+def test_perceptual_distance_zero_symmetric_and_ranks_blur_above_a_shift(faces, dist):
+    assert dist.name == M.PerceptualDistance.name == "dlib-lpips" and dist.layers == M.PERCEPTUAL_LAYERS
+    a, b = faces[:4], faces[4:]
+    with torch.no_grad():
+        torch.testing.assert_close(dist(a, a.clone()), torch.zeros(4), atol=1e-6, rtol=0)
+        torch.testing.assert_close(dist(a, b), dist(b, a), atol=1e-5, rtol=1e-5)
+        d_shift, d_blur, d_other = dist(a, shift_right(a, 1)), dist(a, blur(a)), dist(a, b)
+        torch.testing.assert_close(M.perceptual_distance(a, b), d_other, atol=1e-5, rtol=1e-5)
+    assert d_shift.shape == (4,)
+    assert (d_shift < d_blur).all() and (d_blur < d_other).all()
+
+
+def test_perceptual_distance_gradients_reach_the_image_and_descend(faces, dist):
+    a, b = faces[:2], faces[2:4]
+    x = a.clone().requires_grad_(True)
+    d = dist(x, b)
+    d.sum().backward()
+    assert torch.isfinite(x.grad).all() and (x.grad.flatten(1).norm(dim=1) > 0).all()
+    assert not any(p.requires_grad for p in dist.parameters())
+    with torch.no_grad():
+        step = 0.02 * x.grad / x.grad.flatten(1).norm(dim=1)[:, None, None, None]
+        assert (dist(x - step, b) < d).all()  # a small step along -grad lowers the distance
+
+
+def test_perceptual_distance_on_dlib_chips_and_layer_choice(net):
+    chip = to_tensor(DATA / "chip150_grace_hopper.png")
+    other = to_tensor(DATA / "chip150_astronaut.png")
+    d = M.PerceptualDistance(align="chip", layers=("stage2", "stage3"), net=net)
+    with torch.no_grad():
+        assert d(chip, chip)[0] < 1e-6 < d(chip, other)[0] <= 8.0  # two layers, each term in [0, 4]
+
+
+def test_mse_per_image():
+    a = torch.zeros(3, 3, 8, 8)
+    b = a + torch.tensor([0.1, 0.2, 0.0])[:, None, None, None]
+    torch.testing.assert_close(M.mse(a, b), torch.tensor([0.01, 0.04, 0.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+def test_bad_inputs_raise_one_line_errors(faces, dist):
+    cases = [
+        (lambda: M.mse(faces[0], faces[0]), "batch axis"),
+        (lambda: M.mse(faces[:2], faces[:3]), "same shape"),
+        (lambda: dist(faces[:2], resize(faces[:2], 32)), "same shape"),
+        (lambda: M.identity_similarity(faces[:2], faces[:2, :1]), r"\[N, 3, H, W\]"),
+        (lambda: M.perceptual_distance((faces[:1] * 127).to(torch.uint8), faces[:1]), "float tensor"),
+        (lambda: M.PerceptualDistance("vgg"), "backend"),
+        (lambda: M.PerceptualDistance(layers=("conv9",)), "layers in"),
+        (lambda: M.PerceptualDistance(layers=("stem", "stem")), "repeated"),
+        (lambda: M.PerceptualDistance(align="center"), "align"),
+        (lambda: M.identity_embedding(faces[:1], align="center"), "align"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(ValueError, match=match) as e:
+            fn()
+        assert "\n" not in str(e.value)
+
+
+def test_lpips_backend_explains_what_is_missing(monkeypatch, tmp_path):
+    from torchvision.models import AlexNet_Weights
+    assert M.ALEXNET_URL == AlexNet_Weights.IMAGENET1K_V1.url  # the file lpips would need
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # no AlexNet weights cached
+    if importlib.util.find_spec("lpips") is None:
+        with pytest.raises(ModuleNotFoundError, match="pip install lpips"):
+            M.PerceptualDistance("lpips")
+        monkeypatch.setitem(sys.modules, "lpips", types.ModuleType("lpips"))  # installed, weights absent
+    with pytest.raises(FileNotFoundError, match="alexnet.*download"):
+        M.PerceptualDistance("lpips")

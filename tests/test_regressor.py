@@ -63,7 +63,7 @@ def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
 def test_card_section_is_replaced_not_duplicated(tmp_path):
     card = tmp_path / "card.md"
     card.write_text("# H\n\nintro\n")
-    report = {"val": {a: {"n": 10, "r": 0.5, "mae": 1.0, "teacher_std": 2.0} for a in ATTRIBUTES},
+    report = {"val": {a: {"n": 10, "r": 0.5, "mae": 1.0, "teacher_std": 2.0, "accuracy": 0.9, "majority": 0.6} for a in ATTRIBUTES},
               "val_faces": 10, "train_faces": 90, "epochs": 1, "train_minutes": 0.1,
               "cpu": {"threads": 1, "forward_ms_per_image": 1.0, "forward_backward_ms_per_image": 2.0}}
     tr.update_card(card, report)

@@ -356,17 +356,22 @@ def project(
     num_ws, w_dim = G.num_ws, G.w_dim
     target = resize(target.detach().to(device, torch.float32), G.img_resolution)  # [N, C, R, R]
 
-    if perceptual_weight > 0:
-        if perceptual is None:
-            from .metrics import perceptual_distance  # lazy: only when the default is needed
-            perceptual = perceptual_distance  # PerceptualDistance(), one cached instance per device
-        if isinstance(perceptual, nn.Module):
-            perceptual = perceptual.to(device).eval()
-
     def perceptual_input(x):  # [N, C, R, R] -> at most 256 px, as the projector feeds VGG
         return F.interpolate(x, size=(256, 256), mode="area") if x.shape[2] > 256 else x
 
     target_p = perceptual_input(target)
+    if perceptual_weight > 0:
+        if perceptual is None:
+            from .metrics import default_perceptual  # lazy: only when the default is needed
+            perceptual = default_perceptual(device)  # PerceptualDistance(), one cached instance per device
+        if isinstance(perceptual, nn.Module):
+            perceptual = perceptual.to(device).eval()
+    if perceptual_weight > 0 and getattr(perceptual, "backend", None) == "dlib" and hasattr(perceptual, "features"):
+        with torch.no_grad():  # the target is fixed: embed it once, not at every step
+            target_f = perceptual.features(target_p)
+        distance = lambda img: perceptual.from_features(perceptual.features(img), target_f)  # noqa: E731
+    else:
+        distance = lambda img: perceptual(img, target_p)  # noqa: E731
 
     stats = _w_moments(G, w_avg_samples, 0)  # the W statistics do not depend on the projection seed
     w_avg = stats.mean.float().to(device)
@@ -403,7 +408,7 @@ def project(
         img = G.synthesis(w_render.expand(n, num_ws, w_dim), noise=synth_noise)  # [N, C, R, R]
         terms = {"pixel": (img - target).square().mean(dim=(1, 2, 3))}
         if perceptual_weight > 0:
-            d = perceptual(perceptual_input(img), target_p)
+            d = distance(perceptual_input(img))
             if not (isinstance(d, torch.Tensor) and d.shape == (n,)):
                 raise ValueError(f"perceptual(a, b) must return one distance per image [{n}], "
                                  f"got {getattr(d, 'shape', type(d).__name__)}")

@@ -150,6 +150,19 @@ def load_file(path: str | Path) -> dict:
                          "facelab only loads weights_only files and never unpickles code") from None
 
 
+def load_checkpoint(name_or_path: str | Path, *, fmt: str, what: str, fix: str, opener=None) -> tuple[Path, dict]:
+    """``(path, contents)`` of a facelab file by registry name or path, refusing any other format.
+
+    ``what`` names the expected kind of file and ``fix`` says how to make one, for the error message.
+    """
+    is_path = isinstance(name_or_path, Path) or str(name_or_path).endswith((".pt", ".pth"))
+    path = Path(name_or_path) if is_path else weights_path(str(name_or_path), opener=opener)
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
+        raise ValueError(f"{path} is not {what} (expected format {fmt!r}); {fix}")
+    return path, ckpt
+
+
 def export_generator(G: Generator, path: str | Path, *, meta: dict | None = None) -> Path:
     """Save a generator as ``{"format", "config", "state_dict", "meta"}`` (float32, CPU)."""
     state = {k: v.detach().float().cpu().clone() for k, v in G.state_dict().items()}
@@ -165,13 +178,9 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
     """
     from .utils import get_device
 
-    is_path = isinstance(name_or_path, Path) or str(name_or_path).endswith((".pt", ".pth"))
-    path = Path(name_or_path) if is_path else weights_path(str(name_or_path), opener=opener)
-    ckpt = load_file(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"{path} is not a facelab generator file (expected format {GENERATOR_FORMAT!r}); "
-                         "export one with facelab.hub.export_generator, or use "
-                         "facelab.nets.official to convert an official StyleGAN2 state dict")
+    _, ckpt = load_checkpoint(name_or_path, fmt=GENERATOR_FORMAT, what="a facelab generator file", opener=opener,
+                              fix="export one with facelab.hub.export_generator, or use facelab.nets.official "
+                                  "to convert an official StyleGAN2 state dict")
     G = Generator(StyleGAN2Config.from_dict(ckpt["config"]))
     G.load_state_dict(ckpt["state_dict"])
     G.meta = ckpt.get("meta", {})

@@ -214,17 +214,11 @@ def save_mapper(m: LatentMapper, path) -> None:
 
 def load_mapper(name: str = "mapper_world64", *, device=None) -> LatentMapper:
     """The shipped mapper (``"mapper_world64"``) or one saved by ``save_mapper``; eval mode, frozen."""
-    from pathlib import Path
-
-    from .hub import load_file, weights_path
+    from .hub import load_checkpoint
     from .utils import get_device
 
-    is_path = isinstance(name, Path) or str(name).endswith((".pt", ".pth"))
-    path = Path(name) if is_path else weights_path(str(name))
-    ckpt = load_file(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != MAPPER_FORMAT:
-        raise ValueError(f"{path} is not a facelab mapper (expected format {MAPPER_FORMAT!r}); "
-                         "train one with: python -m facelab.train.mapper")
+    _, ckpt = load_checkpoint(name, fmt=MAPPER_FORMAT, what="a facelab mapper",
+                              fix="train one with: python -m facelab.train.mapper")
     m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig(**ckpt["config"]))
     m.load_state_dict(ckpt["state_dict"])
     m.meta = ckpt.get("meta", {})

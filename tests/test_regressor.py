@@ -76,17 +76,18 @@ shipped = pytest.mark.skipif("attribute_regressor" not in hub.REGISTRY, reason="
 
 
 @shipped
-def test_shipped_H_agrees_with_the_teacher_on_new_faces():
-    """Teacher faces (not world faces: H never saw them) labelled by the teacher and by H."""
+def test_shipped_H_agrees_with_the_teacher_on_new_world_faces():
+    """World faces from latents H never saw, labelled by the teacher and by H (card: r 0.54 age, 0.96 yaw)."""
     pytest.importorskip("onnxruntime")
     from facelab.nets.attributes import label_images
-    from facelab.nets.teacher import sample_teacher
 
-    faces = sample_teacher(48, seed=777)
+    G = hub.load_generator("world64", device="cpu")
+    z = torch.randn(96, G.z_dim, generator=torch.Generator().manual_seed(424242))
+    with torch.no_grad():
+        faces = G(z, noise_mode="const").clamp(-1, 1)
     teacher = label_images(faces, attributes=["age", "yaw"], progress=False)
-    H = load_regressor(device="cpu")
-    pred = H.predict(faces)
-    for a in ("age", "yaw"):
+    pred = load_regressor(device="cpu").predict(faces)
+    for a, floor in (("age", 0.3), ("yaw", 0.8)):
         ok = ~torch.isnan(teacher[a])
         r = torch.corrcoef(torch.stack([pred[a][ok], teacher[a][ok]]))[0, 1]
-        assert r > 0.5, (a, float(r))
+        assert r > floor, (a, float(r))

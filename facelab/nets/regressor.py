@@ -93,17 +93,11 @@ def load_regressor(name: str = "attribute_regressor", *, device=None) -> Attribu
 
     Gradients still reach the images, so H can serve as a loss.
     """
-    from pathlib import Path
-
-    from ..hub import load_file, weights_path
+    from ..hub import load_checkpoint
     from ..utils import get_device
 
-    is_path = isinstance(name, Path) or str(name).endswith((".pt", ".pth"))
-    path = Path(name) if is_path else weights_path(str(name))
-    ckpt = load_file(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != REGRESSOR_FORMAT:
-        raise ValueError(f"{path} is not a facelab attribute regressor (expected format {REGRESSOR_FORMAT!r}); "
-                         "train one with: python -m facelab.train.regressor fit")
+    path, ckpt = load_checkpoint(name, fmt=REGRESSOR_FORMAT, what="a facelab attribute regressor",
+                                 fix="train one with: python -m facelab.train.regressor fit")
     cfg = ckpt["config"]
     if tuple(cfg["attributes"]) != tuple(ATTRIBUTES):
         raise ValueError(f"{path} predicts {cfg['attributes']}, this facelab expects {list(ATTRIBUTES)}; retrain it")

@@ -154,14 +154,19 @@ def _open_file(src, name: str, max_pixels: int | None) -> Image.Image:
             raise PhotoError(f"cannot read {name} as an image ({why}); check that it is a photo (PNG, JPEG, ...) "
                              f"and not another file renamed, or re-save it as PNG/JPEG") from None
     with im:
-        if max_pixels is not None and im.width * im.height > max_pixels:
-            raise _too_large(name, _size(im.size), max_pixels)
-        try:
-            im.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise PhotoError(f"cannot decode {name} ({type(e).__name__}: {e}); the file is truncated or "
-                             f"corrupt: re-save or re-download it") from None
-        return ImageOps.exif_transpose(im)  # a decoded copy, upright
+        return _decode(im, name, max_pixels)
+
+
+def _decode(im: Image.Image, name: str, max_pixels: int | None) -> Image.Image:
+    """Check the size from the header, then decode: an upright (EXIF-rotated) decoded copy."""
+    if max_pixels is not None and im.width * im.height > max_pixels:
+        raise _too_large(name, _size(im.size), max_pixels)
+    try:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise PhotoError(f"cannot decode {name} ({type(e).__name__}: {e}); the file is truncated or "
+                         f"corrupt: re-save or re-download it") from None
+    return ImageOps.exif_transpose(im)
 
 
 def _unit_range(a: np.ndarray, mode: str) -> np.ndarray:
@@ -255,14 +260,7 @@ def load_photo(src, *, as_tensor: bool = False, max_pixels: int | None = DEFAULT
         src = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
         im = _pil_to_rgb(_open_file(src, name, max_pixels), background, name)
     elif isinstance(src, Image.Image):
-        if max_pixels is not None and src.width * src.height > max_pixels:  # it may not be decoded yet
-            raise _too_large(name, _size(src.size), max_pixels)
-        try:
-            src.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as e:
-            raise PhotoError(f"cannot decode {name} ({type(e).__name__}: {e}); the file behind it is "
-                             f"truncated or corrupt") from None
-        im = _pil_to_rgb(ImageOps.exif_transpose(src), background, name)
+        im = _pil_to_rgb(_decode(src, name, max_pixels), background, name)  # it may not be decoded yet
     elif isinstance(src, np.ndarray):
         im = _array_to_rgb(src, name, background)
     elif isinstance(src, torch.Tensor):

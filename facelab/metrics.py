@@ -44,11 +44,21 @@ See ``facelab/weights/dlib_resnet.md`` for a validation on real and world faces
     M.identity_similarity(x, y)        # [N] cosine of dlib identity embeddings (1 = same face)
     M.perceptual_distance(x, y)        # [N] dlib-lpips, 0 for identical images
     M.mse(x, y)                        # [N] mean squared error per image
+
+**Inversion quality** (notebook 02, e4e's two axes): :func:`distortion` bundles the three distances
+of a reconstruction from its target; :func:`editability` edits latents along attribute boundaries
+and measures how much the attribute moves (by the regressor H), how much identity survives, and
+how realistic the edit stays (MTCNN's face confidence; the latent's distance from W).
+
+    M.distortion(recon, target)                    # {"mse", "perceptual", "identity"}: [N] each
+    M.editability(G, proj.ws, boundaries, H, noise=proj.noise)["mean"]["age"]["change"]
 """
 from __future__ import annotations
 
 import functools
 import itertools
+import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -316,11 +326,26 @@ class PerceptualDistance(nn.Module):
         if self.backend == "lpips":
             return self.net(a, b, normalize=False).flatten()  # [N]
         n = a.shape[0]
-        chips = _chips(torch.cat([a, b]), DLIB_INPUT_SIZE, self.align)  # [2N, 3, 150, 150]
-        total = chips.new_zeros(n)
-        for f in dlib_features(self.net, chips.to(self.net.input_mean.dtype), self.layers):
-            fa, fb = _unit(f[:n]), _unit(f[n:])
-            total = total + (fa - fb).square().sum(1).mean((1, 2))  # [N]
+        feats = self.features(torch.cat([a, b]))  # one pass for both halves
+        return self.from_features([f[:n] for f in feats], [f[n:] for f in feats])
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Unit-normalised features of ``layers`` for images [N, 3, H, W] (dlib backend only).
+
+        With :meth:`from_features`, a fixed target is embedded once (e.g. under ``no_grad``) and
+        compared with many candidates: ``d(a, b) == from_features(features(a), features(b))``.
+        """
+        if self.backend != "dlib":
+            raise ValueError(f"features() exists for the dlib backend only, not {self.backend!r}")
+        chips = _chips(images, DLIB_INPUT_SIZE, self.align)  # [N, 3, 150, 150]
+        return [_unit(f) for f in dlib_features(self.net, chips.to(self.net.input_mean.dtype), self.layers)]
+
+    @staticmethod
+    def from_features(fa: list[torch.Tensor], fb: list[torch.Tensor]) -> torch.Tensor:
+        """The distance [N] between two lists of :meth:`features` (same layers, same N)."""
+        total = fa[0].new_zeros(fa[0].shape[0])
+        for x, y in zip(fa, fb):
+            total = total + (x - y).square().sum(1).mean((1, 2))  # [N]
         return total
 
 
@@ -344,6 +369,11 @@ def _perceptual(device: str, backend: str) -> PerceptualDistance:
     return PerceptualDistance(backend, device=device)
 
 
+def default_perceptual(device="cpu", backend: str = "dlib") -> PerceptualDistance:
+    """The cached :class:`PerceptualDistance` that :func:`perceptual_distance` uses on ``device``."""
+    return _perceptual(str(torch.device(device)), backend)
+
+
 def perceptual_distance(a: torch.Tensor, b: torch.Tensor, *, backend: str = "dlib") -> torch.Tensor:
     """:class:`PerceptualDistance` [N] of faces in the world's crop, one cached instance per device."""
     _check_pair(a, b, "perceptual_distance")
@@ -356,6 +386,153 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).square().flatten(1).mean(1)
 
 
-__all__ = ["IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance", "WORLD_LANDMARKS", "dlib_features",
-           "identity_embedding", "identity_similarity", "measure_world_landmarks", "mse", "perceptual_distance",
-           "world_chips", "world_to_chip"]
+# ---------------------------------------------------------------------------------------------
+# Inversion quality: distortion and editability (notebook 02)
+
+
+def distortion(recon: torch.Tensor, target: torch.Tensor, *, identity: bool = True) -> dict:
+    """How far reconstructions are from their targets: ``{"mse", "perceptual", "identity"}``, each ``[N]``.
+
+    recon, target: paired faces ``[N, 3, H, W]`` in [-1, 1], in the world's crop (same shape).
+    ``"mse"``: :func:`mse`; ``"perceptual"``: :func:`perceptual_distance` (the default dlib-LPIPS;
+    its name is under ``"perceptual_metric"``, a string); ``"identity"``: :func:`identity_similarity`
+    (1 = same person; higher is *better*, unlike the other two), left out with ``identity=False``.
+    No gradients; tensors on the CPU.
+
+        d = distortion(proj.synthesize(G), target)
+        d["perceptual"].mean()
+    """
+    _check_pair(recon, target, "distortion")
+    with torch.no_grad():
+        out = {"mse": mse(recon, target).cpu(),
+               "perceptual": perceptual_distance(recon, target).cpu(),
+               "perceptual_metric": PerceptualDistance.name}
+        if identity:
+            out["identity"] = identity_similarity(recon, target).cpu()
+    return out
+
+
+EDITABILITY_METRICS = ("change", "identity", "face_conf", "w_distance")
+
+
+def _boundary_items(boundaries) -> list[tuple[str, object]]:
+    items = list(boundaries.items()) if isinstance(boundaries, Mapping) else \
+        [(getattr(b, "attribute", "") or f"b{i}", b) for i, b in enumerate(boundaries)]
+    if not items:
+        raise ValueError("editability needs at least one boundary (a dict {name: Boundary} or a list)")
+    return items
+
+
+def _boundary_step(name: str, b, step) -> float:
+    if isinstance(step, Mapping):
+        if name not in step:
+            raise ValueError(f"step has no entry for boundary {name!r}; give one number per boundary")
+        step = step[name]
+    if isinstance(step, str):
+        if step != "std":
+            raise ValueError(f"step must be a number (latent units), 'std' or a dict of numbers, got {step!r}")
+        std = getattr(getattr(b, "report", None), "distance_std", None)
+        if std is None:
+            raise ValueError(f"step='std' needs boundaries with report.distance_std, and {name!r} has none; "
+                             "give the step as a number (latent units)")
+        return float(std)
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step):
+        raise ValueError(f"step must be a finite number (latent units), 'std' or a dict of numbers, got {step!r}")
+    return float(step)
+
+
+@torch.no_grad()
+def editability(G, ws: torch.Tensor, boundaries, H, *, step: float | str = "std", noise=None,
+                noise_mode: str = "const", identity: bool = True, realism: bool = True, central: bool = False,
+                return_images: bool = False) -> dict:
+    """How well latents edit: attribute change, identity kept, and realism, per boundary and per sample.
+
+    G: a facelab ``Generator``. ws: W ``[N, w_dim]`` or W+ ``[N, num_ws, w_dim]`` latents, e.g. an
+    inversion's ``proj.ws``. boundaries: ``{name: boundary}`` (or a list, named by ``.attribute``),
+    each with a unit ``normal`` ``[w_dim]`` in W and the ``attribute`` H should see move (default:
+    the name). H: an attribute regressor (``fl.load_regressor()``): images -> ``[N, K]``, with
+    ``H.index(attribute)``. step: ``"std"`` (each boundary's ``report.distance_std``), a number in
+    latent units, or ``{name: number}``. noise: the noise maps to render with (``proj.noise``, one
+    ``[N, 1, r, r]`` per layer), else ``noise_mode``.
+
+    Each latent is edited as ``ws + step * normal`` on *every* W+ layer (InterFaceGAN's edit) and
+    both versions are rendered (clamped to [-1, 1]). Per boundary and sample ``[N]`` (CPU):
+
+    * ``change``: ``(H(edited) - H(original))[attribute] / step``, the target attribute's change per
+      latent unit of the edit (0 when ``step`` is 0), in H's units (years, probabilities, ...); with
+      ``central=True`` the central difference ``(H(ws + step n) - H(ws - step n)) / 2 step`` instead
+      (as ``facelab.interpret.rescore``: less sensitive to the curvature of H along the edit; the
+      other metrics still describe the ``+step`` edit);
+    * ``identity``: :func:`identity_similarity` of original and edited render (1 = same person);
+    * ``face_conf``: MTCNN's face confidence on the edited render (0 = no face found), a realism
+      proxy (``facelab.nets.attributes.detect_faces``), with ``realism=True``;
+    * ``w_distance``: how far the edited latent lies from the W distribution
+      (``facelab.invert.w_distance``, Mahalanobis; about 1 for a typical sample of W).
+
+    Returns ``{"boundaries": [names], "attribute": {name: str}, "step": {name: float},
+    "per_sample": {metric: {name: [N]}}, "mean": {name: {metric: float}}, "base": {"face_conf",
+    "w_distance": [N]}}`` (the unedited latents' realism), and ``"images": {name: [N, 3, R, R]}``
+    plus ``"original"`` with ``return_images=True``. Metrics turned off are absent.
+    """
+    from .invert import w_distance  # lazy: topic modules share the core, not each other
+    from .nets.attributes import detect_faces
+
+    num_ws, w_dim = G.num_ws, G.w_dim
+    if not isinstance(ws, torch.Tensor) or not ws.is_floating_point():
+        raise ValueError(f"ws must be a float tensor W [N, {w_dim}] or W+ [N, {num_ws}, {w_dim}], "
+                         f"got {type(ws).__name__}")
+    if ws.ndim == 2 and ws.shape[1] == w_dim:
+        ws = ws[:, None].expand(-1, num_ws, -1)
+    if ws.ndim != 3 or ws.shape[1:] != (num_ws, w_dim) or ws.shape[0] < 1:
+        raise ValueError(f"ws must be W [N, {w_dim}] or W+ [N, {num_ws}, {w_dim}], got {list(ws.shape)}")
+    if not hasattr(H, "index"):
+        raise TypeError("H must be an attribute regressor with .index(attribute) (fl.load_regressor())")
+    device = G.mapping.w_avg.device
+    ws = ws.detach().to(device, torch.float32)  # [N, num_ws, w_dim]
+
+    def render(x):  # [N, num_ws, w_dim] -> [N, 3, R, R] in [-1, 1]
+        if noise is not None:
+            return G.synthesis(x, noise=[nz.to(device) for nz in noise]).clamp(-1, 1)
+        return G.synthesis(x, noise_mode=noise_mode).clamp(-1, 1)
+
+    base = render(ws)
+    h_base = H(base).float()  # [N, K]
+    out = {"boundaries": [], "attribute": {}, "step": {}, "per_sample": {}, "mean": {},
+           "base": {"w_distance": w_distance(ws, G).cpu()}}
+    if realism:
+        out["base"]["face_conf"] = detect_faces(base, device=device).conf
+    if return_images:
+        out["images"] = {"original": base.cpu()}
+    per = out["per_sample"]
+    for name, b in _boundary_items(boundaries):
+        attribute = getattr(b, "attribute", "") or name
+        h = _boundary_step(name, b, step)
+        normal = torch.as_tensor(getattr(b, "normal", b)).detach().float().flatten().to(device)
+        if normal.shape != (w_dim,):
+            raise ValueError(f"boundary {name!r}: normal must be a W direction [{w_dim}], got {list(normal.shape)}")
+        edited_ws = ws + h * normal  # every layer  [N, num_ws, w_dim]
+        img = render(edited_ws)
+        j = H.index(attribute)
+        if central:
+            delta = ((H(img).float()[:, j] - H(render(ws - h * normal)).float()[:, j]) / 2).cpu()
+        else:
+            delta = (H(img).float()[:, j] - h_base[:, j]).cpu()
+        values = {"change": delta / h if h != 0 else torch.zeros_like(delta),
+                  "w_distance": w_distance(edited_ws, G).cpu()}
+        if identity:
+            values["identity"] = identity_similarity(base, img).cpu()
+        if realism:
+            values["face_conf"] = detect_faces(img, device=device).conf
+        out["boundaries"].append(name)
+        out["attribute"][name], out["step"][name] = attribute, h
+        for k, v in values.items():
+            per.setdefault(k, {})[name] = v
+        out["mean"][name] = {k: float(values[k].float().mean()) for k in EDITABILITY_METRICS if k in values}
+        if return_images:
+            out["images"][name] = img.cpu()
+    return out
+
+
+__all__ = ["EDITABILITY_METRICS", "IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance", "WORLD_LANDMARKS",
+           "dlib_features", "distortion", "editability", "identity_embedding", "identity_similarity",
+           "measure_world_landmarks", "mse", "perceptual_distance", "world_chips", "world_to_chip"]

@@ -35,3 +35,16 @@ def show(images: torch.Tensor, nrow: int, *, title: str | None = None, row_label
     if title:
         ax.set_title(title, fontsize=10)
     return ax
+
+
+def labelled_line(ax, x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, fontsize: int = 8, **plot_kw):
+    """Plot points ``(x[i], y[i])`` joined in order, each annotated with ``labels[i]`` (e.g. one point per
+    setting of a knob, as in a tradeoff curve). ``plot_kw`` go to ``ax.plot`` (``marker="o"`` by default).
+    Returns the line."""
+    if not (len(x) == len(y) == len(labels)):
+        raise ValueError(f"labelled_line needs as many labels as points, got {len(x)} x, {len(y)} y, {len(labels)} labels")
+    plot_kw.setdefault("marker", "o")
+    (line,) = ax.plot(list(x), list(y), **plot_kw)
+    for xi, yi, text in zip(x, y, labels):
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=fontsize, color=line.get_color())
+    return line

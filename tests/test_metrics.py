@@ -236,3 +236,120 @@ def test_lpips_backend_explains_what_is_missing(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, "lpips", types.ModuleType("lpips"))  # installed, weights absent
     with pytest.raises(FileNotFoundError, match="alexnet.*download"):
         M.PerceptualDistance("lpips")
+
+
+# ---------------------------------------------------------------------------------------------
+# distortion and editability (inversion quality, notebook 02)
+
+
+def test_distortion_bundles_the_three_distances(faces):
+    a, b = faces[:3], faces[3:6]
+    same = M.distortion(a, a.clone())
+    assert same["perceptual_metric"] == M.PerceptualDistance.name
+    for k in ("mse", "perceptual", "identity"):
+        assert same[k].shape == (3,)
+    torch.testing.assert_close(same["mse"], torch.zeros(3))
+    torch.testing.assert_close(same["perceptual"], torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(same["identity"], torch.ones(3), atol=1e-5, rtol=0)
+    other = M.distortion(a, b)
+    assert (other["mse"] > 0).all() and (other["perceptual"] > 0.01).all() and (other["identity"] < 0.99).all()
+    torch.testing.assert_close(other["mse"], M.mse(a, b))
+    assert "identity" not in M.distortion(a, b, identity=False)
+    with pytest.raises(ValueError, match="same shape"):
+        M.distortion(a, resize(b, 32))
+
+
+class Brightness(torch.nn.Module):
+    """A stand-in attribute regressor H: one attribute, the mean pixel value."""
+
+    names = ("brightness",)
+
+    def index(self, name):
+        return self.names.index(name)
+
+    def forward(self, images):
+        return images.mean((1, 2, 3))[:, None]  # [N, 1]
+
+
+def brightness_boundary(G, sign=1.0, std=None):
+    """A duck-typed boundary: the unit W direction along which the (clamped) render brightens on average."""
+    w = G.mapping(torch.randn(16, G.z_dim, generator=torch.Generator().manual_seed(3)))[:, 0].detach()
+    w.requires_grad_(True)
+    G.synthesis(w, noise_mode="const").clamp(-1, 1).mean().backward()
+    normal = sign * w.grad.sum(0) / w.grad.sum(0).norm()
+    report = types.SimpleNamespace(distance_std=std) if std is not None else None
+    return types.SimpleNamespace(normal=normal, attribute="brightness", report=report)
+
+
+@pytest.fixture
+def test_ws(G):
+    with torch.no_grad():
+        return G.mapping(torch.randn(4, G.z_dim, generator=torch.Generator().manual_seed(11)))  # [4, num_ws, w_dim]
+
+
+def test_editability_sees_a_brightening_edit_and_keeps_identity_at_zero_step(G, test_ws):
+    up, down = brightness_boundary(G, 1.0), brightness_boundary(G, -1.0)
+    res = M.editability(G, test_ws, {"up": up, "down": down}, Brightness(), step=0.3)
+    assert res["boundaries"] == ["up", "down"] and res["attribute"] == {"up": "brightness", "down": "brightness"}
+    per = res["per_sample"]
+    assert set(per) == set(M.EDITABILITY_METRICS) and per["change"]["up"].shape == (4,)
+    assert res["mean"]["up"]["change"] > 0 > res["mean"]["down"]["change"]
+    assert res["step"] == {"up": 0.3, "down": 0.3}
+    assert ((per["face_conf"]["up"] >= 0) & (per["face_conf"]["up"] <= 1)).all()
+    # the change is per latent unit: the same edit measured directly
+    with torch.no_grad():
+        img = lambda x: G.synthesis(x, noise_mode="const").clamp(-1, 1)  # noqa: E731
+        direct = (img(test_ws + 0.3 * up.normal).mean((1, 2, 3)) - img(test_ws).mean((1, 2, 3))) / 0.3
+    torch.testing.assert_close(per["change"]["up"], direct, atol=1e-5, rtol=1e-4)
+
+    # central differences: the mean of the +step and -step one-sided changes
+    minus = M.editability(G, test_ws, {"up": up}, Brightness(), step=-0.3, identity=False, realism=False)
+    central = M.editability(G, test_ws, {"up": up}, Brightness(), step=0.3, identity=False, realism=False, central=True)
+    torch.testing.assert_close(central["per_sample"]["change"]["up"],
+                               (per["change"]["up"] + minus["per_sample"]["change"]["up"]) / 2, atol=1e-5, rtol=1e-4)
+
+    zero = M.editability(G, test_ws, [up], Brightness(), step=0.0, realism=False)
+    assert zero["boundaries"] == ["brightness"] and "face_conf" not in zero["per_sample"]
+    torch.testing.assert_close(zero["per_sample"]["change"]["brightness"], torch.zeros(4))
+    torch.testing.assert_close(zero["per_sample"]["identity"]["brightness"], torch.ones(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(zero["per_sample"]["w_distance"]["brightness"], zero["base"]["w_distance"])
+
+
+def test_editability_steps_w_latents_noise_and_the_distance_from_w(G, test_ws):
+    from facelab.invert import w_distance
+    b = brightness_boundary(G, std=0.5)
+    w = test_ws[:, 0]  # a W latent [4, w_dim] is broadcast to every layer
+    res = M.editability(G, w, {"b": b}, Brightness(), step="std", identity=False, realism=False,
+                        return_images=True)
+    assert res["step"] == {"b": 0.5} and set(res["per_sample"]) == {"change", "w_distance"}
+    torch.testing.assert_close(res["base"]["w_distance"], w_distance(w, G))
+    assert res["images"]["b"].shape == res["images"]["original"].shape == (4, 3, G.img_resolution, G.img_resolution)
+    far = M.editability(G, w, {"b": b}, Brightness(), step={"b": 50.0}, identity=False, realism=False)
+    assert (far["per_sample"]["w_distance"]["b"] > res["base"]["w_distance"]).all()  # far along n leaves W
+    # explicit noise maps (e.g. a projection's) replace noise_mode
+    noise = [torch.randn(4, *s[1:], generator=torch.Generator().manual_seed(i))
+             for i, s in enumerate(G.synthesis.noise_shapes())]
+    with_noise = M.editability(G, w, {"b": b}, Brightness(), step=0.5, noise=noise, identity=False,
+                               realism=False, return_images=True)
+    with torch.no_grad():
+        expected = G.synthesis(w, noise=noise).clamp(-1, 1)
+    torch.testing.assert_close(with_noise["images"]["original"], expected)
+    assert not torch.allclose(with_noise["images"]["original"], res["images"]["original"])
+
+
+def test_editability_errors_teach(G, test_ws):
+    b = brightness_boundary(G)
+    H = Brightness()
+    cases = [
+        (lambda: M.editability(G, test_ws, {"b": b}, H, step="std"), "distance_std"),
+        (lambda: M.editability(G, test_ws, {"b": b}, H, step="big"), "step must be"),
+        (lambda: M.editability(G, test_ws, {"b": b}, H, step={"c": 1.0}), "no entry"),
+        (lambda: M.editability(G, test_ws[:, :3], {"b": b}, H, step=1.0), r"W\+"),
+        (lambda: M.editability(G, test_ws, {}, H, step=1.0), "at least one"),
+        (lambda: M.editability(G, test_ws, {"b": types.SimpleNamespace(normal=torch.ones(3) / 3 ** 0.5)}, H,
+                               step=1.0), "W direction"),
+    ]
+    for fn, match in cases:
+        with pytest.raises(ValueError, match=match) as e:
+            fn()
+        assert "\n" not in str(e.value)

@@ -95,7 +95,8 @@ def losses(m: LatentMapper, frozen: Frozen, ws: torch.Tensor, delta: torch.Tenso
 
 
 def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device=None, every: int = 100,
-          progress: bool = True) -> LatentMapper:
+          stats_n: int = 4000, progress: bool = True) -> LatentMapper:
+    """Train (or resume) a mapper in ``out``; ``stats_n`` world faces give the W and attribute statistics."""
     device = get_device(device)
     G = G if G is not None else load_generator("world64", device=device)
     H = H if H is not None else load_regressor(device=device)
@@ -111,7 +112,7 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
                              "(only --steps may change)")
         stats = ckpt["stats"]
     else:
-        ckpt, stats = None, world_statistics(frozen, psi=cfg.psi, seed=cfg.seed + 1)
+        ckpt, stats = None, world_statistics(frozen, n=stats_n, psi=cfg.psi, seed=cfg.seed + 1)
     corr = correction_matrix(stats["labels"], min_corr=cfg.correction_min_corr)
     m = LatentMapper(G.num_ws, G.w_dim, cfg, correction=corr,
                      **{k: v for k, v in stats.items() if k != "labels"}).to(device)

@@ -3,6 +3,7 @@
     python bench/pti.py                          # CPU (2 threads) and CUDA when present, 3 runs each
     python bench/pti.py --device cpu --runs 1 --profile
     python bench/pti.py --threads 1 --json pti_bench.json
+    python bench/pti.py --device cpu --runs 0 --floor           # the least time the step counts can take
 
 The photo (matplotlib's public-domain ``grace_hopper.jpg`` unless ``--photo``) is aligned into the
 world's crop with ``facelab.faces.align_face`` (MTCNN); where that is not installed, a face of the
@@ -17,29 +18,55 @@ after one short warm-up run, split into the projection (pivot) and the tuning ph
 the generator's forward + backward, the perceptual network's, the frozen generator's forward, so
 it is clear what dominates. On CUDA the device is synchronised around every timed part.
 
-CPU timings on a shared machine are noisy: other jobs take cores. The medians are what to quote,
-together with the thread count the table prints.
+With ``--floor`` it also measures the least time the step counts can take on the CPU: the
+floating-point work of a real projection step and a real tuning step (``FlopCounterMode``), the
+time spent inside their convolution kernels (``torch.profiler``), and the rate of a large matrix
+product on the same cores. Work divided by that rate is a bound no implementation of these two
+networks can beat on these cores; the convolution kernels at their measured speed are what would
+remain if everything else (activations, normalisation, Adam, Python) cost nothing.
 
-Measured on the course's 2-core build machine while other jobs kept it busy (load 4-6), Grace
-Hopper, defaults (450 + 350 steps, locality on, early stop off), torch 2.14.1:
+CPU timings on a shared machine are noisy: other jobs take cores, and on a virtual machine the
+host's other tenants change the speed of the same code by tens of percent from one minute to the
+next. The medians are what to quote, together with the thread count the table prints.
 
-| threads | pivot (s) | tune (s) | total (s) | ms / pivot step | ms / tune step | CPU time (s) | runs |
-|---|---|---|---|---|---|---|---|
-| 1 | 72.5 | 84.4 | 158.6 | 161 | 241 | 133.2 | 3 |
-| 2 | (57.5) | (46.8) | - | 1278 | 1338 | - | 3 x 1/10 of the steps |
+Measured on the course's 2-core build machine (Xeon, AVX-512, no other job of ours running),
+Grace Hopper, defaults (450 + 350 steps, locality on, early stop off), torch 2.14.1,
+``python bench/pti.py --device cpu --runs 3 --profile --floor``:
 
-With two threads on cores that other processes also use, every step got about 8 times slower
-(the threads wait for each other); on idle cores expect about the CPU time divided by 1.6-1.8.
-Per tuning step (one thread, ``--profile``): the tuned generator's forward + backward (pivot and
-regulariser latent in one batch of 2) about 100 ms, the perceptual network's forward + backward
-55 ms, the frozen generator 26 ms, the regulariser target's perceptual features 14 ms; a
-projection step 130 ms (``facelab.invert.project`` recomputes the target's features every step).
+| device | threads | pivot (s) | tune (s) | total (s) | ms / pivot step | ms / tune step | CPU time (s) | runs |
+|---|---|---|---|---|---|---|---|---|
+| cpu | 2 | 37.7 | 57.9 | 96.9 | 84 | 165 | 186.7 | 3 |
+
+| | projection step | tuning step | all steps |
+|---|---|---|---|
+| work (FlopCounterMode) | 3.28 GFLOP | 9.53 GFLOP | 4.81 TFLOP |
+| time inside convolution kernels | 40.2 ms | 81.6 ms | 46.6 s |
+
+The best 2048 x 2048 matrix product on these cores ran at 211-280 GFLOP/s (it varies with the
+host's load); at 280 GFLOP/s the 4.81 TFLOP take 17.2 s. So the paper's 800 steps cannot run in
+15 s on two of these cores whatever the implementation: the generator alone (forward and
+input-gradient for a projection step, forward and both gradients for the pivot plus the
+regulariser latent, and the frozen copy's forward, for a tuning step) is 3.2 TFLOP of it. The
+convolution kernels already take about half of each step; what is left (activations, modulation,
+Adam, Python dispatch) a compiler can shrink: with ``--compile``, ``torch.compile`` cut the tuned
+generator's forward + backward (batch 2) from 74.6 to 42.6 ms, after a first compilation of 35 s
+(with inductor's on-disk cache already warm from an earlier run). facelab does not compile by
+default: the first compilation costs as much as it saves on one photo, and needs a C++ compiler.
+
+What a user waits for, ``pti.tune(G, photo)`` with the defaults (early stop at 0.32),
+``--early-stop --runs 2``: 36.0 s of projection and 48.0 s for 278 tuning steps, 84 s in all
+(the first run; the second shared the cores with a test run and is not quoted).
+
+Per tuning step (``--profile``): the tuned generator's forward + backward (pivot and regulariser
+latent in one batch of 2) 68 ms, the perceptual network's forward + backward 56 ms, the frozen
+generator 24 ms, the regulariser target's perceptual features 12 ms; a projection step 87 ms.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import statistics
@@ -153,6 +180,91 @@ def profile_step(G, photo, perceptual, device, repeats: int) -> dict[str, tuple[
     return {name: timed(fn, device, repeats) for name, fn in parts.items()}
 
 
+# Kernels that do a convolution's arithmetic (forward, input and weight gradients) on the CPU. The
+# wrappers ``aten::conv2d`` / ``convolution`` / ``_convolution`` only dispatch and are left out.
+_CONV_KERNELS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward",
+                 "aten::_slow_conv2d_backward", "aten::slow_conv_transpose2d",
+                 "aten::slow_conv_transpose2d_backward", "aten::mkldnn_convolution_backward")
+
+
+def compile_probe(G, repeats: int) -> dict:
+    """The tuned generator's forward + backward (batch 2, as in a tuning step), eager vs ``torch.compile``."""
+    G_t = copy.deepcopy(G).cpu().requires_grad_(False)
+    G_t.synthesis.requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        ws = G_t.mapping(torch.randn(2, G_t.z_dim, generator=g))
+
+    def render(w):
+        return G_t.synthesis(w, noise_mode="const")
+
+    def step(fn):
+        fn(ws).square().mean().backward()
+
+    eager, _ = timed(lambda: step(render), torch.device("cpu"), repeats)
+    compiled_fn = torch.compile(render)
+    t0 = time.perf_counter()
+    step(compiled_fn)
+    first = time.perf_counter() - t0
+    compiled, _ = timed(lambda: step(compiled_fn), torch.device("cpu"), repeats)
+    return {"eager_ms": 1000 * eager, "compiled_ms": 1000 * compiled, "compile_s": first}
+
+
+def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matrix product on the CPU: the best of ``repeats`` (the most these
+    cores sustain; on a shared host the median can be half of it)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def floor(G, photo, perceptual, pivot_steps: int, tune_steps: int, locality: bool, k: int = 8) -> dict:
+    """What the paper's step counts cost at the least, on the CPU.
+
+    Runs ``k`` real projection steps and ``k`` real tuning steps (``facelab.invert.project``,
+    ``facelab.pti.tune``), counting their floating-point operations (``FlopCounterMode``: every
+    convolution and matrix product, forward and backward) and, under ``torch.profiler``, the
+    wall time spent inside convolution kernels. Two lower bounds for ``pivot_steps`` + ``tune_steps``:
+    the FLOPs at the rate of a large matrix product (no implementation of these networks on these
+    cores can beat it), and the convolution kernels alone at their measured speed (what remains if
+    every other operation -- activations, normalisation, Adam, Python -- cost nothing).
+    """
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = pti.PTIConfig(pivot_steps=k, tune_steps=k, early_stop=None, locality=locality)
+    pivots = project(G, photo, space="w", steps=k, lr=config.pivot_lr, perceptual=perceptual, progress=False)
+
+    def proj():
+        project(G, photo, space="w", steps=k, lr=config.pivot_lr, perceptual=perceptual, progress=False)
+
+    def tune():
+        pti.tune(G, photo, pivots=pivots, config=config, perceptual=perceptual, progress=False)
+
+    out = {}
+    for name, fn in (("pivot", proj), ("tune", tune)):
+        fn()  # warm-up
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        conv_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in _CONV_KERNELS)
+        out[name] = {"gflop_per_step": counter.get_total_flops() / k / 1e9, "conv_ms_per_step": conv_us / k / 1e3}
+    rate = matmul_rate()
+    flops = (pivot_steps * out["pivot"]["gflop_per_step"] + tune_steps * out["tune"]["gflop_per_step"]) * 1e9
+    out["matmul_gflops"] = rate / 1e9
+    out["total_tflop"] = flops / 1e12
+    out["floor_at_matmul_rate_s"] = flops / rate
+    out["floor_conv_kernels_s"] = (pivot_steps * out["pivot"]["conv_ms_per_step"]
+                                   + tune_steps * out["tune"]["conv_ms_per_step"]) / 1e3
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda when present)")
@@ -161,10 +273,16 @@ def main(argv=None) -> int:
     ap.add_argument("--pivot-steps", type=int, default=450)
     ap.add_argument("--tune-steps", type=int, default=350)
     ap.add_argument("--no-locality", action="store_true", help="time without the locality regulariser")
+    ap.add_argument("--early-stop", action="store_true",
+                    help="use PTIConfig's default early stop (what pti.tune(G, photo) does) instead of all steps")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the tuned generator's forward + backward under torch.compile (CPU)")
     ap.add_argument("--photo", default="grace_hopper",
                     help="an image path, grace_hopper, world, or a saved aligned batch (.pt)")
     ap.add_argument("--profile", action="store_true", help="also time the parts of one step")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per part for --profile")
+    ap.add_argument("--floor", action="store_true",
+                    help="also measure the least time the step counts can take on the CPU (FLOPs, convolution kernels)")
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args(argv)
 
@@ -183,7 +301,8 @@ def main(argv=None) -> int:
         G = facelab.load_generator("world64", device=device)
         perceptual = PerceptualDistance(device=device)
         photo, desc = load_photo(args.photo, G)
-        config = pti.PTIConfig(pivot_steps=args.pivot_steps, tune_steps=args.tune_steps, early_stop=None,
+        config = pti.PTIConfig(pivot_steps=args.pivot_steps, tune_steps=args.tune_steps,
+                               early_stop=pti.EARLY_STOP_DLIB if args.early_stop else None,
                                locality=not args.no_locality)
         pti.tune(G, photo, config=pti.PTIConfig(pivot_steps=3, tune_steps=3, early_stop=None), perceptual=perceptual,
                  progress=False)  # warm-up
@@ -200,26 +319,31 @@ def main(argv=None) -> int:
             res = pti.tune(G, photo, pivots=proj, config=config, perceptual=perceptual, progress=False)
             sync(device)
             w2, c2 = time.perf_counter(), time.process_time()
-            runs.append((w1 - w0, w2 - w1, w2 - w0, c1 - c0, c2 - c1))
+            runs.append((w1 - w0, w2 - w1, w2 - w0, c1 - c0, c2 - c1, res.steps_run))
             print(f"{dev_name} run {i + 1}/{args.runs}: pivot {w1 - w0:.1f} s (cpu {c1 - c0:.1f} s), "
-                  f"tune {w2 - w1:.1f} s (cpu {c2 - c1:.1f} s); final perceptual {res.history['perceptual'][-1]:.3f}",
-                  flush=True)
+                  f"tune {w2 - w1:.1f} s (cpu {c2 - c1:.1f} s, {res.steps_run} steps); "
+                  f"final perceptual {res.history['perceptual'][-1]:.3f}", flush=True)
         threads = torch.get_num_threads() if dev_name == "cpu" else "-"
         if runs:  # --runs 0: only the --profile table
-            piv, tun, tot, cpiv, ctun = (statistics.median(r[k] for r in runs) for k in range(5))
+            piv, tun, tot, cpiv, ctun, steps = (statistics.median(r[k] for r in runs) for k in range(6))
             rows.append((dev_name, threads, piv, tun, tot, 1000 * piv / max(args.pivot_steps, 1),
-                         1000 * tun / max(args.tune_steps, 1), cpiv + ctun, len(runs)))
+                         1000 * tun / max(steps, 1), cpiv + ctun, len(runs), steps))
         report["runs"].append({"device": dev_name, "threads": threads, "photo": desc, "runs": runs})
         if args.profile:
             profiles[dev_name] = profile_step(G, photo, perceptual, device, args.repeats)
+        if args.compile and dev_name == "cpu":
+            report["compile"] = compile_probe(G, args.repeats)
+        if args.floor and dev_name == "cpu":
+            report["floor"] = floor(G, photo, perceptual, args.pivot_steps, args.tune_steps, not args.no_locality)
 
-    print(f"\nPTI on one 64 px photo ({desc}); {args.pivot_steps} W-projection steps + {args.tune_steps} tuning "
-          f"steps, locality {'off' if args.no_locality else 'on'}, early stop off; median of the runs.\n")
-    print("| device | threads | pivot (s) | tune (s) | total (s) | ms / pivot step | ms / tune step "
+    stop = f"early stop at {pti.EARLY_STOP_DLIB}" if args.early_stop else "early stop off"
+    print(f"\nPTI on one 64 px photo ({desc}); {args.pivot_steps} W-projection steps + up to {args.tune_steps} "
+          f"tuning steps, locality {'off' if args.no_locality else 'on'}, {stop}; median of the runs.\n")
+    print("| device | threads | pivot (s) | tune (s) | total (s) | tuning steps | ms / pivot step | ms / tune step "
           "| CPU time (s) | runs |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for dev, th, piv, tun, tot, mp, mt, cpu, n in rows:
-        print(f"| {dev} | {th} | {piv:.1f} | {tun:.1f} | {tot:.1f} | {mp:.0f} | {mt:.0f} | {cpu:.1f} | {n} |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dev, th, piv, tun, tot, mp, mt, cpu, n, steps in rows:
+        print(f"| {dev} | {th} | {piv:.1f} | {tun:.1f} | {tot:.1f} | {steps:.0f} | {mp:.0f} | {mt:.0f} | {cpu:.1f} | {n} |")
     print("\nWall-clock medians; CPU time = process time of both phases, summed over threads (on a shared "
           "machine it is closer to the work done than the wall clock, which includes waiting for a core).")
     for dev, parts in profiles.items():
@@ -228,6 +352,24 @@ def main(argv=None) -> int:
         print("|---|---|---|")
         for name, (w, c) in parts.items():
             print(f"| {name} | {1000 * w:.1f} | {1000 * c:.1f} |")
+    if "floor" in report:
+        f = report["floor"]
+        print(f"\nLower bounds on the CPU ({torch.get_num_threads()} threads) for {args.pivot_steps} + {args.tune_steps} "
+              "steps:\n")
+        print("| | projection step | tuning step | all steps |")
+        print("|---|---|---|---|")
+        print(f"| work (FlopCounterMode) | {f['pivot']['gflop_per_step']:.2f} GFLOP | "
+              f"{f['tune']['gflop_per_step']:.2f} GFLOP | {f['total_tflop']:.2f} TFLOP |")
+        print(f"| time inside convolution kernels (torch.profiler) | {f['pivot']['conv_ms_per_step']:.1f} ms "
+              f"| {f['tune']['conv_ms_per_step']:.1f} ms | {f['floor_conv_kernels_s']:.1f} s |")
+        print(f"\nAt the rate of a 2048 x 2048 matrix product ({f['matmul_gflops']:.0f} GFLOP/s, measured now) "
+              f"those FLOPs take {f['floor_at_matmul_rate_s']:.1f} s; the convolution kernels alone, at their "
+              f"measured speed, take {f['floor_conv_kernels_s']:.1f} s.")
+    if "compile" in report:
+        c = report["compile"]
+        print(f"\ntorch.compile (CPU, inductor): the tuned generator's forward + backward (batch 2) "
+              f"{c['eager_ms']:.1f} ms eager, {c['compiled_ms']:.1f} ms compiled; the first compilation took "
+              f"{c['compile_s']:.0f} s.")
     report["table"] = rows
     report["profile"] = profiles
     if args.json:

@@ -172,11 +172,17 @@ def export_generator(G: Generator, path: str | Path, *, meta: dict | None = None
 
 
 def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=None) -> Generator:
-    """A generator by registry name (e.g. ``"world64"``) or from a file saved by ``export_generator``.
+    """A generator by registry name (e.g. ``"world64"``), from a file saved by ``export_generator``,
+    or from an NVIDIA StyleGAN2-ADA network pickle (``*.pkl``, e.g. ``ffhq.pkl``; read as data by
+    :mod:`facelab.nvidia`, never executed).
 
     Returned in eval mode with gradients disabled for its parameters; ``G.meta`` holds how it was made.
     """
     from .utils import get_device
+
+    if str(name_or_path).endswith(".pkl"):
+        from .nvidia import load_generator as load_nvidia_pickle
+        return load_nvidia_pickle(name_or_path).to(get_device(device))
 
     _, ckpt = load_checkpoint(name_or_path, fmt=GENERATOR_FORMAT, what="a facelab generator file", opener=opener,
                               fix="export one with facelab.hub.export_generator, or use facelab.nets.official "

@@ -74,6 +74,14 @@ another ``perceptual``. Measured with the defaults (pivots at ``pivot_lr`` 0.1):
 Grace Hopper's photo starts at 2.38 and ends at 0.36 after 350 steps, so the threshold ends the
 tuning of in-domain faces early and lets real photos use the whole budget, as 0.06 does at 1024 px.
 
+**Speed.** ``python bench/pti.py --device cpu --runs 3 --floor`` on the course's 2-core machine
+(Grace Hopper, early stop off): 450 projection steps 37.7 s + 350 tuning steps 57.9 s, 96.9 s in
+all (with the default early stop, 278 tuning steps and 84 s). A projection step is 3.3 GFLOP and a
+tuning step with the regulariser 9.5 GFLOP, 4.8 TFLOP for the paper's counts: even at the rate of
+a large matrix product on these cores (at most 280 GFLOP/s) that is 17 s, and the convolution
+kernels alone take 47 s at their measured speed. Interactive PTI needs a GPU
+(``PTIConfig(device="cuda")``, or a generator on the GPU).
+
 **What the regulariser buys** (same photo, 350 steps, :func:`locality_change` with 32 latents):
 at random latents (psi 1) the tuned generator's images moved by MSE 0.083 / dlib-lpips 1.17
 without it and 0.015 / 0.58 with it, at neighbours of the pivot (radius 10) by 0.138 / 1.64

@@ -71,8 +71,9 @@ photo is to itself, one pixel off". ``EARLY_STOP_DLIB`` stores the measured valu
 shift gives 0.84); pass ``early_stop=None`` to always run ``tune_steps``, or recalibrate for
 another ``perceptual``. Measured with the defaults (pivots at ``pivot_lr`` 0.1): a world face
 (psi 1, random noise) starts tuning at 1.48 and crosses 0.32 after 111 steps (0.07 at 350);
-Grace Hopper's photo starts at 2.38 and ends at 0.36 after 350 steps, so the threshold ends the
-tuning of in-domain faces early and lets real photos use the whole budget, as 0.06 does at 1024 px.
+Grace Hopper's photo (``bench/pti.py --early-stop``, this version) crosses it after 278 steps
+(0.24 at 350), so the threshold ends the tuning of in-domain faces early and lets real photos use
+most of the budget, as 0.06 does at 1024 px.
 
 **Speed.** ``python bench/pti.py --device cpu --runs 3 --floor`` on the course's 2-core machine
 (Grace Hopper, early stop off): 450 projection steps 37.7 s + 350 tuning steps 57.9 s, 96.9 s in

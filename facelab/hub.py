@@ -2,7 +2,9 @@
 
 Every named weight file is either shipped inside the package (``facelab/weights/``) or downloaded
 once from a URL into the cache ``$FACELAB_HOME/weights`` (default ``~/.cache/facelab/weights``).
-Each entry carries a sha256; a file whose hash does not match is never used. Downloads are written
+Each entry carries a sha256; a file whose hash does not match is never used. The one exception is a
+remote file whose publisher gives no hash (NVIDIA's ``ffhq.pkl``): its sha256 is pinned on first
+download, in ``<file>.sha256`` beside it, and every later use is checked against that pin. Downloads are written
 to a temporary file and renamed into place, so an interrupted download never leaves a corrupt file.
 Everything is loaded with ``torch.load(..., weights_only=True)``: loading never runs code from a file.
 """
@@ -33,7 +35,7 @@ class WeightSpec:
 
     name: str
     filename: str
-    sha256: str
+    sha256: str | None  # None: a remote file without a published hash, pinned on first download
     kind: str = "generator"
     url: str | None = None
     description: str = ""
@@ -48,7 +50,9 @@ def register(spec: WeightSpec, *, overwrite: bool = False) -> WeightSpec:
     """Add a named weight to the registry (e.g. your own trained world)."""
     if spec.name in REGISTRY and not overwrite:
         raise ValueError(f"weights {spec.name!r} are already registered; pass overwrite=True to replace them")
-    if len(spec.sha256) != 64:
+    if spec.sha256 is None and spec.url is None:
+        raise ValueError(f"weights {spec.name!r} ship without a sha256; give one (shipped files are always checked)")
+    if spec.sha256 is not None and len(spec.sha256) != 64:
         raise ValueError(f"sha256 for {spec.name!r} must be 64 hex digits, got {spec.sha256!r}")
     REGISTRY[spec.name] = spec
     return spec
@@ -68,11 +72,23 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def _pin_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
 def _check_hash(path: Path, spec: WeightSpec) -> Path:
     got = sha256_file(path)
-    if got != spec.sha256:
-        raise ValueError(f"{path} has sha256 {got[:12]}…, expected {spec.sha256[:12]}… for {spec.name!r}; "
-                         "delete the file (it will be fetched again) or reinstall facelab")
+    expected = spec.sha256
+    if expected is None:  # no published hash: the first file seen is pinned, later ones must match it
+        pin = _pin_path(path)
+        if not pin.is_file():
+            pin.write_text(got + "\n")
+        expected = pin.read_text().strip()
+    if got != expected:
+        fix = (f"delete it (it will be fetched again), and its pin {_pin_path(path).name} too if the publisher "
+               "changed the file" if spec.sha256 is None else "delete the file (it will be fetched again) or "
+               "reinstall facelab")
+        raise ValueError(f"{path} has sha256 {got[:12]}…, expected {expected[:12]}… for {spec.name!r}; {fix}")
     return path
 
 
@@ -115,10 +131,17 @@ def weights_path(name: str, *, opener=None) -> Path:
     if path.is_file():
         return _check_hash(path, spec)
     try:
-        return download(spec.url, path, sha256=spec.sha256, opener=opener)
+        path = download(spec.url, path, sha256=spec.sha256 or _pinned(path), opener=opener)
+        return _check_hash(path, spec)  # pins the hash of a file that has no published one
     except OSError as e:
         raise ConnectionError(f"cannot download {spec.name!r} from {spec.url} ({e}); connect to the internet "
                               f"or place the file at {path}") from e
+
+
+def _pinned(path: Path) -> str | None:
+    """The hash pinned for ``path`` by an earlier download (the file itself was deleted), if any."""
+    pin = _pin_path(path)
+    return pin.read_text().strip() if pin.is_file() else None
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
@@ -180,9 +203,15 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
     """
     from .utils import get_device
 
-    if str(name_or_path).endswith(".pkl"):
+    name = str(name_or_path)
+    spec = REGISTRY.get(name) if not isinstance(name_or_path, Path) else None
+    if name.endswith(".pkl") or (spec is not None and spec.filename.endswith(".pkl")):
         from .nvidia import load_generator as load_nvidia_pickle
-        return load_nvidia_pickle(name_or_path).to(get_device(device))
+        path = weights_path(name, opener=opener) if spec is not None else Path(name)
+        G = load_nvidia_pickle(path)
+        if spec is not None:
+            G.meta.update(name=name, url=spec.url, sha256=spec.sha256 or _pinned(path))
+        return G.to(get_device(device))
 
     _, ckpt = load_checkpoint(name_or_path, fmt=GENERATOR_FORMAT, what="a facelab generator file", opener=opener,
                               fix="export one with facelab.hub.export_generator, or use facelab.nets.official "
@@ -234,3 +263,10 @@ def clear_cache() -> None:
 
 
 _register_shipped()
+# Real FFHQ (online): NVIDIA's StyleGAN2-ADA PyTorch release, read as data by facelab.nvidia.
+register(WeightSpec(
+    name="ffhq", filename="stylegan2-ada-ffhq.pkl", sha256=None, kind="generator",
+    url="https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl",
+    description="StyleGAN2 (config-f) trained on FFHQ at 1024 px, the G_ema of NVIDIA's StyleGAN2-ADA PyTorch "
+                "release (Karras et al. 2020), as PTI and e4e use it. NVIDIA Source Code License-NC "
+                "(non-commercial); downloaded on first use, never shipped with facelab."), overwrite=True)

@@ -11,6 +11,7 @@ official names (``facelab.nets.official``), constructor arguments in ``_init_kwa
 from __future__ import annotations
 
 import collections
+import hashlib
 import io
 import os
 import pickle
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 import facelab as fl
-from facelab import nvidia
+from facelab import hub, nvidia
 from facelab.nets.official import facelab_to_official
 
 BUFFERS = ("w_avg", "noise_const", "resample_filter")
@@ -226,3 +227,34 @@ def test_truncated_and_missing_files(nv, G, tmp_path):
         fl.load_generator(str(cut))
     with pytest.raises(FileNotFoundError, match="no such network pickle"):
         fl.load_generator(str(tmp_path / "missing.pkl"))
+
+
+def test_ffhq_by_name_downloads_once_and_pins_the_hash(nv, G, tmp_path, facelab_home):
+    """``load_generator("ffhq")`` fetches NVIDIA's pickle (no published hash), pins its sha256 on first
+    download, and refuses a different file afterwards."""
+    data = write_pickle(tmp_path / "net.pkl", nv, G).read_bytes()
+    calls = []
+
+    def opener(url):
+        calls.append(url)
+        return io.BytesIO(data)
+
+    G2 = fl.load_generator("ffhq", opener=opener)
+    assert calls == [hub.REGISTRY["ffhq"].url] and G2.cfg == G.cfg
+    cached = facelab_home / "weights" / hub.REGISTRY["ffhq"].filename
+    pin = cached.with_name(cached.name + ".sha256")
+    assert pin.read_text().strip() == hashlib.sha256(data).hexdigest() == G2.meta["sha256"]
+    fl.load_generator("ffhq", opener=opener)
+    assert len(calls) == 1  # from the cache
+    cached.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])  # the cached file changes
+    with pytest.raises(ValueError, match=r"expected .* for 'ffhq'.*its pin"):
+        fl.load_generator("ffhq", opener=opener)
+    cached.unlink()  # deleted; upstream now serves something else: the pin refuses it
+    with pytest.raises(ValueError, match="changed upstream"):
+        fl.load_generator("ffhq", opener=lambda url: io.BytesIO(b"other bytes"))
+    assert not cached.exists()
+
+
+def test_a_shipped_entry_needs_a_hash():
+    with pytest.raises(ValueError, match="ship without a sha256"):
+        hub.register(hub.WeightSpec(name="nohash", filename="x.pt", sha256=None))

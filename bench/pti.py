@@ -42,11 +42,11 @@ Grace Hopper, defaults (450 + 350 steps, locality on, early stop off), torch 2.1
 | work (FlopCounterMode) | 3.28 GFLOP | 9.53 GFLOP | 4.81 TFLOP |
 | time inside convolution kernels | 40.2 ms | 81.6 ms | 46.6 s |
 
-The best 2048 x 2048 matrix product on these cores ran at 211-280 GFLOP/s (it varies with the
-host's load); at 280 GFLOP/s the 4.81 TFLOP take 17.2 s. So the paper's 800 steps cannot run in
-15 s on two of these cores whatever the implementation: the generator alone (forward and
-input-gradient for a projection step, forward and both gradients for the pivot plus the
-regulariser latent, and the frozen copy's forward, for a tuning step) is 3.2 TFLOP of it. The
+The best 2048 x 2048 matrix product on these cores ran at 211-276 GFLOP/s in two ``--floor`` runs
+(it varies with the host's load); at 276 GFLOP/s the 4.81 TFLOP take 17.4 s. So the paper's 800
+steps cannot run in 15 s on two of these cores whatever the implementation: the generator alone
+(forward and input-gradient for a projection step, forward and both gradients for the pivot plus
+the regulariser latent, and the frozen copy's forward, for a tuning step) is 3.2 TFLOP of it. The
 convolution kernels already take about half of each step; what is left (activations, modulation,
 Adam, Python dispatch) a compiler can shrink: with ``--compile``, ``torch.compile`` cut the tuned
 generator's forward + backward (batch 2) from 74.6 to 42.6 ms, after a first compilation of 35 s

@@ -42,12 +42,14 @@ Grace Hopper, defaults (450 + 350 steps, locality on, early stop off), torch 2.1
 | work (FlopCounterMode) | 3.28 GFLOP | 9.53 GFLOP | 4.81 TFLOP |
 | time inside convolution kernels | 40.2 ms | 81.6 ms | 46.6 s |
 
-The best 2048 x 2048 matrix product on these cores ran at 211-276 GFLOP/s in two ``--floor`` runs
-(it varies with the host's load); at 276 GFLOP/s the 4.81 TFLOP take 17.4 s. So the paper's 800
-steps cannot run in 15 s on two of these cores whatever the implementation: the generator alone
-(forward and input-gradient for a projection step, forward and both gradients for the pivot plus
-the regulariser latent, and the frozen copy's forward, for a tuning step) is 3.2 TFLOP of it. The
-convolution kernels already take about half of each step; what is left (activations, modulation,
+The best 2048 x 2048 matrix product on these cores ran at 211, 276 and 327 GFLOP/s in three
+``--floor`` runs (it varies with the host's load), so the 4.81 TFLOP alone take 14.7-22.8 s: a
+15 s run would need every operation of the paper's 800 steps, with no overhead at all, to run as
+efficiently as a large matrix product, while the convolutions of these small batches run at about
+a third of that (their kernels alone took 40-47 s). The generator alone (forward and
+input-gradient for a projection step, forward and both gradients for the pivot plus the
+regulariser latent, and the frozen copy's forward, for a tuning step) is 3.2 TFLOP of the work.
+The convolution kernels take about half of each step; what is left (activations, modulation,
 Adam, Python dispatch) a compiler can shrink: with ``--compile``, ``torch.compile`` cut the tuned
 generator's forward + backward (batch 2) from 74.6 to 42.6 ms, after a first compilation of 35 s
 (with inductor's on-disk cache already warm from an earlier run). facelab does not compile by
@@ -238,10 +240,11 @@ def floor(G, photo, perceptual, pivot_steps: int, tune_steps: int, locality: boo
     from torch.utils.flop_counter import FlopCounterMode
 
     config = pti.PTIConfig(pivot_steps=k, tune_steps=k, early_stop=None, locality=locality)
-    pivots = project(G, photo, space="w", steps=k, lr=config.pivot_lr, perceptual=perceptual, progress=False)
 
     def proj():
-        project(G, photo, space="w", steps=k, lr=config.pivot_lr, perceptual=perceptual, progress=False)
+        return project(G, photo, space="w", steps=k, lr=config.pivot_lr, perceptual=perceptual, progress=False)
+
+    pivots = proj()
 
     def tune():
         pti.tune(G, photo, pivots=pivots, config=config, perceptual=perceptual, progress=False)

@@ -76,14 +76,18 @@ def _pin_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
+def _pinned(path: Path) -> str | None:
+    """The sha256 pinned for ``path`` (a remote file without a published hash), if any yet."""
+    pin = _pin_path(path)
+    return pin.read_text().strip() if pin.is_file() else None
+
+
 def _check_hash(path: Path, spec: WeightSpec) -> Path:
     got = sha256_file(path)
-    expected = spec.sha256
-    if expected is None:  # no published hash: the first file seen is pinned, later ones must match it
-        pin = _pin_path(path)
-        if not pin.is_file():
-            pin.write_text(got + "\n")
-        expected = pin.read_text().strip()
+    expected = spec.sha256 or _pinned(path)
+    if expected is None:  # no published hash and none pinned yet: the first file seen is pinned
+        _pin_path(path).write_text(got + "\n")
+        expected = got
     if got != expected:
         fix = (f"delete it (it will be fetched again), and its pin {_pin_path(path).name} too if the publisher "
                "changed the file" if spec.sha256 is None else "delete the file (it will be fetched again) or "
@@ -131,17 +135,12 @@ def weights_path(name: str, *, opener=None) -> Path:
     if path.is_file():
         return _check_hash(path, spec)
     try:
-        path = download(spec.url, path, sha256=spec.sha256 or _pinned(path), opener=opener)
-        return _check_hash(path, spec)  # pins the hash of a file that has no published one
+        expected = spec.sha256 or _pinned(path)
+        path = download(spec.url, path, sha256=expected, opener=opener)  # verified while it streams
+        return path if expected is not None else _check_hash(path, spec)  # first download: pin its hash
     except OSError as e:
         raise ConnectionError(f"cannot download {spec.name!r} from {spec.url} ({e}); connect to the internet "
                               f"or place the file at {path}") from e
-
-
-def _pinned(path: Path) -> str | None:
-    """The hash pinned for ``path`` by an earlier download (the file itself was deleted), if any."""
-    pin = _pin_path(path)
-    return pin.read_text().strip() if pin.is_file() else None
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:

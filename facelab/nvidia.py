@@ -123,6 +123,10 @@ class _Refused(pickle.UnpicklingError):
     """The pickle reached for something facelab does not load."""
 
 
+class _TensorFlowPickle(_Refused):
+    """The pickle holds TensorFlow networks (the original StyleGAN2 release)."""
+
+
 class _EasyDict(dict):
     """``dnnlib.EasyDict`` as a plain dict (the pickle only sets its items)."""
 
@@ -154,7 +158,7 @@ class _Unpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module == "dnnlib.tflib.network" and name == "Network":
-            raise _Refused("TENSORFLOW")
+            raise _TensorFlowPickle(f"{module}.{name}")
         if (module, name) == ("copyreg", "_reconstructor"):
             return _reconstructor
         if module.startswith(_STANDIN_MODULES):
@@ -182,11 +186,11 @@ def read_pickle(path: str | Path) -> Any:
     try:
         with open(path, "rb") as f:
             return _Unpickler(f).load()
+    except _TensorFlowPickle:
+        raise ValueError(f"{path} is a TensorFlow StyleGAN2 pickle; facelab reads StyleGAN2-ADA PyTorch pickles "
+                         "(e.g. ffhq.pkl of the ADA-PyTorch release); convert it with NVIDIA's legacy.py "
+                         "first") from None
     except _Refused as e:
-        if str(e) == "TENSORFLOW":
-            raise ValueError(f"{path} is a TensorFlow StyleGAN2 pickle; facelab reads StyleGAN2-ADA PyTorch pickles "
-                             "(e.g. ffhq.pkl of the ADA-PyTorch release); convert it with NVIDIA's legacy.py "
-                             "first") from None
         raise ValueError(f"{path}: unsafe or unknown pickle content ({e}); facelab only reads tensors, containers "
                          "and StyleGAN2-ADA network objects, and never runs code from a file") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, KeyError,
@@ -215,10 +219,9 @@ def generator_config(net: PickledModule, state_dict: dict[str, torch.Tensor] | N
         raise ValueError("this generator has no noise inputs (use_noise=False); facelab's generator always has them")
     shapes = config_from_official_shapes(state_dict if state_dict is not None else net.state_dict())
     overrides = {"conv_clamp": syn.get("conv_clamp")}
-    for ours, theirs, src in (("mapping_lr_multiplier", "lr_multiplier", mapping),
-                              ("w_avg_beta", "w_avg_beta", mapping)):
-        if src.get(theirs) is not None:
-            overrides[ours] = float(src[theirs])
+    for ours, theirs in (("mapping_lr_multiplier", "lr_multiplier"), ("w_avg_beta", "w_avg_beta")):
+        if mapping.get(theirs) is not None:
+            overrides[ours] = float(mapping[theirs])
     cfg = StyleGAN2Config(**{**shapes.to_dict(), **overrides})
     declared = {"z_dim": kw.get("z_dim"), "w_dim": kw.get("w_dim"), "img_resolution": kw.get("img_resolution"),
                 "img_channels": kw.get("img_channels"), "mapping_layers": mapping.get("num_layers"),

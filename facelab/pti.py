@@ -79,8 +79,8 @@ most of the budget, as 0.06 does at 1024 px.
 (Grace Hopper, early stop off): 450 projection steps 37.7 s + 350 tuning steps 57.9 s, 96.9 s in
 all (with the default early stop, 278 tuning steps and 84 s). A projection step is 3.3 GFLOP and a
 tuning step with the regulariser 9.5 GFLOP, 4.8 TFLOP for the paper's counts: even at the rate of
-a large matrix product on these cores (at most 276 GFLOP/s measured) that is 17.4 s, and the
-convolution kernels alone take 47 s at their measured speed. Interactive PTI needs a GPU
+a large matrix product on these cores (211-327 GFLOP/s measured) that is 14.7-22.8 s of pure
+arithmetic, and the convolution kernels alone take 40-47 s at their measured speed. Interactive PTI needs a GPU
 (``PTIConfig(device="cuda")``, or a generator on the GPU).
 
 **What the regulariser buys** (same photo, 350 steps, :func:`locality_change` with 32 latents):

@@ -94,3 +94,25 @@ def test_update_card_replaces_only_the_metrics_block(tmp_path):
     old = {k: v for k, v in m.items() if not k.startswith("identity_fd")}  # metrics.json files from before
     update_card(card, old)
     assert "identity distance" not in card.read_text() and "Fréchet ONet distance" in card.read_text()
+
+
+def test_precision_and_recall_measure_realism_and_coverage():
+    from facelab.train.evaluate import precision_recall
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 8, generator=g)
+    same = precision_recall(real, real.clone())
+    assert same["precision"] == same["recall"] == 1.0
+    far = precision_recall(real, real + 100)
+    assert far["precision"] == far["recall"] == 0.0
+    collapsed = precision_recall(real, real[:1].repeat(300, 1) + 0.01 * torch.randn(300, 8, generator=g))
+    assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.05  # realistic but one face
+    boot = precision_recall(real, torch.randn(300, 8, generator=g), boot=20)
+    assert 0 < boot["precision_sd"] < 0.2 and 0 < boot["recall_sd"] < 0.2
+
+
+def test_the_frechet_bootstrap_spread_is_small_for_large_samples():
+    from facelab.train.evaluate import frechet_distance, frechet_distance_sd
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(400, 4, generator=g), torch.randn(400, 4, generator=g) + 1
+    sd = frechet_distance_sd(a, b, boot=20)
+    assert 0 < sd < 0.2 * frechet_distance(a, b)

@@ -133,3 +133,45 @@ def test_cli_resumes_only_with_the_same_settings(tmp_path, capsys):
 def test_train_config_rejects_odd_batches():
     with pytest.raises(ValueError, match="even"):
         TrainConfig(batch=3)
+
+
+@pytest.mark.parametrize("disc", ["projected", "both"])
+def test_resume_is_exact_with_a_projected_discriminator(disc, tmp_path):
+    cfg = config(disc=disc)
+    once = train(tmp_path / "once", cfg, device="cpu", max_steps=3, progress=False)
+    train(tmp_path / "resumed", cfg, device="cpu", max_steps=2, progress=False)
+    resumed = train(tmp_path / "resumed", cfg, device="cpu", max_steps=1, progress=False)
+    assert resumed.state.step == once.state.step == 3
+    for name in ("G", "G_ema", "P") + (("D",) if disc == "both" else ()):
+        a, b = getattr(once, name).state_dict(), getattr(resumed, name).state_dict()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{name}.{k}"
+
+
+def test_checkpoints_are_lean_and_say_which_discriminator_they_lack(tmp_path):
+    trainer = train(tmp_path / "p", config(disc="projected"), device="cpu", max_steps=1, progress=False)
+    ckpt = torch.load(tmp_path / "p" / CHECKPOINT, map_location="cpu", weights_only=True)
+    # beta1 = 0: Adam's first moment is the last gradient and is not stored; nor is the frozen ONet.
+    assert all("exp_avg" not in st and "exp_avg_sq" in st for st in ckpt["opt_G"]["state"].values())
+    assert ckpt["P"] and not any(k.startswith("features.") for k in ckpt["P"])
+    assert "D" not in ckpt and trainer.D is None
+    other = Trainer(config(disc="both"), tmp_path / "b", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="--disc projected"):
+        other.load(tmp_path / "p" / CHECKPOINT)
+
+
+def test_a_warm_start_takes_the_generator_and_counters_and_a_fresh_projected_head(run2, tmp_path):
+    src, first = run2
+    trainer = Trainer(config(disc="projected"), tmp_path / "warm", device="cpu", progress=False)
+    fresh_head = {k: v.clone() for k, v in trainer.P.heads.state_dict().items()}
+    trainer.load(src / CHECKPOINT, warm_start=True)
+    assert (trainer.state.step, trainer.state.nimg) == (first.state.step, first.state.nimg)
+    for k, v in first.G_ema.state_dict().items():
+        assert torch.equal(trainer.G_ema.state_dict()[k], v), k
+    assert all(torch.equal(trainer.P.heads.state_dict()[k], v) for k, v in fresh_head.items())
+
+
+def test_a_cpu_time_budget_stops_the_invocation(tmp_path):
+    trainer = train(tmp_path / "cpu", config(cpu_minutes=0.5 / 60), device="cpu", progress=False)
+    assert 1 <= trainer.state.step < 1000 and trainer.state.cpu_seconds > 0  # kimg=1000 was never the limit
+    assert json.loads((tmp_path / "cpu" / "log.jsonl").read_text().splitlines()[0])["cpu"] > 0

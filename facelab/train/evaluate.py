@@ -103,6 +103,69 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross)
 
 
+def _kth_radii(d: torch.Tensor, same: torch.Tensor, k: int) -> torch.Tensor:
+    """Distance of each point to its k-th nearest neighbour, ignoring copies of itself: [N]."""
+    return d.masked_fill(same, float("inf")).kthvalue(k, dim=1).values
+
+
+def precision_recall(real: torch.Tensor, fake: torch.Tensor, *, k: int = 3, boot: int = 0,
+                     seed: int = 0) -> dict:
+    """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019) of features [N, D] vs [M, D].
+
+    Each set's manifold is the union of balls around its points whose radius is the distance to the
+    point's k-th nearest neighbour in the same set. Precision: the fraction of ``fake`` inside the
+    real manifold (how much of what is generated is realistic); recall: the fraction of ``real``
+    inside the fake manifold (how much of the real variety is covered). With ``boot`` > 0, both sets
+    are resampled with replacement that many times (radii ignore a point's own copies) and the
+    standard deviations are returned as ``precision_sd`` / ``recall_sd``.
+    """
+    real, fake = real.double(), fake.double()
+    n, m = len(real), len(fake)
+    d_rr, d_ff, d_fr = torch.cdist(real, real), torch.cdist(fake, fake), torch.cdist(fake, real)
+
+    def once(ir: torch.Tensor, jf: torch.Tensor) -> tuple[float, float]:
+        r_real = _kth_radii(d_rr[ir][:, ir], ir[:, None] == ir[None], k)  # [n]
+        r_fake = _kth_radii(d_ff[jf][:, jf], jf[:, None] == jf[None], k)  # [m]
+        cross = d_fr[jf][:, ir]  # [m, n]
+        precision = (cross <= r_real[None]).any(1).double().mean()
+        recall = (cross <= r_fake[:, None]).any(0).double().mean()
+        return float(precision), float(recall)
+
+    p, r = once(torch.arange(n), torch.arange(m))
+    out = {"precision": p, "recall": r, "k": k, "n_real": n, "n_fake": m}
+    if boot:
+        g = torch.Generator().manual_seed(seed)
+        draws = torch.tensor([once(torch.randint(n, (n,), generator=g), torch.randint(m, (m,), generator=g))
+                              for _ in range(boot)])
+        out["precision_sd"], out["recall_sd"] = (float(v) for v in draws.std(0))
+    return out
+
+
+def frechet_distance_sd(a: torch.Tensor, b: torch.Tensor, *, boot: int = 50, seed: int = 0) -> float:
+    """Bootstrap standard deviation of :func:`frechet_distance` (both sets resampled with replacement)."""
+    g = torch.Generator().manual_seed(seed)
+    draws = [frechet_distance(a[torch.randint(len(a), (len(a),), generator=g)],
+                              b[torch.randint(len(b), (len(b),), generator=g)]) for _ in range(boot)]
+    return float(torch.tensor(draws).std())
+
+
+def identity_diversity(world: dict[str, torch.Tensor], teacher: torch.Tensor, teacher2: torch.Tensor, *,
+                       boot: int = 50, k: int = 3) -> dict:
+    """Identity FD, precision and recall (with bootstrap sds) of world feature sets vs the teacher's.
+
+    ``world``: {label: dlib embeddings [N, 128]}, e.g. {"psi1": ..., "psi07": ...}; ``teacher`` and
+    ``teacher2``: two independent teacher sets, the second giving the reference values a perfect
+    world would reach with the same sample size.
+    """
+    out = {}
+    for label, feats in {**world, "teacher": teacher2}.items():
+        pr = precision_recall(teacher, feats, k=k, boot=boot)
+        out[label] = {"identity_fd": round(frechet_distance(feats, teacher), 5),
+                      "identity_fd_sd": round(frechet_distance_sd(feats, teacher, boot=boot), 5),
+                      **{key: round(v, 4) if isinstance(v, float) else v for key, v in pr.items()}}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,14 @@ networks, optimisers, EMA, RNG states and counters; running the same command aga
 same run, and an interrupted run resumed from a checkpoint produces the same weights as one that
 never stopped. Mixed precision (bfloat16 autocast) is used on CUDA only; the CPU path is float32.
 Everything in the checkpoint is plain tensors and Python scalars, loadable with ``weights_only=True``.
+
+Discriminators (``--disc``): ``stylegan2`` (the residual StyleGAN2 discriminator with lazy R1),
+``projected`` (small heads on frozen MTCNN-ONet features, Sauer et al. 2021;
+:mod:`facelab.nets.projected`), or ``both`` (their losses summed, as in Kumari et al. 2022).
+``--init-from CKPT`` starts a new run from another run's generator, its EMA, its optimiser and its
+counters (and its discriminator when both use one), so recipes can be compared from the same start.
+``--cpu-minutes`` budgets processor time rather than wall time, which stays fair when the machine is
+shared; the log and the exported generator record both.
 """
 from __future__ import annotations
 
@@ -34,12 +42,17 @@ import torch.nn.functional as F
 
 from ..hub import atomic_torch_save, export_generator, load_file
 from ..imaging import resize, save_image
+from ..nets.projected import ProjectedDiscriminator
 from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config, style_mix
 from ..nets.teacher import load_teacher
 from ..utils import get_device
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
+DISCRIMINATORS = ("stylegan2", "projected", "both")
+# Settings that may change between invocations of one run (budgets and bookkeeping, not the recipe).
+INVOCATION_SETTINGS = ("kimg", "minutes", "cpu_minutes", "snap_kimg", "keep_snapshots")
+NETWORK_STATES = ("G", "G_ema", "opt_G", "D", "opt_D", "P", "opt_P")  # what a checkpoint holds, when present
 
 
 @dataclass
@@ -62,14 +75,19 @@ class TrainConfig:
     ema_rampup: float | None = 0.05
     kimg: float = 300.0            # stop after this many thousand real images...
     minutes: float | None = None   # ...or after this much wall time in this invocation
+    cpu_minutes: float | None = None  # ...or after this much processor time in this invocation
     snap_kimg: float = 4.0         # checkpoint + sample grid interval
     seed: int = 0
     amp: bool = True               # bfloat16 autocast, CUDA only (ignored on CPU)
+    disc: str = "stylegan2"        # stylegan2 | projected | both (see the module docstring)
+    keep_snapshots: bool = False   # also keep every snapshot's EMA generator (for learning curves)
 
     def __post_init__(self):
         self.betas = tuple(self.betas)
         if self.batch < 1 or self.batch % 2:
             raise ValueError(f"batch must be a positive even number (minibatch-stddev groups), got {self.batch}")
+        if self.disc not in DISCRIMINATORS:
+            raise ValueError(f"disc must be one of {DISCRIMINATORS}, got {self.disc!r}")
 
 
 @dataclass
@@ -77,6 +95,7 @@ class RunState:
     step: int = 0
     nimg: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     pl_mean: float = 0.0
     log: list = field(default_factory=list)
 
@@ -102,11 +121,17 @@ class Trainer:
         np.random.seed(cfg.seed)
         net_cfg = get_config(cfg.preset)
         self.G = Generator(net_cfg).to(self.device).train()
-        self.D = Discriminator(net_cfg).to(self.device).train()
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.teacher = load_teacher(self.device)
         self.opt_G = _lazy_adam(self.G.parameters(), cfg.g_lr, cfg.betas, cfg.pl_interval if cfg.pl_weight else 0)
-        self.opt_D = _lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.r1_interval)
+        self.D = self.opt_D = self.P = self.opt_P = None
+        if cfg.disc in ("stylegan2", "both"):
+            self.D = Discriminator(net_cfg).to(self.device).train()
+            self.opt_D = _lazy_adam(self.D.parameters(), cfg.d_lr, cfg.betas, cfg.r1_interval)
+        if cfg.disc in ("projected", "both"):
+            self.P = ProjectedDiscriminator().to(self.device).train()
+            self.opt_P = _lazy_adam(self.P.trainable_parameters(), cfg.d_lr, cfg.betas, 0)
+        self.discs = [d for d in (self.D, self.P) if d is not None]
         self.state = RunState()
         # Fixed latents for the sample grids, independent of the training RNG.
         self.grid_z = torch.randn(64, self.G.z_dim, generator=torch.Generator().manual_seed(123))
@@ -133,20 +158,30 @@ class Trainer:
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
+    def logits(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """Every discriminator's logits for images [N, 3, R, R]: [N, 1] (StyleGAN2) and/or [N, P]."""
+        return [d(img) for d in self.discs]
+
+    def set_training(self, *, generator: bool) -> None:
+        """Gradients for the generator's step or for the discriminators' step, never both."""
+        self.G.requires_grad_(generator)
+        for d in self.discs:
+            d.requires_grad_(not generator)
+
     # -- one training step -------------------------------------------------------------------------
 
     def step(self) -> dict:
         cfg, st = self.cfg, self.state
         G, D = self.G, self.D
+        opts_d = [o for o in (self.opt_D, self.opt_P) if o is not None]
         n = cfg.batch
         stats = {}
 
-        # Generator: non-saturating logistic loss, softplus(-D(G(z))).
-        G.requires_grad_(True)
-        D.requires_grad_(False)
+        # Generator: non-saturating logistic loss, softplus(-D(G(z))), summed over discriminators.
+        self.set_training(generator=True)
         with self.autocast():
             fake = G.synthesis(self.sample_ws(n))
-            loss_g = F.softplus(-D(fake)).mean()
+            loss_g = sum(F.softplus(-logits).mean() for logits in self.logits(fake))
         self.opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_G.step()
@@ -167,25 +202,27 @@ class Trainer:
             self.opt_G.step()
             stats["loss_pl"] = loss_pl.item()
 
-        # Discriminator: softplus(D(fake)) + softplus(-D(real)).
-        G.requires_grad_(False)
-        D.requires_grad_(True)
+        # Discriminators: softplus(D(fake)) + softplus(-D(real)); their parameters are disjoint, so
+        # one backward pass of the summed loss gives each its own gradient.
+        self.set_training(generator=False)
         real = self.real_batch(n)
         with torch.no_grad(), self.autocast():
             fake = G.synthesis(self.sample_ws(n))
         with self.autocast():
-            logits_fake = D(fake.float())
-            logits_real = D(real)
-            loss_d = F.softplus(logits_fake).mean() + F.softplus(-logits_real).mean()
-        self.opt_D.zero_grad(set_to_none=True)
+            logits_fake, logits_real = self.logits(fake.float()), self.logits(real)
+            loss_d = sum(F.softplus(f).mean() + F.softplus(-r).mean() for f, r in zip(logits_fake, logits_real))
+        for opt in opts_d:
+            opt.zero_grad(set_to_none=True)
         loss_d.backward()
-        self.opt_D.step()
+        for opt in opts_d:
+            opt.step()
         stats["loss_d"] = loss_d.item()
-        stats["d_real"] = logits_real.float().mean().item()
-        stats["d_fake"] = logits_fake.float().mean().item()
+        for prefix, f, r in zip(("d" if D is not None else "p", "p"), logits_fake, logits_real):
+            stats[f"{prefix}_real"] = r.float().mean().item()
+            stats[f"{prefix}_fake"] = f.float().mean().item()
 
-        # Lazy R1: gamma/2 * |grad_x D(x)|^2 on real images, in float32.
-        if cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0:
+        # Lazy R1 (StyleGAN2 discriminator only): gamma/2 * |grad_x D(x)|^2 on real images, in float32.
+        if D is not None and cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0:
             real = real.detach().requires_grad_(True)
             logits = D(real)
             (grad,) = torch.autograd.grad(logits.sum(), real, create_graph=True)
@@ -219,21 +256,25 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "numpy": _numpy_state(), "python": _python_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "train_config": asdict(self.cfg),
-            "net_config": self.G.cfg.to_dict(),
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-            "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
-            "state": asdict(self.state), "rng": rng,
-        }
+        nets = {k: _lean(getattr(self, k).state_dict()) if k.startswith("opt") else getattr(self, k).state_dict()
+                for k in NETWORK_STATES if getattr(self, k) is not None}
+        if "P" in nets:  # the frozen ONet comes from facenet-pytorch: only the heads are state
+            nets["P"] = {k: v for k, v in nets["P"].items() if not k.startswith("features.")}
+        return {"format": CHECKPOINT_FORMAT, "train_config": asdict(self.cfg), "net_config": self.G.cfg.to_dict(),
+                **nets, "state": asdict(self.state), "rng": rng}
 
     def save(self) -> Path:
         path = self.out / CHECKPOINT
         atomic_torch_save(self.state_dict(), path)
         return path
 
-    def load(self, path: str | Path) -> None:
+    def load(self, path: str | Path, *, warm_start: bool = False) -> None:
+        """Resume this run from ``path``; or, with ``warm_start``, begin a new run from its generator.
+
+        A warm start takes the generator, its EMA, its optimiser, the counters and the RNG state, and
+        the StyleGAN2 discriminator (with its optimiser) when both runs have one; a projected
+        discriminator the checkpoint lacks starts fresh.
+        """
         ckpt = load_file(path)
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a facelab GAN checkpoint (format {ckpt.get('format')!r})")
@@ -241,11 +282,25 @@ class Trainer:
             raise ValueError(f"{path} was trained with preset {ckpt['train_config']['preset']!r} "
                              f"and a different network; pass --preset {ckpt['train_config']['preset']} "
                              "or use a new --out directory")
-        self.G.load_state_dict(ckpt["G"])
-        self.D.load_state_dict(ckpt["D"])
-        self.G_ema.load_state_dict(ckpt["G_ema"])
-        self.opt_G.load_state_dict(ckpt["opt_G"])
-        self.opt_D.load_state_dict(ckpt["opt_D"])
+        for k in NETWORK_STATES:
+            target = getattr(self, k)
+            if target is None:
+                continue
+            if k not in ckpt:
+                if warm_start:
+                    continue
+                raise ValueError(f"{path} has no {k!r} state: it was trained with --disc "
+                                 f"{ckpt['train_config'].get('disc', 'stylegan2')}; repeat that flag, or "
+                                 "use --init-from with a new --out directory")
+            if k.startswith("opt"):
+                target.load_state_dict(_unlean(ckpt[k]))
+            elif k == "P":
+                missing, unexpected = target.load_state_dict(ckpt[k], strict=False)
+                if unexpected or any(not m.startswith("features.") for m in missing):
+                    raise ValueError(f"{path}: projected discriminator state does not match "
+                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            else:
+                target.load_state_dict(ckpt[k])
         self.state = RunState(**ckpt["state"])
         rng = ckpt["rng"]
         torch.set_rng_state(rng["torch"])
@@ -265,20 +320,23 @@ class Trainer:
         save_image(img, self.out / "samples" / f"grid-{kimg:08.2f}kimg.png", nrow=8)
         self.save()
         export_generator(self.G_ema, self.out / "generator.pt", meta=self.meta())
+        if self.cfg.keep_snapshots:
+            export_generator(self.G_ema, self.out / "snapshots" / f"generator-{kimg:08.2f}kimg.pt", meta=self.meta())
 
     def meta(self) -> dict:
         st = self.state
         return {"kimg": round(st.nimg / 1000, 3), "steps": st.step, "train_seconds": round(st.seconds, 1),
+                "train_cpu_seconds": round(st.cpu_seconds, 1),
                 "device": _device_name(self.device), "preset": self.cfg.preset,
                 "train_config": asdict(self.cfg), "torch": str(torch.__version__)}
 
     def train(self, *, max_steps: int | None = None) -> RunState:
-        """Train until ``cfg.kimg``, ``cfg.minutes`` (this invocation) or ``max_steps`` (this invocation)."""
+        """Train until ``cfg.kimg``, or this invocation's ``cfg.minutes``, ``cfg.cpu_minutes`` or ``max_steps``."""
         cfg, st = self.cfg, self.state
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
         log_file = open(self.out / "log.jsonl", "a")
-        start, steps_here = time.time(), 0
+        start, cpu_start, steps_here = time.time(), time.process_time(), 0
         next_snap = (math.floor(st.nimg / 1000 / cfg.snap_kimg) + 1) * cfg.snap_kimg
         total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
         bar = _progress(total=total_steps, initial=st.step, enabled=self.progress)
@@ -288,12 +346,16 @@ class Trainer:
                     break
                 if cfg.minutes is not None and time.time() - start > cfg.minutes * 60:
                     break
-                t0 = time.time()
+                if cfg.cpu_minutes is not None and time.process_time() - cpu_start > cfg.cpu_minutes * 60:
+                    break
+                t0, c0 = time.time(), time.process_time()
                 stats = self.step()
                 st.seconds += time.time() - t0
+                st.cpu_seconds += time.process_time() - c0
                 steps_here += 1
                 if st.step % 10 == 0 or st.step == 1:
                     rec = {"step": st.step, "kimg": round(st.nimg / 1000, 3), "sec": round(st.seconds, 1),
+                           "cpu": round(st.cpu_seconds, 1),
                            **{k: round(v, 4) for k, v in stats.items()}}
                     log_file.write(json.dumps(rec) + "\n")
                     log_file.flush()
@@ -309,6 +371,25 @@ class Trainer:
             log_file.close()
         self.snapshot()
         return st
+
+
+# ---------------------------------------------------------------------------------------------
+# Lean optimiser states. With beta1 = 0 (StyleGAN2's Adam), Adam's first moment is just the last
+# gradient: the next step overwrites it exactly (lerp with weight 1 returns its end point), so it
+# need not be saved. Dropping it halves the optimiser state and keeps resumption bitwise exact.
+
+
+def _lean(opt_state: dict) -> dict:
+    if any(g.get("betas", (1.0,))[0] != 0 for g in opt_state["param_groups"]):
+        return opt_state
+    state = {i: {k: v for k, v in st.items() if k != "exp_avg"} for i, st in opt_state["state"].items()}
+    return {**opt_state, "state": state}
+
+
+def _unlean(opt_state: dict) -> dict:
+    state = {i: {**st, "exp_avg": st["exp_avg"] if "exp_avg" in st else torch.zeros_like(st["exp_avg_sq"])}
+             for i, st in opt_state["state"].items()}
+    return {**opt_state, "state": state}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,13 +430,19 @@ def _progress(total: int, initial: int, enabled: bool):
 
 
 def train(out: str | Path, config: TrainConfig | None = None, *, device=None, resume: bool = True,
-          max_steps: int | None = None, progress: bool = True) -> Trainer:
-    """Train (or resume, if ``out/checkpoint.pt`` exists and ``resume``) and return the trainer."""
+          init_from: str | Path | None = None, max_steps: int | None = None, progress: bool = True) -> Trainer:
+    """Train (or resume, if ``out/checkpoint.pt`` exists and ``resume``) and return the trainer.
+
+    ``init_from``: a checkpoint to warm-start a *new* run from (see ``Trainer.load``); ignored when
+    the run is resumed from its own checkpoint.
+    """
     cfg = config or TrainConfig()
     trainer = Trainer(cfg, out, device=device, progress=progress)
     ckpt = Path(out) / CHECKPOINT
     if resume and ckpt.exists():
         trainer.load(ckpt)
+    elif init_from is not None:
+        trainer.load(init_from, warm_start=True)
     trainer.train(max_steps=max_steps)
     return trainer
 
@@ -367,6 +454,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", default=defaults.preset, help="network preset (world64, tiny, ...)")
     p.add_argument("--kimg", type=float, default=defaults.kimg, help="total thousands of real images")
     p.add_argument("--minutes", type=float, default=None, help="stop this invocation after N minutes")
+    p.add_argument("--cpu-minutes", type=float, default=None, help="stop this invocation after N minutes of CPU time")
+    p.add_argument("--disc", choices=DISCRIMINATORS, default=defaults.disc, help="discriminator(s) (default stylegan2)")
+    p.add_argument("--init-from", default=None, help="start a new run from this checkpoint's generator")
+    p.add_argument("--keep-snapshots", action="store_true", help="keep every snapshot's EMA generator")
     p.add_argument("--batch", type=int, default=defaults.batch)
     p.add_argument("--lr", type=float, default=defaults.g_lr, help="G and D learning rate")
     p.add_argument("--r1-gamma", type=float, default=defaults.r1_gamma)
@@ -380,12 +471,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     cfg = TrainConfig(preset=a.preset, batch=a.batch, g_lr=a.lr, d_lr=a.lr, r1_gamma=a.r1_gamma,
                       pl_weight=a.pl_weight, ema_kimg=a.ema_kimg, kimg=a.kimg, minutes=a.minutes,
-                      snap_kimg=a.snap_kimg, seed=a.seed, amp=not a.no_amp)
+                      snap_kimg=a.snap_kimg, seed=a.seed, amp=not a.no_amp, cpu_minutes=a.cpu_minutes,
+                      disc=a.disc, keep_snapshots=a.keep_snapshots)
     ckpt = Path(a.out) / CHECKPOINT
     if ckpt.exists() and not a.fresh:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)["train_config"]
-        changed = {k: (saved[k], v) for k, v in asdict(cfg).items()
-                   if k not in ("kimg", "minutes", "snap_kimg") and _norm(saved.get(k)) != _norm(v)}
+        changed = {k: (saved.get(k, getattr(defaults, k)), v) for k, v in asdict(cfg).items()
+                   if k not in INVOCATION_SETTINGS and _norm(saved.get(k, getattr(defaults, k))) != _norm(v)}
         if changed:
             raise SystemExit(f"error: {ckpt} was trained with different settings {changed}; "
                              "repeat the original flags to resume, or pass --fresh / a new --out")
@@ -393,7 +485,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"facelab.train.gan: preset {cfg.preset}, G {count_params(G):,} params, "
           f"device {get_device(a.device)}, out {a.out}" + (" (resuming)" if ckpt.exists() and not a.fresh else ""))
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops cleanly, like Ctrl-C
-    trainer = train(a.out, cfg, device=a.device, resume=not a.fresh)
+    trainer = train(a.out, cfg, device=a.device, resume=not a.fresh, init_from=a.init_from)
     st = trainer.state
     print(f"done: {st.step} steps, {st.nimg / 1000:.1f} kimg, {st.seconds / 60:.1f} min of training; "
           f"EMA generator at {Path(a.out) / 'generator.pt'}")

@@ -1,4 +1,4 @@
-# facelab: make install | test | lab | bench | clean
+# facelab: make install | test | test-repro | notebooks | lab | bench | clean
 #
 # `make test` on a clean clone creates .venv, installs facelab with its pinned dev extras, then the
 # --no-deps packages of requirements-nodeps.txt, and runs the tests and the notebooks (nbval).
@@ -23,11 +23,20 @@ LAB_ARGS ?=
 # JupyterLab refuses to start as root (containers, CI machines) unless told to.
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: help venv install test lab bench clean distclean
+# Other numerics for `make test-repro`: one thread (other reduction orders), and ATen's scalar
+# kernels with oneDNN and MKL capped at AVX2 (what a CPU without AVX-512 computes).
+REPRO_SETTINGS := OMP_NUM_THREADS=1 \
+                  ATEN_CPU_CAPABILITY=default,ONEDNN_MAX_CPU_ISA=AVX2,MKL_ENABLE_INSTRUCTIONS=AVX2
+RECORD := build/repro
+NBVAL := FACELAB_DEVICE=cpu MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env
+
+.PHONY: help venv install test test-repro notebooks lab bench clean distclean
 
 help:
 	@echo "make install   create .venv and install facelab[dev] + requirements-nodeps.txt (--no-deps)"
 	@echo "make test      run tests/ and the notebooks (nbval) on CPU"
+	@echo "make test-repro run the notebooks (nbval) again with other numerics, and report the spread"
+	@echo "make notebooks execute every notebook in place (after changing the library or a world)"
 	@echo "make lab       start JupyterLab on notebooks/ (LAB_ARGS='--no-browser --port 8899')"
 	@echo "make bench     run bench/generator.py"
 	@echo "make clean     remove caches and build outputs (keeps .venv)"
@@ -45,8 +54,20 @@ $(STAMP): pyproject.toml requirements-nodeps.txt | $(PY)
 	@touch $@
 
 test: $(STAMP)
-	FACELAB_DEVICE=cpu MPLBACKEND=Agg \
-	  $(PY) -m pytest --nbval-lax --nbval-current-env $(TEST_PATHS) $(PYTEST_ARGS)
+	rm -rf $(RECORD)/default
+	FACELAB_NB_RECORD=$(RECORD)/default $(NBVAL) $(TEST_PATHS) $(PYTEST_ARGS)
+
+# Each setting is NAME=VALUE[,NAME=VALUE...]; its nbval records go to build/repro/<setting>.
+test-repro: $(STAMP)
+	@for s in $(REPRO_SETTINGS); do \
+	  echo "== notebooks under nbval with $$s"; rm -rf "$(RECORD)/$$s"; \
+	  env $$(echo $$s | tr , ' ') FACELAB_NB_RECORD="$(RECORD)/$$s" $(NBVAL) notebooks $(PYTEST_ARGS) || exit 1; \
+	done
+	$(PY) tests/notebook_spread.py $(RECORD)/*
+
+notebooks: $(STAMP)
+	FACELAB_DEVICE=cpu MPLBACKEND=Agg $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	  --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_ARGS) $(LAB_ARGS)

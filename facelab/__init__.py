@@ -11,7 +11,7 @@ Modules, one per notebook: ``interpret`` (01, InterFaceGAN), ``invert`` (02, pro
 ``hub`` (named weights), ``imaging`` (photos <-> tensors, grids), ``viz``, ``widgets`` (slider
 editors), ``train`` (how the shipped weights were made).
 """
-from . import faces, hub, imaging, interpret, invert, mapper, metrics, nets, nvidia, pti, viz, widgets
+from . import claims, faces, hub, imaging, interpret, invert, mapper, metrics, nets, nvidia, pti, viz, widgets
 from .hub import load_generator
 from .imaging import make_grid, save_image, to_pil, to_tensor
 from .nets.stylegan2 import Discriminator, Generator, StyleGAN2Config, count_params, get_config, style_mix
@@ -23,7 +23,7 @@ from .utils import get_device, seed_all, show_source, z_from_seeds
 __version__ = "0.1.0"
 
 __all__ = [
-    "Discriminator", "Generator", "StyleGAN2Config", "count_params", "faces", "get_config", "get_device", "hub",
+    "Discriminator", "Generator", "StyleGAN2Config", "claims", "count_params", "faces", "get_config", "get_device", "hub",
     "imaging", "interpret", "invert", "load_generator", "load_identity", "load_regressor", "make_grid", "mapper",
     "metrics", "nets", "nvidia", "pti", "sample_teacher", "save_image", "seed_all", "show_source", "style_mix", "to_pil",
     "to_tensor", "viz", "widgets", "z_from_seeds",

@@ -694,7 +694,7 @@ class Rescore:
         head = ["boundary \\ attribute"] + self.attributes + (["identity"] if self.identity is not None else [])
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for i, b in enumerate(self.boundaries):
-            row = [b] + [f"{v:+.{digits}g}" for v in self.change[i].tolist()]
+            row = [b.replace("|", "\\|")] + [f"{v:+.{digits}g}" for v in self.change[i].tolist()]  # "yaw|roll"
             if self.identity is not None:
                 row.append(f"{float(self.identity[i]):.{digits}g}")
             lines.append("| " + " | ".join(row) + " |")

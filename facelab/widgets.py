@@ -79,11 +79,35 @@ class SliderEditor:
 
     def _repr_mimebundle_(self, **kwargs):
         """Display as the widget where a widget frontend exists; headless outputs still get the PNG."""
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        data = bundle[0] if isinstance(bundle, tuple) else bundle
-        buf = io.BytesIO()
-        self.image.save(buf, format="PNG")
-        data = dict(data or {})
-        data["image/png"] = buf.getvalue()
-        data.setdefault("text/plain", f"SliderEditor({', '.join(self.sliders)})")
-        return data
+        return _bundle(self.widget, self.image, f"SliderEditor({', '.join(self.sliders)})", **kwargs)
+
+
+class WithPicture:
+    """Any ipywidget plus a PNG of its current picture, for copies of a notebook without a widget frontend.
+
+    An untrusted or static copy (GitHub, nbviewer, a notebook not yet run) shows the PNG instead of
+    the text ``VBox(children=...)``; a live JupyterLab shows the widget. ``picture``: a PIL image, or
+    a function returning the one to show at display time.
+    """
+
+    def __init__(self, widget, picture, *, text: str | None = None):
+        self.widget, self.picture, self.text = widget, picture, text
+
+    def _repr_mimebundle_(self, **kwargs):
+        picture = self.picture() if callable(self.picture) else self.picture
+        return _bundle(self.widget, picture, self.text or type(self.widget).__name__, **kwargs)
+
+
+def with_picture(widget, picture, *, text: str | None = None) -> WithPicture:
+    """``display(fl.widgets.with_picture(box, lambda: last_image))``: see :class:`WithPicture`."""
+    return WithPicture(widget, picture, text=text)
+
+
+def _bundle(widget, image, text: str, **kwargs) -> dict:
+    bundle = widget._repr_mimebundle_(**kwargs)
+    data = dict((bundle[0] if isinstance(bundle, tuple) else bundle) or {})
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    data["image/png"] = buf.getvalue()
+    data["text/plain"] = text
+    return data

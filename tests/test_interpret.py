@@ -362,3 +362,12 @@ def test_boundaries_cli_end_to_end_and_resumes(G, tmp_path, capsys):
     assert I.load_boundaries(out)["age"].report.n_chosen == 15
     with pytest.raises(ValueError, match="labelled differently.*psi"):
         cli.main(args + ["--psi", "0.5"])
+
+
+def test_rescore_markdown_escapes_pipes_in_boundary_names():
+    import re
+
+    r = I.Rescore(change=torch.zeros(1, 2), boundaries=["yaw|roll"], attributes=["yaw", "roll"], step=[1.0], unit="std")
+    header, _, row = r.to_markdown().splitlines()
+    cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731
+    assert cells(row) == cells(header) and "yaw\\|roll" in row

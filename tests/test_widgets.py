@@ -25,3 +25,20 @@ def test_editor_renders_initial_state_and_follows_sliders_and_toggles():
     assert ed.values == {"brightness": 0.5}
     bundle = ed._repr_mimebundle_()
     assert bundle["image/png"].startswith(b"\x89PNG")
+
+
+def test_any_widget_can_carry_a_png_of_its_current_picture():
+    import io
+
+    import ipywidgets as w
+    from PIL import Image
+
+    from facelab.widgets import with_picture
+
+    state = {"picture": Image.new("RGB", (4, 4), (255, 0, 0))}
+    box = with_picture(w.VBox([w.IntSlider()]), lambda: state["picture"], text="explorer")
+    state["picture"] = Image.new("RGB", (6, 6), (0, 0, 255))  # the picture shown is the latest one
+    bundle = box._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/plain"] == "explorer"
+    with Image.open(io.BytesIO(bundle["image/png"])) as im:
+        assert im.size == (6, 6) and im.getpixel((0, 0)) == (0, 0, 255)

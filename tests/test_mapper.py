@@ -126,6 +126,24 @@ def test_save_load_round_trip_and_refusal(G, tmp_path):
         load_mapper(tmp_path / "x.pt")
 
 
+def test_a_half_precision_file_is_half_the_size_and_computes_in_float32(G, tmp_path):
+    torch.manual_seed(0)
+    m = LatentMapper(G.num_ws, G.w_dim, MapperConfig(depth=2))
+    with torch.no_grad():
+        m.out.weight.normal_(std=0.05)
+    save_mapper(m, tmp_path / "full.pt")
+    save_mapper(m, tmp_path / "half.pt", weight_dtype=torch.float16)
+    big, small = (tmp_path / "full.pt").stat().st_size, (tmp_path / "half.pt").stat().st_size
+    assert small < 0.6 * big
+    back = load_mapper(tmp_path / "half.pt")
+    assert all(p.dtype == torch.float32 for p in back.state_dict().values() if p.is_floating_point())
+    assert torch.equal(back.w_mean, m.w_mean)  # statistics are kept exactly
+    ws, delta = G.mapping(torch.randn(4, G.z_dim)), torch.randn(4, len(m.attributes))
+    exact, rounded = m(ws, delta), back(ws, delta)
+    assert not torch.equal(exact, rounded)  # the weights really were rounded...
+    torch.testing.assert_close(rounded, exact, rtol=2e-3, atol=2e-3)  # ...by no more than half precision
+
+
 shipped = pytest.mark.skipif("mapper_world64" not in hub.REGISTRY, reason="no shipped mapper yet")
 
 

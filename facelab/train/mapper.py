@@ -216,7 +216,9 @@ def card_markdown(report: dict, meta: dict, cfg: MapperConfig) -> str:
         "", f"Held-out evaluation on {report['n']} new world latents, one attribute asked at a time "
         f"(H measures the change; identity = dlib-port cosine similarity before/after):", "", *rows, "",
         f"f(w, 0) error: {report['zero_edit_error']:.4f} (mean |w' - w| in units of W's per-dimension std).",
-        "", "Produced by `python -m facelab.train.mapper --ship`.",
+        "", "Produced by `python -m facelab.train.mapper --ship` (or `--reship`, which re-evaluates the shipped "
+        "mapper); the weight matrices are stored in float16 and computed in float32, and the numbers above "
+        "were measured with those rounded weights.",
     ])
 
 
@@ -233,16 +235,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--device", default=None)
     p.add_argument("--ship", action="store_true", help="copy into facelab/weights/ with a model card")
+    p.add_argument("--reship", action="store_true",
+                   help="no training: re-evaluate the shipped mapper and ship it again (stored float16)")
     args = p.parse_args(argv)
     cfg = MapperConfig(steps=args.steps, batch_size=args.batch_size, depth=args.depth, lr=args.lr,
                        residual=not args.plain, **{f"{k}_weight": getattr(args, f"{k}_weight") for k in LOSSES})
-    m = train(args.out, cfg, device=args.device, every=args.every)
+    if args.reship:
+        m = load_mapper(device=args.device).requires_grad_(False)
+        cfg, args.ship = m.config, True
+        args.out.mkdir(parents=True, exist_ok=True)
+        save_mapper(m, args.out / "mapper16.pt", weight_dtype=torch.float16)
+        m = load_mapper(args.out / "mapper16.pt", device=args.device)  # evaluate what ships: the rounded weights
+    else:
+        m = train(args.out, cfg, device=args.device, every=args.every)
     path = args.out / "mapper.pt"
     frozen = Frozen(load_generator("world64", device=m.w_mean.device), load_regressor(device=m.w_mean.device),
                     attributes=cfg.attributes)
     report = evaluate(m, frozen)
     m.meta["evaluation"] = report
-    save_mapper(m, path)
+    save_mapper(m, path, weight_dtype=torch.float16)  # half the size; see save_mapper
     load_mapper(path)  # refuse to ship something that does not load
     print(json.dumps(report, indent=2))
     if args.ship:

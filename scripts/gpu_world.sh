@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Train the world on a lent GPU for a fixed time, starting from the committed checkpoint, and bring
+# back the checkpoint, the EMA generator, the log and its evaluation. One command on each side:
+#
+#   here, once:   bash scripts/gpu_world.sh prepare          # what the GPU machine lacks -> .gpu/ (git-ignored)
+#   there:        bash scripts/gpu_world.sh run MINUTES      # device tool: carry [".gpu"]; files land in $OUT
+#   here, after:  bash scripts/gpu_world.sh adopt DIR        # DIR: the files that came back
+#
+# The GPU machine has Python 3.12, its own torch and no network: facelab runs from the source tree
+# (PYTHONPATH, no install), and .gpu/ carries the two packages it lacks: facenet-pytorch (MTCNN and
+# ONet weights: the projected discriminator and the evaluation) and the DCGAN teacher's weights
+# (gan-face-generate's weights.tar, unchanged, in a package folder of its own). The tracked tree
+# plus .gpu/ must stay under the device's 64 MiB (tests/test_environment.py keeps the tree < 55 MiB).
+#
+# `run` warm-starts a new run (runs/gpu) from checkpoints/world64/checkpoint.pt with the recipe stored
+# in it (--disc ...), at batch $BATCH (default 64) with bfloat16 autocast, for MINUTES of wall time;
+# then it evaluates the EMA generator (n = 1000) and writes everything to $OUT, the checkpoint in
+# 15 MiB parts because the device returns files of at most 16 MiB. `adopt` reassembles the parts,
+# checks that the checkpoint loads, and replaces the committed one with it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CKPT=checkpoints/world64/checkpoint.pt
+
+case "${1:-}" in
+prepare)
+  rm -rf .gpu && mkdir -p .gpu/site/gan_face_generate
+  site=$(.venv/bin/python -c "import facenet_pytorch, os; print(os.path.dirname(os.path.dirname(facenet_pytorch.__file__)))")
+  cp -r "$site/facenet_pytorch" .gpu/site/
+  rm -rf .gpu/site/facenet_pytorch/__pycache__ .gpu/site/facenet_pytorch/*/__pycache__
+  cp "$site/gan_face_generate/weights.tar" .gpu/site/gan_face_generate/
+  : > .gpu/site/gan_face_generate/__init__.py
+  tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+  carry=$(du -sb .gpu | cut -f1)
+  echo "tracked tree $((tree / 1048576)) MiB + .gpu $((carry / 1048576)) MiB (device limit 64 MiB)"
+  [ $((tree + carry)) -lt $((64 * 1048576)) ] || { echo "error: over the device's 64 MiB" >&2; exit 1; }
+  ;;
+run)
+  minutes=${2:?usage: gpu_world.sh run MINUTES}
+  out=${OUT:-runs/gpu-out}
+  mkdir -p "$out"
+  export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
+  disc=$(python3 -c "import torch; print(torch.load('$CKPT', weights_only=True)['train_config'].get('disc', 'stylegan2'))")
+  nvidia-smi -L 2>/dev/null || true
+  python3 -m facelab.train.gan --preset world64 --out runs/gpu --init-from "$CKPT" --disc "$disc" \
+    --batch "${BATCH:-64}" --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee "$out/train.log"
+  python3 -m facelab.train.evaluate runs/gpu/generator.pt --n "${EVAL_N:-1000}" --device "${EVAL_DEVICE:-cuda}" \
+    --json "$out/metrics.json" --figures "$out" 2>&1 | tail -40 | tee "$out/evaluate.log"
+  cp runs/gpu/generator.pt runs/gpu/log.jsonl "$out/"
+  split -b 15m -d runs/gpu/checkpoint.pt "$out/checkpoint.pt.part"
+  ls -la "$out"
+  ;;
+adopt)
+  dir=${2:?usage: gpu_world.sh adopt DIR}
+  cat "$dir"/checkpoint.pt.part* > runs/checkpoint-from-gpu.pt
+  .venv/bin/python -c "import torch, sys; c = torch.load(sys.argv[1], weights_only=True); \
+print('checkpoint loads:', c['format'], c['state']['nimg'] / 1000, 'kimg')" runs/checkpoint-from-gpu.pt
+  mv runs/checkpoint-from-gpu.pt "$CKPT"
+  cat "$dir/log.jsonl" >> checkpoints/world64/log.jsonl
+  echo "adopted; commit checkpoints/world64/ (and ship the generator with facelab.train.evaluate / hub.ship_generator)"
+  ;;
+*)
+  sed -n '2,8p' "$0"; exit 2 ;;
+esac

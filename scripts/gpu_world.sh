@@ -42,10 +42,10 @@ run)
   disc=$(python3 -c "import torch; print(torch.load('$CKPT', weights_only=True)['train_config'].get('disc', 'stylegan2'))")
   nvidia-smi -L 2>/dev/null || true
   python3 -m facelab.train.gan --preset world64 --out runs/gpu --init-from "$CKPT" --disc "$disc" \
-    --batch "${BATCH:-64}" --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee "$out/train.log"
+    --batch "${BATCH:-64}" --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee "$out/run.log"
   python3 -m facelab.train.evaluate runs/gpu/generator.pt --n "${EVAL_N:-1000}" --device "${EVAL_DEVICE:-cuda}" \
-    --json "$out/metrics.json" --figures "$out" 2>&1 | tail -40 | tee "$out/evaluate.log"
-  cp runs/gpu/generator.pt runs/gpu/log.jsonl "$out/"
+    --json "$out/metrics.json" --figures runs/gpu 2>&1 | tail -40 | tee -a "$out/run.log"
+  cp runs/gpu/generator.pt runs/gpu/log.jsonl runs/gpu/samples.png "$out/"  # at most 8 files come back
   split -b 15m -d runs/gpu/checkpoint.pt "$out/checkpoint.pt.part"
   ls -la "$out"
   ;;

@@ -3,22 +3,37 @@
 Every named weight file is either shipped inside the package (``facelab/weights/``) or downloaded
 once from a URL into the cache ``$FACELAB_HOME/weights`` (default ``~/.cache/facelab/weights``).
 Each entry carries a sha256; a file whose hash does not match is never used. The one exception is a
-remote file whose publisher gives no hash (NVIDIA's ``ffhq.pkl``): its sha256 is pinned on first
-download, in ``<file>.sha256`` beside it, and every later use is checked against that pin. Downloads are written
-to a temporary file and renamed into place, so an interrupted download never leaves a corrupt file.
+remote file whose publisher gives no hash (NVIDIA's ``ffhq.pkl``): its sha256 is pinned in
+``<file>.sha256`` beside it once the downloaded file has loaded, and every later use is checked
+against that pin; a first download that does not load is deleted, never pinned.
+
+Downloads give up after ``DOWNLOAD_TIMEOUT`` seconds of silence, check the byte count against the
+announced Content-Length, and are written to a temporary ``*.part`` file that is renamed into place
+only when complete and verified (pins likewise), so concurrent first uses and interrupted downloads
+never leave a corrupt or half-written file; ``*.part`` files left by a killed process are deleted
+after ``STALE_PART_SECONDS``. Cached files get the usual permissions (0666 minus the umask).
 Everything is loaded with ``torch.load(..., weights_only=True)``: loading never runs code from a file.
 """
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
+import http.client
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
+import ssl
+import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +42,10 @@ from .nets.stylegan2 import Generator, StyleGAN2Config
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 HOME_ENV = "FACELAB_HOME"
 GENERATOR_FORMAT = "facelab.generator/1"
+FILE_SUFFIXES = (".pt", ".pth", ".pkl")  # a name ending so is a file path even before the file exists
+DOWNLOAD_TIMEOUT = 60.0  # seconds a server may stay silent (connecting or mid-transfer)
+STALE_PART_SECONDS = 3600.0  # a *.part file untouched this long belongs to a dead download
+_NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException, ssl.SSLError)
 
 
 @dataclass(frozen=True)
@@ -35,7 +54,7 @@ class WeightSpec:
 
     name: str
     filename: str
-    sha256: str | None  # None: a remote file without a published hash, pinned on first download
+    sha256: str | None  # None: a remote file without a published hash, pinned once it has loaded
     kind: str = "generator"
     url: str | None = None
     description: str = ""
@@ -58,10 +77,19 @@ def register(spec: WeightSpec, *, overwrite: bool = False) -> WeightSpec:
     return spec
 
 
+def is_path(name_or_path) -> bool:
+    """Whether a weights argument names a file rather than a registry entry: a ``Path``, a string
+    naming an existing file (whatever its extension), or one ending in ``.pt``, ``.pth`` or ``.pkl``."""
+    if isinstance(name_or_path, os.PathLike):
+        return True
+    name = str(name_or_path)
+    return name.endswith(FILE_SUFFIXES) or Path(name).expanduser().is_file()
+
+
 def cache_dir() -> Path:
     """``$FACELAB_HOME/weights`` (default ``~/.cache/facelab/weights``)."""
     home = os.environ.get(HOME_ENV) or Path.home() / ".cache" / "facelab"
-    return Path(home) / "weights"
+    return Path(home).expanduser() / "weights"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -72,6 +100,25 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _atomic_file(path: Path, suffix: str = ".tmp"):
+    """A new binary file beside ``path``, renamed onto it if the block succeeds, deleted if it fails.
+
+    Its name is unique (concurrent writers never share one), and it is created like any file, mode
+    0666 minus the umask (``mkstemp``'s 0600 would make a shared cache unreadable to others).
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _pin_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -79,50 +126,94 @@ def _pin_path(path: Path) -> Path:
 def _pinned(path: Path) -> str | None:
     """The sha256 pinned for ``path`` (a remote file without a published hash), if any yet."""
     pin = _pin_path(path)
-    return pin.read_text().strip() if pin.is_file() else None
+    if not pin.is_file():
+        return None
+    digest = pin.read_text().strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError(f"the pin {pin} is damaged (not a sha256); delete it and the file {path.name} beside it")
+    return digest
+
+
+def _write_pin(path: Path, digest: str) -> None:
+    with _atomic_file(_pin_path(path)) as f:  # readers see no pin or a whole one, never an empty file
+        f.write(f"{digest}\n".encode())
 
 
 def _check_hash(path: Path, spec: WeightSpec) -> Path:
-    got = sha256_file(path)
     expected = spec.sha256 or _pinned(path)
-    if expected is None:  # no published hash and none pinned yet: the first file seen is pinned
-        _pin_path(path).write_text(got + "\n")
-        expected = got
+    if expected is None:  # no published hash and none pinned yet: load_named pins it once it has loaded
+        return path
+    got = sha256_file(path)
     if got != expected:
-        fix = (f"delete it (it will be fetched again), and its pin {_pin_path(path).name} too if the publisher "
-               "changed the file" if spec.sha256 is None else "delete the file (it will be fetched again) or "
-               "reinstall facelab")
+        if spec.url is None:
+            fix = ("it ships with facelab, so the installation is damaged or the file was edited: reinstall "
+                   "facelab (pip install --force-reinstall facelab, or `git checkout facelab/weights` in a clone)")
+        elif spec.sha256 is None:
+            fix = (f"delete the file (it will be fetched again), and its pin {_pin_path(path)} too if the "
+                   "publisher changed the file")
+        else:
+            fix = "delete the file (it will be fetched again)"
         raise ValueError(f"{path} has sha256 {got[:12]}…, expected {expected[:12]}… for {spec.name!r}; {fix}")
     return path
 
 
-def download(url: str, dest: str | Path, *, sha256: str | None = None, opener=None) -> Path:
-    """Download ``url`` to ``dest`` atomically, verifying ``sha256`` before the file appears.
+def _content_length(response) -> int | None:
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    return int(value) if value is not None and value.strip().isdigit() else None
 
-    ``opener`` is a callable like ``urllib.request.urlopen`` (tests pass a fake one).
+
+def _remove_stale_parts(dest: Path) -> None:
+    """Delete the ``*.part`` files of ``dest`` that no download has touched for ``STALE_PART_SECONDS``."""
+    cutoff = time.time() - STALE_PART_SECONDS
+    for part in dest.parent.glob(f"{glob.escape(dest.name)}.*.part"):
+        with contextlib.suppress(OSError):  # another process may remove it first
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+
+
+def download(url: str, dest: str | Path, *, sha256: str | None = None, opener=None,
+             timeout: float | None = None) -> Path:
+    """Download ``url`` to ``dest`` atomically: the file appears only once its size matches the
+    announced Content-Length and its sha256 matches ``sha256`` (when given).
+
+    ``opener`` is a callable like ``urllib.request.urlopen`` (tests pass a fake one); the default
+    gives up after ``timeout`` seconds of silence (default ``DOWNLOAD_TIMEOUT``).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    opener = opener or urllib.request.urlopen
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".part")
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, opener(url) as response:
-            while chunk := response.read(1 << 20):
-                h.update(chunk)
-                f.write(chunk)
+    _remove_stale_parts(dest)
+    opener = opener or partial(urllib.request.urlopen, timeout=timeout or DOWNLOAD_TIMEOUT)
+    h, size = hashlib.sha256(), 0
+    with _atomic_file(dest, ".part") as f, opener(url) as response:
+        announced = _content_length(response)
+        while chunk := response.read(1 << 20):
+            h.update(chunk)
+            f.write(chunk)
+            size += len(chunk)
+        if announced is not None and size != announced:  # read() returns b"" at an early EOF
+            raise ConnectionError(f"the download of {url} stopped after {size:,} of {announced:,} bytes")
         if sha256 is not None and h.hexdigest() != sha256:
             raise ValueError(f"download of {url} has sha256 {h.hexdigest()[:12]}…, expected {sha256[:12]}…; "
                              "the file changed upstream or the transfer was corrupted — try again")
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dest
 
 
+def _cache_error(folder: Path, e: OSError) -> OSError:
+    """The cache (not the network) failed: say which folder, why, and how to choose another."""
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    why = f"{blocker} is a file, not a folder" if blocker else (e.strerror or str(e))
+    setting = f"{HOME_ENV}={os.environ[HOME_ENV]}" if os.environ.get(HOME_ENV) else f"{HOME_ENV} is unset"
+    return type(e)(f"cannot write the weights cache {folder} ({why}; {setting}); point {HOME_ENV} at a "
+                   "writable folder or fix this one's permissions")
+
+
 def weights_path(name: str, *, opener=None) -> Path:
-    """Local path of the named weights, downloading into the cache if needed (sha256 verified)."""
+    """Local path of the named weights, downloading into the cache if needed (sha256 verified).
+
+    A remote file without a published hash is checked against its pin once :func:`load_named` has
+    pinned it; use that to load named weights.
+    """
     if name not in REGISTRY:
         raise KeyError(f"unknown weights {name!r}; known: {sorted(REGISTRY)} (or pass a file path)")
     spec = REGISTRY[name]
@@ -134,28 +225,65 @@ def weights_path(name: str, *, opener=None) -> Path:
     path = cache_dir() / spec.filename
     if path.is_file():
         return _check_hash(path, spec)
+    expected = spec.sha256 or _pinned(path)
     try:
-        expected = spec.sha256 or _pinned(path)
-        path = download(spec.url, path, sha256=expected, opener=opener)  # verified while it streams
-        return path if expected is not None else _check_hash(path, spec)  # first download: pin its hash
+        return download(spec.url, path, sha256=expected, opener=opener)  # verified while it streams
+    except _NETWORK_ERRORS as e:
+        raise ConnectionError(f"cannot download {spec.name!r} from {spec.url} ({type(e).__name__}: {e}); connect "
+                              f"to the internet and try again, or place the file at {path}") from e
     except OSError as e:
-        raise ConnectionError(f"cannot download {spec.name!r} from {spec.url} ({e}); connect to the internet "
-                              f"or place the file at {path}") from e
+        raise _cache_error(path.parent, e) from None
+    except ValueError as e:
+        if spec.sha256 is not None:
+            raise
+        raise ValueError(f"{e}; if the publisher changed the file, delete its pin {_pin_path(path)}") from None
+
+
+def load_named(name: str, load: Callable[[Path], Any] | None = None, *, opener=None) -> tuple[Path, Any]:
+    """``(path, load(path))`` for named weights (``load`` defaults to :func:`load_file`).
+
+    A remote file without a published sha256 is pinned only after ``load`` succeeded on it; if it
+    fails, the unverified download is deleted (the next call fetches it again) and the error raised.
+    """
+    load = load or load_file
+    path = weights_path(name, opener=opener)
+    if REGISTRY[name].sha256 is not None or _pinned(path) is not None:
+        return path, load(path)
+    digest = sha256_file(path)
+    try:
+        out = load(path)
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    try:
+        _write_pin(path, digest)
+    except OSError as e:
+        raise _cache_error(path.parent, e) from None
+    return path, out
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same directory, then rename (never half-written)."""
+    """``torch.save`` to a temporary file beside ``path``, then rename (never half-written).
+
+    Byte-for-byte reproducible: ``torch.save`` given a file *name* records it inside the archive (a
+    random temporary name would change the sha256 on every save); given an open file it does not.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _atomic_file(path) as f:
+        torch.save(obj, f)
     return path
+
+
+def weights_only_refusal(e: BaseException) -> str:
+    """The useful line of a ``torch.load(weights_only=True)`` failure: what it refused (e.g. ``refused
+    global posix.system``), without torch's advice to turn the protection off."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch colours parts of its message
+    if m := re.search(r"GLOBAL ([\w.]+)", text):
+        return f"refused global {m.group(1)}"
+    advice = ("Weights only load failed", "Re-running", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
+    return f"{type(e).__name__}: {lines[0][:160]}" if lines else type(e).__name__
 
 
 def load_file(path: str | Path) -> dict:
@@ -165,23 +293,52 @@ def load_file(path: str | Path) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"no such weights file: {path}") from None
     except Exception as e:  # the unpickler refused something, or the file is not a torch file
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [""]
-        detail = next((line for line in lines if line.startswith("WeightsUnpickler error")), lines[0])
-        detail = re.sub(r"\x1b\[[0-9;]*m", "", detail)[:200]  # torch colours parts of its message
-        raise ValueError(f"{path} is not a plain-tensor torch file ({type(e).__name__}: {detail}); "
-                         "facelab only loads weights_only files and never unpickles code") from None
+        raise ValueError(f"{path} is not a plain-tensor torch file ({weights_only_refusal(e)}); facelab only "
+                         "loads weights_only files and never unpickles code") from None
 
 
-def load_checkpoint(name_or_path: str | Path, *, fmt: str, what: str, fix: str, opener=None) -> tuple[Path, dict]:
+def _few(items: list[str], k: int = 3) -> str:
+    return ", ".join(items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
+
+
+def check_state(expected: Mapping[str, torch.Tensor], state, path, *, fix: str) -> None:
+    """One-line ``ValueError`` unless ``state`` has exactly ``expected``'s keys and shapes, and no NaN
+    (infinities may be meant, e.g. unset clipping bounds)."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: its weights are a {type(state).__name__}, not a state dict; {fix}")
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    shapes = [f"{k} {list(getattr(v, 'shape', [type(v).__name__]))} vs {list(expected[k].shape)}"
+              for k, v in state.items() if k in expected and getattr(v, "shape", None) != expected[k].shape]
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and bool(v.isnan().any())]
+    problems = [f"{what} {_few(items)}" for what, items in (("missing", missing), ("unexpected", extra),
+                                                            ("other shapes:", shapes), ("NaN in", bad)) if items]
+    if problems:
+        raise ValueError(f"{path}: its weights do not fit ({'; '.join(problems)}); {fix}")
+
+
+def load_state(module: torch.nn.Module, state, path, *, fix: str) -> None:
+    """``module.load_state_dict(state)`` after :func:`check_state` (one-line errors, never a partial load)."""
+    check_state(module.state_dict(), state, path, fix=fix)
+    module.load_state_dict(state)
+
+
+def load_checkpoint(name_or_path: str | Path, *, fmt: str, what: str, fix: str, keys: tuple[str, ...] = (),
+                    opener=None) -> tuple[Path, dict]:
     """``(path, contents)`` of a facelab file by registry name or path, refusing any other format.
 
-    ``what`` names the expected kind of file and ``fix`` says how to make one, for the error message.
+    ``what`` names the expected kind of file and ``fix`` says how to make one, for the error message;
+    ``keys`` must all be present.
     """
-    is_path = isinstance(name_or_path, Path) or str(name_or_path).endswith((".pt", ".pth"))
-    path = Path(name_or_path) if is_path else weights_path(str(name_or_path), opener=opener)
-    ckpt = load_file(path)
+    if is_path(name_or_path):
+        path, ckpt = Path(name_or_path), load_file(name_or_path)
+    else:
+        path, ckpt = load_named(str(name_or_path), opener=opener)
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
         raise ValueError(f"{path} is not {what} (expected format {fmt!r}); {fix}")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is an incomplete file ({what} without {', '.join(missing)}); {fix}")
     return path, ckpt
 
 
@@ -196,27 +353,31 @@ def export_generator(G: Generator, path: str | Path, *, meta: dict | None = None
 def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=None) -> Generator:
     """A generator by registry name (e.g. ``"world64"``), from a file saved by ``export_generator``,
     or from an NVIDIA StyleGAN2-ADA network pickle (``*.pkl``, e.g. ``ffhq.pkl``; read as data by
-    :mod:`facelab.nvidia`, never executed).
+    :mod:`facelab.nvidia`, never executed). A string naming an existing file is a path.
 
     Returned in eval mode with gradients disabled for its parameters; ``G.meta`` holds how it was made.
     """
+    from .nvidia import load_generator as load_nvidia_pickle
     from .utils import get_device
 
-    name = str(name_or_path)
-    spec = REGISTRY.get(name) if not isinstance(name_or_path, Path) else None
-    if name.endswith(".pkl") or (spec is not None and spec.filename.endswith(".pkl")):
-        from .nvidia import load_generator as load_nvidia_pickle
-        path = weights_path(name, opener=opener) if spec is not None else Path(name)
-        G = load_nvidia_pickle(path)
-        if spec is not None:
-            G.meta.update(name=name, url=spec.url, sha256=spec.sha256 or _pinned(path))
+    spec = None if is_path(name_or_path) else REGISTRY.get(str(name_or_path))
+    if spec is None and Path(name_or_path).suffix == ".pkl":
+        return load_nvidia_pickle(Path(name_or_path)).to(get_device(device))
+    if spec is not None and spec.filename.endswith(".pkl"):
+        path, G = load_named(spec.name, load_nvidia_pickle, opener=opener)
+        G.meta.update(name=spec.name, url=spec.url, sha256=spec.sha256 or _pinned(path))
         return G.to(get_device(device))
 
-    _, ckpt = load_checkpoint(name_or_path, fmt=GENERATOR_FORMAT, what="a facelab generator file", opener=opener,
-                              fix="export one with facelab.hub.export_generator, or use facelab.nets.official "
-                                  "to convert an official StyleGAN2 state dict")
-    G = Generator(StyleGAN2Config.from_dict(ckpt["config"]))
-    G.load_state_dict(ckpt["state_dict"])
+    fix = "export one with facelab.hub.export_generator"
+    path, ckpt = load_checkpoint(name_or_path, fmt=GENERATOR_FORMAT, what="a facelab generator file", opener=opener,
+                                 keys=("config", "state_dict"), fix=f"{fix}, or use facelab.nets.official to "
+                                                                    "convert an official StyleGAN2 state dict")
+    try:
+        cfg = StyleGAN2Config.from_dict(ckpt["config"])
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its generator config is not valid ({e}); {fix} again") from None
+    G = Generator(cfg)
+    load_state(G, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix} again")
     G.meta = ckpt.get("meta", {})
     return G.eval().requires_grad_(False).to(get_device(device))
 
@@ -237,15 +398,13 @@ def ship_file(src: str | Path, name: str, *, kind: str, description: str = "", c
     dest = PACKAGE_WEIGHTS / f"{name}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if Path(src).resolve() != dest.resolve():
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
+        with open(src, "rb") as f, _atomic_file(dest) as out:
+            shutil.copyfileobj(f, out)
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     manifest[name] = {"filename": dest.name, "sha256": sha256_file(dest), "kind": kind,
                       "description": description, "card": card}
-    tmp = MANIFEST.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    tmp.replace(MANIFEST)
+    with _atomic_file(MANIFEST) as f:
+        f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     _register_shipped()
     return dest
 

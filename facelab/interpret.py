@@ -776,10 +776,9 @@ def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None =
     with ``space=None``, every boundary keyed ``"space/name"`` (e.g. ``"w/age"``). Loading never
     unpickles code (``weights_only=True``).
     """
-    from .hub import REGISTRY, load_file, weights_path
+    from .hub import REGISTRY, is_path, load_file, weights_path
 
-    is_path = isinstance(name_or_path, Path) or str(name_or_path).endswith((".pt", ".pth"))
-    if is_path:
+    if is_path(name_or_path):
         path = Path(name_or_path)
     else:
         key = next((k for k in (f"boundaries_{name_or_path}", str(name_or_path)) if k in REGISTRY

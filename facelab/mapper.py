@@ -221,13 +221,14 @@ def save_mapper(m: LatentMapper, path, *, weight_dtype: torch.dtype = torch.floa
 
 def load_mapper(name: str = "mapper_world64", *, device=None) -> LatentMapper:
     """The shipped mapper (``"mapper_world64"``) or one saved by ``save_mapper``; eval mode, frozen."""
-    from .hub import load_checkpoint
+    from .hub import load_checkpoint, load_state
     from .utils import get_device
 
-    _, ckpt = load_checkpoint(name, fmt=MAPPER_FORMAT, what="a facelab mapper",
-                              fix="train one with: python -m facelab.train.mapper")
+    fix = "train one with: python -m facelab.train.mapper"
+    path, ckpt = load_checkpoint(name, fmt=MAPPER_FORMAT, what="a facelab mapper", fix=fix,
+                                 keys=("config", "num_ws", "w_dim", "state_dict"))
     m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig(**ckpt["config"]))
-    m.load_state_dict(ckpt["state_dict"])
+    load_state(m, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
     m.meta = ckpt.get("meta", {})
     return m.eval().requires_grad_(False).to(get_device(device))
 

@@ -8,7 +8,8 @@ says. facelab never does that. :func:`read_pickle` unpickles with an allow-list:
 
 * tensors and parameters (``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter``), whose
   storages are nested ``torch.save`` blobs read back with ``torch.load(..., weights_only=True)``;
-* plain containers (``OrderedDict``, ``set``, ``dnnlib``'s ``EasyDict`` as a dict);
+* plain containers (``OrderedDict``, ``set``, ``dnnlib``'s ``EasyDict`` as a dict) and numpy's
+  bool, int and float scalars as Python numbers (NVIDIA's code passes numpy integers as arguments);
 * every persistent network object becomes an inert :class:`PickledModule` holding its class
   name and its state (``_parameters``, ``_buffers``, ``_modules``, ``_init_kwargs``...): the stored
   module source is kept as text and never compiled;
@@ -16,6 +17,10 @@ says. facelab never does that. :func:`read_pickle` unpickles with an allow-list:
   ``numpy``) become inert stand-ins with their pickled state;
 * anything else (``os.system``, ``builtins.eval``, ``subprocess``...) stops the load with an error
   that names the refused global, before it is called.
+
+Every error is one line: a module tree with a cycle or a shared submodule, a declared object larger
+than memory, a StyleGAN3 generator, or a constructor argument facelab's generator cannot represent
+(a non-lrelu activation, another architecture or resampling filter, ...) each stop the load.
 
 :func:`load_generator` then turns ``G_ema`` (or ``G``) into a facelab
 :class:`~facelab.nets.stylegan2.Generator`: the architecture from the pickle's constructor
@@ -34,12 +39,15 @@ from __future__ import annotations
 import collections
 import io
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from .hub import load_state, weights_only_refusal
 from .nets.official import config_from_official_shapes, official_to_facelab
 from .nets.stylegan2 import Generator, StyleGAN2Config
 
@@ -73,15 +81,26 @@ class PickledModule:
         return {k: v for k, v in (self.state.get("_modules") or {}).items() if isinstance(v, PickledModule)}
 
     def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
-        """Parameters and persistent buffers under their dotted names, as ``nn.Module.state_dict``."""
+        """Parameters and persistent buffers under their dotted names, as ``nn.Module.state_dict``.
+
+        Walks the module tree once, without recursion; a module met twice (a cycle, or a submodule
+        shared by two parents, which no StyleGAN2-ADA network has) raises a one-line ``ValueError``.
+        """
         out: dict[str, torch.Tensor] = {}
-        skip = set(self.state.get("_non_persistent_buffers_set") or ())
-        for group in ("_parameters", "_buffers"):
-            for name, t in (self.state.get(group) or {}).items():
-                if isinstance(t, torch.Tensor) and name not in skip:
-                    out[prefix + name] = t.detach()
-        for name, child in self.children().items():
-            out.update(child.state_dict(f"{prefix}{name}."))
+        seen: set[int] = set()
+        todo = [(prefix, self)]
+        while todo:
+            pre, module = todo.pop()
+            if id(module) in seen:
+                raise ValueError(f"module {pre.rstrip('.') or self.kind!r} appears twice in the network (a cycle or "
+                                 "a shared submodule); this is not a StyleGAN2-ADA network pickle")
+            seen.add(id(module))
+            skip = set(module.state.get("_non_persistent_buffers_set") or ())
+            for group in ("_parameters", "_buffers"):
+                for name, t in (module.state.get(group) or {}).items():
+                    if isinstance(t, torch.Tensor) and name not in skip:
+                        out[pre + name] = t.detach()
+            todo.extend((f"{pre}{name}.", child) for name, child in reversed(module.children().items()))
         return out
 
 
@@ -115,8 +134,28 @@ def _storage_from_bytes(b: bytes):
     try:
         return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # torch's weights_only unpickler refused the blob
-        detail = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line.upper()), "not tensors")
-        raise _Refused(f"a tensor storage in it holds more than a tensor: {detail[:160]}") from None
+        raise _Refused(f"a tensor storage in it holds more than a tensor: {weights_only_refusal(e)}") from None
+
+
+class _NumpyDtype:
+    """``numpy.dtype`` as data: its type code (e.g. ``'i8'``) and, after BUILD, its byte order."""
+
+    def __init__(self, code, align=False, copy=True):
+        self.code, self.order = str(code), "="
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) > 1 and state[1] in ("<", ">", "="):
+            self.order = state[1]
+
+
+def _numpy_scalar(dtype, data=None):
+    """``numpy.core.multiarray.scalar``: a bool, int or float scalar becomes the Python number; any
+    other stays an inert stand-in."""
+    if isinstance(dtype, _NumpyDtype) and re.fullmatch(r"[biuf]\d{1,2}", dtype.code) and isinstance(data, bytes):
+        dt = np.dtype(dtype.code).newbyteorder(dtype.order)
+        if len(data) == dt.itemsize:
+            return np.frombuffer(data, dtype=dt)[0].item()
+    return _standin("numpy", "scalar")(dtype, data)
 
 
 class _Refused(pickle.UnpicklingError):
@@ -150,6 +189,9 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent,
     ("dnnlib.util", "EasyDict"): _EasyDict,
     ("dnnlib", "EasyDict"): _EasyDict,
+    ("numpy", "dtype"): _NumpyDtype,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
 }
 
 
@@ -193,31 +235,70 @@ def read_pickle(path: str | Path) -> Any:
     except _Refused as e:
         raise ValueError(f"{path}: unsafe or unknown pickle content ({e}); facelab only reads tensors, containers "
                          "and StyleGAN2-ADA network objects, and never runs code from a file") from None
+    except (MemoryError, OverflowError):  # e.g. a tiny crafted file that declares a byte string of 2**62 bytes
+        raise ValueError(f"{path} declares an object larger than memory ({path.stat().st_size:,} bytes on disk): "
+                         "it is damaged or crafted; download it again from its publisher") from None
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, KeyError,
             ValueError, RuntimeError) as e:
         raise ValueError(f"{path} is not a readable network pickle ({type(e).__name__}: {str(e)[:120]}); "
                          "download it again") from None
 
 
+# StyleGAN2-ADA's generator arguments (training/networks.py), by the network they configure. facelab's
+# generator represents each one: through its config (read from the tensors and cross-checked), as the one
+# value it implements (_ONLY), or because it does not change the image (num_fp16_res, use_fp16,
+# channels_last, fp16_channels_last: precision and memory layout; w_avg_beta: training only).
+_TOP_ARGS = {"z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"}
+_MAPPING_ARGS = {"z_dim", "c_dim", "w_dim", "num_ws", "num_layers", "embed_features", "layer_features",
+                 "activation", "lr_multiplier", "w_avg_beta"}
+_SYNTHESIS_ARGS = {"channel_base", "channel_max", "num_fp16_res", "architecture", "resample_filter", "conv_clamp",
+                   "use_fp16", "fp16_channels_last", "channels_last", "kernel_size", "use_noise", "activation"}
+_ONLY = {"activation": "lrelu", "architecture": "skip", "use_noise": True, "resample_filter": [1, 3, 3, 1],
+         "kernel_size": 3}
+_STYLEGAN3_ARGS = {"magnitude_ema_beta", "conv_kernel", "use_radial_filters", "num_critical", "first_cutoff",
+                   "first_stopband", "last_stopband_rel", "margin_size", "output_scale", "filter_size",
+                   "lrelu_upsampling"}
+
+
+def _refuse_unsupported(kw: dict, syn: dict, mapping: dict, keys) -> None:
+    """A one-line ``ValueError`` for any constructor argument facelab's generator cannot represent."""
+    if _STYLEGAN3_ARGS & set(syn) or any(k.startswith("synthesis.input.") or re.match(r"synthesis\.L\d+_", k)
+                                         for k in keys):
+        raise ValueError("this is a StyleGAN3 generator (alias-free synthesis); facelab supports StyleGAN2 and "
+                         "StyleGAN2-ADA generators only")
+    unknown = sorted((set(syn) - _SYNTHESIS_ARGS - _TOP_ARGS) | (set(mapping) - _MAPPING_ARGS))
+    if unknown:
+        raise ValueError(f"this generator has constructor arguments facelab does not know ({', '.join(unknown)}); "
+                         "facelab reads StyleGAN2-ADA generators only")
+    if int(kw.get("c_dim", 0) or 0) > 0:
+        raise ValueError(f"this generator is conditional (c_dim={kw['c_dim']}); facelab's generator is unconditional")
+    for where, args in (("mapping", mapping), ("synthesis", syn)):
+        for k, only in _ONLY.items():
+            v = list(args[k]) if isinstance(args.get(k), (list, tuple)) else args.get(k, only)
+            if v != only:
+                raise ValueError(f"this generator's {where} network uses {k}={args[k]!r}; facelab's StyleGAN2 "
+                                 f"implements only {k}={only!r}")
+    if "w_avg_beta" in mapping and mapping["w_avg_beta"] is None:
+        raise ValueError("this generator keeps no average W (w_avg_beta=None); facelab's generator needs it")
+    if mapping.get("layer_features") not in (None, kw.get("w_dim")):
+        raise ValueError(f"this generator's mapping layers are {mapping['layer_features']} wide; facelab's are "
+                         f"w_dim={kw.get('w_dim')} wide (layer_features=None)")
+
+
 def generator_config(net: PickledModule, state_dict: dict[str, torch.Tensor] | None = None) -> StyleGAN2Config:
     """facelab config of an ADA ``Generator`` from its ``init_kwargs``, checked against its shapes.
 
     Accepts both layouts NVIDIA writes: ``synthesis_kwargs={...}`` (StyleGAN2-ADA training) and the
-    synthesis arguments at the top level (``legacy.py`` conversions). Refuses what facelab's
-    generator cannot represent (conditional, non-"skip" architectures, no noise).
+    synthesis arguments at the top level (``legacy.py`` conversions). Refuses every argument facelab's
+    generator cannot represent (conditional, StyleGAN3, another activation, architecture, filter...).
     """
     kw = net.init_kwargs
     syn = dict(kw.get("synthesis_kwargs") or {})
     syn.update({k: v for k, v in kw.items() if k not in ("mapping_kwargs", "synthesis_kwargs")})
     mapping = dict(kw.get("mapping_kwargs") or {})
-    if int(kw.get("c_dim", 0) or 0) > 0:
-        raise ValueError(f"this generator is conditional (c_dim={kw['c_dim']}); facelab's generator is unconditional")
-    if syn.get("architecture", "skip") != "skip":
-        raise ValueError(f"this generator uses the {syn['architecture']!r} architecture; facelab implements 'skip' "
-                         "(StyleGAN2 config-e/f and every ADA generator)")
-    if syn.get("use_noise", True) is False:
-        raise ValueError("this generator has no noise inputs (use_noise=False); facelab's generator always has them")
-    shapes = config_from_official_shapes(state_dict if state_dict is not None else net.state_dict())
+    state_dict = state_dict if state_dict is not None else net.state_dict()
+    _refuse_unsupported(kw, syn, mapping, state_dict)
+    shapes = config_from_official_shapes(state_dict)
     overrides = {"conv_clamp": syn.get("conv_clamp")}
     for ours, theirs in (("mapping_lr_multiplier", "lr_multiplier"), ("w_avg_beta", "w_avg_beta")):
         if mapping.get(theirs) is not None:
@@ -244,9 +325,13 @@ def load_generator(path: str | Path, *, which: str = "G_ema") -> Generator:
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
         raise ValueError(f"{path} has no network {which!r} (it holds {keys}); pass which='G' or 'G_ema'")
     net = data[which]
-    official = {k: v.float() for k, v in net.state_dict().items()}
-    cfg = generator_config(net, official)
+    try:
+        official = {k: v.float() for k, v in net.state_dict().items()}
+        cfg = generator_config(net, official)
+        state = official_to_facelab(official, which="G", cfg=cfg)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{path}: {e}") from None
     G = Generator(cfg)
-    G.load_state_dict(official_to_facelab(official, which="G", cfg=cfg))
+    load_state(G, state, path, fix="the pickle is damaged or not a StyleGAN2-ADA generator; download it again")
     G.meta = {"source": str(path), "entry": which, "format": "StyleGAN2-ADA pickle", "class": net.kind}
     return G.eval().requires_grad_(False)

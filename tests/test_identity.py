@@ -20,7 +20,7 @@ from facelab import hub
 from facelab.imaging import to_tensor
 from facelab.nets.identity import (DLIB_SAME_PERSON_DISTANCE, IDENTITY_FORMAT, DlibResNet, add_zero_padded,
                                    load_identity)
-from facelab.train.convert_dlib import DlibFormatError, DlibReader, dlib_to_state_dict, parse_dlib_net
+from facelab.train.convert_dlib import DlibFormatError, DlibReader, convert, dlib_to_state_dict, parse_dlib_net
 
 DATA = Path(__file__).parent / "data"
 
@@ -214,6 +214,18 @@ def test_parser_recovers_weights_and_checks_the_architecture():
     layers[4]["kernel"] = (2, 2)  # the stem's max pool changed: not dlib's face recognition network
     with pytest.raises(DlibFormatError, match="max_pool"):
         dlib_to_state_dict(layers)
+
+
+def test_convert_writes_reproducible_loadable_files(tmp_path):
+    """convert() saves with hub.atomic_torch_save: the same .dat gives the same sha256 under any name."""
+    torch.manual_seed(0)
+    ref = DlibResNet()
+    dat = tmp_path / "model.dat"
+    dat.write_bytes(to_dlib_bytes({k: v.detach().clone() for k, v in ref.state_dict().items()}, ref))
+    a, b = convert(dat, tmp_path / "a.pt"), convert(dat, tmp_path / "out" / "b.pt")
+    assert hub.sha256_file(a) == hub.sha256_file(b)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "model.dat", "out"]
+    assert load_identity(a, device="cpu").meta["dat_file"] == "model.dat"
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

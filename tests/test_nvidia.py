@@ -11,11 +11,14 @@ official names (``facelab.nets.official``), constructor arguments in ``_init_kwa
 from __future__ import annotations
 
 import collections
+import copy
 import hashlib
 import io
 import os
 import pickle
+import struct
 import sys
+import threading
 import types
 
 import numpy as np
@@ -69,12 +72,14 @@ def nv(monkeypatch):
     return types.SimpleNamespace(Persistent=Persistent, EasyDict=EasyDict)
 
 
-def ada_kwargs(nv, cfg, *, flat=False, **changes):
+def ada_kwargs(nv, cfg, *, flat=False, mapping=None, synthesis=None, **changes):
     syn = dict(channel_base=cfg.channel_base, channel_max=cfg.channel_max, num_fp16_res=0,
                conv_clamp=cfg.conv_clamp)
+    syn.update(synthesis or {})
     kw = dict(z_dim=cfg.z_dim, c_dim=0, w_dim=cfg.w_dim, img_resolution=cfg.img_resolution,
               img_channels=cfg.img_channels,
               mapping_kwargs=nv.EasyDict(num_layers=cfg.mapping_layers, lr_multiplier=cfg.mapping_lr_multiplier))
+    kw["mapping_kwargs"].update(mapping or {})
     kw.update(syn) if flat else kw.update(synthesis_kwargs=nv.EasyDict(syn))
     kw.update(changes)
     return kw
@@ -210,12 +215,127 @@ def test_tensorflow_pickles_get_a_clear_message(nv, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("changes, message", [
     ({"c_dim": 10}, "conditional"),
-    ({"architecture": "resnet"}, "'resnet' architecture"),
+    ({"synthesis": {"architecture": "resnet"}}, "synthesis network uses architecture='resnet'.*only .*='skip'"),
+    ({"synthesis": {"architecture": "orig"}}, "architecture='orig'"),
+    ({"synthesis": {"activation": "relu"}}, "synthesis network uses activation='relu'.*only activation='lrelu'"),
+    ({"synthesis": {"activation": "relu"}, "flat": True}, "activation='relu'"),
+    ({"mapping": {"activation": "linear"}}, "mapping network uses activation='linear'"),
+    ({"synthesis": {"use_noise": False}}, "use_noise=False"),
+    ({"synthesis": {"resample_filter": [1, 2, 1]}}, r"resample_filter=\[1, 2, 1\]"),
+    ({"synthesis": {"kernel_size": 1}}, "kernel_size=1"),
+    ({"mapping": {"layer_features": 64}}, "64 wide"),
+    ({"mapping": {"w_avg_beta": None}}, "w_avg_beta=None"),
+    ({"synthesis": {"fused_modconv_default": True}}, r"does not know \(fused_modconv_default\)"),
     ({"z_dim": 999}, "disagree.*z_dim 999"),
 ])
 def test_refuses_what_facelab_cannot_represent(nv, G, tmp_path, changes, message):
+    """Each argument our generator cannot represent would render other images: it stops the load."""
     path = write_pickle(tmp_path / "net.pkl", nv, G, **changes)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as e:
+        fl.load_generator(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_arguments_that_do_not_change_the_image_are_accepted(nv, G, tmp_path):
+    """fp16 and memory-layout flags, and explicit default values, load into the same generator."""
+    path = write_pickle(tmp_path / "net.pkl", nv, G, mapping={"activation": "lrelu", "layer_features": None},
+                        synthesis={"num_fp16_res": 4, "channels_last": True, "fp16_channels_last": True,
+                                   "activation": "lrelu", "resample_filter": (1, 3, 3, 1), "kernel_size": 3,
+                                   "architecture": "skip", "use_noise": True})
+    z = torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(fl.load_generator(str(path))(z, noise_mode="const"), G(z, noise_mode="const"))
+
+
+def test_numpy_integers_in_constructor_arguments(nv, G, tmp_path):
+    """NVIDIA's code accepts numpy scalars as arguments; they are read as the Python numbers."""
+    cfg = G.cfg
+    path = write_pickle(tmp_path / "net.pkl", nv, G, z_dim=np.int64(cfg.z_dim), w_dim=np.int32(cfg.w_dim),
+                        img_resolution=np.int64(cfg.img_resolution), c_dim=np.int64(0),
+                        mapping={"num_layers": np.int64(cfg.mapping_layers), "lr_multiplier": np.float64(0.01)},
+                        synthesis={"channel_base": np.uint32(cfg.channel_base), "use_noise": np.bool_(True)})
+    G2 = fl.load_generator(str(path))
+    assert G2.cfg == G.cfg
+    kw = nvidia.read_pickle(path)["G_ema"].init_kwargs
+    assert type(kw["z_dim"]) is int and type(kw["synthesis_kwargs"]["use_noise"]) is bool
+
+
+@pytest.fixture
+def training_module(monkeypatch):
+    """An importable ``training.networks`` whose classes pickle as plain objects (NEWOBJ + BUILD)."""
+    mod = types.ModuleType("training.networks")
+    for name in ("Generator", "Block"):
+        cls = type(name, (), {})
+        cls.__module__, cls.__qualname__ = "training.networks", name
+        setattr(mod, name, cls)
+    monkeypatch.setitem(sys.modules, "training", types.ModuleType("training"))
+    monkeypatch.setitem(sys.modules, "training.networks", mod)
+    return mod
+
+
+def test_a_self_referencing_module_is_a_one_line_error(training_module, tmp_path):
+    g = training_module.Generator()
+    g.__dict__.update(_parameters={}, _buffers={}, _modules={"synthesis": g}, _init_kwargs={})
+    path = tmp_path / "loop.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": g}, protocol=4))
+    assert path.stat().st_size < 400
+    with pytest.raises(ValueError, match=r"loop\.pkl: module 'synthesis' appears twice.*not a StyleGAN2-ADA"):
+        fl.load_generator(str(path))
+
+
+def test_shared_submodules_do_not_explode(training_module, tmp_path):
+    """40 levels that each hold the level below twice: 2**40 paths, refused at once."""
+    node = training_module.Block()
+    node.__dict__.update(_parameters={"w": torch.zeros(1)}, _modules={})
+    for _ in range(40):
+        parent = training_module.Block()
+        parent.__dict__.update(_parameters={}, _modules={"a": node, "b": node})
+        node = parent
+    node.__dict__["_init_kwargs"] = {}
+    path = tmp_path / "shared.pkl"
+    path.write_bytes(pickle.dumps({"G_ema": node}, protocol=4))
+    errors = []
+
+    def load():
+        try:
+            nvidia.load_generator(path)
+        except ValueError as e:
+            errors.append(str(e))
+
+    worker = threading.Thread(target=load, daemon=True)  # bounded: before the fix this ran for hours
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive() and len(errors) == 1 and "appears twice" in errors[0]
+
+
+def test_stylegan3_is_named(nv, tmp_path):
+    t = torch.zeros
+    official = {"mapping.fc0.weight": t(8, 8), "mapping.fc0.bias": t(8), "mapping.w_avg": t(8),
+                "synthesis.input.freqs": t(8, 2), "synthesis.input.phases": t(8),
+                "synthesis.input.affine.weight": t(4, 8), "synthesis.L0_36_8.weight": t(8, 8, 3, 3)}
+    kwargs = dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, channel_base=32768,
+                  channel_max=512, magnitude_ema_beta=0.999, mapping_kwargs=nv.EasyDict(num_layers=1))
+    path = tmp_path / "sg3.pkl"
+    with open(path, "wb") as f:
+        pickle.dump({"G_ema": network(nv, official, kwargs, "pass")}, f, protocol=4)
+    with pytest.raises(ValueError, match="StyleGAN3 generator.*StyleGAN2 and StyleGAN2-ADA generators only"):
+        fl.load_generator(str(path))
+
+
+@pytest.mark.parametrize("opcode", [b"\x8e", b"\x8d"])  # BINBYTES8, BINUNICODE8
+def test_a_huge_declared_object_is_a_one_line_error(tmp_path, opcode):
+    path = tmp_path / "huge.pkl"
+    path.write_bytes(b"\x80\x04" + opcode + struct.pack("<Q", 2 ** 62) + b"xyz.")
+    with pytest.raises(ValueError, match=r"huge\.pkl declares an object larger than memory.*download it again"):
+        fl.load_generator(str(path))
+
+
+def test_nan_weights_are_refused(nv, G, tmp_path):
+    bad = copy.deepcopy(G)
+    with torch.no_grad():
+        bad.synthesis.b4.conv1.weight[0, 0, 0, 0] = float("nan")
+    path = write_pickle(tmp_path / "net.pkl", nv, bad)
+    with pytest.raises(ValueError, match=r"NaN in synthesis\.b4\.conv1\.weight"):
         fl.load_generator(str(path))
 
 

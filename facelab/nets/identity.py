@@ -227,20 +227,20 @@ def load_identity(name: str | Path = "dlib", *, device=None, opener=None) -> nn.
     are already cached locally, see :func:`facenet_checkpoint_path`). The model maps images
     ``[N, 3, S, S]`` in [-1, 1] to unit vectors ``[N, D]``; ``model.input_size`` is S.
     """
-    from ..hub import load_file, weights_path
+    from ..hub import is_path, load_checkpoint, load_state
     from ..utils import get_device
 
     if str(name) == "facenet":
         return load_facenet(device=device)
-    is_path = isinstance(name, Path) or str(name).endswith((".pt", ".pth"))
-    if not is_path and str(name) not in DLIB_ALIASES:
+    if not is_path(name) and str(name) not in DLIB_ALIASES:
         raise KeyError(f"unknown identity model {name!r}; choose 'dlib', 'facenet' or a .pt file path")
-    path = Path(name) if is_path else weights_path(DLIB_ALIASES[str(name)], opener=opener)
-    ckpt = load_file(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != IDENTITY_FORMAT:
-        raise ValueError(f"{path} is not a facelab identity file (expected format {IDENTITY_FORMAT!r}); "
-                         "convert dlib's model with: python -m facelab.train.convert_dlib MODEL.dat")
+    fix = "convert dlib's model with: python -m facelab.train.convert_dlib MODEL.dat"
+    path, ckpt = load_checkpoint(name if is_path(name) else DLIB_ALIASES[str(name)], fmt=IDENTITY_FORMAT,
+                                 what="a facelab identity file", fix=fix, keys=("state_dict",), opener=opener)
     net = DlibResNet()
-    net.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})  # stored float16 or 32
+    state = ckpt["state_dict"]
+    if isinstance(state, dict):  # stored float16 or float32
+        state = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    load_state(net, state, path, fix=f"the file was altered or damaged; {fix}")
     net.meta = ckpt.get("meta", {})
     return net.eval().requires_grad_(False).to(get_device(device))

@@ -93,15 +93,16 @@ def load_regressor(name: str = "attribute_regressor", *, device=None) -> Attribu
 
     Gradients still reach the images, so H can serve as a loss.
     """
-    from ..hub import load_checkpoint
+    from ..hub import load_checkpoint, load_state
     from ..utils import get_device
 
-    path, ckpt = load_checkpoint(name, fmt=REGRESSOR_FORMAT, what="a facelab attribute regressor",
-                                 fix="train one with: python -m facelab.train.regressor fit")
+    fix = "train one with: python -m facelab.train.regressor fit"
+    path, ckpt = load_checkpoint(name, fmt=REGRESSOR_FORMAT, what="a facelab attribute regressor", fix=fix,
+                                 keys=("config", "state_dict"))
     cfg = ckpt["config"]
     if tuple(cfg["attributes"]) != tuple(ATTRIBUTES):
         raise ValueError(f"{path} predicts {cfg['attributes']}, this facelab expects {list(ATTRIBUTES)}; retrain it")
     H = AttributeRegressor(width=cfg["width"])
-    H.load_state_dict(ckpt["state_dict"])
+    load_state(H, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
     H.meta = ckpt.get("meta", {})
     return H.eval().requires_grad_(False).to(get_device(device))

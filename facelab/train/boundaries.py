@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from .. import interpret as I
-from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator, sha256_file, ship_file, weights_path
+from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, is_path, load_file, load_generator, sha256_file, ship_file,
+                   weights_path)
 from ..utils import get_device, write_card_section
 
 
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     device = get_device(args.device)
     G = load_generator(args.generator, device=device).eval()
     labeler, labeler_id = make_labeler(args.labeler, device=device, seed=args.seed)
-    gen_path = Path(args.generator) if args.generator.endswith((".pt", ".pth")) else weights_path(args.generator)
+    gen_path = Path(args.generator) if is_path(args.generator) else weights_path(args.generator)
     config = {"generator": sha256_file(gen_path), "labeler": labeler_id, "seed": args.seed, "psi": args.psi,
               "mixing": args.mixing, "noise_mode": "const"}
     common = dict(labeler=labeler, config=config, work=args.work, chunk=args.chunk, batch_size=args.batch_size,

@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import bz2
 import hashlib
-import io
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -338,22 +336,8 @@ def convert(dat_path: str | Path, out: str | Path, *, dtype: torch.dtype = torch
             "loss": {"margin": loss["margin"], "distance_threshold": loss["distance_threshold"]},
             "converted_by": "python -m facelab.train.convert_dlib"}
     stored = {k: v.to(dtype) if v.is_floating_point() and k != "input_mean" else v for k, v in state.items()}
-    # Serialise in memory, then write atomically: torch.save names the archive after the file it
-    # writes to, so saving straight to a temporary name would make the sha256 differ on every run.
-    buffer = io.BytesIO()
-    torch.save({"format": IDENTITY_FORMAT, "state_dict": stored, "meta": meta}, buffer)
-    return _atomic_write(buffer.getvalue(), Path(out))
-
-
-def _atomic_write(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    # Atomic and byte-for-byte reproducible: the same .dat always gives the same sha256.
+    return hub.atomic_torch_save({"format": IDENTITY_FORMAT, "state_dict": stored, "meta": meta}, out)
 
 
 def ship(src: str | Path, name: str = NAME, *, description: str = "", card: str | None = None) -> Path:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import io
 import math
+import numbers
 import re
 import warnings
 from dataclasses import dataclass
@@ -64,12 +65,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .imaging import to_tensor, to_uint8
+from .imaging import check_image_values, rgb_to_tensor, to_uint8
 from .nets import attributes as _attributes
 
 DEFAULT_MAX_PIXELS = 64_000_000
 MIN_PHOTO_SIZE = 32
 DETECT_SIZE = 640
+MTCNN_MIN_FACE = 20  # facenet-pytorch's default min_face_size: no smaller image can be searched
 MIN_CONFIDENCE = 0.95
 CONTEXT = 0.5  # margin around the crop, as a fraction of its side, where landmarks are measured
 _CONTEXT_PX = round(64 * (1 + 2 * CONTEXT))  # the 64 px crop with its context, as the template was measured
@@ -267,16 +269,17 @@ def load_photo(src, *, as_tensor: bool = False, max_pixels: int | None = DEFAULT
         x = src[0] if src.ndim == 4 and src.shape[0] == 1 else src
         if x.ndim != 3 or x.shape[0] != 3:
             raise PhotoError(f"{name}: a tensor photo must be [3, H, W] or [1, 3, H, W] in [-1, 1]")
-        if not x.is_floating_point() or not torch.isfinite(x).all() or x.min() < -1.001 or x.max() > 1.001:
+        if not x.is_floating_point():
             raise PhotoError(f"{name}: a tensor photo must be float in [-1, 1] (facelab's image convention); "
                              "from [0, 1] use x * 2 - 1, from [0, 255] use x / 127.5 - 1")
+        check_image_values(x, f"{name} (a tensor photo)", limit=1.001, error=PhotoError)
         im = Image.fromarray(to_uint8(x))
     else:
         raise PhotoError(f"cannot use {name} as a photo; pass a path, a PIL image, a numpy array or a tensor")
     if min(im.size) < min_size:
         raise PhotoError(f"{name} is only {im.width} x {im.height} px; photos need at least {min_size} px on "
                          f"the short side (MTCNN finds faces from about 20 px): use a larger photo")
-    return to_tensor(im) if as_tensor else im
+    return rgb_to_tensor(im) if as_tensor else im
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +310,14 @@ def _shrunk(image: Image.Image, longest: int) -> tuple[np.ndarray, float, float]
 
 
 def _mtcnn_faces(image: Image.Image, longest: int, min_confidence: float, device) -> list[DetectedFace]:
+    if not (isinstance(longest, numbers.Integral) and longest >= MTCNN_MIN_FACE):
+        raise ValueError(f"detect_size must be a whole number of pixels >= {MTCNN_MIN_FACE} (MTCNN's smallest "
+                         f"face), got {longest!r}; the default is {DETECT_SIZE}")
     arr, fx, fy = _shrunk(image, longest)
+    if min(arr.shape[:2]) < MTCNN_MIN_FACE:
+        raise PhotoError(f"the photo ({image.width} x {image.height} px) is only {min(arr.shape[:2])} px across once "
+                         f"its long side is shrunk to detect_size={longest}, below MTCNN's {MTCNN_MIN_FACE} px; crop "
+                         f"it around the face, or search it at full size with detect_size={max(image.size)}")
     boxes, probs, marks = _attributes._mtcnn(str(device)).detect(arr[None], landmarks=True)
     boxes, probs, marks = boxes[0], probs[0], marks[0]
     if boxes is None:
@@ -347,7 +357,7 @@ def _sample(image: Image.Image, z: torch.Tensor, t: torch.Tensor, size: int) -> 
     top = min(max(0, math.floor(float(corners.imag.min())) - pad), image.height - 1)
     right = max(min(image.width, math.ceil(float(corners.real.max())) + pad), left + 1)
     bottom = max(min(image.height, math.ceil(float(corners.imag.max())) + pad), top + 1)
-    window = to_tensor(image.crop((left, top, right, bottom)))  # [1, 3, h, w]
+    window = rgb_to_tensor(image.crop((left, top, right, bottom)))  # [1, 3, h, w]
     return _attributes._warp(window, z, t - complex(left, top), size, fill="border")[0].clamp(-1, 1)
 
 
@@ -407,6 +417,8 @@ def align_face(src, *, index: int | None = None, size: int = 64, return_info: bo
       pixel ``transform @ [u, v, 1]``; ``aligned_landmarks`` [5, 2]: the landmarks in crop pixels;
     - ``faces``: every ``DetectedFace`` found, largest first; ``index``; ``photo_size`` (W, H).
     """
+    if not (isinstance(size, numbers.Integral) and size >= 1):
+        raise ValueError(f"size must be a positive number of pixels (the crop's side), got {size!r}")
     template = WORLD_TEMPLATE if template is None else torch.as_tensor(template, dtype=torch.float32)
     if template.shape != (5, 2):
         raise ValueError(f"template must be [5, 2] landmark fractions, got shape {list(template.shape)}")

@@ -6,6 +6,8 @@ Convention everywhere in facelab: an image batch is a float tensor ``[N, 3, H, W
 from __future__ import annotations
 
 import math
+import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,33 +16,51 @@ import torch.nn.functional as F
 from PIL import Image
 
 
-def to_tensor(image, *, size: int | None = None) -> torch.Tensor:
-    """A PIL image, an ``[H, W, 3]`` uint8 array, or a path -> ``[1, 3, H, W]`` float32 in [-1, 1].
+def to_tensor(image, *, size: int | None = None, **load_kw) -> torch.Tensor:
+    """A photo -> ``[1, 3, H, W]`` float32 in [-1, 1], read by :func:`facelab.faces.load_photo`.
 
-    Grayscale, palette and RGBA images are converted to RGB. ``size`` resizes (Lanczos) to a square.
+    ``image``: a path, encoded bytes or a binary file, a PIL image, or an array ``[H, W]`` /
+    ``[H, W, 1|3|4]`` (uint8, uint16, bool, or float in [0, 1]). So 16-bit, gray, palette and CMYK
+    images become RGB, alpha is composited onto white, the EXIF orientation is applied, and files
+    above 64 megapixels are refused from their header (``load_kw``: ``max_pixels``, ``background``).
+    Errors are one line. ``size`` resizes (Lanczos) to a square.
     """
-    if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            image = im.convert("RGB")
-    if isinstance(image, Image.Image):
-        image = image.convert("RGB")
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.LANCZOS)
-        array = np.asarray(image)
-    else:
-        array = np.asarray(image)
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=2)
-        if array.ndim != 3 or array.shape[2] not in (3, 4):
-            raise ValueError(f"expected an [H, W, 3] image array, got shape {array.shape}")
-        if array.dtype != np.uint8:
-            raise ValueError(f"expected a uint8 image array, got {array.dtype}; "
-                             "convert with (x * 255).round().astype(np.uint8) or pass a PIL image")
-        array = array[..., :3]
-        if size is not None and array.shape[:2] != (size, size):
-            return to_tensor(Image.fromarray(array), size=size)
-    x = torch.from_numpy(array.copy()).permute(2, 0, 1).float()  # [3, H, W] in [0, 255]
+    from .faces import load_photo  # faces builds on this module
+
+    if size is not None and not (isinstance(size, numbers.Integral) and size >= 1):
+        raise ValueError(f"size must be a positive number of pixels, got {size!r}")
+    im = load_photo(image, min_size=1, **load_kw)
+    if size is not None and im.size != (size, size):
+        im = im.resize((size, size), Image.LANCZOS)
+    return rgb_to_tensor(im)
+
+
+def rgb_to_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image -> ``[1, 3, H, W]`` float32 in [-1, 1], as it is (use :func:`to_tensor` for photos)."""
+    x = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).float()  # [3, H, W]
     return (x / 127.5 - 1.0).unsqueeze(0)
+
+
+def check_image_values(images: torch.Tensor, what: str = "images", *, limit: float = 4.0,
+                       error: type[Exception] = ValueError) -> None:
+    """The one value check of images meant to be in [-1, 1], at facelab's public boundaries.
+
+    Raises a one-line ``error`` for NaN or Inf, or for values beyond ``±limit`` (generated images
+    overshoot [-1, 1] a little; 0..255 pixels do not), and warns when the values all lie in [0, 1]
+    and span more than a quarter of it: such a tensor is probably a [0, 1] image, which reads washed out.
+    """
+    from .utils import check_finite
+
+    check_finite(images, what, fix="images must be finite, in [-1, 1]: check what produced them", error=error)
+    if images.numel() == 0:
+        return
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -limit or hi > limit:
+        raise error(f"{what} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; for 0..255 pixels use "
+                    "x / 127.5 - 1 (or facelab.to_tensor)")
+    if 0 <= lo and hi <= 1 and hi - lo > 0.25:
+        warnings.warn(f"{what} lie in [{lo:.3g}, {hi:.3g}], like an image in [0, 1]; facelab's images are in "
+                      "[-1, 1] (a [0, 1] image reads washed out): convert with x * 2 - 1", UserWarning, stacklevel=3)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:

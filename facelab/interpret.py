@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .utils import check_finite
+
 SPACES = ("z", "w", "w+")
 BOUNDARIES_FORMAT = "facelab.boundaries/1"
 SKLEARN_HINT = "pip install scikit-learn==1.9.1"
@@ -557,9 +559,13 @@ def _normal_like(boundary, x: torch.Tensor, layers) -> tuple[torch.Tensor, float
     return n, b, mask
 
 
-def _per_sample(v, x: torch.Tensor) -> torch.Tensor:
-    """A scalar or per-sample [N] value, shaped to broadcast over latents x."""
+_LATENTS_FIX = "edit finite latents (a NaN usually comes from a diverged projection or an earlier bad edit)"
+
+
+def _per_sample(v, x: torch.Tensor, what: str = "step/distance") -> torch.Tensor:
+    """A finite scalar or per-sample [N] value in x's dtype, shaped to broadcast over latents x."""
     v = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    check_finite(v, what, fix=f"pass a finite {what}")
     if v.ndim == 0:
         return v
     if v.shape != (x.shape[0],):
@@ -584,9 +590,10 @@ def edit(x: torch.Tensor, boundary, step, *, layers: Sequence[int] | None = None
     ``layers`` given (default: all), a W+ boundary moves the whole code. The signed distance changes
     by exactly ``step`` (per edited layer).
     """
+    check_finite(x, "the latents", fix=_LATENTS_FIX)
     n, _, mask = _normal_like(boundary, x, layers)
     move = n if mask is None else mask * n  # [D], [L, D]
-    return x + _per_sample(step, x) * move
+    return x + _per_sample(step, x, "step") * move
 
 
 def edit_to_distance(x: torch.Tensor, boundary, distance, *, layers: Sequence[int] | None = None) -> torch.Tensor:
@@ -597,8 +604,9 @@ def edit_to_distance(x: torch.Tensor, boundary, distance, *, layers: Sequence[in
     untouched. (The reference ``linear_interpolate`` measures from the parallel hyperplane through
     the origin.)
     """
+    check_finite(x, "the latents", fix=_LATENTS_FIX)
     n, b, mask = _normal_like(boundary, x, layers)
-    target = _per_sample(distance, x)
+    target = _per_sample(distance, x, "distance")
     if mask is not None:
         d = (x @ n + b)[..., None]  # [N, L, 1]
         return x + mask * (target - d) * n

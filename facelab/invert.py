@@ -62,7 +62,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .imaging import resize
+from .imaging import check_image_values, resize
+from .utils import check_finite, check_loss
 
 SPACES = ("w", "w+")
 HISTORY_KEYS = ("loss", "perceptual", "pixel", "noise_reg", "wplus_reg")
@@ -247,11 +248,7 @@ def _check_target(target, G) -> torch.Tensor:
                          f"{target.shape[2]}x{target.shape[3]}; crop or align the face first")
     if not target.is_floating_point():
         raise ValueError(f"target must be a float tensor in [-1, 1], got {target.dtype}; use facelab.to_tensor")
-    lo, hi = float(target.min()), float(target.max())
-    # Generated images overshoot [-1, 1] a little (G's output is not clamped); 0..255 pixels do not.
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -4 or hi > 4:
-        raise ValueError(f"target values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}]; "
-                         "for 0..255 pixels use x / 127.5 - 1 (or facelab.to_tensor)")
+    check_image_values(target, "target")  # generated images overshoot [-1, 1] a little; 0..255 pixels do not
     return target
 
 
@@ -265,6 +262,7 @@ def _check_init(init, space: str, n: int, G) -> torch.Tensor | None:
         raise TypeError(f"init must be a latent tensor or a Projection, got {type(init).__name__}")
     w_dim, num_ws = G.w_dim, G.num_ws
     x = init.detach().float()
+    check_finite(x, "init", fix="start from a finite latent (e.g. a previous Projection) or init=None")
     if x.ndim == 1 and x.shape[0] == w_dim:
         x = x.expand(n, w_dim)
     if x.ndim == 2 and x.shape == (n, w_dim):
@@ -465,6 +463,8 @@ def project(
         bar.close()
 
     hist = {k: torch.stack(v).cpu().tolist() for k, v in history.items()}
+    for step, loss in enumerate(hist["loss"]):  # checked once at the end: no device sync per step
+        check_loss(loss, step, f"the {space.upper()} projection", f"lower lr (now {lr:g}) or check the target")
     hist["lr"] = lrs
     with torch.no_grad():
         w_final = latent().detach()  # [N, layers, w_dim]

@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .utils import check_finite
+
 MAPPER_FORMAT = "facelab.mapper/1"
 EDITABLE = ("age", "male", "smile", "yaw", "roll", "mouth_width")  # H's attributes except face_conf
 
@@ -157,7 +159,9 @@ class LatentMapper(nn.Module):
         delta = torch.zeros(n, len(self.attributes), device=device or self.attr_std.device)
         for j, a in enumerate(self.attributes):
             if a in changes:
-                delta[:, j] = torch.as_tensor(changes[a], dtype=torch.float32, device=delta.device) / self.attr_std[j]
+                change = torch.as_tensor(changes[a], dtype=torch.float32, device=delta.device)
+                check_finite(change, f"the {a} change", fix=f"pass a finite {a}=...")
+                delta[:, j] = change / self.attr_std[j]
         return delta
 
     @torch.no_grad()
@@ -166,6 +170,7 @@ class LatentMapper(nn.Module):
 
         Each change is a float (same for every latent) or a tensor [N].
         """
+        check_finite(ws, "ws", fix="edit finite latents (a NaN usually comes from a diverged projection)")
         ws = ws.to(self.w_mean.device)
         return self(ws, self.delta_from_changes(ws.shape[0], changes))
 

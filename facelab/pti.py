@@ -109,9 +109,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import atomic_torch_save, load_file
-from .imaging import resize
+from .hub import atomic_torch_save, check_state, load_file
+from .imaging import check_image_values, resize
 from .nets.stylegan2 import NOISE_MODES
+from .utils import check_finite, check_loss
 
 PTI_FORMAT = "facelab.pti/1"
 # Tune a channels-last copy on the CPU: a whole tuning step took about 14 % less CPU time that way
@@ -289,17 +290,20 @@ def load_pti(path: str | Path, G_base: nn.Module, *, device=None) -> PTIResult:
     if ckpt["base_fingerprint"] != _fingerprint(G_base):
         raise ValueError(f"{path} was tuned from a generator with other mapping weights or noise maps than "
                          "G_base; pass the base generator it was tuned from")
+    fix = "pass the base generator it was tuned from, or tune and save again"
+    check_state(dict(G_base.synthesis.named_parameters()), ckpt["state_dict"], path, fix=fix)
+    pivots, shape = ckpt["pivots"], (G_base.num_ws, G_base.w_dim)
+    if not (isinstance(pivots, torch.Tensor) and pivots.ndim == 3 and pivots.shape[1:] == shape):
+        raise ValueError(f"{path}: its pivots are {list(getattr(pivots, 'shape', [type(pivots).__name__]))}, not "
+                         f"[N, {G_base.num_ws}, {G_base.w_dim}]; {fix}")
+    check_finite(pivots, f"the pivots of {path}", fix=fix)
     dev = torch.device(device) if device is not None else _device_of(G_base)
     G = copy.deepcopy(G_base).to(dev)
-    names = {k for k, _ in G.synthesis.named_parameters()}
-    if set(ckpt["state_dict"]) != names:
-        raise ValueError(f"{path}: its tuned weights do not match G_base's synthesis network; "
-                         "pass the base generator it was tuned from")
     with torch.no_grad():
         for k, p in G.synthesis.named_parameters():
             p.copy_(ckpt["state_dict"][k])
     G.eval().requires_grad_(False)
-    return PTIResult(G=G, pivots=ckpt["pivots"].to(dev), config=PTIConfig.from_dict(ckpt["config"]),
+    return PTIResult(G=G, pivots=pivots.to(dev), config=PTIConfig.from_dict(ckpt["config"]),
                      history={k: list(v) for k, v in ckpt["history"].items()}, steps_run=ckpt["steps_run"],
                      seconds=ckpt["seconds"], pivot_seconds=ckpt.get("pivot_seconds", 0.0),
                      tune_seconds=ckpt.get("tune_seconds", 0.0))
@@ -333,10 +337,7 @@ def _check_images(images, G) -> torch.Tensor:
     if images.ndim != 4 or images.shape[1] != c or images.shape[0] < 1 or images.shape[2] != images.shape[3]:
         hint = " (add the batch axis: x[None])" if images.ndim == 3 else ""
         raise ValueError(f"images must be square [N, {c}, H, W] in [-1, 1], got {list(images.shape)}{hint}")
-    lo, hi = float(images.min()), float(images.max())
-    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < -4 or hi > 4:  # generated faces overshoot a little
-        raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; "
-                         "for 0..255 pixels use x / 127.5 - 1 (or facelab.to_tensor)")
+    check_image_values(images)  # generated faces overshoot [-1, 1] a little
     return images
 
 
@@ -348,6 +349,7 @@ def _check_pivots(pivots, n: int, G) -> torch.Tensor:
         raise TypeError(f"pivots must be a latent tensor or a Projection, got {type(pivots).__name__}")
     w_dim, num_ws = G.w_dim, G.num_ws
     p = pivots.detach().float()
+    check_finite(p, "pivots", fix="pass finite latents (e.g. a facelab.invert.project result) or pivots=None")
     if p.ndim == 2 and p.shape[1] == w_dim:
         p = p.unsqueeze(1).expand(-1, num_ws, -1)
     if p.ndim != 3 or p.shape[1:] != (num_ws, w_dim) or p.shape[0] != n:
@@ -575,6 +577,7 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
             loss = loss + reg
         history["loss"].append(float(loss.detach()))
         history["locality"].append(float(reg.detach()) if reg is not None else float("nan"))
+        check_loss(history["loss"][-1], step, "pivotal tuning", f"lower PTIConfig.lr (now {config.lr:g})")
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import random
 
@@ -36,6 +37,28 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         raise RuntimeError(f"device {choice!r} requested but MPS is not available; "
                            f"use cpu or unset {DEVICE_ENV}")
     return dev
+
+
+def check_finite(x, what: str, *, fix: str = "pass finite values", error: type[Exception] = ValueError) -> None:
+    """Raise a one-line ``error`` if the number or tensor ``x`` holds NaN or Inf, saying which.
+
+    ``what`` names ``x`` in the message and ``fix`` says what to do. Numbers are checked as given;
+    tensors in their own dtype (so a float32 tensor built from 1e39 is reported as overflowing).
+    """
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float64)
+    if not t.is_floating_point():
+        return
+    nan, inf = bool(t.isnan().any()), bool(t.isinf().any())
+    if nan or inf:
+        kinds = " and ".join(k for k, hit in (("NaN", nan), ("Inf", inf)) if hit)
+        over = f" (values beyond ±{torch.finfo(t.dtype).max:.3g} overflow {str(t.dtype)[6:]} to Inf)" if inf else ""
+        raise error(f"{kinds} in {what}{over}; {fix}")
+
+
+def check_loss(loss: float, step: int, what: str, fix: str) -> None:
+    """Stop a diverging optimisation: ``FloatingPointError`` naming the step and the loss when it is not finite."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"{what} diverged at step {step}: the loss is {loss}; {fix}")
 
 
 def seed_all(seed: int = 0) -> torch.Generator:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+import facelab as fl
 import facelab.faces as fc
 from facelab.faces import FaceAlignmentError, PhotoError, align_face, align_faces, load_photo
 from facelab.nets.teacher import sample_teacher
@@ -260,6 +261,77 @@ def test_huge_images_are_refused_before_decoding(tmp_path):
         load_photo(small, max_pixels=5000)
     assert load_photo(small, max_pixels=None).size == (100, 100)
     assert Image.MAX_IMAGE_PIXELS == before  # PIL's own guard, lifted for max_pixels=None, is back
+
+
+# ---------------------------------------------------------------------------------------------
+# Reliability (#16): shapes MTCNN cannot search, fl.to_tensor through the same loader, tensor values
+
+
+@pytest.mark.parametrize("size", [(1400, 40), (6000, 180)])
+def test_elongated_photos_are_a_one_line_error(size):
+    photo = Image.new("RGB", size, (128, 128, 128))
+    for call in (align_face, fc.find_faces):
+        with pytest.raises(PhotoError, match=rf"only \d+ px across .*detect_size=640.*detect_size={size[0]}") as e:
+            call(photo)
+        assert "\n" not in str(e.value)
+
+
+def test_a_face_in_a_long_strip_is_found_with_the_detect_size_the_error_suggests(settled):
+    """6000 x 180 with a 162 px face: shrunk to 640 px the face would be 17 px, below MTCNN's 20."""
+    strip = embed(settled, canvas=(6000, 180), scale=162 / 64, angle=0.0, centre=(3000.0, 90.0), background=0.2)
+    with pytest.raises(PhotoError, match="detect_size=6000"):
+        align_face(strip)
+    assert (align_face(strip, detect_size=6000) - settled).abs().mean() < 0.1
+
+
+def test_bad_sizes_are_one_line_errors():
+    photo = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"detect_size must be .*>= 20.*got 10"):
+        align_face(photo, detect_size=10)
+    with pytest.raises(ValueError, match="detect_size must be"):
+        fc.find_faces(photo, detect_size=0)
+    with pytest.raises(ValueError, match=r"size must be a positive number of pixels.*got 0"):
+        align_face(photo, size=0)
+    with pytest.raises(ValueError, match="size must be a positive"):
+        fl.to_tensor(photo, size=0)
+
+
+def test_to_tensor_reads_files_through_load_photo(tmp_path):
+    """16-bit PNGs scaled (not white), EXIF orientation and alpha applied, one-line errors, bombs refused."""
+    a16 = np.full((40, 40), 32896, np.uint16)  # 128 * 257
+    Image.fromarray(a16).save(tmp_path / "gray16.png")
+    assert fl.imaging.to_uint8(fl.to_tensor(tmp_path / "gray16.png"))[0, 0, 0].tolist() == [128] * 3
+    a = np.zeros((40, 60, 3), np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(tmp_path / "phone.jpg", exif=exif)
+    assert fl.to_tensor(str(tmp_path / "phone.jpg")).shape == (1, 3, 60, 40)
+    rgba = np.zeros((8, 8, 4), np.uint8)  # fully transparent black: white once composited
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.png")
+    with Image.open(tmp_path / "clear.png") as pil:
+        for src in (tmp_path / "clear.png", (tmp_path / "clear.png").read_bytes(), pil):
+            assert (fl.to_tensor(src) == 1).all()
+    (tmp_path / "notes.png").write_text("not a photo")
+    with pytest.raises(PhotoError, match="cannot read .*notes.png as an image") as e:
+        fl.to_tensor(tmp_path / "notes.png")
+    assert "\n" not in str(e.value)
+    with pytest.raises(PhotoError, match="too large"):
+        fl.to_tensor(png_header(tmp_path / "big.png", 10000, 10000))  # 100 MP, refused from its header
+    assert fl.to_tensor(np.zeros((4, 4, 3), np.uint8)).shape == (1, 3, 4, 4)  # no minimum size for tensors
+
+
+def test_tensor_photos_in_zero_one_warn_and_nan_is_named():
+    x = torch.linspace(0, 1, 3 * 40 * 40).reshape(3, 40, 40)
+    with pytest.warns(UserWarning, match=r"like an image in \[0, 1\].*x \* 2 - 1"):
+        load_photo(x)
+    bad = x * 2 - 1
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(PhotoError, match="NaN in") as e:
+        load_photo(bad)
+    assert "\n" not in str(e.value)
+    bad[0, 0, 0] = float("inf")
+    with pytest.raises(PhotoError, match="Inf in"):
+        align_face(bad)
 
 
 # ---------------------------------------------------------------------------------------------

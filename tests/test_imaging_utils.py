@@ -62,20 +62,24 @@ def test_grayscale_palette_and_rgba_become_rgb():
     np.testing.assert_array_equal(to_uint8(x)[0, 0, 0], [0, 0, 0])
 
     rgba = random_uint8(c=4, seed=2)
-    for image in (Image.fromarray(rgba, mode="RGBA"), rgba):
+    over_white = (rgba[..., :3] * (rgba[..., 3:] / 255) + 255 * (1 - rgba[..., 3:] / 255)).round()
+    for image in (Image.fromarray(rgba, mode="RGBA"), rgba):  # one loader (faces.load_photo) for both
         x = to_tensor(image)
         assert x.shape == (1, 3, 6, 5)
-        np.testing.assert_array_equal(to_uint8(x)[0], rgba[..., :3])  # alpha dropped, colour kept
+        np.testing.assert_allclose(to_uint8(x)[0], over_white, atol=1)  # composited onto white
+        np.testing.assert_array_equal(to_uint8(to_tensor(image, background=None))[0], rgba[..., :3])  # dropped
 
     x = to_tensor(np.full((3, 3), 7, dtype=np.uint8))  # a 2-D array is grayscale
     assert x.shape == (1, 3, 3, 3)
 
 
 def test_float_and_misshapen_arrays_are_refused_with_the_fix():
+    a = np.random.default_rng(0).random((4, 4, 3))  # float in [0, 1]: read as such
+    np.testing.assert_array_equal(to_uint8(to_tensor(a))[0], (a * 255).round())
     with pytest.raises(ValueError, match=r"astype\(np.uint8\)"):
-        to_tensor(np.random.default_rng(0).random((4, 4, 3)))
-    with pytest.raises(ValueError, match=r"\[H, W, 3\]"):
-        to_tensor(np.zeros((3, 8, 8), dtype=np.uint8))  # channels first
+        to_tensor(a * 255)
+    with pytest.raises(ValueError, match=r"channels-first.*\[H, W, C\]"):
+        to_tensor(np.zeros((3, 8, 8), dtype=np.uint8))
 
 
 def test_resize_on_load():

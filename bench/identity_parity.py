@@ -30,8 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facelab.hub import load_identity
 from facelab.imaging import to_tensor
-from facelab.nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, load_identity
+from facelab.nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE
 
 DAT = "dlib_face_recognition_resnet_model_v1.dat"
 LANDMARKS = "shape_predictor_5_face_landmarks.dat"

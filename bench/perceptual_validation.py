@@ -37,7 +37,8 @@ from PIL import Image
 
 import facelab.metrics as M
 from facelab.imaging import to_tensor
-from facelab.nets.attributes import _similarity, _warp, detect_faces
+from facelab.geometry import similarity, warp
+from facelab.nets.attributes import detect_faces
 from facelab.nets.teacher import sample_teacher
 
 START, END = "<!-- perceptual:start -->", "<!-- perceptual:end -->"
@@ -60,8 +61,8 @@ def world_crop(photo: torch.Tensor, size: int = 64) -> torch.Tensor:
     faces = detect_faces(photo)
     if not bool(faces.found[0]):
         raise RuntimeError("MTCNN found no face in the photo")
-    z, t = _similarity(M.WORLD_LANDMARKS[:3], faces.points[:, :3])  # crop unit -> photo pixel
-    return _warp(photo, z, t, size, fill="border")
+    z, t = similarity(M.WORLD_LANDMARKS[:3], faces.points[:, :3])  # crop unit -> photo pixel
+    return warp(photo, z, t, size, fill="border")
 
 
 @torch.no_grad()
@@ -152,10 +153,9 @@ def per_layer(sets: dict[str, torch.Tensor], metric: M.PerceptualDistance) -> di
     for name, x in sets.items():
         out[name] = {}
         for k, y in distortions(x).items():
-            feats = M.dlib_features(metric.net, M.world_chips(torch.cat([x, y])), metric.layers)
+            feats = metric.features(torch.cat([x, y]))  # unit-normalised, one tensor per layer
             n = len(x)
-            out[name][k] = [float((M._unit(f[:n]) - M._unit(f[n:])).square().sum(1).mean((1, 2)).mean())
-                            for f in feats]
+            out[name][k] = [float((f[:n] - f[n:]).square().sum(1).mean((1, 2)).mean()) for f in feats]
     return out
 
 

@@ -126,10 +126,12 @@ def timed(fn, device, repeats: int) -> tuple[float, float]:
 def profile_step(G, photo, perceptual, device, repeats: int) -> dict[str, tuple[float, float]]:
     """(wall, CPU) seconds for each part of one tuning step (batch: 1 pivot + 1 locality latent) and one
     projection step."""
-    from facelab.pti import _Against, _noise_maps, ball_latents
+    from facelab.latents import noise_maps
+    from facelab.metrics import ReferenceDistance
+    from facelab.pti import ball_latents
 
     G_t = copy.deepcopy(G).requires_grad_(False)
-    if device.type == "cpu" and pti._CHANNELS_LAST_ON_CPU:  # as tune() does
+    if device.type == "cpu" and pti.CHANNELS_LAST_ON_CPU:  # as tune() does
         G_t = G_t.to(memory_format=torch.channels_last)
     G_t.synthesis.requires_grad_(True)
     target = photo.to(device)
@@ -138,8 +140,8 @@ def profile_step(G, photo, perceptual, device, repeats: int) -> dict[str, tuple[
         pivots = G.mapping(torch.randn(1, G.z_dim, generator=g).to(device))
         w_r = ball_latents(pivots, G.mapping(torch.randn(1, G.z_dim, generator=g).to(device), truncation_psi=0.5), 30.0)
     ws2 = torch.cat([pivots, w_r])
-    noise2 = [torch.cat([a, b]) for a, b in zip(_noise_maps(G, 1, "const", device), _noise_maps(G, 1, "none", device))]
-    against = _Against(perceptual)
+    noise2 = [torch.cat([a, b]) for a, b in zip(noise_maps(G, 1, "const", device), noise_maps(G, 1, "none", device))]
+    against = ReferenceDistance(perceptual)
     refs = against.refs(target)
     with torch.no_grad():
         imgs2 = G.synthesis(ws2, noise=noise2)

@@ -12,7 +12,13 @@ announced Content-Length, and are written to a temporary ``*.part`` file that is
 only when complete and verified (pins likewise), so concurrent first uses and interrupted downloads
 never leave a corrupt or half-written file; ``*.part`` files left by a killed process are deleted
 after ``STALE_PART_SECONDS``. Cached files get the usual permissions (0666 minus the umask).
-Everything is loaded with ``torch.load(..., weights_only=True)``: loading never runs code from a file.
+Everything is loaded with ``torch.load(..., weights_only=True)`` (:mod:`facelab.safeload`): loading
+never runs code from a file.
+
+The loaders of the shipped networks live here, above :mod:`facelab.nets` (which holds the networks
+and imports nothing above itself): :func:`load_generator`, :func:`load_identity`,
+:func:`load_regressor`. Each takes ``device=None`` (:func:`facelab.get_device`) and returns the
+network in eval mode with frozen parameters (gradients still reach its inputs).
 """
 from __future__ import annotations
 
@@ -29,15 +35,26 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from .nets.identity import DLIB_ALIASES, FACENET_URL, IDENTITY_FORMAT, DlibResNet, FaceNet, facenet_checkpoint_path
+from .nets.regressor import OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor
 from .nets.stylegan2 import Generator, StyleGAN2Config
+from .nvidia import read_generator
+from .safeload import check_state, load_file, load_state, weights_only_refusal
+from .utils import get_device
+
+__all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_torch_save", "cache_dir", "check_state", "clear_cache",
+           "download", "export_generator", "is_path", "load_checkpoint", "load_facenet", "load_file", "load_generator",
+           "load_identity", "load_named", "load_regressor", "load_state", "register", "sha256_file", "ship_file",
+           "ship_generator", "weights_only_refusal", "weights_path"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 HOME_ENV = "FACELAB_HOME"
@@ -275,54 +292,6 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     return path
 
 
-def weights_only_refusal(e: BaseException) -> str:
-    """The useful line of a ``torch.load(weights_only=True)`` failure: what it refused (e.g. ``refused
-    global posix.system``), without torch's advice to turn the protection off."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # torch colours parts of its message
-    if m := re.search(r"GLOBAL ([\w.]+)", text):
-        return f"refused global {m.group(1)}"
-    advice = ("Weights only load failed", "Re-running", "Please file an issue", "Check the documentation")
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(advice)]
-    return f"{type(e).__name__}: {lines[0][:160]}" if lines else type(e).__name__
-
-
-def load_file(path: str | Path) -> dict:
-    """``torch.load`` restricted to tensors and plain containers (never unpickles code)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such weights file: {path}") from None
-    except Exception as e:  # the unpickler refused something, or the file is not a torch file
-        raise ValueError(f"{path} is not a plain-tensor torch file ({weights_only_refusal(e)}); facelab only "
-                         "loads weights_only files and never unpickles code") from None
-
-
-def _few(items: list[str], k: int = 3) -> str:
-    return ", ".join(items[:k]) + (f" and {len(items) - k} more" if len(items) > k else "")
-
-
-def check_state(expected: Mapping[str, torch.Tensor], state, path, *, fix: str) -> None:
-    """One-line ``ValueError`` unless ``state`` has exactly ``expected``'s keys and shapes, and no NaN
-    (infinities may be meant, e.g. unset clipping bounds)."""
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: its weights are a {type(state).__name__}, not a state dict; {fix}")
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    shapes = [f"{k} {list(getattr(v, 'shape', [type(v).__name__]))} vs {list(expected[k].shape)}"
-              for k, v in state.items() if k in expected and getattr(v, "shape", None) != expected[k].shape]
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and bool(v.isnan().any())]
-    problems = [f"{what} {_few(items)}" for what, items in (("missing", missing), ("unexpected", extra),
-                                                            ("other shapes:", shapes), ("NaN in", bad)) if items]
-    if problems:
-        raise ValueError(f"{path}: its weights do not fit ({'; '.join(problems)}); {fix}")
-
-
-def load_state(module: torch.nn.Module, state, path, *, fix: str) -> None:
-    """``module.load_state_dict(state)`` after :func:`check_state` (one-line errors, never a partial load)."""
-    check_state(module.state_dict(), state, path, fix=fix)
-    module.load_state_dict(state)
-
-
 def load_checkpoint(name_or_path: str | Path, *, fmt: str, what: str, fix: str, keys: tuple[str, ...] = (),
                     opener=None) -> tuple[Path, dict]:
     """``(path, contents)`` of a facelab file by registry name or path, refusing any other format.
@@ -357,14 +326,11 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
 
     Returned in eval mode with gradients disabled for its parameters; ``G.meta`` holds how it was made.
     """
-    from .nvidia import load_generator as load_nvidia_pickle
-    from .utils import get_device
-
     spec = None if is_path(name_or_path) else REGISTRY.get(str(name_or_path))
     if spec is None and Path(name_or_path).suffix == ".pkl":
-        return load_nvidia_pickle(Path(name_or_path)).to(get_device(device))
+        return read_generator(Path(name_or_path)).to(get_device(device))
     if spec is not None and spec.filename.endswith(".pkl"):
-        path, G = load_named(spec.name, load_nvidia_pickle, opener=opener)
+        path, G = load_named(spec.name, read_generator, opener=opener)
         G.meta.update(name=spec.name, url=spec.url, sha256=spec.sha256 or _pinned(path))
         return G.to(get_device(device))
 
@@ -380,6 +346,62 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
     load_state(G, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix} again")
     G.meta = ckpt.get("meta", {})
     return G.eval().requires_grad_(False).to(get_device(device))
+
+
+def load_facenet(*, device=None) -> FaceNet:
+    """FaceNet (VGGFace2) from torch's local checkpoint cache; never downloads."""
+    path = facenet_checkpoint_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"FaceNet weights are not cached at {path}; download {FACENET_URL} to that "
+                                "path (or run InceptionResnetV1(pretrained='vggface2') once while online)")
+    from facenet_pytorch.models.inception_resnet_v1 import InceptionResnetV1
+
+    state = load_file(path)  # tensors only
+    state = {k: v for k, v in state.items() if not k.startswith("logits.")}  # classifier head unused
+    net = InceptionResnetV1(pretrained=None, classify=False)
+    net.load_state_dict(state)
+    model = FaceNet(net)
+    model.meta = {"source": str(path), "weights": "facenet-pytorch InceptionResnetV1, VGGFace2"}
+    return model.eval().requires_grad_(False).to(get_device(device))
+
+
+def load_identity(name: str | Path = "dlib", *, device=None, opener=None) -> nn.Module:
+    """An identity embedder (:mod:`facelab.nets.identity`) in eval mode, parameters frozen.
+
+    ``name``: ``"dlib"`` (the shipped dlib ResNet port, offline, sha256 checked), a path to a
+    ``.pt`` file written by ``facelab.train.convert_dlib``, or ``"facenet"`` (only if its weights
+    are already cached locally, see :func:`facelab.nets.identity.facenet_checkpoint_path`). The model
+    maps images ``[N, 3, S, S]`` in [-1, 1] to unit vectors ``[N, D]``; ``model.input_size`` is S.
+    """
+    if str(name) == "facenet":
+        return load_facenet(device=device)
+    if not is_path(name) and str(name) not in DLIB_ALIASES:
+        raise KeyError(f"unknown identity model {name!r}; choose 'dlib', 'facenet' or a .pt file path")
+    fix = "convert dlib's model with: python -m facelab.train.convert_dlib MODEL.dat"
+    path, ckpt = load_checkpoint(name if is_path(name) else DLIB_ALIASES[str(name)], fmt=IDENTITY_FORMAT,
+                                 what="a facelab identity file", fix=fix, keys=("state_dict",), opener=opener)
+    net = DlibResNet()
+    state = ckpt["state_dict"]
+    if isinstance(state, dict):  # stored float16 or float32
+        state = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    load_state(net, state, path, fix=f"the file was altered or damaged; {fix}")
+    net.meta = ckpt.get("meta", {})
+    return net.eval().requires_grad_(False).to(get_device(device))
+
+
+def load_regressor(name: str | Path = "attribute_regressor", *, device=None) -> AttributeRegressor:
+    """H (:mod:`facelab.nets.regressor`) by registry name (the shipped ``"attribute_regressor"``) or
+    from a ``.pt`` path; eval mode, frozen. Gradients still reach the images, so H can serve as a loss."""
+    fix = "train one with: python -m facelab.train.regressor fit"
+    path, ckpt = load_checkpoint(name, fmt=REGRESSOR_FORMAT, what="a facelab attribute regressor", fix=fix,
+                                 keys=("config", "state_dict"))
+    cfg = ckpt["config"]
+    if tuple(cfg["attributes"]) != tuple(OUTPUTS):
+        raise ValueError(f"{path} predicts {cfg['attributes']}, this facelab expects {list(OUTPUTS)}; retrain it")
+    H = AttributeRegressor(width=cfg["width"])
+    load_state(H, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
+    H.meta = ckpt.get("meta", {})
+    return H.eval().requires_grad_(False).to(get_device(device))
 
 
 def _register_shipped() -> None:

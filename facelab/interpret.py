@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .utils import check_finite
+from .utils import check_finite, device_of
 
 SPACES = ("z", "w", "w+")
 BOUNDARIES_FORMAT = "facelab.boundaries/1"
@@ -48,21 +48,16 @@ MIN_PER_SIDE = 5  # fewest positives (and negatives) train_boundary accepts
 _BLOCK = 1000  # latents are drawn in seeded blocks of this many rows (see sample_latents)
 
 __all__ = [
-    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "boundary_cosines", "edit",
-    "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
+    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "boundary_cosines", "check_space",
+    "edit", "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
     "rescore", "resolve_labeler", "sample_latents", "save_boundaries", "signed_distance", "train_boundary",
 ]
 
 
-def _check_space(space: str) -> str:
+def check_space(space: str) -> str:
     if space not in SPACES:
         raise ValueError(f"space must be one of {SPACES}, got {space!r}")
     return space
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    p = next(module.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +89,7 @@ class Latents:
 
     def codes(self, space: str) -> torch.Tensor:
         """The codes boundaries are fitted in: Z [N, z_dim], W [N, w_dim] or flattened W+ [N, num_ws * w_dim]."""
-        if _check_space(space) == "z":
+        if check_space(space) == "z":
             return self.z
         if space == "w":
             return self.w
@@ -120,7 +115,7 @@ def sample_latents(G, n: int, *, space: str = "w", psi: float = 1.0, seed: int =
     random crossover on come from a second latent, as in StyleGAN training), so that W+ codes span
     more than the W subspace. The mapping runs on ``G``'s device; the result lies on the CPU.
     """
-    _check_space(space)
+    check_space(space)
     if n < 1 or start < 0:
         raise ValueError(f"need n >= 1 and start >= 0, got n={n}, start={start}")
     if not 0.0 <= mixing <= 1.0:
@@ -139,7 +134,7 @@ def sample_latents(G, n: int, *, space: str = "w", psi: float = 1.0, seed: int =
             mixed.append(torch.rand(_BLOCK, generator=mix_gen) < mixing)
     lo = start - first * _BLOCK
     z = torch.cat(zs)[lo: lo + n]  # [N, z_dim]
-    device = _device_of(G)
+    device = device_of(G)
 
     def to_w(zz: torch.Tensor) -> torch.Tensor:
         out = []
@@ -173,7 +168,7 @@ def render(G, latents: Latents | torch.Tensor, *, batch_size: int = 64, noise_mo
     from tqdm.auto import tqdm
 
     x = latents.synthesis_input() if isinstance(latents, Latents) else latents
-    device = _device_of(G)
+    device = device_of(G)
     out = []
     for chunk in tqdm(x.split(batch_size), desc="rendering", unit="batch", disable=not progress):
         img = G.synthesis(chunk.to(device), noise_mode=noise_mode).float()
@@ -185,7 +180,7 @@ def resolve_labeler(labeler=None):
     """``None`` or ``"H"``: the shipped attribute regressor; ``"teacher"``: the teacher models of
     :mod:`facelab.nets.attributes`; anything callable is returned unchanged."""
     if labeler is None or labeler == "H":
-        from .nets.regressor import load_regressor
+        from .hub import load_regressor
         return load_regressor()
     if labeler == "teacher":
         from .nets.attributes import label_images
@@ -240,7 +235,7 @@ def label_latents(G, latents: Latents | torch.Tensor, *, labeler=None, batch_siz
 
     labeler = resolve_labeler(labeler)
     x = latents.synthesis_input() if isinstance(latents, Latents) else latents
-    lab_device = _device_of(labeler) if isinstance(labeler, nn.Module) else None
+    lab_device = device_of(labeler) if isinstance(labeler, nn.Module) else None
     chunks: dict[str, list[torch.Tensor]] = {}
     for chunk in tqdm(x.split(batch_size), desc="labelling", unit="batch", disable=not progress):
         images = render(G, chunk, batch_size=batch_size, noise_mode=noise_mode)  # [B, 3, R, R]
@@ -310,7 +305,7 @@ class Boundary:
         self.normal = n if abs(float(norm) - 1) < 1e-6 else n / norm  # exact round trips through files
         self.offset = float(self.offset)
         self.conditions = tuple(self.conditions)
-        _check_space(self.space)
+        check_space(self.space)
 
     @property
     def dim(self) -> int:
@@ -380,27 +375,8 @@ def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
     except ImportError as e:  # pragma: no cover - scikit-learn is a pinned dependency
         raise ImportError(f"train_boundary needs scikit-learn: {SKLEARN_HINT}") from e
 
-    if isinstance(latents, Latents):
-        if space is None:
-            raise ValueError("pass space='z', 'w' or 'w+' to say which codes of the Latents to use")
-        latents = latents.codes(space)
-    was_plus = isinstance(latents, (torch.Tensor, np.ndarray)) and np.ndim(latents) == 3
-    x = _as_numpy_codes(latents)
-    space = _check_space(space or ("w+" if was_plus else "w"))
-    s = scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, np.float64)
-    if s.ndim == 2 and s.shape[1] == 1:
-        s = s[:, 0]
-    if s.ndim != 1 or len(s) != len(x):
-        raise ValueError(f"scores must be [N] with N = {len(x)} (one per latent), got shape {list(s.shape)}")
-    if not 0 < split <= 1:
-        raise ValueError(f"split is the training fraction in (0, 1], got {split}")
-    if ratio <= 0:
-        raise ValueError(f"ratio must be positive (a fraction <= 1 or a count > 1), got {ratio}")
-    keep = ~np.isnan(s)
-    if invalid_value is not None:
-        keep &= s != invalid_value
-    n_invalid = int((~keep).sum())
-    x, s = x[keep], s[keep]
+    x, s, space, n_invalid = _codes_and_scores(latents, scores, space, split=split, ratio=ratio,
+                                               invalid_value=invalid_value)
     n = len(s)
     k = min(int(n * ratio) if ratio <= 1 else int(ratio), n // 2)
     n_train = int(k * split)
@@ -411,6 +387,7 @@ def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
     if not np.isfinite(x).all() or not np.isfinite(s).all():
         raise ValueError("latents and scores must be finite (NaN scores are dropped, inf ones are not)")
 
+    # The k highest scores are positives, the k lowest negatives; each side shuffled, then split.
     order = np.argsort(-s, kind="stable")  # highest first
     rng = np.random.default_rng(seed)
     pos = order[:k][rng.permutation(k)]
@@ -428,14 +405,7 @@ def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
     normal, offset = coef / norm, float(clf.intercept_[0]) / norm
     dist = x @ normal + offset  # [N] signed distances
 
-    if threshold == "midpoint":
-        thr = (s.max() + s.min()) / 2
-    elif threshold == "median":
-        thr = float(np.median(s))
-    elif isinstance(threshold, (int, float)):
-        thr = float(threshold)
-    else:
-        raise ValueError(f"threshold must be 'midpoint', 'median' or a number, got {threshold!r}")
+    thr = _threshold(s, threshold)
     y_all = s >= thr
     rest = order[k: n - k]
 
@@ -452,6 +422,42 @@ def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
         ratio=float(ratio), split=float(split), C=float(C), seed=int(seed))
     return Boundary(normal=torch.from_numpy(normal).float(), offset=offset, attribute=attribute, space=space,
                     report=report)
+
+
+def _codes_and_scores(latents, scores, space, *, split: float, ratio: float, invalid_value):
+    """train_boundary's argument checks: (codes [N, D] float64, scores [N] float64, space, n dropped),
+    rows with a NaN (or ``invalid_value``) score dropped."""
+    if isinstance(latents, Latents):
+        if space is None:
+            raise ValueError("pass space='z', 'w' or 'w+' to say which codes of the Latents to use")
+        latents = latents.codes(space)
+    was_plus = isinstance(latents, (torch.Tensor, np.ndarray)) and np.ndim(latents) == 3
+    x = _as_numpy_codes(latents)
+    space = check_space(space or ("w+" if was_plus else "w"))
+    s = scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else np.asarray(scores, np.float64)
+    if s.ndim == 2 and s.shape[1] == 1:
+        s = s[:, 0]
+    if s.ndim != 1 or len(s) != len(x):
+        raise ValueError(f"scores must be [N] with N = {len(x)} (one per latent), got shape {list(s.shape)}")
+    if not 0 < split <= 1:
+        raise ValueError(f"split is the training fraction in (0, 1], got {split}")
+    if ratio <= 0:
+        raise ValueError(f"ratio must be positive (a fraction <= 1 or a count > 1), got {ratio}")
+    keep = ~np.isnan(s)
+    if invalid_value is not None:
+        keep &= s != invalid_value
+    return x[keep], s[keep], space, int((~keep).sum())
+
+
+def _threshold(s: np.ndarray, threshold) -> float:
+    """The score above which the samples not chosen count as positive (see :func:`train_boundary`)."""
+    if threshold == "midpoint":
+        return (s.max() + s.min()) / 2
+    if threshold == "median":
+        return float(np.median(s))
+    if isinstance(threshold, (int, float)):
+        return float(threshold)
+    raise ValueError(f"threshold must be 'midpoint', 'median' or a number, got {threshold!r}")
 
 
 def _unit(v, what: str) -> tuple[torch.Tensor, float]:
@@ -803,7 +809,7 @@ def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None =
     items = [Boundary.from_dict(d) for d in ckpt["boundaries"]]
     if space is None:
         return {f"{b.space}/{b.name}": b for b in items}
-    _check_space(space)
+    check_space(space)
     out = {b.name: b for b in items if b.space == space}
     if not out:
         have = sorted({b.space for b in items})

@@ -36,22 +36,23 @@ Targets are then clipped to the range seen in the data. The matrix is computed b
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from .utils import check_finite
+from .latents import as_wplus
+from .utils import Config, check_finite
 
 MAPPER_FORMAT = "facelab.mapper/1"
 EDITABLE = ("age", "male", "smile", "yaw", "roll", "mouth_width")  # H's attributes except face_conf
 
 
-@dataclass
-class MapperConfig:
-    """Architecture, data and loss weights of the mapper (paper's choices where it gives them)."""
+@dataclass(frozen=True)
+class MapperConfig(Config):
+    """Architecture, data and loss weights of the mapper (paper's choices where it gives them); frozen."""
 
     attributes: tuple[str, ...] = EDITABLE
     depth: int = 2                      # hidden layers, 1-4 (paper: tanh, width of the input)
@@ -74,14 +75,14 @@ class MapperConfig:
     seed: int = 0
 
     def __post_init__(self):
-        self.attributes = tuple(self.attributes)
+        object.__setattr__(self, "attributes", tuple(self.attributes))
         if not 1 <= self.depth <= 4:
             raise ValueError(f"depth must be 1-4 hidden layers (the paper's range), got {self.depth}")
         if not 1 <= self.max_attributes <= len(self.attributes):
             raise ValueError(f"max_attributes must be in 1..{len(self.attributes)}, got {self.max_attributes}")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        d = dataclasses.asdict(self)
         d["attributes"] = list(self.attributes)
         return d
 
@@ -95,12 +96,13 @@ class LatentMapper(nn.Module):
     see unit-scale inputs.
     """
 
-    def __init__(self, num_ws: int, w_dim: int, config: MapperConfig = MapperConfig(), *,
+    def __init__(self, num_ws: int, w_dim: int, config: MapperConfig | None = None, *,
                  w_mean: torch.Tensor | None = None, w_std: torch.Tensor | None = None,
                  attr_mean: torch.Tensor | None = None, attr_std: torch.Tensor | None = None,
                  attr_min: torch.Tensor | None = None, attr_max: torch.Tensor | None = None,
                  correction: torch.Tensor | None = None):
         super().__init__()
+        config = MapperConfig() if config is None else config
         self.config, self.num_ws, self.w_dim = config, num_ws, w_dim
         k = len(config.attributes)
         width = num_ws * w_dim + k
@@ -130,11 +132,7 @@ class LatentMapper(nn.Module):
         return self.config.attributes
 
     def _check(self, ws: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        if ws.ndim == 2:
-            ws = ws[:, None].expand(-1, self.num_ws, -1)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"the mapper expects W+ latents [N, {self.num_ws}, {self.w_dim}] or W [N, {self.w_dim}], "
-                             f"got {tuple(ws.shape)}")
+        ws = as_wplus(ws, self, what="the mapper's ws")
         if delta.shape != (ws.shape[0], len(self.attributes)):
             raise ValueError(f"delta must be [N, {len(self.attributes)}] (one column per {list(self.attributes)}), "
                              f"got {tuple(delta.shape)}")
@@ -232,7 +230,7 @@ def load_mapper(name: str = "mapper_world64", *, device=None) -> LatentMapper:
     fix = "train one with: python -m facelab.train.mapper"
     path, ckpt = load_checkpoint(name, fmt=MAPPER_FORMAT, what="a facelab mapper", fix=fix,
                                  keys=("config", "num_ws", "w_dim", "state_dict"))
-    m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig(**ckpt["config"]))
+    m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig.from_dict(ckpt["config"]))
     load_state(m, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
     m.meta = ckpt.get("meta", {})
     return m.eval().requires_grad_(False).to(get_device(device))

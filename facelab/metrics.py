@@ -7,17 +7,17 @@ All functions take image batches ``[N, 3, H, W]`` in [-1, 1] and return one valu
 :mod:`facelab.nets.identity`) expects 150 px chips aligned like ``dlib.get_face_chip(img, shape,
 150, padding=0.25)``. Faces of the embedded world (``load_generator("world64")``, ``sample_teacher``)
 are already roughly aligned by construction, so :func:`world_chips` cuts every image with *one*
-fixed similarity transform (bilinear ``grid_sample``, differentiable): it sends the mean MTCNN
-landmarks of world faces (``WORLD_LANDMARKS``, measured by :func:`measure_world_landmarks`) onto
-where MTCNN's landmarks sit in a dlib chip of padding 0.25 (``IDENTITY_CHIP_TEMPLATE``).
+fixed similarity transform (bilinear ``grid_sample``, differentiable; :mod:`facelab.geometry`): it
+sends the mean MTCNN landmarks of world faces (``facelab.geometry.WORLD_LANDMARKS``, measured by
+:func:`facelab.faces.measure_world_landmarks`) onto where MTCNN's landmarks sit in a dlib chip of
+padding 0.25 (``IDENTITY_CHIP_TEMPLATE``).
 
-That template comes from ``facelab.nets.attributes.CHIP_TEMPLATE`` (MTCNN's eyes and nose in a dlib
-chip of padding 0.2, measured on two public-domain portraits). dlib places its mean face
-``m`` in [0, 1]^2 at chip coordinate ``(padding + m) / (1 + 2 padding)`` (``get_face_chip_details``),
-so a point at ``u`` in the padding-0.2 chip sits at ``0.5 + (u - 0.5) * 1.4 / 1.5`` in the
-padding-0.25 chip (checked with ``dlib.get_face_chip_details``: same centre, extent ratio 1.4/1.5;
-and MTCNN run on the padded dlib chips in ``tests/data`` lands within about 3 px of the template).
-Chip coordinates follow ``facelab.nets.attributes``: chip pixel ``j`` covers ``[j, j + 1) / size``.
+That template comes from ``facelab.geometry.CHIP_TEMPLATE`` (MTCNN's eyes and nose in a dlib chip of
+padding 0.2, measured on two public-domain portraits), moved to padding 0.25 by
+:func:`facelab.geometry.chip_template`: a point at ``u`` in the padding-0.2 chip sits at
+``0.5 + (u - 0.5) * 1.4 / 1.5`` in the padding-0.25 chip (checked with ``dlib.get_face_chip_details``:
+same centre, extent ratio 1.4/1.5; and MTCNN run on the padded dlib chips in ``tests/data`` lands
+within about 3 px of the template). Chip pixel ``j`` covers ``[j, j + 1) / size``.
 (dlib's own sampler maps the chip's corner pixel *centres* onto its rectangle, which differs from
 this by well under a pixel at 150 px.) Where the chip reaches past the image (world faces are cut
 at the chin) the edge pixels repeat.
@@ -45,6 +45,11 @@ See ``facelab/weights/dlib_resnet.md`` for a validation on real and world faces
     M.perceptual_distance(x, y)        # [N] dlib-lpips, 0 for identical images
     M.mse(x, y)                        # [N] mean squared error per image
 
+**Fixed references.** :class:`ReferenceDistance` compares many candidates with references that do
+not change (an optimisation's target): with the default dlib-lpips the references are embedded once.
+The projector (:mod:`facelab.projector`) and PTI use it. Images are checked for shape here, not for
+values (these functions run at every optimisation step; see :mod:`facelab.imaging`).
+
 **Inversion quality** (notebook 02, e4e's two axes): :func:`distortion` bundles the three distances
 of a reconstruction from its target; :func:`editability` edits latents along attribute boundaries
 and measures how much the attribute moves (by the regressor H), how much identity survives, and
@@ -58,29 +63,24 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets.attributes import CHIP_TEMPLATE, _similarity, _warp
-from .nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, DLIB_STAGES, DlibResNet, load_identity
+from .geometry import WORLD_LANDMARKS, chip_template, similarity, warp
+from .hub import load_identity
+from .imaging import check_images, resize
+from .latents import as_wplus, w_distance
+from .nets.attributes import detect_faces
+from .nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, DLIB_STAGES, DlibResNet
+from .utils import device_of, get_device
 
 # MTCNN's left eye, right eye and nose in a dlib chip of padding 0.25 (150 px chips: 48.1, 101.9 px
 # for the eyes at y 46.3, the nose at 75.0, 78.4), converted from the padding-0.2 template (module doc).
-_PAD_RATIO = (1 + 2 * 0.2) / (1 + 2 * DLIB_CHIP_PADDING)
-IDENTITY_CHIP_TEMPLATE = 0.5 + (CHIP_TEMPLATE - 0.5) * _PAD_RATIO  # [3, 2], chip units [0, 1]
-
-# Mean MTCNN landmarks (left eye, right eye, nose, mouth left, mouth right as seen; x, y as fractions
-# of the image side) of faces in the world's 64 px crop, measured by measure_world_landmarks() with
-# its defaults: 383 of 400 teacher faces (sample_teacher, seed 0) and 383 of 400 world64 faces
-# (psi 1, z seed 1) have a face; each set is averaged, then the two means (they differ by at most
-# 0.013 = 0.8 px, the nose's height; single faces scatter by about 0.05 = 3 px). Re-measure with:
-#   python -c "import facelab.metrics as M; print(M.measure_world_landmarks())"
-WORLD_LANDMARKS = torch.tensor([
-    [0.3524, 0.4852], [0.6696, 0.4797], [0.5075, 0.6821], [0.3757, 0.8555], [0.6480, 0.8516]])
+IDENTITY_CHIP_TEMPLATE = chip_template(DLIB_CHIP_PADDING)  # [3, 2], chip units [0, 1]
 
 PERCEPTUAL_LAYERS = ("stem", "stage1", "stage2", "stage3", "stage4")
 # layer name -> index (into DlibResNet.units) of the last residual unit of that stage
@@ -94,13 +94,7 @@ ALEXNET_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"  # 
 
 
 def _check_batch(images, who: str, *, name: str = "images") -> None:
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        kind = type(images).__name__ if not isinstance(images, torch.Tensor) else f"tensor of {images.dtype}"
-        raise ValueError(f"{who}: {name} must be a float tensor [N, 3, H, W] in [-1, 1], got {kind}; "
-                         "convert photos with facelab.to_tensor")
-    if images.ndim != 4 or images.shape[1] != 3:
-        hint = " (add a batch axis: x[None])" if images.ndim == 3 else ""
-        raise ValueError(f"{who}: {name} must be [N, 3, H, W] in [-1, 1], got shape {list(images.shape)}{hint}")
+    check_images(images, name, who=who, values=False)
 
 
 def _check_pair(a, b, who: str) -> None:
@@ -132,7 +126,7 @@ def world_chips(images: torch.Tensor, size: int = DLIB_INPUT_SIZE, *,
         raise ValueError(f"world_chips: size must be an int >= 8, got {size!r}")
     z, t = _world_transform(images.shape[-1], landmarks)  # chip unit -> image pixel
     n = images.shape[0]
-    return _warp(images, z.expand(n), t.expand(n), size, fill="border")  # [N, 3, size, size]
+    return warp(images, z.expand(n), t.expand(n), size, fill="border")  # [N, 3, size, size]
 
 
 def _world_transform(side: int, landmarks=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +135,7 @@ def _world_transform(side: int, landmarks=None) -> tuple[torch.Tensor, torch.Ten
     if marks.ndim != 2 or marks.shape[0] < 3 or marks.shape[1] != 2:
         raise ValueError(f"landmarks must be [5, 2] or [3, 2] (eyes, nose first, fractions of the side), "
                          f"got {list(marks.shape)}")
-    return _similarity(IDENTITY_CHIP_TEMPLATE, marks[None, :3].float() * side)
+    return similarity(IDENTITY_CHIP_TEMPLATE, marks[None, :3].float() * side)
 
 
 def world_to_chip(points: torch.Tensor, side: int, size: int = DLIB_INPUT_SIZE, *,
@@ -154,45 +148,6 @@ def world_to_chip(points: torch.Tensor, side: int, size: int = DLIB_INPUT_SIZE, 
     p = torch.complex(points[..., 0].float(), points[..., 1].float())
     u = (p - t) / z * size
     return torch.stack([u.real, u.imag], dim=-1)
-
-
-def _rounded(t: torch.Tensor) -> list:
-    return [[round(float(v), 4) for v in row] for row in t]
-
-
-@torch.no_grad()
-def measure_world_landmarks(n: int = 400, *, seed: int = 0, generator: str = "world64",
-                            device="cpu") -> dict[str, list]:
-    """Mean MTCNN landmarks [5, 2] (fractions of the side) of teacher and generated world faces.
-
-    ``n`` teacher faces (``sample_teacher``, ``seed``) and ``n`` faces of ``generator`` (psi 1, z
-    drawn with ``seed + 1``); MTCNN (``facelab.nets.attributes.detect_faces``) on the 64 px images.
-    Returns ``{"teacher", "world", "pooled"}`` (lists [5][2], rounded to 4 decimals), the detection
-    rates and the per-coordinate scatter; ``pooled`` is the mean of the two sets' means and is what
-    ``WORLD_LANDMARKS`` stores.
-    """
-    from .hub import load_generator
-    from .imaging import resize
-    from .nets.attributes import detect_faces
-    from .nets.teacher import sample_teacher
-
-    teacher = sample_teacher(n, seed=seed, device=device).cpu()
-    G = load_generator(generator, device=device)
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed + 1))
-    torch.manual_seed(seed + 1)  # noise inputs
-    world = torch.cat([G(c.to(device)).clamp(-1, 1).cpu() for c in z.split(100)])
-    out: dict = {}
-    means = []
-    for name, x in (("teacher", resize(teacher, 64)), ("world", resize(world, 64))):
-        faces = [detect_faces(c, device=device) for c in x.split(100)]
-        found = torch.cat([f.found for f in faces])
-        pts = torch.cat([f.points for f in faces])[found] / x.shape[-1]  # [n_found, 5, 2]
-        means.append(pts.mean(0))
-        out[name] = _rounded(pts.mean(0))
-        out[f"{name}_found"] = f"{int(found.sum())}/{len(found)}"
-        out[f"{name}_sd"] = _rounded(pts.std(0))
-    out["pooled"] = _rounded((means[0] + means[1]) / 2)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,11 +163,7 @@ def _chips(images: torch.Tensor, size: int, align: str) -> torch.Tensor:
     if align == "world":
         return world_chips(images, size)
     if align == "chip":  # already dlib-aligned chips (of any size)
-        if images.shape[-1] == size and images.shape[-2] == size:
-            return images
-        mode = "area" if images.shape[-1] > size else "bilinear"
-        kw = {} if mode == "area" else {"align_corners": False}
-        return F.interpolate(images, size=(size, size), mode=mode, **kw)
+        return resize(images, size)
     raise ValueError(f"align must be 'world' (faces in the world's crop) or 'chip' (dlib-aligned chips), got {align!r}")
 
 
@@ -359,7 +310,6 @@ def _load_lpips(device) -> nn.Module:
     if not ckpt.is_file():
         raise FileNotFoundError(f"backend='lpips' needs torchvision's AlexNet ImageNet weights, not cached at "
                                 f"{ckpt}: download {ALEXNET_URL} there while online (or use backend='dlib')")
-    from .utils import get_device
     model = lpips.LPIPS(net="alex", verbose=False)
     return model.eval().requires_grad_(False).to(get_device(device))
 
@@ -369,9 +319,66 @@ def _perceptual(device: str, backend: str) -> PerceptualDistance:
     return PerceptualDistance(backend, device=device)
 
 
-def default_perceptual(device="cpu", backend: str = "dlib") -> PerceptualDistance:
-    """The cached :class:`PerceptualDistance` that :func:`perceptual_distance` uses on ``device``."""
-    return _perceptual(str(torch.device(device)), backend)
+def default_perceptual(device=None, backend: str = "dlib") -> PerceptualDistance:
+    """The cached :class:`PerceptualDistance` that :func:`perceptual_distance` uses on ``device``
+    (None: ``get_device()``)."""
+    return _perceptual(str(get_device(device)), backend)
+
+
+def resolve_perceptual(perceptual, device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The distance an algorithm uses: ``None`` -> :func:`default_perceptual` on ``device``; an
+    ``nn.Module`` is moved to ``device`` in eval mode; any other callable ``(a, b) -> [N]`` as it is."""
+    if perceptual is None:
+        perceptual = default_perceptual(device)  # one cached instance per device
+    if isinstance(perceptual, nn.Module):
+        perceptual = perceptual.to(device).eval()
+    if not callable(perceptual):
+        raise TypeError(f"perceptual must be a callable (a, b) -> [N] distances, got {type(perceptual).__name__}")
+    return perceptual
+
+
+def checked_distance(perceptual, a: torch.Tensor, b) -> torch.Tensor:
+    """``perceptual(a, b)``, refused in one line unless it is one distance per image ``[N]``."""
+    d = perceptual(a, b)
+    if not (isinstance(d, torch.Tensor) and d.shape == (a.shape[0],)):
+        raise ValueError(f"perceptual(a, b) must return one distance per image [{a.shape[0]}], "
+                         f"got {getattr(d, 'shape', type(d).__name__)}")
+    return d
+
+
+class ReferenceDistance:
+    """``perceptual(a, b)`` where ``b`` are fixed references (no gradient reaches them).
+
+    ``refs(b)`` prepares references once; ``dist(a, refs)`` -> ``[N]``; ``cat(r1, r2)`` joins two
+    prepared sets. For any callable the references are just the detached images. For facelab's
+    dlib distance (a :class:`PerceptualDistance` with ``backend="dlib"``, or anything with its
+    ``features`` / ``from_features``) they are its unit-normalised features, computed once under
+    ``no_grad``: an optimisation's target is embedded once instead of at every step, and no backward
+    pass runs through the reference half of a batch. Same numbers as ``perceptual(a, b)``.
+    """
+
+    def __init__(self, perceptual):
+        self.perceptual = perceptual
+        fast = getattr(perceptual, "backend", None) == "dlib" and hasattr(perceptual, "features") \
+            and hasattr(perceptual, "from_features")
+        self.net = getattr(perceptual, "net", perceptual) if fast else None
+
+    def refs(self, b: torch.Tensor):
+        if self.net is None:
+            return b.detach()
+        with torch.no_grad():
+            return self.perceptual.features(b.detach())
+
+    @staticmethod
+    def cat(r1, r2):
+        if isinstance(r1, torch.Tensor):
+            return torch.cat([r1, r2])
+        return [torch.cat([x, y]) for x, y in zip(r1, r2)]
+
+    def dist(self, a: torch.Tensor, refs) -> torch.Tensor:
+        if self.net is None:
+            return checked_distance(self.perceptual, a, refs)
+        return checked_distance(lambda x, r: self.perceptual.from_features(self.perceptual.features(x), r), a, refs)
 
 
 def perceptual_distance(a: torch.Tensor, b: torch.Tensor, *, backend: str = "dlib") -> torch.Tensor:
@@ -467,34 +474,18 @@ def editability(G, ws: torch.Tensor, boundaries, H, *, step: float | str = "std"
     * ``face_conf``: MTCNN's face confidence on the edited render (0 = no face found), a realism
       proxy (``facelab.nets.attributes.detect_faces``), with ``realism=True``;
     * ``w_distance``: how far the edited latent lies from the W distribution
-      (``facelab.invert.w_distance``, Mahalanobis; about 1 for a typical sample of W).
+      (``facelab.latents.w_distance``, Mahalanobis; about 1 for a typical sample of W).
 
     Returns ``{"boundaries": [names], "attribute": {name: str}, "step": {name: float},
     "per_sample": {metric: {name: [N]}}, "mean": {name: {metric: float}}, "base": {"face_conf",
     "w_distance": [N]}}`` (the unedited latents' realism), and ``"images": {name: [N, 3, R, R]}``
     plus ``"original"`` with ``return_images=True``. Metrics turned off are absent.
     """
-    from .invert import w_distance  # lazy: topic modules share the core, not each other
-    from .nets.attributes import detect_faces
-
-    num_ws, w_dim = G.num_ws, G.w_dim
-    if not isinstance(ws, torch.Tensor) or not ws.is_floating_point():
-        raise ValueError(f"ws must be a float tensor W [N, {w_dim}] or W+ [N, {num_ws}, {w_dim}], "
-                         f"got {type(ws).__name__}")
-    if ws.ndim == 2 and ws.shape[1] == w_dim:
-        ws = ws[:, None].expand(-1, num_ws, -1)
-    if ws.ndim != 3 or ws.shape[1:] != (num_ws, w_dim) or ws.shape[0] < 1:
-        raise ValueError(f"ws must be W [N, {w_dim}] or W+ [N, {num_ws}, {w_dim}], got {list(ws.shape)}")
     if not hasattr(H, "index"):
         raise TypeError("H must be an attribute regressor with .index(attribute) (fl.load_regressor())")
-    device = G.mapping.w_avg.device
-    ws = ws.detach().to(device, torch.float32)  # [N, num_ws, w_dim]
-
-    def render(x):  # [N, num_ws, w_dim] -> [N, 3, R, R] in [-1, 1]
-        if noise is not None:
-            return G.synthesis(x, noise=[nz.to(device) for nz in noise]).clamp(-1, 1)
-        return G.synthesis(x, noise_mode=noise_mode).clamp(-1, 1)
-
+    device = device_of(G)
+    ws = as_wplus(ws, G).detach().to(device, torch.float32)  # [N, num_ws, w_dim]
+    render = _renderer(G, noise, noise_mode, device)
     base = render(ws)
     h_base = H(base).float()  # [N, K]
     out = {"boundaries": [], "attribute": {}, "step": {}, "per_sample": {}, "mean": {},
@@ -503,36 +494,52 @@ def editability(G, ws: torch.Tensor, boundaries, H, *, step: float | str = "std"
         out["base"]["face_conf"] = detect_faces(base, device=device).conf
     if return_images:
         out["images"] = {"original": base.cpu()}
-    per = out["per_sample"]
     for name, b in _boundary_items(boundaries):
         attribute = getattr(b, "attribute", "") or name
         h = _boundary_step(name, b, step)
         normal = torch.as_tensor(getattr(b, "normal", b)).detach().float().flatten().to(device)
-        if normal.shape != (w_dim,):
-            raise ValueError(f"boundary {name!r}: normal must be a W direction [{w_dim}], got {list(normal.shape)}")
-        edited_ws = ws + h * normal  # every layer  [N, num_ws, w_dim]
-        img = render(edited_ws)
-        j = H.index(attribute)
-        if central:
-            delta = ((H(img).float()[:, j] - H(render(ws - h * normal)).float()[:, j]) / 2).cpu()
-        else:
-            delta = (H(img).float()[:, j] - h_base[:, j]).cpu()
-        values = {"change": delta / h if h != 0 else torch.zeros_like(delta),
-                  "w_distance": w_distance(edited_ws, G).cpu()}
-        if identity:
-            values["identity"] = identity_similarity(base, img).cpu()
-        if realism:
-            values["face_conf"] = detect_faces(img, device=device).conf
+        if normal.shape != (G.w_dim,):
+            raise ValueError(f"boundary {name!r}: normal must be a W direction [{G.w_dim}], got {list(normal.shape)}")
+        values, img = _edit_metrics(G, ws, normal, h, H.index(attribute), H, h_base, base, render,
+                                    identity=identity, realism=realism, central=central)
         out["boundaries"].append(name)
         out["attribute"][name], out["step"][name] = attribute, h
         for k, v in values.items():
-            per.setdefault(k, {})[name] = v
+            out["per_sample"].setdefault(k, {})[name] = v
         out["mean"][name] = {k: float(values[k].float().mean()) for k in EDITABILITY_METRICS if k in values}
         if return_images:
             out["images"][name] = img.cpu()
     return out
 
 
-__all__ = ["EDITABILITY_METRICS", "IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance", "WORLD_LANDMARKS",
-           "dlib_features", "distortion", "editability", "identity_embedding", "identity_similarity",
-           "measure_world_landmarks", "mse", "perceptual_distance", "world_chips", "world_to_chip"]
+def _renderer(G, noise, noise_mode: str, device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ws [N, num_ws, w_dim] -> images [N, 3, R, R] clamped to [-1, 1], with ``noise`` maps or ``noise_mode``."""
+    def render(x):
+        if noise is not None:
+            return G.synthesis(x, noise=[nz.to(device) for nz in noise]).clamp(-1, 1)
+        return G.synthesis(x, noise_mode=noise_mode).clamp(-1, 1)
+    return render
+
+
+def _edit_metrics(G, ws, normal, h: float, j: int, H, h_base, base, render, *, identity: bool, realism: bool,
+                  central: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One boundary's edit ``ws + h * normal`` on every layer: its metrics ``{name: [N]}`` (CPU) and images."""
+    edited_ws = ws + h * normal  # every layer  [N, num_ws, w_dim]
+    img = render(edited_ws)
+    if central:
+        delta = ((H(img).float()[:, j] - H(render(ws - h * normal)).float()[:, j]) / 2).cpu()
+    else:
+        delta = (H(img).float()[:, j] - h_base[:, j]).cpu()
+    values = {"change": delta / h if h != 0 else torch.zeros_like(delta),
+              "w_distance": w_distance(edited_ws, G).cpu()}
+    if identity:
+        values["identity"] = identity_similarity(base, img).cpu()
+    if realism:
+        values["face_conf"] = detect_faces(img, device=device_of(G)).conf
+    return values, img
+
+
+__all__ = ["EDITABILITY_METRICS", "IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance",
+           "ReferenceDistance", "WORLD_LANDMARKS", "checked_distance", "default_perceptual", "dlib_features", "distortion",
+           "editability", "identity_embedding", "identity_similarity", "mse", "perceptual_distance",
+           "resolve_perceptual", "world_chips", "world_to_chip"]

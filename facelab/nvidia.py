@@ -22,7 +22,7 @@ Every error is one line: a module tree with a cycle or a shared submodule, a dec
 than memory, a StyleGAN3 generator, or a constructor argument facelab's generator cannot represent
 (a non-lrelu activation, another architecture or resampling filter, ...) each stop the load.
 
-:func:`load_generator` then turns ``G_ema`` (or ``G``) into a facelab
+:func:`read_generator` then turns ``G_ema`` (or ``G``) into a facelab
 :class:`~facelab.nets.stylegan2.Generator`: the architecture from the pickle's constructor
 arguments (``init_kwargs``), cross-checked against the tensor shapes, and the weights renamed by
 :mod:`facelab.nets.official`. ``facelab.load_generator("ffhq.pkl")`` goes through here.
@@ -47,11 +47,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .hub import load_state, weights_only_refusal
 from .nets.official import config_from_official_shapes, official_to_facelab
 from .nets.stylegan2 import Generator, StyleGAN2Config
+from .safeload import load_state, weights_only_refusal
 
-__all__ = ["PickledModule", "read_pickle", "load_generator", "generator_config"]
+__all__ = ["PickledModule", "generator_config", "read_generator", "read_pickle"]
 
 # Modules whose classes may appear in a network pickle as inert stand-ins (nothing of theirs runs).
 _STANDIN_MODULES = ("training.", "torch_utils.", "torch.nn.", "dnnlib.", "numpy")
@@ -314,7 +314,7 @@ def generator_config(net: PickledModule, state_dict: dict[str, torch.Tensor] | N
     return cfg
 
 
-def load_generator(path: str | Path, *, which: str = "G_ema") -> Generator:
+def read_generator(path: str | Path, *, which: str = "G_ema") -> Generator:
     """A facelab :class:`Generator` from an NVIDIA StyleGAN2-ADA network pickle (CPU, float32, eval).
 
     which: the pickle entry to load, ``"G_ema"`` (the averaged generator every paper samples from)

@@ -6,8 +6,9 @@ ACM TOG 2022 (arXiv:2106.05744, 2021); official code ``github.com/danielroich/PT
 A W inversion of a real photo edits well but looks like someone else (the distortion-editability
 tradeoff, notebook 02). PTI keeps the editable latent and moves the *generator* instead:
 
-1. **Pivot.** Invert each image into W with the StyleGAN2 projector
-   (:func:`facelab.invert.project`, ``space="w"``, ``pivot_steps`` = 450): ``w_p``.
+1. **Pivot.** Invert each image into W with the StyleGAN2 projector (:func:`facelab.projector.project`,
+   ``space="w"``, configured by ``PTIConfig.pivot``, a :class:`facelab.projector.ProjectConfig`:
+   450 steps): ``w_p``. Or pass ``pivots=`` (any inversion, e.g. a ``Projection``).
 2. **Pivotal tuning.** With ``w_p`` frozen, tune the synthesis network's weights ``theta`` with
    Adam (lr 3e-4) for up to ``tune_steps`` = 350 steps on
 
@@ -31,7 +32,9 @@ tradeoff, notebook 02). PTI keeps the editable latent and moves the *generator* 
    breaks the same way, on LPIPS <= 0.06).
 
 Decisions, read from the official code (``configs/hyperparameters.py``, ``training/coaches/*``,
-``criteria/localitly_regulizer.py``) where the paper is silent:
+``criteria/localitly_regulizer.py``) where the paper is silent. The numbers behind them were
+measured on the embedded world and are in ``docs/world64/pti.md``; the speed of PTI is measured by
+``bench/pti.py``.
 
 * **What is tuned.** The official coach gives Adam *all* of G's parameters, but the loss only
   passes through ``G.synthesis`` (the pivots are fixed latents; the regulariser maps ``z`` with
@@ -42,11 +45,9 @@ Decisions, read from the official code (``configs/hyperparameters.py``, ``traini
 * **Noise.** The official W projector optimises noise maps on a *copy* of G and throws them away;
   tuning renders with G's stored constant noise. So do we: only the projection's ``ws`` are used.
 * **Pivot learning rate.** The official PTI projector keeps the StyleGAN2-ADA projector's
-  schedule but lowers its initial learning rate from 0.1 to 0.01 (``first_inv_lr = 5e-3`` is
-  defined but never passed). In world64, 450 steps at 0.01 stop short: on Grace Hopper's photo and
-  on a world face the pivot's MSE was 0.27 / 0.11 at 0.01 and 0.17 / 0.10 at 0.1 (dlib-lpips 2.48
-  / 1.31 vs 2.38 / 1.18, rendered with G's constant noise as tuning sees them). So ``pivot_lr``
-  defaults to the StyleGAN2 projector's own 0.1; ``pivot_lr=0.01`` is the official repository.
+  schedule but lowers its initial learning rate from 0.1 to 0.01. In world64, 450 steps at 0.01
+  stop short (a worse pivot, measured on a photo and a world face), so ``pivot_lr`` defaults to
+  the StyleGAN2 projector's own 0.1; ``pivot_lr=0.01`` is the official repository.
 * **Several images** (paper Sec. 3.4, "multiple identities"): one generator, one pivot per image,
   and the loss of a step is the mean over the images (the paper's formulation). The official
   multi-ID coach instead takes one Adam step per image in turn (N updates per "step"); batching
@@ -56,10 +57,8 @@ Decisions, read from the official code (``configs/hyperparameters.py``, ``traini
 * **Locality default.** The official ``use_locality_regularization`` is ``False``; the paper
   presents it as part of the method, and facelab turns it on (``locality=False`` reproduces the
   official default).
-* **alpha = 30** is measured in the official W space (18 x 512). In the embedded world64 (10 x
-  128) the typical distance ``||w_z - w_p||`` from a psi = 0.5 sample to a psi = 1 pivot, over the
-  whole latent, is about 22 (median over 200 pairs), so ``w_r`` lands about 1.3 times as far
-  from the pivot as ``w_z``: a little beyond the sample, still a plausible latent. Re-measure for
+* **alpha = 30** is measured in the official W space (18 x 512). In world64 (10 x 128) it lands
+  ``w_r`` a little beyond the sample ``w_z``, still a plausible latent; re-measure the scale for
   another generator with :func:`locality_scale`.
 
 **Early-stop threshold.** The paper's 0.06 is in LPIPS-AlexNet units and means nothing for
@@ -67,26 +66,15 @@ another metric. facelab's default distance is the "dlib-lpips" of :mod:`facelab.
 threshold is re-derived with :func:`calibrate_threshold`: the median perceptual distance between a
 world face and the same face shifted by one pixel (horizontally or vertically, edge repeated) --
 a difference nobody sees side by side, i.e. "the reconstruction is as close to the photo as the
-photo is to itself, one pixel off". ``EARLY_STOP_DLIB`` stores the measured value (0.32; a 2 px
-shift gives 0.84); pass ``early_stop=None`` to always run ``tune_steps``, or recalibrate for
-another ``perceptual``. Measured with the defaults (pivots at ``pivot_lr`` 0.1): a world face
-(psi 1, random noise) starts tuning at 1.48 and crosses 0.32 after 111 steps (0.07 at 350);
-Grace Hopper's photo (``bench/pti.py --early-stop``, this version) crosses it after 278 steps
-(0.24 at 350), so the threshold ends the tuning of in-domain faces early and lets real photos use
-most of the budget, as 0.06 does at 1024 px.
+photo is to itself, one pixel off". ``EARLY_STOP_DLIB`` stores the calibrated value; pass
+``early_stop=None`` to always run ``tune_steps``, or recalibrate for another ``perceptual``. It
+ends the tuning of in-domain faces early and lets real photos use most of the budget, as 0.06
+does at 1024 px.
 
-**Speed.** ``python bench/pti.py --device cpu --runs 3 --floor`` on the course's 2-core machine
-(Grace Hopper, early stop off): 450 projection steps 37.7 s + 350 tuning steps 57.9 s, 96.9 s in
-all (with the default early stop, 278 tuning steps and 84 s). A projection step is 3.3 GFLOP and a
-tuning step with the regulariser 9.5 GFLOP, 4.8 TFLOP for the paper's counts: even at the rate of
-a large matrix product on these cores (211-327 GFLOP/s measured) that is 14.7-22.8 s of pure
-arithmetic, and the convolution kernels alone take 40-47 s at their measured speed. Interactive PTI needs a GPU
-(``PTIConfig(device="cuda")``, or a generator on the GPU).
-
-**What the regulariser buys** (same photo, 350 steps, :func:`locality_change` with 32 latents):
-at random latents (psi 1) the tuned generator's images moved by MSE 0.083 / dlib-lpips 1.17
-without it and 0.015 / 0.58 with it, at neighbours of the pivot (radius 10) by 0.138 / 1.64
-and 0.085 / 1.32, while the fit at the pivot hardly changed (dlib-lpips 0.343 without, 0.360 with).
+**Speed.** The paper's step counts take over a minute on a 2-core CPU (``bench/pti.py`` measures
+it and the least time the arithmetic could take); interactive PTI needs a GPU
+(``PTIConfig(device="cuda")``, or a generator on the GPU). :func:`locality_change` measures what
+the regulariser buys.
 
     import facelab as fl, facelab.pti as pti
     G = fl.load_generator("world64")
@@ -98,11 +86,12 @@ and 0.085 / 1.32, while the fit at the pivot hardly changed (dlib-lpips 0.343 wi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -110,28 +99,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hub import atomic_torch_save, check_state, load_file
-from .imaging import check_image_values, resize
+from .imaging import check_images, resize
+from .latents import as_wplus, noise_maps, sample_ws
+from .metrics import ReferenceDistance, checked_distance, mse, resolve_perceptual
 from .nets.stylegan2 import NOISE_MODES
-from .utils import check_finite, check_loss
+from .projector import ProjectConfig, project
+from .utils import Config, check_finite, check_loss, device_of, on_device
 
 PTI_FORMAT = "facelab.pti/1"
-# Tune a channels-last copy on the CPU: a whole tuning step took about 14 % less CPU time that way
-# (231 vs 268 ms, one thread, torch 2.14 / oneDNN); the result is converted back to contiguous.
-_CHANNELS_LAST_ON_CPU = True
+# Tune a channels-last copy on the CPU: the same numbers (to float rounding) with fewer layout
+# conversions in oneDNN's convolutions (measured in docs/world64/pti.md); converted back afterwards.
+CHANNELS_LAST_ON_CPU = True
 HISTORY_KEYS = ("loss", "pixel", "perceptual", "locality")
 
 # calibrate_threshold(load_generator("world64")) with the default dlib-lpips distance: the median
-# over 64 faces (psi 1, const noise) x 4 one-pixel shifts is 0.320 (z seed 0) and 0.324 (seed 1);
-# a 2 px shift gives 0.84. See the module docstring.
+# over 64 faces (psi 1, const noise) x 4 one-pixel shifts (docs/world64/pti.md).
 EARLY_STOP_DLIB = 0.32
+PIVOT = ProjectConfig(steps=450, lr=0.1)  # the pivot's projection: 450 steps (PTI), lr 0.1 (StyleGAN2)
 
 
-@dataclass
-class PTIConfig:
+@dataclass(frozen=True)
+class PTIConfig(Config):
     """Hyperparameters of :func:`tune`; the defaults are the official PTI values except ``pivot_lr``
     and ``early_stop``, which are re-derived for the embedded world (see the module doc).
 
-    pivot_steps, pivot_lr: W projection (``facelab.invert.project``) steps and initial learning rate.
+    pivot: the :class:`facelab.projector.ProjectConfig` of the W projection that finds the pivots
+        (default 450 steps at lr 0.1, the StyleGAN2 projector's other values); a dict is read as
+        changes to that default. pivot_steps, pivot_lr: shorthands for ``pivot.steps`` and
+        ``pivot.lr`` (given, they override ``pivot``'s; afterwards they always equal them).
     tune_steps, lr: maximum pivotal-tuning steps and Adam's learning rate (betas (0.9, 0.999)).
     pixel_weight, perceptual_weight: weights of the pixel MSE and the perceptual distance at the pivot.
     early_stop: stop once every image's perceptual distance at its pivot is <= this (None: never).
@@ -147,8 +142,10 @@ class PTIConfig:
     device: where to tune (None: the generator's device).
     """
 
-    pivot_steps: int = 450
-    pivot_lr: float = 0.1  # the StyleGAN2 projector's; the official PTI repo uses 0.01 (module doc)
+    DERIVED = ("pivot_steps", "pivot_lr")
+
+    pivot_steps: int | None = None
+    pivot_lr: float | None = None
     tune_steps: int = 350
     lr: float = 3e-4
     pixel_weight: float = 1.0
@@ -165,11 +162,12 @@ class PTIConfig:
     locality_noise_mode: str = "none"
     seed: int = 0
     device: str | None = None
+    pivot: ProjectConfig = PIVOT
 
     def __post_init__(self):
         for name in ("pivot_steps", "tune_steps"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 0):
+            if not (v is None and name == "pivot_steps") and not (isinstance(v, int) and v >= 0):
                 raise ValueError(f"PTIConfig.{name} must be an int >= 0, got {v!r}")
         for name in ("locality_every", "locality_samples"):
             v = getattr(self, name)
@@ -178,7 +176,8 @@ class PTIConfig:
         for name in ("pivot_lr", "lr", "pixel_weight", "perceptual_weight", "alpha", "locality_l2_weight",
                      "locality_perceptual_weight", "latent_ball_psi"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            if not (v is None and name == "pivot_lr") and \
+                    not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"PTIConfig.{name} must be a finite number >= 0, got {v!r}")
         if self.pixel_weight == 0 and self.perceptual_weight == 0:
             raise ValueError("PTIConfig: pixel_weight and perceptual_weight are both 0: nothing ties G to the image")
@@ -189,15 +188,21 @@ class PTIConfig:
             if getattr(self, name) not in NOISE_MODES:
                 raise ValueError(f"PTIConfig.{name} must be one of {NOISE_MODES}, got {getattr(self, name)!r}")
         if self.device is not None:
-            self.device = str(self.device)
+            object.__setattr__(self, "device", str(self.device))
+        self._normalise_pivot()
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PTIConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+    def _normalise_pivot(self) -> None:
+        """``pivot`` as a ProjectConfig with the shorthands applied; the shorthands set from it."""
+        pivot = self.pivot
+        if isinstance(pivot, Mapping):
+            pivot = PIVOT.replace(**pivot)
+        if not isinstance(pivot, ProjectConfig):
+            raise TypeError(f"PTIConfig.pivot must be a ProjectConfig (or a dict of its fields), got "
+                            f"{type(pivot).__name__}")
+        shorthands = {k: v for k, v in (("steps", self.pivot_steps), ("lr", self.pivot_lr)) if v is not None}
+        pivot = pivot.replace(**shorthands) if shorthands else pivot
+        for name, value in (("pivot", pivot), ("pivot_steps", pivot.steps), ("pivot_lr", pivot.lr)):
+            object.__setattr__(self, name, value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +246,7 @@ class PTIResult:
         """
         ws = self.pivots if ws is None else ws
         with torch.no_grad():
-            return self.G.synthesis(ws.to(_device_of(self.G)), noise_mode=self.config.noise_mode)
+            return self.G.synthesis(ws.to(device_of(self.G)), noise_mode=self.config.noise_mode)
 
     def save(self, path: str | Path) -> Path:
         """Write ``{"format", "state_dict", "pivots", "config", "history", ...}`` atomically.
@@ -297,7 +302,7 @@ def load_pti(path: str | Path, G_base: nn.Module, *, device=None) -> PTIResult:
         raise ValueError(f"{path}: its pivots are {list(getattr(pivots, 'shape', [type(pivots).__name__]))}, not "
                          f"[N, {G_base.num_ws}, {G_base.w_dim}]; {fix}")
     check_finite(pivots, f"the pivots of {path}", fix=fix)
-    dev = torch.device(device) if device is not None else _device_of(G_base)
+    dev = torch.device(device) if device is not None else device_of(G_base)
     G = copy.deepcopy(G_base).to(dev)
     with torch.no_grad():
         for k, p in G.synthesis.named_parameters():
@@ -307,10 +312,6 @@ def load_pti(path: str | Path, G_base: nn.Module, *, device=None) -> PTIResult:
                      history={k: list(v) for k, v in ckpt["history"].items()}, steps_run=ckpt["steps_run"],
                      seconds=ckpt["seconds"], pivot_seconds=ckpt.get("pivot_seconds", 0.0),
                      tune_seconds=ckpt.get("tune_seconds", 0.0))
-
-
-def _device_of(G: nn.Module) -> torch.device:
-    return G.mapping.w_avg.device
 
 
 def _fingerprint(G: nn.Module) -> str:
@@ -328,133 +329,15 @@ def _fingerprint(G: nn.Module) -> str:
 # Checks
 
 
-def _check_images(images, G) -> torch.Tensor:
-    c = G.img_channels
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise TypeError(f"images must be a float tensor [N, {c}, H, W] in [-1, 1], got "
-                        f"{type(images).__name__ if not isinstance(images, torch.Tensor) else images.dtype}; "
-                        "convert photos with facelab.to_tensor")
-    if images.ndim != 4 or images.shape[1] != c or images.shape[0] < 1 or images.shape[2] != images.shape[3]:
-        hint = " (add the batch axis: x[None])" if images.ndim == 3 else ""
-        raise ValueError(f"images must be square [N, {c}, H, W] in [-1, 1], got {list(images.shape)}{hint}")
-    check_image_values(images)  # generated faces overshoot [-1, 1] a little
-    return images
-
-
 def _check_pivots(pivots, n: int, G) -> torch.Tensor:
     """W [N, w_dim], W+ [N, num_ws, w_dim] or a Projection -> [N, num_ws, w_dim] float32, detached."""
-    if hasattr(pivots, "ws") and not isinstance(pivots, torch.Tensor):  # a facelab.invert.Projection
+    if hasattr(pivots, "ws") and not isinstance(pivots, torch.Tensor):  # a facelab.projector.Projection
         pivots = pivots.ws
     if not isinstance(pivots, torch.Tensor):
         raise TypeError(f"pivots must be a latent tensor or a Projection, got {type(pivots).__name__}")
-    w_dim, num_ws = G.w_dim, G.num_ws
     p = pivots.detach().float()
     check_finite(p, "pivots", fix="pass finite latents (e.g. a facelab.invert.project result) or pivots=None")
-    if p.ndim == 2 and p.shape[1] == w_dim:
-        p = p.unsqueeze(1).expand(-1, num_ws, -1)
-    if p.ndim != 3 or p.shape[1:] != (num_ws, w_dim) or p.shape[0] != n:
-        raise ValueError(f"pivots must be W [{n}, {w_dim}] or W+ [{n}, {num_ws}, {w_dim}] (one per image), "
-                         f"got {list(pivots.shape)}")
-    return p.clone()
-
-
-def _resolve_perceptual(perceptual, device):
-    if perceptual is None:
-        from .metrics import PerceptualDistance  # lazy: the dlib network loads only when needed
-        perceptual = PerceptualDistance(device=device)
-    if isinstance(perceptual, nn.Module):
-        perceptual = perceptual.to(device).eval()
-    if not callable(perceptual):
-        raise TypeError(f"perceptual must be a callable (a, b) -> [N] distances, got {type(perceptual).__name__}")
-    return perceptual
-
-
-def _distance(perceptual, a, b) -> torch.Tensor:
-    d = perceptual(a, b)
-    if not (isinstance(d, torch.Tensor) and d.shape == (a.shape[0],)):
-        raise ValueError(f"perceptual(a, b) must return one distance per image [{a.shape[0]}], "
-                         f"got {getattr(d, 'shape', type(d).__name__)}")
-    return d
-
-
-class _Against:
-    """``perceptual(a, b)`` where ``b`` are fixed references (no gradient reaches them).
-
-    ``refs(b)`` prepares references once; ``dist(a, refs)`` -> ``[N]``. For any callable the
-    references are just the detached images. For facelab's default distance
-    (``PerceptualDistance("dlib", align="world")``) they are its unit-normalised features, computed
-    once under ``no_grad``: the tuning target is embedded once instead of at every step, and no
-    backward pass runs through the reference half of the batch. Same numbers as the module's
-    ``forward`` (``tests/test_pti.py`` checks the parity); 25-40 % less perceptual work per step.
-    """
-
-    def __init__(self, perceptual):
-        self.perceptual = perceptual
-        self.net = None
-        try:
-            from .metrics import PerceptualDistance
-        except ImportError:  # pragma: no cover - metrics always ships with facelab
-            return
-        if isinstance(perceptual, PerceptualDistance) and perceptual.backend == "dlib":
-            self.net = perceptual.net
-
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.perceptual.features(x)
-
-    def refs(self, b: torch.Tensor):
-        if self.net is None:
-            return b.detach()
-        with torch.no_grad():
-            return self._features(b.detach())
-
-    @staticmethod
-    def cat(r1, r2):
-        if isinstance(r1, torch.Tensor):
-            return torch.cat([r1, r2])
-        return [torch.cat([x, y]) for x, y in zip(r1, r2)]
-
-    def dist(self, a: torch.Tensor, refs) -> torch.Tensor:
-        if self.net is None:
-            return _distance(self.perceptual, a, refs)
-        return self.perceptual.from_features(self._features(a), refs)
-
-
-def _mse(a, b) -> torch.Tensor:
-    return (a - b).square().flatten(1).mean(1)  # [N]
-
-
-def _w_samples(G, n: int, psi: float, gen: torch.Generator) -> torch.Tensor:
-    """``n`` latents ``mapping(z, psi)`` [n, num_ws, w_dim], z drawn on the CPU from ``gen``."""
-    z = torch.randn(n, G.z_dim, generator=gen).to(_device_of(G))
-    with torch.no_grad():
-        return G.mapping(z, truncation_psi=psi, update_w_avg=False)
-
-
-def _noise_maps(G, n: int, mode: str, device) -> list[torch.Tensor]:
-    """Explicit per-layer noise maps [n, 1, r, r] equal to what ``noise_mode=mode`` renders."""
-    out = []
-    for layer in G.synthesis.layers():
-        r = layer.resolution
-        if mode == "const":
-            out.append(layer.noise_const.view(1, 1, r, r).expand(n, 1, r, r))
-        elif mode == "none":
-            out.append(torch.zeros(n, 1, r, r, device=device))
-        else:
-            out.append(torch.randn(n, 1, r, r, device=device))
-    return out
-
-
-def ball_latents(pivots: torch.Tensor, w_z: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``w_r = w_p + alpha (w_z - w_p) / ||w_z - w_p||``: points at distance ``alpha`` from each pivot.
-
-    pivots: ``[N, num_ws, w_dim]``; w_z: ``[N * k, num_ws, w_dim]`` (k samples per pivot, pivot-major).
-    The norm is taken over each whole ``[num_ws, w_dim]`` latent. Returns ``[N * k, num_ws, w_dim]``.
-    """
-    k = w_z.shape[0] // pivots.shape[0]
-    w_p = pivots.repeat_interleave(k, dim=0)  # [N*k, num_ws, w_dim]
-    d = w_z - w_p
-    norm = d.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, 1, 1)
-    return w_p + alpha * d / norm
+    return as_wplus(p, G, n=n, what="pivots").clone()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +353,7 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
     train/eval mode stay as they are). The tuned generator is a copy, returned in the result.
     config: :class:`PTIConfig` (default: the paper's values).
     pivots: skip the W projection and tune around these latents: W ``[N, w_dim]``, W+
-    ``[N, num_ws, w_dim]`` or a :class:`facelab.invert.Projection`.
+    ``[N, num_ws, w_dim]`` or a :class:`facelab.projector.Projection`.
     perceptual: a callable ``(a, b) -> [N]`` distances of image batches in [-1, 1], used for the
     projection, the tuning loss and the regulariser (default: :class:`facelab.metrics.PerceptualDistance`).
     With ``perceptual_weight == 0`` and ``locality_perceptual_weight == 0`` it is still used for
@@ -484,79 +367,123 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
     config = PTIConfig() if config is None else config
     if not isinstance(config, PTIConfig):
         raise TypeError(f"config must be a PTIConfig, got {type(config).__name__}")
-    images = _check_images(images, G)
+    check_images(images, "images", channels=G.img_channels, square=True, nonempty=True)
     n = images.shape[0]
     if pivots is not None:
         pivots = _check_pivots(pivots, n, G)
-
-    device = _device_of(G) if config.device is None else torch.device(config.device)
-    # The frozen reference theta_0: the caller's generator itself when it already lives on `device`
-    # (only ever run under no_grad, its mapping with update_w_avg=False: nothing of it changes).
-    G_ref = G if _device_of(G) == device else copy.deepcopy(G).to(device)
-    target = resize(images.detach().to(device, torch.float32), G.img_resolution)  # [N, C, R, R]
-    k = config.locality_samples
-    use_locality = config.locality and (config.locality_l2_weight > 0 or config.locality_perceptual_weight > 0)
-    need_d = config.perceptual_weight > 0 or config.early_stop is not None
     if pivots is None and config.pivot_steps < 1:
         raise ValueError("PTIConfig.pivot_steps is 0 and no pivots were given; pass pivots=... (e.g. a "
                          "facelab.invert.project(...) result) or set pivot_steps >= 1")
-    if pivots is None or need_d or (use_locality and config.locality_perceptual_weight > 0):
-        perceptual = _resolve_perceptual(perceptual, device)
+
+    device = device_of(G) if config.device is None else torch.device(config.device)
+    # The frozen reference theta_0: the caller's generator itself when it already lives on `device`
+    # (only ever run under no_grad, its mapping with update_w_avg=False: nothing of it changes).
+    G_ref = on_device(G, device)
+    target = resize(images.detach().to(device, torch.float32), G.img_resolution)  # [N, C, R, R]
+    tuner = _Tuner(G, G_ref, target, config, device)
+    if pivots is None or tuner.need_d or tuner.locality_d:
+        perceptual = resolve_perceptual(perceptual, device)
 
     # 1. Pivots: W projection.
     if pivots is None:
-        from .invert import project
-        proj = project(G_ref, target, space="w", steps=config.pivot_steps, lr=config.pivot_lr,
-                       perceptual=perceptual, seed=config.seed, progress=progress)
+        proj = project(G_ref, target, space="w", config=config.pivot, perceptual=perceptual, seed=config.seed,
+                       progress=progress)
         pivots = proj.ws.detach().float()
     pivots = pivots.to(device)  # [N, num_ws, w_dim]
     t1 = time.perf_counter()
 
     # 2. Pivotal tuning of a copy of the synthesis network.
-    G_t = copy.deepcopy(G).to(device).eval().requires_grad_(False)
-    channels_last = device.type == "cpu" and _CHANNELS_LAST_ON_CPU
-    if channels_last:  # the same numbers (to float rounding), fewer layout conversions in oneDNN's convolutions
-        G_t = G_t.to(memory_format=torch.channels_last)
-    params = list(G_t.synthesis.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
-    gen = torch.Generator().manual_seed(int(config.seed))
-    against = _Against(perceptual)
-    target_refs = against.refs(target) if need_d else None
-    pivot_noise = _noise_maps(G_t, n, config.noise_mode, device) if config.noise_mode != "random" else None
+    G_t, history, steps_run = tuner.run(pivots, perceptual, progress)
+    t2 = time.perf_counter()
+    return PTIResult(G=G_t, pivots=pivots, config=config, history=history, steps_run=steps_run,
+                     seconds=t2 - t0, pivot_seconds=t1 - t0, tune_seconds=t2 - t1)
 
-    history = {key: [] for key in (*HISTORY_KEYS, "perceptual_max")}
-    bar = None
-    if progress and config.tune_steps > 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.tune_steps, desc="pivotal tuning", leave=False)
-    steps_run = 0
-    for step in range(config.tune_steps):
-        regularise = use_locality and step % config.locality_every == 0
-        ws, noise = pivots, pivot_noise or _noise_maps(G_t, n, config.noise_mode, device)
-        if regularise:
-            # The regulariser's latents ride in the same batch as the pivots (one forward/backward
-            # through the tuned network); theta_0 renders them under no_grad.
-            w_z = _w_samples(G_ref, n * k, config.latent_ball_psi, gen)  # [N*k, num_ws, w_dim]
-            w_r = ball_latents(pivots, w_z, config.alpha)
-            r_noise = _noise_maps(G_t, n * k, config.locality_noise_mode, device)
-            with torch.no_grad():
-                old = G_ref.synthesis(w_r, noise=r_noise)  # theta_0: [N*k, C, R, R]
-            ws = torch.cat([pivots, w_r])
-            noise = [torch.cat([a, b]) for a, b in zip(noise, r_noise)]
-        out = G_t.synthesis(ws, noise=noise)  # [N (+ N*k), C, R, R]
-        img = out[:n]
-        pixel = _mse(img, target)  # [N]
-        d_all = None
-        if regularise and config.locality_perceptual_weight > 0:
-            refs = against.cat(target_refs, against.refs(old)) if need_d else against.refs(old)
-            d_all = against.dist(out if need_d else out[n:], refs)
-            d, d_reg = (d_all[:n], d_all[n:]) if need_d else (None, d_all)
-        elif need_d:
-            d = against.dist(img, target_refs)
-        if not need_d:
-            d = torch.full_like(pixel, float("nan"))
+
+class _Tuner:
+    """Pivotal tuning's state and steps: the tuned copy ``G_t``, its optimiser, the references."""
+
+    def __init__(self, G, G_ref, target: torch.Tensor, config: PTIConfig, device: torch.device):
+        self.G, self.G_ref, self.target, self.config, self.device = G, G_ref, target, config, device
+        self.n, self.k = target.shape[0], config.locality_samples
+        self.use_locality = config.locality and (config.locality_l2_weight > 0 or config.locality_perceptual_weight > 0)
+        self.locality_d = self.use_locality and config.locality_perceptual_weight > 0
+        self.need_d = config.perceptual_weight > 0 or config.early_stop is not None
+
+    def run(self, pivots: torch.Tensor, perceptual, progress: bool) -> tuple[nn.Module, dict, int]:
+        """Tune a copy of G around ``pivots``; returns (G_t, history, Adam updates made)."""
+        config, device = self.config, self.device
+        G_t = copy.deepcopy(self.G).to(device).eval().requires_grad_(False)
+        channels_last = device.type == "cpu" and CHANNELS_LAST_ON_CPU
+        if channels_last:  # the same numbers (to float rounding), fewer layout conversions in oneDNN's convolutions
+            G_t = G_t.to(memory_format=torch.channels_last)
+        params = list(G_t.synthesis.parameters())
+        for p in params:
+            p.requires_grad_(True)
+        self.G_t, self.pivots = G_t, pivots
+        self.optimizer = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.999))
+        self.gen = torch.Generator().manual_seed(int(config.seed))
+        self.against = ReferenceDistance(perceptual)
+        self.target_refs = self.against.refs(self.target) if self.need_d else None
+        self.pivot_noise = noise_maps(G_t, self.n, config.noise_mode, device) if config.noise_mode != "random" else None
+        self.history = {key: [] for key in (*HISTORY_KEYS, "perceptual_max")}
+
+        bar = None
+        if progress and config.tune_steps > 0:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=config.tune_steps, desc="pivotal tuning", leave=False)
+        steps_run = 0
+        for step in range(config.tune_steps):
+            if not self.step(step):
+                break
+            steps_run += 1
+            if bar is not None:
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{self.history['loss'][-1]:.4g}", d=f"{self.history['perceptual'][-1]:.4g}")
+        if bar is not None:
+            bar.close()
+        G_t.eval().requires_grad_(False)
+        if channels_last:
+            G_t = G_t.to(memory_format=torch.contiguous_format)
+        return G_t, self.history, steps_run
+
+    def batch(self, regularise: bool):
+        """(ws, noise, old): the pivots and, when regularising, the regulariser's latents ``w_r``
+        riding in the same batch (one forward/backward through the tuned network), with theta_0's
+        renders of them ``old`` (under no_grad; else None)."""
+        config, n = self.config, self.n
+        ws, noise = self.pivots, self.pivot_noise or noise_maps(self.G_t, n, config.noise_mode, self.device)
+        if not regularise:
+            return ws, noise, None
+        w_z = sample_ws(self.G_ref, n * self.k, psi=config.latent_ball_psi, generator=self.gen)  # [N*k, num_ws, w_dim]
+        w_r = ball_latents(self.pivots, w_z, config.alpha)
+        r_noise = noise_maps(self.G_t, n * self.k, config.locality_noise_mode, self.device)
+        with torch.no_grad():
+            old = self.G_ref.synthesis(w_r, noise=r_noise)  # theta_0: [N*k, C, R, R]
+        return torch.cat([self.pivots, w_r]), [torch.cat([a, b]) for a, b in zip(noise, r_noise)], old
+
+    def distances(self, out: torch.Tensor, old: torch.Tensor | None):
+        """(d [N] at the pivots, NaN without a perceptual term; d_reg [N*k] of the regulariser or None)."""
+        n, against = self.n, self.against
+        d, d_reg = None, None
+        if old is not None and self.config.locality_perceptual_weight > 0:
+            refs = against.cat(self.target_refs, against.refs(old)) if self.need_d else against.refs(old)
+            d_all = against.dist(out if self.need_d else out[n:], refs)
+            d, d_reg = (d_all[:n], d_all[n:]) if self.need_d else (None, d_all)
+        elif self.need_d:
+            d = against.dist(out[:n], self.target_refs)
+        if not self.need_d:
+            d = torch.full((n,), float("nan"), dtype=out.dtype, device=out.device)
+        return d, d_reg
+
+    def step(self, step: int) -> bool:
+        """One tuning step; False (and no update) when early stop triggers."""
+        config, n, history = self.config, self.n, self.history
+        regularise = self.use_locality and step % config.locality_every == 0
+        ws, noise, old = self.batch(regularise)
+        out = self.G_t.synthesis(ws, noise=noise)  # [N (+ N*k), C, R, R]
+        pixel = mse(out[:n], self.target)  # [N]
+        d, d_reg = self.distances(out, old)
         loss = config.pixel_weight * pixel.mean()
         if config.perceptual_weight > 0:
             loss = loss + config.perceptual_weight * d.mean()
@@ -568,34 +495,33 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
             # Checked before the update, as the official coach does: this step's loss is not applied.
             history["loss"].append(float(loss.detach()))
             history["locality"].append(float("nan"))
-            break
+            return False
         reg = None
         if regularise:
-            reg = config.locality_l2_weight * _mse(out[n:], old).mean()
+            reg = config.locality_l2_weight * mse(out[n:], old).mean()
             if config.locality_perceptual_weight > 0:
                 reg = reg + config.locality_perceptual_weight * d_reg.mean()
             loss = loss + reg
         history["loss"].append(float(loss.detach()))
         history["locality"].append(float(reg.detach()) if reg is not None else float("nan"))
         check_loss(history["loss"][-1], step, "pivotal tuning", f"lower PTIConfig.lr (now {config.lr:g})")
-
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        steps_run += 1
-        if bar is not None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", d=f"{history['perceptual'][-1]:.4g}")
-    if bar is not None:
-        bar.close()
+        self.optimizer.step()
+        return True
 
-    G_t.eval().requires_grad_(False)
-    if channels_last:
-        G_t = G_t.to(memory_format=torch.contiguous_format)
-    t2 = time.perf_counter()
-    return PTIResult(G=G_t, pivots=pivots, config=config, history=history, steps_run=steps_run,
-                     seconds=t2 - t0, pivot_seconds=t1 - t0, tune_seconds=t2 - t1)
+
+def ball_latents(pivots: torch.Tensor, w_z: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``w_r = w_p + alpha (w_z - w_p) / ||w_z - w_p||``: points at distance ``alpha`` from each pivot.
+
+    pivots: ``[N, num_ws, w_dim]``; w_z: ``[N * k, num_ws, w_dim]`` (k samples per pivot, pivot-major).
+    The norm is taken over each whole ``[num_ws, w_dim]`` latent. Returns ``[N * k, num_ws, w_dim]``.
+    """
+    k = w_z.shape[0] // pivots.shape[0]
+    w_p = pivots.repeat_interleave(k, dim=0)  # [N*k, num_ws, w_dim]
+    d = w_z - w_p
+    norm = d.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, 1, 1)
+    return w_p + alpha * d / norm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,7 +547,7 @@ class LocalityChange:
     radius: float
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dataclasses.asdict(self)
 
 
 @torch.no_grad()
@@ -639,23 +565,21 @@ def locality_change(G_orig: nn.Module, G_tuned: nn.Module, pivots: torch.Tensor,
     ``noise_mode``; latents are drawn on the CPU from ``seed``.
     Returns a :class:`LocalityChange` (means over the latents).
     """
-    device = _device_of(G_tuned)
-    pivots = pivots.detach().float().to(device)
-    if pivots.ndim == 2:
-        pivots = pivots.unsqueeze(1).expand(-1, G_tuned.num_ws, -1)
-    perceptual = _resolve_perceptual(perceptual, device)
-    G_o = G_orig if _device_of(G_orig) == device else copy.deepcopy(G_orig).to(device)
+    device = device_of(G_tuned)
+    pivots = as_wplus(pivots.detach().float().to(device), G_tuned, what="pivots")  # [N, num_ws, w_dim]
+    perceptual = resolve_perceptual(perceptual, device)
+    G_o = on_device(G_orig, device)
     gen = torch.Generator().manual_seed(int(seed))
-    w_rand = _w_samples(G_o, n, psi, gen)  # [n, num_ws, w_dim]
-    w_near = ball_latents(pivots, _w_samples(G_o, n * pivots.shape[0], psi, gen), radius)  # [N*n, ...]
+    w_rand = sample_ws(G_o, n, psi=psi, generator=gen)  # [n, num_ws, w_dim]
+    w_near = ball_latents(pivots, sample_ws(G_o, n * pivots.shape[0], psi=psi, generator=gen), radius)  # [N*n, ...]
 
     def compare(ws):
         mses, ds = [], []
         for chunk in ws.split(batch):
             a = G_o.synthesis(chunk, noise_mode=noise_mode)
             b = G_tuned.synthesis(chunk, noise_mode=noise_mode)
-            mses.append(_mse(a, b))
-            ds.append(_distance(perceptual, b, a))
+            mses.append(mse(a, b))
+            ds.append(checked_distance(perceptual, b, a))
         return float(torch.cat(mses).mean()), float(torch.cat(ds).mean())
 
     rm, rp = compare(w_rand)
@@ -670,8 +594,8 @@ def locality_scale(G: nn.Module, *, n: int = 200, psi: float = 0.5, seed: int = 
     ``w_z`` to an untruncated one ``w_p`` (standing in for a pivot): the scale that ``alpha`` is
     measured against. About 22 for world64 (alpha = 30 lands just beyond ``w_z``)."""
     gen = torch.Generator().manual_seed(int(seed))
-    w_p = _w_samples(G, n, 1.0, gen)
-    w_z = _w_samples(G, n, psi, gen)
+    w_p = sample_ws(G, n, psi=1.0, generator=gen)
+    w_z = sample_ws(G, n, psi=psi, generator=gen)
     return float((w_z - w_p).flatten(1).norm(dim=1).median())
 
 
@@ -700,18 +624,19 @@ def calibrate_threshold(G: nn.Module | None = None, *, images: torch.Tensor | No
     if images is None:
         if G is None:
             raise ValueError("calibrate_threshold needs a generator G or images")
-        dev = _device_of(G)
+        dev = device_of(G)
         gen = torch.Generator().manual_seed(int(seed))
-        images = torch.cat([G.synthesis(w, noise_mode="const") for w in _w_samples(G, n, psi, gen).split(32)])
+        ws = sample_ws(G, n, psi=psi, generator=gen)  # [n, num_ws, w_dim]
+        images = torch.cat([G.synthesis(w, noise_mode="const") for w in ws.split(32)])
     else:
         dev = torch.device(device) if device is not None else images.device
         images = images.to(dev)
-    perceptual = _resolve_perceptual(perceptual, dev)
+    perceptual = resolve_perceptual(perceptual, dev)
     images = images.float().clamp(-1, 1)
     ds = []
     for dx, dy in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)):
         moved = shift_image(images, dx, dy)
-        ds.append(torch.cat([_distance(perceptual, a, b) for a, b in zip(images.split(32), moved.split(32))]))
+        ds.append(torch.cat([checked_distance(perceptual, a, b) for a, b in zip(images.split(32), moved.split(32))]))
     return float(torch.cat(ds).median())
 
 

@@ -1,10 +1,21 @@
-"""Small helpers shared by every module: device choice, seeding, showing source in notebooks."""
+"""Small helpers shared by every module: the device rule, finiteness checks, configs, seeding, showing source.
+
+**The device rule.** Everything that loads or builds networks (``load_generator``, ``load_identity``,
+``sample_teacher``, the MTCNN labelers, ``PerceptualDistance``, ``align_face``, ...) takes
+``device=None``, which means :func:`get_device`: ``FACELAB_DEVICE``, else CUDA, else MPS, else the CPU.
+Algorithms handed a network (``project(G, ...)``, ``tune(G, ...)``, ``editability(G, ...)``) run
+where that network lives (:func:`device_of`) unless ``device=`` names another place, where they work
+on a copy and leave the caller's network alone. Random numbers are drawn on the CPU and moved, so a
+seed means the same thing on every device.
+"""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
 import random
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -39,6 +50,25 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def device_of(module) -> torch.device:
+    """Where a network lives: the device of its first parameter (else buffer); the CPU if it has none."""
+    for tensors in (module.parameters(), module.buffers()):
+        t = next(iter(tensors), None)
+        if t is not None:
+            return t.device
+    return torch.device("cpu")
+
+
+def on_device(module, device):
+    """``module`` if it already lives on ``device``, else a deep copy moved there (the caller's stays as it is)."""
+    import copy
+
+    device, here = torch.device(device), device_of(module)
+    if here.type == device.type and (device.index is None or device.index == here.index):
+        return module
+    return copy.deepcopy(module).to(device)
+
+
 def check_finite(x, what: str, *, fix: str = "pass finite values", error: type[Exception] = ValueError) -> None:
     """Raise a one-line ``error`` if the number or tensor ``x`` holds NaN or Inf, saying which.
 
@@ -70,12 +100,43 @@ def seed_all(seed: int = 0) -> torch.Generator:
 
 
 def z_from_seeds(seeds, z_dim: int, *, device=None) -> torch.Tensor:
-    """One latent z ~ N(0, I) per seed: [len(seeds), z_dim].
+    """One latent z ~ N(0, I) per seed: [len(seeds), z_dim], on ``device`` (None: :func:`get_device`).
 
     Drawn on the CPU and then moved, so a seed names the same face on every device.
     """
     z = [torch.randn(z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    return torch.stack(z).to(get_device(device) if device is not None else "cpu")
+    return torch.stack(z).to(get_device(device))
+
+
+class Config:
+    """Base of facelab's configs: frozen dataclasses with the paper's values as defaults.
+
+    Subclasses are ``@dataclass(frozen=True)``: a config never changes after it is made (two
+    algorithms given the same object cannot affect each other); :meth:`replace` makes a changed
+    copy. :meth:`from_dict` refuses unknown keys with a one-line error instead of dropping them.
+    ``DERIVED`` names fields that are shorthands for parts of another field: they are filled in by
+    ``__post_init__``, left out of :meth:`to_dict`, and only override when given.
+    """
+
+    DERIVED: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in self.DERIVED}
+
+    @classmethod
+    def from_dict(cls, d) -> "Config":
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known), key=str)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no {', '.join(map(str, unknown))}; known: {', '.join(known)} "
+                             "(a typo, or a file from another facelab version?)")
+        return cls(**d)
+
+    def replace(self, **changes) -> "Config":
+        """A copy with ``changes`` (unknown names refused as in :meth:`from_dict`)."""
+        kept = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.DERIVED}
+        return type(self).from_dict({**kept, **changes})
 
 
 def show_source(obj) -> None:

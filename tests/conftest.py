@@ -15,6 +15,13 @@ def facelab_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def cpu_by_default(monkeypatch):
+    """``device=None`` means ``get_device()``: unit tests run on the CPU unless they name a device
+    (the tests of get_device itself set or delete FACELAB_DEVICE as they need)."""
+    monkeypatch.setenv("FACELAB_DEVICE", "cpu")
+
+
 @pytest.fixture
 def tiny_cfg():
     return get_config("tiny")  # 32 px, num_ws 8, w_dim 32

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import facelab as fl
+from facelab import geometry
 from facelab.nets import attributes as A
 from facelab.nets.attributes import ATTRIBUTES, face_geometry, label_images
 from facelab.nets.teacher import sample_teacher
@@ -75,10 +76,10 @@ def test_geometry_formulas_on_synthetic_landmarks():
 
 def test_similarity_fit_recovers_a_known_transform():
     z, t = torch.tensor([1.5 * complex(math.cos(0.3), math.sin(0.3))]), torch.tensor([complex(4.0, -2.0)])
-    src = A.CHIP_TEMPLATE
+    src = geometry.CHIP_TEMPLATE
     s = torch.complex(src[:, 0], src[:, 1])
     dst = z[:, None] * s[None] + t[:, None]  # [1, 3]
-    z_fit, t_fit = A._similarity(src, torch.stack([dst.real, dst.imag], -1))
+    z_fit, t_fit = geometry.similarity(src, torch.stack([dst.real, dst.imag], -1))
     assert torch.allclose(z_fit, z.to(torch.complex64), atol=1e-5)
     assert torch.allclose(t_fit, t.to(torch.complex64), atol=1e-5)
 

@@ -19,6 +19,7 @@ from PIL import Image
 import facelab as fl
 import facelab.faces as fc
 from facelab.faces import FaceAlignmentError, PhotoError, align_face, align_faces, load_photo
+from facelab.nets.attributes import detect_faces
 from facelab.nets.teacher import sample_teacher
 
 
@@ -132,7 +133,7 @@ def test_real_portrait_lands_on_the_template(grace_path):
     assert (found / 64 - fc.WORLD_TEMPLATE).norm(dim=1).mean() < 0.04  # < 2.6 px: her face is not the mean face
     assert (found - info["aligned_landmarks"]).norm(dim=1).mean() < 1.5  # consistent: where the fit put them
     # ... and on the bare 64 px crop too.
-    assert fc._attributes.detect_faces(out[None]).conf[0] > 0.95
+    assert detect_faces(out[None]).conf[0] > 0.95
     # A path, a PIL image and an array give the same crop; a batch stacks them.
     with Image.open(grace_path) as pil:
         batch = align_faces([pil, np.asarray(pil)])

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from facelab import hub
 from facelab.imaging import to_tensor
-from facelab.nets.identity import (DLIB_SAME_PERSON_DISTANCE, IDENTITY_FORMAT, DlibResNet, add_zero_padded,
-                                   load_identity)
+from facelab.hub import load_identity
+from facelab.nets.identity import DLIB_SAME_PERSON_DISTANCE, IDENTITY_FORMAT, DlibResNet, add_zero_padded
 from facelab.train.convert_dlib import DlibFormatError, DlibReader, convert, dlib_to_state_dict, parse_dlib_net
 
 DATA = Path(__file__).parent / "data"

@@ -10,7 +10,8 @@ import torch
 
 from facelab import hub
 from facelab import interpret as I
-from facelab.nets.regressor import ATTRIBUTES, AttributeRegressor
+from facelab.nets.regressor import OUTPUTS as ATTRIBUTES
+from facelab.nets.regressor import AttributeRegressor
 
 
 def unit(v: torch.Tensor) -> torch.Tensor:

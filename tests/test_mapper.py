@@ -149,7 +149,7 @@ shipped = pytest.mark.skipif("mapper_world64" not in hub.REGISTRY, reason="no sh
 
 @shipped
 def test_shipped_mapper_zero_edit_and_cycle_are_small_and_edits_go_the_right_way():
-    from facelab.nets.regressor import load_regressor
+    from facelab.hub import load_regressor
 
     G, H, m = hub.load_generator("world64", device="cpu"), load_regressor(device="cpu"), load_mapper(device="cpu")
     ws = G.mapping(torch.randn(24, G.z_dim, generator=torch.Generator().manual_seed(2026)))  # held out

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 import facelab.metrics as M
 from facelab.imaging import resize, to_tensor
-from facelab.nets.attributes import _similarity, _warp, detect_faces
+from facelab.geometry import similarity, warp
+from facelab.nets.attributes import detect_faces
 from facelab.nets.teacher import sample_teacher
 
 DATA = Path(__file__).parent / "data"
@@ -52,7 +53,7 @@ def blur(x: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
 def test_identity_template_is_the_padding_02_template_rescaled_about_the_chip_centre():
     # dlib puts its mean face m at (padding + m) / (1 + 2 padding): from padding 0.2 to 0.25 the
     # chip shrinks about its centre by 1.4 / 1.5, so distances shrink and the centre stays.
-    from facelab.nets.attributes import CHIP_TEMPLATE
+    from facelab.geometry import CHIP_TEMPLATE
     eye = lambda t: (t[1] - t[0]).norm()  # noqa: E731
     assert torch.isclose(eye(M.IDENTITY_CHIP_TEMPLATE), eye(CHIP_TEMPLATE) * 1.4 / 1.5)
     assert torch.allclose(M.IDENTITY_CHIP_TEMPLATE[2, 0], torch.tensor(0.5))
@@ -102,8 +103,8 @@ def test_world_chip_of_a_photo_matches_dlibs_own_chip(net):
     import matplotlib.cbook
     photo = to_tensor(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     pts = detect_faces(photo).points[:, :3]
-    z, t = _similarity(M.WORLD_LANDMARKS[:3], pts)
-    crop = _warp(photo, z, t, 128, fill="border")  # [1, 3, 128, 128] in the world's crop
+    z, t = similarity(M.WORLD_LANDMARKS[:3], pts)
+    crop = warp(photo, z, t, 128, fill="border")  # [1, 3, 128, 128] in the world's crop
     dlib_chip = to_tensor(DATA / "chip150_grace_hopper.png")
     with torch.no_grad():
         ref = net(dlib_chip)

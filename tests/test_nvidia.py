@@ -139,9 +139,9 @@ def test_loads_an_ada_pickle_into_the_same_generator(nv, G, tmp_path):
 def test_flat_constructor_arguments_and_the_G_entry(nv, G, tmp_path):
     """legacy.py conversions put the synthesis arguments at the top level; 'G' is the raw generator."""
     path = write_pickle(tmp_path / "net.pkl", nv, G, which=("G",), flat=True)
-    assert nvidia.load_generator(path, which="G").cfg == G.cfg
+    assert nvidia.read_generator(path, which="G").cfg == G.cfg
     with pytest.raises(ValueError, match=r"no network 'G_ema'.*which='G'"):
-        nvidia.load_generator(path)
+        nvidia.read_generator(path)
 
 
 def test_the_stored_source_never_runs(nv, G, tmp_path):
@@ -298,7 +298,7 @@ def test_shared_submodules_do_not_explode(training_module, tmp_path):
 
     def load():
         try:
-            nvidia.load_generator(path)
+            nvidia.read_generator(path)
         except ValueError as e:
             errors.append(str(e))
 

@@ -184,7 +184,7 @@ def test_shift_and_calibration(G):
 def test_default_perceptual_on_the_world_generator():
     """The real path: world64, the default dlib-lpips distance, its cached-reference fast path."""
     import facelab
-    from facelab.metrics import PerceptualDistance
+    from facelab.metrics import PerceptualDistance, ReferenceDistance
 
     Gw = facelab.load_generator("world64", device="cpu")
     P = PerceptualDistance()
@@ -193,7 +193,7 @@ def test_default_perceptual_on_the_world_generator():
         ws = Gw.mapping(torch.randn(2, Gw.z_dim, generator=g), truncation_psi=0.7)
         imgs = Gw.synthesis(ws, noise_mode="const")  # [2, 3, 64, 64]
     a = imgs[:1].clone().requires_grad_(True)
-    fast = pti._Against(P)
+    fast = ReferenceDistance(P)
     assert fast.net is not None
     d_fast = fast.dist(a, fast.refs(imgs[1:]))
     (g_fast,) = torch.autograd.grad(d_fast.sum(), a)

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from facelab import hub
-from facelab.nets.regressor import ATTRIBUTES, MIRROR_SIGN, AttributeRegressor, load_regressor
+from facelab.hub import load_regressor
+from facelab.nets.regressor import MIRROR_SIGN, AttributeRegressor
+from facelab.nets.regressor import OUTPUTS as ATTRIBUTES
 from facelab.train import regressor as tr
 
 

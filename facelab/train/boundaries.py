@@ -41,7 +41,8 @@ from ..utils import get_device, write_card_section
 
 def make_labeler(kind: str, *, device, seed: int = 0):
     """(labeler, identifier) for ``H``, ``teacher``, ``random`` (untrained H) or a regressor ``.pt`` path."""
-    from ..nets.regressor import AttributeRegressor, load_regressor
+    from ..hub import load_regressor
+    from ..nets.regressor import AttributeRegressor
 
     if kind == "H":
         sha = sha256_file(weights_path("attribute_regressor"))
@@ -54,8 +55,8 @@ def make_labeler(kind: str, *, device, seed: int = 0):
             H = AttributeRegressor()
         label = f"random (untrained AttributeRegressor, seed {seed}; smoke test only)"
         return H.eval().requires_grad_(False).to(device), label
-    path = Path(kind)
-    if path.suffix in (".pt", ".pth"):
+    if is_path(kind):
+        path = Path(kind)
         return load_regressor(path, device=device), f"H from {path.name} (sha256 {sha256_file(path)[:12]})"
     raise ValueError(f"--labeler must be H, teacher, random or a regressor .pt file, got {kind!r}")
 
@@ -128,7 +129,7 @@ def card_markdown(boundaries: list[I.Boundary], corr: torch.Tensor, names: list[
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--generator", default="world64", help="registry name or exported .pt")
@@ -152,11 +153,83 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--ship", action="store_true", help="register --out in facelab/weights/manifest.json")
     p.add_argument("--no-progress", action="store_true")
-    args = p.parse_args(argv)
+    return p
 
+
+def fit_all(G, args, spaces: list[str], attrs: list[str], scores: dict, common: dict, meta: dict) -> list[I.Boundary]:
+    """One boundary per attribute and space; W+ ones on separately drawn, style-mixed latents."""
+    lat = I.sample_latents(G, args.n, psi=args.psi, seed=args.seed)
+    boundaries: list[I.Boundary] = []
+    for space in spaces:
+        if space == "w+":
+            n_plus = args.n_plus or args.n
+            sc = label_all(G, n_plus, space="w+", **common)
+            codes = I.sample_latents(G, n_plus, space="w+", psi=args.psi, seed=args.seed,
+                                     mixing=args.mixing).codes("w+")
+            meta["W+ latents"] = f"{n_plus}, style mixing probability {args.mixing}"
+        else:
+            codes, sc = lat.codes(space), scores
+        for a in attrs:
+            t0 = time.time()
+            b = I.train_boundary(codes, sc[a], ratio=args.ratio, split=args.split, C=args.C, seed=args.seed,
+                                 attribute=a, space=space)
+            b.meta = {k: meta[k] for k in ("generator", "labeler", "latents")}
+            boundaries.append(b)
+            r = b.report
+            print(f"{space:>2} {a:<12} val {fmt(r.val_accuracy)}  all {fmt(r.all_accuracy)}  "
+                  f"r {fmt(r.score_correlation)}  ({time.time() - t0:.1f} s)", flush=True)
+    return boundaries
+
+
+def analyse(G, args, boundaries: list[I.Boundary], attrs: list[str], scores: dict, labeler, device, meta: dict):
+    """(score correlation, W boundary cosines or None, re-scoring on held-out latents or None)."""
+    corr = I.attribute_correlation({a: scores[a] for a in attrs})
+    w_bounds = {b.attribute: b for b in boundaries if b.space == "w"}
+    cos = I.boundary_cosines(w_bounds) if len(w_bounds) == len(attrs) else None
+    rescored = None
+    if args.rescore_n > 0 and w_bounds:
+        held_out = I.sample_latents(G, args.rescore_n, psi=args.psi, seed=args.seed, start=args.n)  # never fitted
+        rescored = I.rescore(G, held_out.w.to(device), w_bounds, labeler, step="std", batch_size=args.batch_size)
+        meta["rescore latents"] = f"{args.rescore_n} (rows {args.n}..{args.n + args.rescore_n - 1} of the stream)"
+    return corr, cos, rescored
+
+
+def analysis_meta(attrs: list[str], corr, cos, rescored) -> dict:
+    """The analysis as plain JSON types, stored in the boundaries file's meta."""
+    return {"attributes": attrs, "score_correlation": corr.tolist(),
+            "w_boundary_cosines": None if cos is None else cos.tolist(),
+            "rescore": None if rescored is None else {
+                "change": rescored.change.tolist(), "boundaries": rescored.boundaries,
+                "attributes": rescored.attributes, "unit": rescored.unit}}
+
+
+def write(args, card: Path, spaces: list[str], boundaries: list[I.Boundary], card_text: str, meta: dict) -> None:
+    """Save the boundaries, update the card next to them and, with ``--ship``, register them."""
+    I.save_boundaries(args.out, boundaries, meta=meta)
+    if not card.exists():
+        card.parent.mkdir(parents=True, exist_ok=True)
+        card.write_text(f"# InterFaceGAN boundaries for `{args.generator}`\n\n"
+                        "One hyperplane per attribute and latent space (Shen et al., CVPR 2020), fitted by a linear "
+                        "SVM to the latents of the highest- and lowest-scoring faces. Load them with "
+                        f"`fl.interpret.load_boundaries({args.out.stem.removeprefix('boundaries_')!r})` "
+                        "(or the file path) and edit with `fl.interpret.edit`. Their quality is bounded by the "
+                        "labeler's: see its own card.\n")
+    write_card_section(card, card_text, tag="metrics")
+    print(f"wrote {args.out} ({len(boundaries)} boundaries) and {card}", flush=True)
+    if args.ship:
+        name = args.out.stem
+        ship_file(args.out, name, kind="boundaries", card=card.name,
+                  description=f"InterFaceGAN boundaries ({', '.join(spaces)}) of {args.generator}, {args.n} latents, "
+                              f"labeler {args.labeler}")
+        print(f"registered {name!r} in {PACKAGE_WEIGHTS / 'manifest.json'}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
     for s in spaces:
-        I._check_space(s)
+        I.check_space(s)
     card = args.card or args.out.with_suffix(".md")
     if args.ship and args.out.resolve().parent != PACKAGE_WEIGHTS.resolve():
         p.error(f"--ship registers a file inside the package: use --out {PACKAGE_WEIGHTS}/boundaries_<generator>.pt")
@@ -175,63 +248,15 @@ def main(argv: list[str] | None = None) -> None:
     missing = [a for a in attrs if a not in scores]
     if missing:
         p.error(f"the labeler has no attributes {missing}; it gives {list(scores)}")
-    lat = I.sample_latents(G, args.n, psi=args.psi, seed=args.seed)
     meta = {"generator": f"{args.generator} (sha256 {config['generator'][:12]})", "labeler": labeler_id,
             "latents": f"{args.n} (seed {args.seed}, truncation psi {args.psi}, noise const)",
             "SVM": f"top/bottom ratio {args.ratio}, split {args.split}, C {args.C}, sklearn.svm.SVC(kernel='linear')",
             "command": "python -m facelab.train.boundaries " + shlex.join(sys.argv[1:] if argv is None else argv)}
-    boundaries: list[I.Boundary] = []
-    plus_scores = None
-    for space in spaces:
-        if space == "w+":
-            n_plus = args.n_plus or args.n
-            plus_scores = label_all(G, n_plus, space="w+", **common)
-            codes, sc = I.sample_latents(G, n_plus, space="w+", psi=args.psi, seed=args.seed,
-                                         mixing=args.mixing).codes("w+"), plus_scores
-            meta["W+ latents"] = f"{n_plus}, style mixing probability {args.mixing}"
-        else:
-            codes, sc = lat.codes(space), scores
-        for a in attrs:
-            t0 = time.time()
-            b = I.train_boundary(codes, sc[a], ratio=args.ratio, split=args.split, C=args.C, seed=args.seed,
-                                 attribute=a, space=space)
-            b.meta = {k: meta[k] for k in ("generator", "labeler", "latents")}
-            boundaries.append(b)
-            r = b.report
-            print(f"{space:>2} {a:<12} val {fmt(r.val_accuracy)}  all {fmt(r.all_accuracy)}  "
-                  f"r {fmt(r.score_correlation)}  ({time.time() - t0:.1f} s)", flush=True)
-
-    corr = I.attribute_correlation({a: scores[a] for a in attrs})
-    w_bounds = {b.attribute: b for b in boundaries if b.space == "w"}
-    cos = I.boundary_cosines(w_bounds) if len(w_bounds) == len(attrs) else None
-    rescored = None
-    if args.rescore_n > 0 and w_bounds:
-        held_out = I.sample_latents(G, args.rescore_n, psi=args.psi, seed=args.seed, start=args.n)  # never fitted
-        rescored = I.rescore(G, held_out.w.to(device), w_bounds, labeler, step="std", batch_size=args.batch_size)
-        meta["rescore latents"] = f"{args.rescore_n} (rows {args.n}..{args.n + args.rescore_n - 1} of the stream)"
+    boundaries = fit_all(G, args, spaces, attrs, scores, common, meta)
+    corr, cos, rescored = analyse(G, args, boundaries, attrs, scores, labeler, device, meta)
     meta["time"] = f"{time.time() - t_start:.0f} s on {device.type}"
-    meta["analysis"] = {"attributes": attrs, "score_correlation": corr.tolist(),
-                        "w_boundary_cosines": None if cos is None else cos.tolist(),
-                        "rescore": None if rescored is None else {
-                            "change": rescored.change.tolist(), "boundaries": rescored.boundaries,
-                            "attributes": rescored.attributes, "unit": rescored.unit}}
-    I.save_boundaries(args.out, boundaries, meta=meta)
-    if not card.exists():
-        card.parent.mkdir(parents=True, exist_ok=True)
-        card.write_text(f"# InterFaceGAN boundaries for `{args.generator}`\n\n"
-                        "One hyperplane per attribute and latent space (Shen et al., CVPR 2020), fitted by a linear "
-                        "SVM to the latents of the highest- and lowest-scoring faces. Load them with "
-                        f"`fl.interpret.load_boundaries({args.out.stem.removeprefix('boundaries_')!r})` "
-                        "(or the file path) and edit with `fl.interpret.edit`. Their quality is bounded by the "
-                        "labeler's: see its own card.\n")
-    write_card_section(card, card_markdown(boundaries, corr, attrs, cos, rescored, meta), tag="metrics")
-    print(f"wrote {args.out} ({len(boundaries)} boundaries) and {card}", flush=True)
-    if args.ship:
-        name = args.out.stem
-        ship_file(args.out, name, kind="boundaries", card=card.name,
-                  description=f"InterFaceGAN boundaries ({', '.join(spaces)}) of {args.generator}, {args.n} latents, "
-                              f"labeler {args.labeler}")
-        print(f"registered {name!r} in {PACKAGE_WEIGHTS / 'manifest.json'}", flush=True)
+    meta["analysis"] = analysis_meta(attrs, corr, cos, rescored)
+    write(args, card, spaces, boundaries, card_markdown(boundaries, corr, attrs, cos, rescored, meta), meta)
 
 
 if __name__ == "__main__":

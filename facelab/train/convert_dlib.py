@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .. import hub
-from ..nets.identity import DLIB_INPUT_MEAN, IDENTITY_FORMAT, DlibResNet, load_identity
+from ..nets.identity import DLIB_INPUT_MEAN, IDENTITY_FORMAT, DlibResNet
 
 SOURCE = ("dlib_face_recognition_resnet_model_v1.dat by Davis King (dlib, http://dlib.net, "
           "https://github.com/davisking/dlib-models), as redistributed in the PyPI package "
@@ -345,7 +345,7 @@ def ship(src: str | Path, name: str = NAME, *, description: str = "", card: str 
 
     The manifest is re-read just before it is rewritten, and only ``name``'s entry changes.
     """
-    load_identity(src, device="cpu")  # refuse to ship something that does not load
+    hub.load_identity(src, device="cpu")  # refuse to ship something that does not load
     return hub.ship_file(src, name, kind="identity", description=description, card=card)
 
 

@@ -28,9 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator, ship_file
+from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator, load_regressor, ship_file
 from ..mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
-from ..nets.regressor import load_regressor
 from ..utils import get_device, write_card_section
 
 LOSSES = ("attribute", "cycle", "identity", "neighbourhood", "face_identity")

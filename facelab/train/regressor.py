@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_generator, ship_file
-from ..nets.regressor import ATTRIBUTES, MIRROR_SIGN, REGRESSOR_FORMAT, AttributeRegressor, load_regressor
+from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_generator, load_regressor, ship_file
+from ..nets.regressor import MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor
 from ..utils import seed_all, write_card_section
 
 CHUNK = 1000
@@ -63,7 +63,7 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0) -> None:
             continue
         t0 = time.time()
         images, psi = render_chunk(G, i, psi_min=psi_min, seed=seed)
-        labels = label_images(images, attributes=list(ATTRIBUTES), progress=False)
+        labels = label_images(images, attributes=list(OUTPUTS), progress=False)
         u8 = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
         tmp = path.with_suffix(".tmp.npz")
         np.savez(tmp, images=u8, psi=psi.numpy(), **{k: v.numpy() for k, v in labels.items()})
@@ -72,7 +72,7 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0) -> None:
 
 
 def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """All labelled chunks: uint8 images [N, 3, 64, 64] and labels [N, len(ATTRIBUTES)] (NaN: no face)."""
+    """All labelled chunks: uint8 images [N, 3, 64, 64] and labels [N, len(OUTPUTS)] (NaN: no face)."""
     files = sorted(out.glob("chunk*[0-9].npz"))
     if not files:
         raise FileNotFoundError(f"no labelled chunks in {out}; run `python -m facelab.train.regressor label --out {out}` first")
@@ -80,10 +80,10 @@ def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
     for f in files:
         d = np.load(f)
         images.append(torch.from_numpy(d["images"]))
-        y = np.stack([d[a] for a in ATTRIBUTES], 1).astype(np.float32)
+        y = np.stack([d[a] for a in OUTPUTS], 1).astype(np.float32)
         no_face = d["face_conf"] < 0.5
         y[no_face, :] = np.nan  # no face: nothing to learn about its attributes ...
-        y[:, list(ATTRIBUTES).index("face_conf")] = d["face_conf"]  # ... but its detection score is a label
+        y[:, list(OUTPUTS).index("face_conf")] = d["face_conf"]  # ... but its detection score is a label
         labels.append(torch.from_numpy(y))
     return torch.cat(images), torch.cat(labels)
 
@@ -116,13 +116,13 @@ def predict(H: AttributeRegressor, images_u8: torch.Tensor, batch: int = 500) ->
 def agreement(pred: torch.Tensor, target: torch.Tensor) -> dict:
     """Per attribute: Pearson r, mean absolute error and (probabilities) accuracy at 0.5, on labelled rows."""
     rows = {}
-    for j, a in enumerate(ATTRIBUTES):
+    for j, a in enumerate(OUTPUTS):
         ok = ~torch.isnan(target[:, j])
         p, t = pred[ok, j].double(), target[ok, j].double()
         r = float(torch.corrcoef(torch.stack([p, t]))[0, 1])
         row = {"n": int(ok.sum()), "r": round(r, 3), "mae": round(float((p - t).abs().mean()), 3),
                "teacher_std": round(float(t.std()), 3)}
-        if ATTRIBUTES[a]["kind"] == "probability":
+        if OUTPUTS[a]["kind"] == "probability":
             row["accuracy"] = round(float(((p > 0.5) == (t > 0.5)).double().mean()), 3)
             share = float((t > 0.5).double().mean())
             row["majority"] = round(max(share, 1 - share), 3)  # accuracy of always guessing the commoner side
@@ -202,7 +202,7 @@ def card_markdown(report: dict) -> str:
             "teacher std |", "|---|---|---|---|---|---|---|"]
     for a, r in report["val"].items():
         acc = f"{r['accuracy']:.1%} ({r['majority']:.1%})" if "majority" in r else "–"
-        rows.append(f"| {a} | {ATTRIBUTES[a]['unit']} | {r['n']} | {r['r']:.3f} | {acc} | {r['mae']:.3f} | "
+        rows.append(f"| {a} | {OUTPUTS[a]['unit']} | {r['n']} | {r['r']:.3f} | {acc} | {r['mae']:.3f} | "
                     f"{r['teacher_std']:.3f} |")
     cpu = report["cpu"]
     return "\n".join([

@@ -1,12 +1,14 @@
 """W / W+ projection (facelab.invert): recovery of a known latent, the W/W+ tradeoff, batching, errors."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import facelab
-from facelab.invert import Projection, noise_regularization, project, w_distance, w_stats
+from facelab.invert import ProjectConfig, Projection, noise_regularization, project, w_distance, w_stats
 
 
 def multiscale_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -135,6 +137,45 @@ def test_noise_maps_stay_normalised_and_synthesize_reproduces(G):
     assert isinstance(proj, Projection) and proj.steps == 8 and proj.seconds > 0
 
 
+class RecordingSynthesis(torch.nn.Module):
+    """G.synthesis that keeps a copy of every latent it is asked to render."""
+
+    def __init__(self, synthesis):
+        super().__init__()
+        self.inner, self.seen = synthesis, []
+
+    def noise_shapes(self):
+        return self.inner.noise_shapes()
+
+    def forward(self, ws, **kw):
+        self.seen.append(ws.detach().clone())
+        return self.inner(ws, **kw)
+
+
+@pytest.mark.parametrize("space", ["w", "w+"])
+def test_latent_noise_fades_out_on_its_schedule(G, space):
+    # With lr = 0 the latent stays at the mean of W, so what the projector renders minus that mean is
+    # its latent noise: RMS sigma_W * factor * (1 - t / ramp)^2 while t = step / steps < ramp, exactly
+    # zero from then on and in the final render.
+    spy = copy.deepcopy(G)
+    spy.synthesis = RecordingSynthesis(spy.synthesis)
+    steps, factor, ramp = 20, 0.05, 0.75
+    project(spy, targets(G, 1), space=space, steps=steps, lr=0.0, initial_noise_factor=factor,
+            noise_ramp_length=ramp, seed=3, **FAST)
+    w_avg, w_std = w_stats(G, n=2000)
+    seen = spy.synthesis.seen
+    assert len(seen) == steps + 1  # one render per step, then the final reconstruction
+    delta = [ws[:, :1] if space == "w" else ws for ws in seen]  # the latent noise [1, layers, w_dim] + w_avg
+    rms = [float((d - w_avg).square().mean().sqrt()) for d in delta]
+    noisy = [step for step in range(steps) if step / steps < ramp]
+    assert noisy == list(range(15))
+    ratio = torch.tensor([rms[step] / (w_std * factor * (1 - step / steps / ramp) ** 2) for step in noisy])
+    lo, hi = (0.5, 1.6) if space == "w" else (0.75, 1.3)  # a sample of 32 (W) or 256 (W+) normal numbers per step
+    assert ((ratio > lo) & (ratio < hi)).all(), ratio
+    assert ratio.square().mean().sqrt().item() == pytest.approx(1.0, abs=0.1), ratio  # all steps pooled
+    assert all(rms[step] == 0.0 for step in range(15, steps + 1))  # faded out: it renders the latent itself
+
+
 def test_noise_regularization_is_small_for_white_noise_and_large_for_smooth_maps():
     g = torch.Generator().manual_seed(0)
     white = [torch.randn(2, 1, 64, 64, generator=g)]
@@ -222,3 +263,17 @@ def test_default_perceptual_distance(G):
     x = targets(G, 2)
     proj = project(G, x, steps=3, w_avg_samples=2000, progress=False)
     assert proj.final["perceptual"].shape == (2,) and torch.isfinite(proj.final["perceptual"]).all()
+
+
+def test_a_config_is_the_same_as_its_keywords_and_device_is_honoured(G):
+    x = targets(G, 1)
+    config = ProjectConfig(steps=4, lr=0.05, wplus_reg=0.5, w_avg_samples=2000)
+    by_config = project(G, x, space="w+", config=config, perceptual=multiscale_mse, progress=False)
+    by_keywords = project(G, x, space="w+", steps=4, lr=0.05, wplus_reg=0.5, **FAST)
+    assert torch.equal(by_config.ws, by_keywords.ws)
+    overridden = project(G, x, config=config, steps=2, perceptual=multiscale_mse, progress=False)  # keywords win
+    assert overridden.steps == 2 and len(overridden.history["loss"]) == 2
+    on_cpu = project(G, x, space="w+", config=config, perceptual=multiscale_mse, progress=False, device="cpu")
+    assert torch.equal(on_cpu.ws, by_config.ws) and on_cpu.ws.device.type == "cpu"
+    with pytest.raises(TypeError, match="stepz"):
+        project(G, x, stepz=3, **FAST)

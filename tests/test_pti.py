@@ -206,3 +206,13 @@ def test_default_perceptual_on_the_world_generator():
                    progress=False)  # perceptual=None: the default distance
     assert res.steps_run == 2 and res.reconstruct().shape == (1, 3, 64, 64)
     assert all(v == v for v in res.history["locality"])  # not NaN: regularised at both steps
+
+
+def test_the_pivots_come_from_the_embedded_projector_config(G, problem):
+    from facelab.projector import ProjectConfig, project
+
+    target, _ = problem
+    config = cfg(tune_steps=0, pivot=ProjectConfig(steps=3, lr=0.05, w_avg_samples=500, whiten=False))
+    res = pti.tune(G, target, config=config, perceptual=coarse, progress=False)
+    proj = project(G, target, space="w", config=config.pivot, perceptual=coarse, seed=config.seed, progress=False)
+    assert torch.equal(res.pivots, proj.ws) and res.steps_run == 0

@@ -253,7 +253,6 @@ def load_photo(src, *, as_tensor: bool = False, max_pixels: int | None = DEFAULT
     return rgb_to_tensor(im) if as_tensor else im
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Tensors
 

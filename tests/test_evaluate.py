@@ -3,7 +3,7 @@ import torch
 
 import facelab.nets.attributes as A
 from facelab.nets.teacher import sample_teacher
-from facelab.train.evaluate import (CARD_END, CARD_START, ONetFeatures, attribute_summary, detect_faces, evaluate,
+from facelab.train.evaluate import (CARD_END, CARD_START, ONetFeatures, attribute_summary, detection, evaluate,
                                     frechet_distance, identity_features, label_faces, mtcnn_faces, update_card)
 
 
@@ -22,7 +22,7 @@ def test_frechet_distance_matches_the_closed_form_for_an_affine_copy():
 def test_mtcnn_finds_teacher_faces_and_not_a_blank_image():
     faces = sample_teacher(8, seed=3)
     blank = torch.zeros(2, 3, 64, 64)
-    found, conf = detect_faces(torch.cat([faces, blank]))
+    found, conf = detection(torch.cat([faces, blank]))
     assert found[:8].mean() >= 0.75 and (conf[:8][found[:8]] > 0.9).all()
     assert not found[8:].any() and (conf[8:] == 0).all()
     f = mtcnn_faces(torch.cat([faces, blank]), batch_size=3)  # batches are stitched back in order

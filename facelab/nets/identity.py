@@ -198,14 +198,3 @@ def facenet_checkpoint_path() -> Path:
 
 
 DLIB_ALIASES = {"dlib": "dlib_resnet", "dlib_resnet": "dlib_resnet"}
-
-
-def __getattr__(name: str):
-    # Compatibility for facelab/train/evaluate.py (the lead's file), which still imports
-    # ``load_identity`` from here: the loaders live in facelab.hub (nets import nothing above them).
-    # tests/test_layering.py allows exactly this one upward import; delete it once evaluate.py imports
-    # ``facelab.hub.load_identity``.
-    if name in ("load_identity", "load_facenet"):
-        from .. import hub
-        return getattr(hub, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

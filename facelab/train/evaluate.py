@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..hub import PACKAGE_WEIGHTS, load_generator
+from ..hub import PACKAGE_WEIGHTS, load_generator, load_identity
 from ..imaging import resize, save_image
 from ..nets.stylegan2 import Generator, count_params
 from ..nets.teacher import sample_teacher
+from ..utils import get_device
 
 CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 
@@ -45,7 +46,7 @@ CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 
 
 @torch.no_grad()
-def mtcnn_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100):
+def mtcnn_faces(images: torch.Tensor, *, device=None, batch_size: int = 100):
     """One MTCNN pass over images [N, 3, H, W] in [-1, 1]: ``facelab.nets.attributes.Faces`` for all N."""
     from ..nets.attributes import Faces
     from ..nets.attributes import detect_faces as mtcnn
@@ -54,18 +55,18 @@ def mtcnn_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100):
     return Faces(*(torch.cat([getattr(f, k) for f in parts]) for k in ("conf", "boxes", "points")))
 
 
-def detect_faces(images: torch.Tensor, *, device="cpu", batch_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
+def detection(images: torch.Tensor, *, device=None, batch_size: int = 100) -> tuple[np.ndarray, np.ndarray]:
     """MTCNN on images [N, 3, H, W] in [-1, 1]. Returns (found [N] bool, confidence [N], 0 if none)."""
     conf = mtcnn_faces(images, device=device, batch_size=batch_size).conf.numpy()
     return conf > 0, conf.astype(np.float64)
 
 
 @torch.no_grad()
-def identity_features(images: torch.Tensor, *, device="cpu", batch_size: int = 100) -> torch.Tensor:
+def identity_features(images: torch.Tensor, *, device=None, batch_size: int = 100) -> torch.Tensor:
     """dlib identity embeddings [N, 128] (unit length, CPU) of world-aligned faces [N, 3, H, W]."""
     from ..metrics import identity_embedding
-    from ..nets.identity import load_identity
 
+    device = get_device(device)
     net = load_identity("dlib", device=device)
     return torch.cat([identity_embedding(c.to(device), net=net).cpu() for c in images.split(batch_size)])
 
@@ -170,16 +171,18 @@ def identity_diversity(world: dict[str, torch.Tensor], teacher: torch.Tensor, te
 
 
 @torch.no_grad()
-def generate(G: Generator, n: int, *, seed: int, psi: float = 1.0, device="cpu", batch_size: int = 100) -> torch.Tensor:
+def generate(G: Generator, n: int, *, seed: int, psi: float = 1.0, device=None, batch_size: int = 100) -> torch.Tensor:
     """n faces [n, 3, R, R] from latents drawn on the CPU with ``seed`` (same faces on any device)."""
+    device = get_device(device)
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)  # the per-layer noise comes from the global RNG
     out = [G(c.to(device), truncation_psi=psi, noise_mode="random").clamp(-1, 1).cpu() for c in z.split(batch_size)]
     return torch.cat(out)
 
 
-def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device="cpu") -> dict:
+def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device=None) -> dict:
     """All numbers for the model card (see module docstring)."""
+    device = get_device(device)
     t0 = time.time()
     fake = resize(generate(G, n, seed=seed, device=device), 64)
     trunc = resize(generate(G, n, seed=seed, psi=0.7, device=device), 64)
@@ -215,7 +218,7 @@ def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device="cpu") -> dic
     }
 
 
-def available_labelers(*, device="cpu") -> list:
+def available_labelers(*, device=None) -> list:
     """The teacher labelers of :mod:`facelab.nets.attributes` whose packages are installed.
 
     The landmark geometry only needs facenet-pytorch; age/male and smile need the optional model
@@ -247,7 +250,7 @@ def label_faces(images: torch.Tensor, faces, *, labelers: list,
     return {k: torch.cat(v) for k, v in chunks.items()}
 
 
-def attribute_summary(fake: torch.Tensor, real: torch.Tensor, *, device="cpu", faces=None) -> dict:
+def attribute_summary(fake: torch.Tensor, real: torch.Tensor, *, device=None, faces=None) -> dict:
     """Mean and standard deviation of each teacher attribute over the faces MTCNN finds, world vs teacher.
 
     Uses every labeler of :mod:`facelab.nets.attributes` that is installed (age, male and smile need
@@ -274,8 +277,9 @@ def attribute_summary(fake: torch.Tensor, real: torch.Tensor, *, device="cpu", f
     return out
 
 
-def render_figures(G: Generator, out_dir: str | Path, *, device="cpu") -> list[Path]:
+def render_figures(G: Generator, out_dir: str | Path, *, device=None) -> list[Path]:
     """samples.png (64 faces, psi = 1) and truncation.png (rows: seeds; columns: psi 0 ... 1)."""
+    device = get_device(device)
     out_dir = Path(out_dir)
     samples = generate(G, 64, seed=2024, device=device)
     psis = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("generator", help="registry name (e.g. world64) or path to an exported generator.pt")
     p.add_argument("--n", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None, help="default: FACELAB_DEVICE, else cuda, mps, cpu")
     p.add_argument("--figures", default=None, help="folder for samples.png and truncation.png")
     p.add_argument("--card", default=None, help="model card to update (default: facelab/weights/<name>.md for a registry name)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON here")

@@ -175,3 +175,24 @@ def test_a_cpu_time_budget_stops_the_invocation(tmp_path):
     trainer = train(tmp_path / "cpu", config(cpu_minutes=0.5 / 60), device="cpu", progress=False)
     assert 1 <= trainer.state.step < 1000 and trainer.state.cpu_seconds > 0  # kimg=1000 was never the limit
     assert json.loads((tmp_path / "cpu" / "log.jsonl").read_text().splitlines()[0])["cpu"] > 0
+
+
+def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
+    from facelab.train.gan import commit_checkpoint
+
+    run = tmp_path / "run"
+    trainer = train(run, config(disc="both"), device="cpu", max_steps=2, progress=False)
+    stats = commit_checkpoint(run, tmp_path / "committed")
+    small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert stats["mib"] * 2 ** 20 < 0.75 * (run / CHECKPOINT).stat().st_size
+    assert (tmp_path / "committed" / "log.jsonl").is_file()
+    assert small["G"]["synthesis.b32.torgb.weight"].dtype == torch.bfloat16
+    for k, v in trainer.G_ema.state_dict().items():  # the product is kept exactly
+        assert torch.equal(small["G_ema"][k], v), k
+    assert 0 < stats["rounding"] < 0.01
+    resumed = Trainer(config(disc="both"), tmp_path / "again", device="cpu", progress=False)
+    resumed.load(tmp_path / "committed" / CHECKPOINT)
+    assert all(p.dtype == torch.float32 for p in resumed.G.parameters())
+    torch.testing.assert_close(resumed.G.state_dict()["synthesis.b32.torgb.weight"],
+                               trainer.G.state_dict()["synthesis.b32.torgb.weight"], rtol=1e-2, atol=1e-2)
+    assert math.isfinite(resumed.step()["loss_g"])

@@ -393,6 +393,46 @@ def _unlean(opt_state: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# The committed checkpoint. A run's own checkpoints are exact; the one kept in the repository (and
+# sent to a lent GPU, which receives at most 64 MiB of working tree) is compact: the EMA generator
+# (the product) and the projected heads stay float32, while the raw G and D and Adam's second
+# moments are rounded to bfloat16. Resuming from it is therefore close, not bitwise: the rounding
+# moves each weight by about one Adam step (commit_checkpoint prints both), which training absorbs.
+
+COMPACT = ("G", "D", "opt_G", "opt_D", "opt_P")
+
+
+def compact_state(ckpt: dict) -> dict:
+    """A checkpoint with G, D and the optimiser moments in bfloat16 (see above); marked ``compact``."""
+    def bf16(x):
+        if isinstance(x, torch.Tensor):
+            return x.to(torch.bfloat16) if x.is_floating_point() and x.ndim > 0 else x
+        return {k: bf16(v) for k, v in x.items()} if isinstance(x, dict) else x
+
+    return {**ckpt, **{k: bf16(ckpt[k]) for k in COMPACT if k in ckpt}, "compact": list(COMPACT)}
+
+
+def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
+    """Write a compact copy of ``run_dir``'s checkpoint, with its log and config, into ``dest``."""
+    import shutil
+
+    run_dir, dest = Path(run_dir), Path(dest)
+    ckpt = load_file(run_dir / CHECKPOINT)
+    small = compact_state(ckpt)
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(small, dest / CHECKPOINT)
+    for name in ("log.jsonl", "train_config.json"):
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, dest / name)
+    g, g16 = ckpt["G"], small["G"]
+    floats = [k for k, v in g.items() if v.is_floating_point() and v.ndim > 0]
+    rounding = torch.cat([(g16[k].float() - g[k]).abs().flatten() for k in floats]).mean().item()
+    lr = ckpt["opt_G"]["param_groups"][0]["lr"]
+    return {"path": dest / CHECKPOINT, "mib": (dest / CHECKPOINT).stat().st_size / 2 ** 20,
+            "rounding": rounding, "adam_step": lr}
+
+
+# ---------------------------------------------------------------------------------------------
 # RNG states as tensors / plain Python values, so checkpoints load with weights_only=True.
 
 
@@ -468,7 +508,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: FACELAB_DEVICE or best available)")
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
+    p.add_argument("--commit-to", default=None, metavar="DIR",
+                   help="no training: write a compact copy of --out's checkpoint, log and config to DIR")
     a = p.parse_args(argv)
+    if a.commit_to:
+        stats = commit_checkpoint(a.out, a.commit_to)
+        print(f"wrote {stats['path']}: {stats['mib']:.1f} MiB; bf16 rounding of G and D, mean "
+              f"{stats['rounding']:.2e} vs Adam's step size (lr) {stats['adam_step']:.2e}")
+        return
     cfg = TrainConfig(preset=a.preset, batch=a.batch, g_lr=a.lr, d_lr=a.lr, r1_gamma=a.r1_gamma,
                       pl_weight=a.pl_weight, ema_kimg=a.ema_kimg, kimg=a.kimg, minutes=a.minutes,
                       snap_kimg=a.snap_kimg, seed=a.seed, amp=not a.no_amp, cpu_minutes=a.cpu_minutes,

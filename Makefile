@@ -66,7 +66,7 @@ test-repro: $(STAMP)
 	$(PY) tests/notebook_spread.py $(RECORD)/*
 
 notebooks: $(STAMP)
-	FACELAB_DEVICE=cpu MPLBACKEND=Agg $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	FACELAB_DEVICE=cpu $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=1200 notebooks/*.ipynb
 
 lab: $(STAMP)

@@ -21,11 +21,38 @@ their values), so nothing is downloaded or loaded.
 
 Defaults keep a full run under about two minutes on 2 CPU cores: batch 16 for world64, batch 1 and
 2 repeats for config-f (1024 px) on the CPU.
+
+**Against NVIDIA's code** (``--against-official PATH``, PATH a checkout of
+https://github.com/NVlabs/stylegan2-ada-pytorch that you fetched yourself; facelab never ships it)
+the same run times our generator and NVIDIA's StyleGAN2-ADA generator side by side: the same
+architecture (``bench/official_parity.py``'s constructor arguments, fp32), the same random weights
+(NVIDIA's, randomised, copied into ours with ``facelab.nets.official``; the max abs difference of
+the two images is printed), ``noise_mode="const"``, a W+ latent with a different w per layer, at
+batch 1 and a training batch (16 for world64, 4 for config-f: StyleGAN2-ADA's per-GPU batch at
+1024 px), in three modes:
+
+* ``forward``: synthesis under ``torch.no_grad`` (rendering an edit);
+* ``fwd+bwd to W+``: the generator frozen (``requires_grad_(False)``), ``img.square().mean()``
+  backpropagated to the W+ latent only: a projection (inversion) step;
+* ``fwd+bwd to W+ and weights``: the same with gradients for the generator's weights too: a
+  pivotal-tuning (PTI) or training step.
+
+Both networks run in eval mode with their defaults (NVIDIA's picks its fused modconv there).
+Repetitions of ours and NVIDIA's alternate (ours, NVIDIA, ours, NVIDIA, ...) after one untimed run
+of each, so that other load on the machine hits both alike; the table shows medians and their
+ratio. On the CPU NVIDIA's code runs its reference ops (its custom ops are CUDA-only); on CUDA it
+tries to compile its bias_act/upfirdn2d plugins and falls back to the reference ops when that
+fails: the header says which ran. ``--compile`` adds ours under ``torch.compile`` (inductor) as a
+third column group, with the time of each first, compiling call.
+
+    OMP_NUM_THREADS=1 python bench/generator.py --against-official /tmp/sg2ada --device cpu --threads 1
+    python bench/generator.py --against-official /tmp/sg2ada --presets world64 --batch 1 --compile
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -203,6 +230,203 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# ---------------------------------------------------------------------------------------------
+# Against NVIDIA's StyleGAN2-ADA (--against-official)
+
+TRAIN_BATCH = {"world64": 16, "ffhq-config-f": 4, "tiny": 16}
+MODES = {"f": "forward", "w": "fwd+bwd to W+", "wp": "fwd+bwd to W+ and weights"}
+
+
+def default_compare_repeats(preset: str, batch: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        return 20
+    if get_config(preset).img_resolution >= 512:  # ~10 s per forward+backward at 1024 px on one core
+        return 3 if batch == 1 else 1
+    return 15 if batch == 1 else 5
+
+
+def import_nvidia(path: str):
+    """NVIDIA's ``training.networks`` from a checkout, without building anything at import.
+
+    Their custom ops compile only on first use on a CUDA tensor (never on the CPU); the build's
+    console output is silenced, and a failed build falls back to their reference ops with a
+    warning, which :func:`nvidia_ops` reports. Nothing needed patching under torch 2.14 on the CPU.
+    """
+    from pathlib import Path
+
+    repo = Path(path)
+    if not (repo / "training" / "networks.py").is_file() or not (repo / "torch_utils").is_dir():
+        sys.exit(f"error: --against-official {path} is not a stylegan2-ada-pytorch checkout (no "
+                 "training/networks.py or torch_utils/); clone https://github.com/NVlabs/stylegan2-ada-pytorch "
+                 "and pass its path")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from official_parity import import_official
+
+    try:
+        nets = import_official(repo)
+        from torch_utils import custom_ops
+    except ImportError as e:  # e.g. a dependency of their code missing from this environment
+        sys.exit(f"error: cannot import NVIDIA's code from {path}: {e}")
+    custom_ops.verbosity = "none"
+    return nets
+
+
+def nvidia_ops(device: torch.device) -> str:
+    """Which implementation of bias_act/upfirdn2d NVIDIA's code used on ``device`` (after a forward)."""
+    if device.type != "cuda":
+        return "NVIDIA's reference ops (its custom ops are CUDA-only)"
+    from torch_utils.ops import bias_act, upfirdn2d
+
+    built = {"bias_act": bias_act._plugin is not None, "upfirdn2d": upfirdn2d._plugin is not None}
+    if all(built.values()):
+        return "NVIDIA's compiled CUDA ops (bias_act, upfirdn2d plugins)"
+    failed = ", ".join(k for k, ok in built.items() if not ok)
+    return f"NVIDIA's reference ops: its CUDA plugins did not build ({failed}; see the warnings above)"
+
+
+@dataclass
+class Comparison:
+    preset: str
+    device: str
+    batch: int
+    repeats: int
+    max_abs_diff: float                       # |ours - NVIDIA's| on the same latent, const noise
+    nvidia_ops: str = ""
+    times: dict = field(default_factory=dict)  # mode -> impl -> [seconds per batch]
+    compile_s: dict = field(default_factory=dict)  # mode -> seconds of the first compiled call
+
+    def median(self, mode: str, impl: str) -> float | None:
+        t = self.times.get(mode, {}).get(impl)
+        return statistics.median(t) if t else None
+
+
+def compare_with_nvidia(nets, preset: str, device: torch.device, *, batch: int, repeats: int,
+                        compile_ours: bool = False, seed: int = 0) -> Comparison:
+    from official_parity import official_kwargs, randomise
+
+    from facelab.nets.official import official_to_facelab
+
+    cfg = get_config(preset)
+    torch.manual_seed(seed)
+    G_nv = nets.Generator(**official_kwargs(cfg)[0]).eval()
+    randomise(G_nv)  # biases, noise strengths and w_avg are 0 at init
+    G = Generator(cfg).eval()
+    G.load_state_dict(official_to_facelab(G_nv.state_dict()))
+    G_nv, G = G_nv.to(device), G.to(device)
+    with torch.no_grad():  # W+ with a different w per layer
+        z = torch.randn(batch * G.num_ws, G.z_dim, device=device)
+        ws = G.mapping(z, truncation_psi=0.7)[:, 0].reshape(batch, G.num_ws, G.w_dim)
+
+    renders = {"ours": lambda w: G.synthesis(w, noise_mode="const"),
+               "nvidia": lambda w: G_nv.synthesis(w, noise_mode="const", force_fp32=True)}
+    owners = {"ours": G, "nvidia": G_nv}
+    if compile_ours:
+        renders["ours+compile"] = torch.compile(renders["ours"])
+        owners["ours+compile"] = G
+    with torch.no_grad():
+        diff = (renders["ours"](ws) - renders["nvidia"](ws)).abs().max().item()
+    res = Comparison(preset, device.type, batch, repeats, diff, nvidia_ops(device))
+
+    def step(impl: str, mode: str):
+        render = renders[impl]
+        if mode == "f":
+            with torch.no_grad():
+                render(ws)
+            return
+        if mode == "wp":
+            owners[impl].zero_grad(set_to_none=True)
+        w = ws.clone().requires_grad_(True)
+        render(w).square().mean().backward()
+
+    for mode in MODES:
+        for net in (G, G_nv):
+            net.requires_grad_(mode == "wp")
+        times = {impl: [] for impl in renders}
+        for impl in renders:  # untimed first run: allocator, oneDNN primitives, compilation
+            sync(device)
+            t0 = time.perf_counter()
+            step(impl, mode)
+            sync(device)
+            if impl == "ours+compile":
+                res.compile_s[mode] = time.perf_counter() - t0
+        for _ in range(repeats):  # interleaved: ours, NVIDIA's, (compiled,) ours, NVIDIA's, ...
+            for impl in renders:
+                sync(device)
+                t0 = time.perf_counter()
+                step(impl, mode)
+                sync(device)
+                times[impl].append(time.perf_counter() - t0)
+        res.times[mode] = times
+        print(f"    {MODES[mode]}: " + ", ".join(f"{k} {fmt_ms(statistics.median(v))} ms" for k, v in times.items()),
+              file=sys.stderr, flush=True)
+    return res
+
+
+def fmt_time(seconds: float) -> str:
+    return f"{seconds:.2f} s" if seconds >= 10 else f"{fmt_ms(seconds)} ms"
+
+
+def comparison_table(rows: list[Comparison]) -> str:
+    """A markdown table: per mode, ours vs NVIDIA's median time per batch and the speed-up."""
+    compiled = any("ours+compile" in r.times.get("f", {}) for r in rows)
+    head = ["config", "batch", "runs"] + list(MODES.values())
+    if compiled:
+        head += [f"compiled, {m}" for m in MODES.values()]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r.preset, str(r.batch), str(r.repeats)]
+        for mode in MODES:
+            ours, nv = r.median(mode, "ours"), r.median(mode, "nvidia")
+            cells.append(f"{fmt_time(ours)} vs {fmt_time(nv)} ({nv / ours:.2f}x)")
+        if compiled:
+            for mode in MODES:
+                c, nv = r.median(mode, "ours+compile"), r.median(mode, "nvidia")
+                cells.append("-" if c is None else f"{fmt_time(c)} ({nv / c:.2f}x; compile {r.compile_s[mode]:.0f} s)")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def run_against_official(args: argparse.Namespace, devices: list[torch.device], env: dict) -> int:
+    nets = import_nvidia(args.against_official)
+    print(f"Ours vs NVIDIA's StyleGAN2-ADA generator ({args.against_official}), same weights, noise_mode const; "
+          f"{env['threads']} torch threads, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    rows: list[Comparison] = []
+    for i, preset in enumerate(args.presets):
+        batches = args.batch if args.batch is not None else [1, TRAIN_BATCH.get(preset, 16)]
+        for device in devices:
+            for batch in batches:
+                repeats = args.repeats or default_compare_repeats(preset, batch, device)
+                print(f"  {preset} on {device.type}, batch {batch}, 1 untimed + {repeats} interleaved runs each ...",
+                      file=sys.stderr, flush=True)
+                t0 = time.perf_counter()
+                try:
+                    rows.append(compare_with_nvidia(nets, preset, device, batch=batch, repeats=repeats,
+                                                    compile_ours=args.compile))
+                except torch.cuda.OutOfMemoryError:
+                    print(f"    out of memory at batch {batch}; skipped", file=sys.stderr)
+                    continue
+                print(f"    done in {time.perf_counter() - t0:.0f} s (max |ours - NVIDIA's| "
+                      f"{rows[-1].max_abs_diff:.1e})", file=sys.stderr, flush=True)
+    for device in devices:
+        dev_rows = [r for r in rows if r.device == device.type]
+        if not dev_rows:
+            continue
+        print(f"\n{device.type}: {dev_rows[0].nvidia_ops}; ours vs NVIDIA's, time per batch, median of "
+              "`runs` interleaved runs of each (after one untimed run), speed-up = NVIDIA's / ours")
+        print(comparison_table(dev_rows))
+        diffs = ", ".join(f"{r.preset} b{r.batch} {r.max_abs_diff:.1e}" for r in dev_rows)
+        print(f"max |ours - NVIDIA's| per image batch (same weights and latent): {diffs}")
+    if args.json:
+        payload = {"environment": env, "against_official": args.against_official,
+                   "comparisons": [{**asdict(r), "medians_s": {m: {k: statistics.median(v) for k, v in t.items()}
+                                                               for m, t in r.times.items()}}
+                                   for r in rows]}
+        with open(args.json, "w") as f:
+            json.dump(payload, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -221,8 +445,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--smoke", action="store_true",
                     help="check every code path quickly: batch 1, 1 repeat, no warm-up (timings not meaningful)")
     ap.add_argument("--json", metavar="PATH", help="also write the results and the environment as JSON")
+    ap.add_argument("--against-official", metavar="PATH",
+                    help="compare with NVIDIA's StyleGAN2-ADA generator from this checkout of "
+                         "NVlabs/stylegan2-ada-pytorch (not part of facelab); --batch then lists the "
+                         "batch sizes for every preset (default: 1 and a training batch)")
+    ap.add_argument("--compile", action="store_true",
+                    help="with --against-official: also time ours under torch.compile, and its compile time")
     args = ap.parse_args(argv)
-    if args.batch is not None and len(args.batch) not in (1, len(args.presets)):
+    if args.compile and not args.against_official:
+        ap.error("--compile needs --against-official")
+    if args.batch is not None and not args.against_official and len(args.batch) not in (1, len(args.presets)):
         ap.error(f"--batch takes one value or one per preset ({len(args.presets)}), got {len(args.batch)}")
     for name in ("repeats", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -251,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     env = environment(devices)
+    if args.against_official:
+        return run_against_official(args, devices, env)
     print(f"facelab generator benchmark — torch {env['torch']}, CPU {env['cpu']}, {env['threads']} threads"
           + (f", GPU {env['gpu']} (CUDA {env['cuda']})" if "gpu" in env else ""))
     if args.smoke:

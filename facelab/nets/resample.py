@@ -2,7 +2,8 @@
 
 StyleGAN2 resamples with a separable low-pass FIR filter, [1, 3, 3, 1] by default, instead of
 nearest-neighbour or bilinear interpolation. Everything here is a handful of ``F.pad`` /
-``F.conv2d`` calls, so it runs unchanged on CPU, CUDA and MPS and needs no compiled extension.
+``F.conv2d`` (and ``F.conv_transpose2d``) calls, so it runs unchanged on CPU, CUDA and MPS and needs no
+compiled extension.
 
 Conventions (the same as StyleGAN2-ADA's ``upfirdn2d``, so official weights behave identically):
 ``upfirdn2d`` = insert ``up - 1`` zeros between samples, pad, *convolve* with the filter, keep every
@@ -37,16 +38,35 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, *, up: int = 1, down: int = 1,
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])  # zeros after each sample
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
-    x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+    return _pad_fir(x, f, padding, gain=gain, stride=down)
+
+
+def _pad_fir(x: torch.Tensor, f: torch.Tensor, padding: Padding, *, gain: float = 1.0,
+             stride: int = 1) -> torch.Tensor:
+    """Pad (negative crops), convolve every channel with ``f``, keep every ``stride``-th sample.
+
+    Symmetric non-negative padding is left to ``F.conv2d`` (no padded copy of a large tensor).
+    """
+    c = x.shape[1]
+    x0, x1, y0, y1 = padding
+    if not (x0 == x1 >= 0 and y0 == y1 >= 0):
+        x = F.pad(x, [max(x0, 0), max(x1, 0), max(y0, 0), max(y1, 0)])
+        x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
+        x0 = y0 = 0
     # F.conv2d correlates; flipping the filter turns that into a convolution.
     k = (f * gain).to(x.dtype).flip([0, 1])[None, None].expand(c, 1, *f.shape)  # [C, 1, k, k]
-    return F.conv2d(x, k, groups=c, stride=down)
+    return F.conv2d(x, k, groups=c, stride=stride, padding=(y0, x0))
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """2x FIR upsampling: [N, C, H, W] -> [N, C, 2H, 2W], preserving the mean (gain 4)."""
     k = f.shape[0]
+    if k % 2 == 0 and f.shape == (k, k):
+        # Zero insertion, padding ((k+1)//2, (k-2)//2) and a true convolution are a stride-2
+        # transposed convolution cropped by (k-2)//2 per side: no zero-stuffed copy (4x the pixels).
+        c = x.shape[1]
+        w = (f * 4.0).to(x.dtype)[None, None].expand(c, 1, k, k)  # [C, 1, k, k]
+        return F.conv_transpose2d(x, w, stride=2, padding=(k - 2) // 2, groups=c)
     return upfirdn2d(x, f, up=2, padding=((k + 1) // 2, (k - 2) // 2) * 2, gain=4.0)
 
 
@@ -56,21 +76,31 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return upfirdn2d(x, f, down=2, padding=((k - 1) // 2, (k - 2) // 2) * 2)
 
 
-def conv_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+def conv_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, *, groups: int = 1,
+             bias: torch.Tensor | None = None) -> torch.Tensor:
     """3x3 convolution at twice the resolution: [N, I, H, W] -> [N, O, 2H, 2W].
 
     Computed as a stride-2 transposed convolution followed by the FIR filter, which is four
-    times cheaper than convolving a zero-stuffed image. ``weight``: [O, I, k, k]. Like the
-    official implementation, the kernel acts as a true convolution here (the transposed
-    convolution is not flipped), which matters when loading official weights.
+    times cheaper than convolving a zero-stuffed image. ``weight``: [O, I / groups, k, k], with
+    ``groups`` as in ``F.conv2d`` (output group g sees input group g only: one sample each in
+    StyleGAN2's grouped modulated convolution). Like the official implementation, the kernel acts
+    as a true convolution here (the transposed convolution is not flipped), which matters when
+    loading official weights. ``bias`` [O] is added after the filter.
     """
-    kw = weight.shape[-1]
+    o, i_g, kh, kw = weight.shape
     kf = f.shape[0]
-    x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [N, O, 2H + kw - 2, ...]
+    # conv_transpose2d wants [I, O / groups, k, k]: transpose within each group.
+    if groups == 1:
+        wt = weight.transpose(0, 1)
+    else:
+        wt = weight.reshape(groups, o // groups, i_g, kh, kw).transpose(1, 2).reshape(groups * i_g, o // groups, kh, kw)
+    x = F.conv_transpose2d(x, wt, stride=2, groups=groups)  # [N, O, 2H + kw - 2, ...]
     # Crop/pad so that the FIR output is exactly 2H x 2W, centred as in the official op.
     p0 = kw // 2 + (kf + 1) // 2 - (kw - 1)
     p1 = kw // 2 + (kf - 2) // 2 - (kw - 2)
-    return upfirdn2d(x, f, padding=(p0, p1, p0, p1), gain=4.0)
+    x = _pad_fir(x, f, (p0, p1, p0, p1), gain=4.0)
+    # Added in place: a depthwise convolution's own bias makes its backward pass several times slower on a CPU.
+    return x if bias is None else x.add_(bias.to(x.dtype).view(1, -1, 1, 1))
 
 
 def conv_down2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

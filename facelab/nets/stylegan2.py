@@ -21,9 +21,14 @@ Module and parameter names follow StyleGAN2-ADA, so an official state dict maps 
 table in :mod:`facelab.nets.official` (the only official keys we do not keep are the constant
 ``resample_filter`` buffers, which we rebuild).
 
-No custom CUDA ops: modulation is implemented by scaling activations before and after an ordinary
-convolution (the official "non-fused" path), which is mathematically the same as the fused grouped
-convolution and fast on CPU for batches.
+No custom CUDA ops. A modulated convolution runs either as per-sample modulated kernels in one
+(grouped) convolution, NVIDIA's "fused modconv", or by scaling the activations before and after an
+ordinary convolution (the "non-fused" path): the same numbers to float rounding, chosen per layer by
+batch size, shapes and what needs gradients (:func:`choose_modulation`). Noise, bias and the
+activation gain are folded into the convolution's output and the leaky ReLU runs in place, so that
+a layer allocates as few full-resolution tensors as possible; on the CPU the activations are
+channels_last (oneDNN's native layout). ``G.synthesis.modulation`` and ``G.synthesis.memory_format``
+override both choices.
 """
 from __future__ import annotations
 
@@ -235,29 +240,173 @@ def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float, cutoff: int | No
 # Synthesis network
 
 
+MODULATIONS = ("auto", "grouped", "scaled")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """float32, or the widest floating dtype of ``tensors`` when that is wider (float64 stays float64)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1 / ||weight * styles_n||_2 per sample and output channel: [N, O] (StyleGAN2 eq. 3, eps 1e-8).
+
+    weight: [O, I, k, k]; styles: [N, I]. Uses |W_o * s|^2 = sum_i s_i^2 sum_k W_oik^2, so the
+    [N, O, I, k, k] kernels are never built. Computed in float32 or the inputs' precision if higher
+    (float64 stays float64), with autocast off.
+    """
+    dtype = compute_dtype(weight, styles)
+    with float32(styles):
+        wsq = weight.to(dtype).square().sum(dim=(2, 3))  # [O, I]
+        return (styles.to(dtype).square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
+
+
+# choose_modulation's thresholds on (kernel elements) / (activation elements), per sample: where
+# the grouped path measured faster, layer by layer, on a CPU (1 thread, glibc's default allocator;
+# world64 and config-f shapes). Other machines may draw the lines elsewhere; both paths are exact.
+GROUPED_BELOW = {"no_grad": 0.1, "weight_grad": 0.25, "styles_grad": 0.002}
+
+
+def choose_modulation(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, up: bool = False) -> str:
+    """The cheaper way to run one modulated convolution: "grouped" or "scaled".
+
+    Both do the same convolution; they differ in the extra work around it. "grouped" (StyleGAN2's
+    fused modconv) builds per-sample kernels, passes over N kernels of O*I*k*k elements; "scaled"
+    passes over the N*(I*H*W + O*H'*W') input and output activations (forward and backward), each
+    pass at high resolution a fresh allocation too (page faults on a CPU). So "grouped" pays off
+    when the kernel is small next to the activations; the ratio where it starts to win depends on
+    what needs gradients (``GROUPED_BELOW``):
+
+    * no gradients (rendering): below 0.1: world64's 64 px conv1; config-f's conv1 from 128 px,
+      every conv from 256 px;
+    * gradients for the weight (PTI, training): below 0.25: both of world64's 64 px convs,
+      config-f's from 128 px;
+    * gradients for the styles only (inversion, G frozen): below 0.002: config-f's 512 px conv1
+      and 1024 px convs, none in world64. Here the grouped path needs a weight-gradient
+      convolution, as costly as the forward one, that the scaled path replaces by a few passes
+      over the activations; only at the largest activations do those cost more.
+
+    Batches > 1 are "scaled" (per-sample kernels defeat batching, and a grouped convolution of a
+    channels_last batch needs layout copies), except 1x1 kernels (toRGB, 3 outputs) at any batch:
+    their per-sample kernels are tiny and the convolution is one batched matrix product.
+    """
+    n, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    ratio = o * i * kh * kw / (i * h * w + o * h * w * (4 if up else 1))
+    if kh == kw == 1 and not up:
+        return "grouped" if ratio < 1 else "scaled"
+    if n > 1:
+        return "scaled"
+    if not torch.is_grad_enabled() or not (styles.requires_grad or weight.requires_grad):
+        rule = "no_grad"
+    else:
+        rule = "weight_grad" if weight.requires_grad else "styles_grad"
+    return "grouped" if ratio < GROUPED_BELOW[rule] else "scaled"
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
                      demodulate: bool = True, up: bool = False,
-                     resample_filter: torch.Tensor | None = None) -> torch.Tensor:
-    """Modulated convolution (StyleGAN2 eq. 1-3).
+                     resample_filter: torch.Tensor | None = None, modulation: str = "auto",
+                     noise: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                     gain: float = 1.0) -> torch.Tensor:
+    """Modulated convolution (StyleGAN2 eq. 1-3), optionally followed by noise, bias and a gain.
 
-    x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]. Returns [N, O, H, W] ([2H, 2W] if up).
-    The per-sample kernel is ``weight * styles``, demodulated to unit L2 norm per output channel.
-    Implemented by scaling x by the styles, convolving with the shared weight, and scaling the
-    output by the demodulation coefficients: the same result as a grouped conv with N kernels.
+    x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]. Returns
+    ``gain * (conv(x, w''_n) + noise + bias)``: [N, O, H, W] ([2H, 2W] if up), in x's layout
+    (channels_last stays channels_last). The per-sample kernel is ``w'_n = weight * styles_n``,
+    demodulated to unit L2 norm per output channel (``w''_n = w'_n / ||w'_n||``, eps 1e-8) when
+    ``demodulate``. noise: [N or 1, 1, H', W'] (already scaled by its strength); bias: [O].
+
+    ``modulation``: "grouped" builds the per-sample kernels and runs one grouped convolution
+    (StyleGAN2's fused modconv); "scaled" scales x by the styles and the output by the
+    demodulation coefficients around a shared-weight convolution; "auto" picks the cheaper one
+    for these shapes (:func:`choose_modulation`). They agree to float rounding, gradients too.
+    Styles and demodulation are computed in float32 (the inputs' precision if higher), with
+    autocast off; the convolution runs in x's dtype (or autocast's).
     """
-    n = x.shape[0]
-    if demodulate:
-        # |W_o * s|^2 = sum_i s_i^2 sum_k W_oik^2: no need to build the [N, O, I, k, k] kernels.
-        with float32(x):
-            dcoefs = (styles.float().square() @ weight.float().square().sum(dim=(2, 3)).t() + 1e-8).rsqrt()  # [N, O]
+    if modulation == "auto":
+        modulation = choose_modulation(x, weight, styles, up=up)
+    elif modulation not in MODULATIONS:
+        raise ValueError(f"modulation must be one of {MODULATIONS}, got {modulation!r}")
+    n, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    if styles.shape != (n, i) or weight.shape[1] != i:
+        raise ValueError(f"modulated_conv2d: x {list(x.shape)}, weight {list(weight.shape)} and styles "
+                         f"{list(styles.shape)} do not fit (x [N, I, H, W], weight [O, I, k, k], styles [N, I])")
+    if up and kh * kw > 1 and resample_filter is None:
+        raise ValueError("modulated_conv2d(up=True) needs the resample_filter")
+    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [N, O]
+
+    if modulation == "grouped":
+        # Per-sample kernels w''_n = weight * (d_n s_n^T) * gain, one pass over the weight.
+        dtype = compute_dtype(x, weight, styles)
+        with float32(styles):
+            scale = styles.to(dtype)[:, None, :] * gain  # [N, 1, I]
+            if dcoefs is not None:
+                scale = scale * dcoefs[:, :, None]  # [N, O, I]
+            wmod = (weight.to(dtype)[None] * scale[..., None, None]).to(x.dtype)  # [N, O, I, k, k]
+        b = None if bias is None else (bias * gain).to(x.dtype)
+        if kh == kw == 1 and not up:  # 1x1 (toRGB): a batched matrix product over pixels
+            if x.is_contiguous(memory_format=torch.channels_last):
+                xf = x.permute(0, 2, 3, 1).reshape(n, h * w, i)  # [N, HW, I], a view
+                if n == 1:  # a plain matrix product is faster than a batch of one
+                    x2, wt = xf.view(h * w, i), wmod.view(o, i).t()
+                    y = (torch.mm(x2, wt) if b is None else torch.addmm(b, x2, wt)).view(1, h * w, o)
+                else:
+                    y = torch.bmm(xf, wmod.view(n, o, i).transpose(1, 2))  # [N, HW, O]
+                    if b is not None:
+                        y = y.add_(b)
+                y = y.view(n, h, w, o).permute(0, 3, 1, 2)  # [N, O, H, W], channels_last strides
+            else:
+                y = torch.bmm(wmod.view(n, o, i), x.reshape(n, i, h * w))  # [N, O, HW]
+                if b is not None:
+                    y = y.add_(b[:, None])
+                y = y.view(n, o, h, w)
+        else:
+            # One sample is an ordinary convolution; more are one grouped convolution (reshapes
+            # that copy when x is channels_last, and leave a view that in-place ops below must track).
+            xg = x if n == 1 else x.reshape(1, n * i, h, w)
+            wg = wmod.reshape(n * o, i, kh, kw)
+            bg = None if b is None else b.repeat(n)
+            if up:
+                y = conv_up2(xg, wg, resample_filter, groups=n, bias=bg)
+            else:
+                y = F.conv2d(xg, wg, bg, padding=kh // 2, groups=n)
+            if n > 1:
+                y = y.reshape(n, o, *y.shape[2:])
+        if noise is not None:
+            y = y.add_((noise * gain).to(y.dtype))  # the convolutions do not keep their outputs
+        return y
+
+    # Scaled: x * s, shared-weight convolution, * d, then noise and bias in place.
     x = x * styles.to(x.dtype).view(n, -1, 1, 1)
-    if up:
-        x = conv_up2(x, weight.to(x.dtype), resample_filter)
+    if dcoefs is None:  # the gain folds into the weight, the bias into the convolution
+        wt = (weight * gain).to(x.dtype) if gain != 1 else weight.to(x.dtype)
+        b = None if bias is None else (bias * gain).to(x.dtype)
+        bias = None
     else:
-        x = F.conv2d(x, weight.to(x.dtype), padding=weight.shape[-1] // 2)
-    if demodulate:
-        x = x * dcoefs.to(x.dtype).view(n, -1, 1, 1)
-    return x
+        wt, b = weight.to(x.dtype), None
+    if not up and x.is_contiguous(memory_format=torch.channels_last):
+        wt = wt.contiguous(memory_format=torch.channels_last)  # converted once, not again for the backward pass
+    if up:
+        y = conv_up2(x, wt, resample_filter, bias=b)
+    else:
+        y = F.conv2d(x, wt, b, padding=kh // 2)
+    if dcoefs is not None:
+        d = (dcoefs * gain).to(y.dtype).view(n, -1, 1, 1)
+        if torch.is_grad_enabled() and (y.requires_grad or d.requires_grad):
+            y = y * d  # autograd keeps y for d's gradient
+        else:
+            y = y.mul_(d)  # rendering: no new full-size tensor
+    if noise is not None:
+        y = y.add_((noise * gain).to(y.dtype))
+    if bias is not None:
+        y = y.add_((bias * gain).to(y.dtype).view(1, -1, 1, 1))
+    return y
 
 
 class SynthesisLayer(nn.Module):
@@ -275,10 +424,9 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, *, noise_mode: str = "random",
-                noise: torch.Tensor | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, modulation: str = "auto") -> torch.Tensor:
         with float32(w):
             styles = self.affine(w.float())  # [N, I]
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
         if noise is None:
             if noise_mode == "random":
                 noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution,
@@ -286,8 +434,14 @@ class SynthesisLayer(nn.Module):
             elif noise_mode == "const":
                 noise = self.noise_const
         if noise is not None:
-            x = x + (noise * self.noise_strength).to(x.dtype)
-        return bias_act(x, self.bias, lrelu=True, clamp=self.conv_clamp)
+            noise = noise * self.noise_strength  # [N or 1, 1, r, r] (or [r, r])
+        # sqrt(2) * lrelu(a) = lrelu(sqrt(2) * a): the activation gain folds into the convolution.
+        x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter,
+                             modulation=modulation, noise=noise, bias=self.bias, gain=LRELU_GAIN)
+        x = F.leaky_relu_(x, 0.2)  # in place: nothing upstream keeps the pre-activation
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
 
 
 class ToRGBLayer(nn.Module):
@@ -302,11 +456,13 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1.0 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, *, modulation: str = "auto") -> torch.Tensor:
         with float32(w):
             styles = self.affine(w.float()) * self.weight_gain  # [N, I]
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias, lrelu=False, clamp=self.conv_clamp)
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, modulation=modulation, bias=self.bias)
+        if self.conv_clamp is not None:
+            x = x.clamp(-self.conv_clamp, self.conv_clamp)
+        return x
 
 
 class SynthesisBlock(nn.Module):
@@ -327,26 +483,35 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", setup_filter(), persistent=False)
         self.num_conv = 1 if in_channels == 0 else 2
 
-    def forward(self, x, img, ws, *, noise_mode="random", noise=(None, None)):
+    def forward(self, x, img, ws, *, noise_mode="random", noise=(None, None), modulation="auto",
+                channels_last=False):
         """ws: [N, num_conv + 1, w_dim] (the last one is the toRGB's)."""
+        kw = dict(noise_mode=noise_mode, modulation=modulation)
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)  # [N, C, 4, 4]
-            x = self.conv1(x, ws[:, 0], noise_mode=noise_mode, noise=noise[0])
+            if channels_last:  # later layers keep the layout of their input
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = self.conv1(x, ws[:, 0], noise=noise[0], **kw)
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode=noise_mode, noise=noise[0])
-            x = self.conv1(x, ws[:, 1], noise_mode=noise_mode, noise=noise[1])
-        y = self.torgb(x, ws[:, self.num_conv]).float()
-        img = y if img is None else upsample2d(img, self.resample_filter) + y
-        return x, img
+            x = self.conv0(x, ws[:, 0], noise=noise[0], **kw)
+            x = self.conv1(x, ws[:, 1], noise=noise[1], **kw)
+        y = self.torgb(x, ws[:, self.num_conv], modulation=modulation).float()
+        if img is not None:
+            with float32(img):  # the image is accumulated in float32, also under autocast
+                y = upsample2d(img, self.resample_filter).add_(y)
+        return x, y
 
 
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] (or w [N, w_dim], broadcast) -> image [N, 3, R, R]."""
 
-    def __init__(self, cfg: StyleGAN2Config):
+    def __init__(self, cfg: StyleGAN2Config, *, modulation: str = "auto", memory_format: str = "auto"):
         super().__init__()
         self.w_dim, self.num_ws, self.img_resolution = cfg.w_dim, cfg.num_ws, cfg.img_resolution
         self.block_resolutions = cfg.block_resolutions
+        # Run-time choices (not weights, not in the state dict); the same numbers to float rounding.
+        self.modulation = modulation  # see modulated_conv2d: "auto", "grouped" or "scaled"
+        self.memory_format = memory_format  # activations: "auto" (channels_last on CPU), "channels_last", "contiguous"
         for res in self.block_resolutions:
             in_ch = cfg.channels(res // 2) if res > 4 else 0
             setattr(self, f"b{res}", SynthesisBlock(in_ch, cfg.channels(res), w_dim=cfg.w_dim,
@@ -381,6 +546,12 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if noise is not None and len(noise) != len(self.layers()):
             raise ValueError(f"noise must hold {len(self.layers())} maps (see noise_shapes()), got {len(noise)}")
+        if self.modulation not in MODULATIONS:
+            raise ValueError(f"modulation must be one of {MODULATIONS}, got {self.modulation!r}")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
+        channels_last = (self.memory_format == "channels_last"
+                         or self.memory_format == "auto" and ws.device.type == "cpu")
         noise = list(noise) if noise is not None else [None] * len(self.layers())
         x = img = None
         w_idx = 0
@@ -388,9 +559,10 @@ class SynthesisNetwork(nn.Module):
             block = getattr(self, f"b{res}")
             block_ws = ws[:, w_idx: w_idx + block.num_conv + 1]  # toRGB shares the next conv's w
             block_noise = noise[w_idx: w_idx + block.num_conv] + [None]
-            x, img = block(x, img, block_ws, noise_mode=noise_mode, noise=block_noise)
+            x, img = block(x, img, block_ws, noise_mode=noise_mode, noise=block_noise,
+                           modulation=self.modulation, channels_last=channels_last)
             w_idx += block.num_conv
-        return img
+        return img.contiguous()
 
     def check_ws(self, ws: torch.Tensor) -> torch.Tensor:
         """Validate a latent and return it as W+ [N, num_ws, w_dim] float32."""

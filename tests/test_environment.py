@@ -181,3 +181,22 @@ def test_installed_versions_match_pins():
     )
     if missing:
         pytest.skip(f"not installed in this interpreter, versions not checked: {missing}; `make install` adds them")
+
+
+TREE_LIMIT_MIB = 55  # a lent GPU receives at most 64 MiB: the tree plus what scripts/gpu_world.sh carries
+
+
+def test_the_tracked_tree_fits_on_a_gpu_machine():
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        names = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    files = [root / n for n in names.decode().split("\0") if n and (root / n).is_file()]
+    sizes = sorted(((f.stat().st_size, f.relative_to(root)) for f in files), reverse=True)
+    total = sum(s for s, _ in sizes) / 2 ** 20
+    biggest = ", ".join(f"{p} {s / 2 ** 20:.1f}" for s, p in sizes[:4])
+    assert total < TREE_LIMIT_MIB, (f"tracked files total {total:.1f} MiB, over {TREE_LIMIT_MIB} MiB "
+                                    f"(largest, MiB: {biggest}); shrink one before committing it")

@@ -186,10 +186,11 @@ def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
     small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)
     assert stats["mib"] * 2 ** 20 < 0.75 * (run / CHECKPOINT).stat().st_size
     assert (tmp_path / "committed" / "log.jsonl").is_file()
-    assert small["G"]["synthesis.b32.torgb.weight"].dtype == torch.bfloat16
+    assert small["G"]["synthesis.b32.torgb.weight"].dtype == torch.float16
+    assert all(v["exp_avg_sq"].dtype == torch.bfloat16 for v in small["opt_G"]["state"].values() if v["exp_avg_sq"].ndim)
     for k, v in trainer.G_ema.state_dict().items():  # the product is kept exactly
         assert torch.equal(small["G_ema"][k], v), k
-    assert 0 < stats["rounding"] < 0.01
+    assert 0 < stats["rounding"] < stats["adam_step"]  # far below one optimiser step in this tiny run
     resumed = Trainer(config(disc="both"), tmp_path / "again", device="cpu", progress=False)
     resumed.load(tmp_path / "committed" / CHECKPOINT)
     assert all(p.dtype == torch.float32 for p in resumed.G.parameters())

@@ -395,21 +395,24 @@ def _unlean(opt_state: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The committed checkpoint. A run's own checkpoints are exact; the one kept in the repository (and
 # sent to a lent GPU, which receives at most 64 MiB of working tree) is compact: the EMA generator
-# (the product) and the projected heads stay float32, while the raw G and D and Adam's second
-# moments are rounded to bfloat16. Resuming from it is therefore close, not bitwise: the rounding
+# (the product) and the projected heads stay float32, while the raw G and D are rounded to float16
+# (their weights lie well inside its range) and Adam's second moments, squared gradients far too
+# small for float16, to bfloat16. Resuming from it is therefore close, not bitwise: the rounding
 # moves each weight by about one Adam step (commit_checkpoint prints both), which training absorbs.
 
-COMPACT = ("G", "D", "opt_G", "opt_D", "opt_P")
+COMPACT = {"G": torch.float16, "D": torch.float16,
+           "opt_G": torch.bfloat16, "opt_D": torch.bfloat16, "opt_P": torch.bfloat16}
 
 
 def compact_state(ckpt: dict) -> dict:
-    """A checkpoint with G, D and the optimiser moments in bfloat16 (see above); marked ``compact``."""
-    def bf16(x):
+    """A checkpoint with G, D and the optimiser moments rounded as above; marked ``compact``."""
+    def cast(x, dtype):
         if isinstance(x, torch.Tensor):
-            return x.to(torch.bfloat16) if x.is_floating_point() and x.ndim > 0 else x
-        return {k: bf16(v) for k, v in x.items()} if isinstance(x, dict) else x
+            return x.to(dtype) if x.is_floating_point() and x.ndim > 0 else x
+        return {k: cast(v, dtype) for k, v in x.items()} if isinstance(x, dict) else x
 
-    return {**ckpt, **{k: bf16(ckpt[k]) for k in COMPACT if k in ckpt}, "compact": list(COMPACT)}
+    return {**ckpt, **{k: cast(ckpt[k], dtype) for k, dtype in COMPACT.items() if k in ckpt},
+            "compact": {k: str(dtype) for k, dtype in COMPACT.items()}}
 
 
 def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
@@ -513,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.commit_to:
         stats = commit_checkpoint(a.out, a.commit_to)
-        print(f"wrote {stats['path']}: {stats['mib']:.1f} MiB; bf16 rounding of G and D, mean "
+        print(f"wrote {stats['path']}: {stats['mib']:.1f} MiB; float16 rounding of G, mean "
               f"{stats['rounding']:.2e} vs Adam's step size (lr) {stats['adam_step']:.2e}")
         return
     cfg = TrainConfig(preset=a.preset, batch=a.batch, g_lr=a.lr, d_lr=a.lr, r1_gamma=a.r1_gamma,

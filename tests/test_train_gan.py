@@ -185,9 +185,17 @@ def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
     stats = commit_checkpoint(run, tmp_path / "committed")
     small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)
     assert stats["mib"] * 2 ** 20 < 0.75 * (run / CHECKPOINT).stat().st_size
-    assert (tmp_path / "committed" / "log.jsonl").is_file()
+    log = (tmp_path / "committed" / "log.jsonl").read_text().splitlines()
+    train(run, config(disc="both"), device="cpu", max_steps=10, progress=False)  # the run goes on...
+    commit_checkpoint(run, tmp_path / "committed")                               # ...and is committed again
+    steps = [json.loads(line)["step"] for line in (tmp_path / "committed" / "log.jsonl").read_text().splitlines()]
+    assert steps[:len(log)] == [json.loads(line)["step"] for line in log] and steps == sorted(set(steps))
+    assert steps[-1] == 10  # logged every 10 steps
     assert small["G"]["synthesis.b32.torgb.weight"].dtype == torch.float16
     assert all(v["exp_avg_sq"].dtype == torch.bfloat16 for v in small["opt_G"]["state"].values() if v["exp_avg_sq"].ndim)
+    small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)
+    trainer = Trainer(config(disc="both"), tmp_path / "x", device="cpu", progress=False)
+    trainer.load(run / CHECKPOINT)
     for k, v in trainer.G_ema.state_dict().items():  # the product is kept exactly
         assert torch.equal(small["G_ema"][k], v), k
     assert 0 < stats["rounding"] < stats["adam_step"]  # far below one optimiser step in this tiny run

@@ -424,15 +424,25 @@ def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
     small = compact_state(ckpt)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(small, dest / CHECKPOINT)
-    for name in ("log.jsonl", "train_config.json"):
-        if (run_dir / name).exists():
-            shutil.copyfile(run_dir / name, dest / name)
+    if (run_dir / "train_config.json").exists():
+        shutil.copyfile(run_dir / "train_config.json", dest / "train_config.json")
+    _append_log(run_dir / "log.jsonl", dest / "log.jsonl")
     g, g16 = ckpt["G"], small["G"]
     floats = [k for k, v in g.items() if v.is_floating_point() and v.ndim > 0]
     rounding = torch.cat([(g16[k].float() - g[k]).abs().flatten() for k in floats]).mean().item()
     lr = ckpt["opt_G"]["param_groups"][0]["lr"]
     return {"path": dest / CHECKPOINT, "mib": (dest / CHECKPOINT).stat().st_size / 2 ** 20,
             "rounding": rounding, "adam_step": lr}
+
+
+def _append_log(src: Path, dest: Path) -> None:
+    """Extend ``dest`` with the lines of ``src`` past its last step: one log for the whole history."""
+    if not src.exists():
+        return
+    old = dest.read_text().splitlines() if dest.exists() else []
+    last = json.loads(old[-1])["step"] if old else -1
+    new = [line for line in src.read_text().splitlines() if line and json.loads(line)["step"] > last]
+    dest.write_text("".join(line + "\n" for line in old + new))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,8 +41,9 @@ DEFAULT_ROOT = Path("runs/recipes")
 def run(names, *, cpu_minutes: float, start: Path = DEFAULT_START, root: Path = DEFAULT_ROOT,
         snap_kimg: float = 4.0, progress: bool = True) -> None:
     """Train each recipe until it has used ``cpu_minutes`` of processor time since the start."""
-    start_cpu = load_file(start)["state"].get("cpu_seconds", 0.0)
-    start_cfg = load_file(start)["train_config"]
+    start_ckpt = load_file(start)
+    start_cpu, start_cfg = start_ckpt["state"].get("cpu_seconds", 0.0), start_ckpt["train_config"]
+    del start_ckpt
     for name in names:
         overrides, _ = RECIPES[name]
         out = root / name

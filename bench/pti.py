@@ -1,9 +1,10 @@
-"""How long does Pivotal Tuning Inversion take? One 64 px photo, the paper's step counts.
+"""How long does Pivotal Tuning Inversion take? One photo, the paper's step counts.
 
     python bench/pti.py                          # CPU (2 threads) and CUDA when present, 3 runs each
     python bench/pti.py --device cpu --runs 1 --profile
     python bench/pti.py --threads 1 --json pti_bench.json
     python bench/pti.py --device cpu --runs 0 --floor           # the least time the step counts can take
+    python bench/pti.py --device cuda --generator random:ffhq-config-f   # the 1024 px FFHQ network
 
 The photo (matplotlib's public-domain ``grace_hopper.jpg`` unless ``--photo``) is aligned into the
 world's crop with ``facelab.faces.align_face`` (MTCNN); where that is not installed, a face of the
@@ -84,7 +85,7 @@ from facelab.invert import project
 
 
 def load_photo(name: str, G) -> tuple[torch.Tensor, str]:
-    """[1, 3, 64, 64] in [-1, 1] and a description."""
+    """[1, 3, R, R] in [-1, 1] (R: the generator's resolution) and a description."""
     if name.endswith(".pt"):  # a saved aligned batch [N, 3, R, R] (e.g. made where MTCNN is installed)
         x = torch.load(name, weights_only=True)
         return x[:1].float(), f"{name}[0]"
@@ -101,7 +102,17 @@ def load_photo(name: str, G) -> tuple[torch.Tensor, str]:
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         ws = G.mapping(torch.randn(1, G.z_dim, generator=g).to(G.w_avg.device), truncation_psi=0.7)
-        return G.synthesis(ws, noise_mode="const").cpu(), "a world64 face (psi 0.7, z seed 0)"
+        return G.synthesis(ws, noise_mode="const").cpu(), f"a face of the generator ({G.img_resolution} px, psi 0.7, z seed 0)"
+
+
+def bench_generator(name: str, device) -> "facelab.Generator":
+    """``world64`` (or any name/path ``load_generator`` takes), or ``random:PRESET`` — a generator of that
+    architecture with random weights (``random:ffhq-config-f``: the 1024 px FFHQ network), which times
+    the same work as the trained one since early stop is off."""
+    if name.startswith("random:"):
+        torch.manual_seed(0)
+        return facelab.Generator(facelab.get_config(name.split(":", 1)[1])).eval().to(device)
+    return facelab.load_generator(name, device=device)
 
 
 def sync(device: torch.device) -> None:
@@ -275,6 +286,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda when present)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--generator", default="world64",
+                    help="world64, a generator name/path, or random:PRESET (e.g. random:ffhq-config-f, 1024 px)")
     ap.add_argument("--pivot-steps", type=int, default=450)
     ap.add_argument("--tune-steps", type=int, default=350)
     ap.add_argument("--no-locality", action="store_true", help="time without the locality regulariser")
@@ -303,7 +316,7 @@ def main(argv=None) -> int:
     rows, profiles, report = [], {}, {"runs": []}
     for dev_name in devices:
         device = torch.device(dev_name)
-        G = facelab.load_generator("world64", device=device)
+        G = bench_generator(args.generator, device)
         perceptual = PerceptualDistance(device=device)
         photo, desc = load_photo(args.photo, G)
         config = pti.PTIConfig(pivot_steps=args.pivot_steps, tune_steps=args.tune_steps,
@@ -342,7 +355,7 @@ def main(argv=None) -> int:
             report["floor"] = floor(G, photo, perceptual, args.pivot_steps, args.tune_steps, not args.no_locality)
 
     stop = f"early stop at {pti.EARLY_STOP_DLIB}" if args.early_stop else "early stop off"
-    print(f"\nPTI on one 64 px photo ({desc}); {args.pivot_steps} W-projection steps + up to {args.tune_steps} "
+    print(f"\nPTI on one {G.img_resolution} px photo ({desc}); {args.pivot_steps} W-projection steps + up to {args.tune_steps} "
           f"tuning steps, locality {'off' if args.no_locality else 'on'}, {stop}; median of the runs.\n")
     print("| device | threads | pivot (s) | tune (s) | total (s) | tuning steps | ms / pivot step | ms / tune step "
           "| CPU time (s) | runs |")

@@ -114,7 +114,7 @@ HISTORY_KEYS = ("loss", "pixel", "perceptual", "locality")
 
 # calibrate_threshold(load_generator("world64")) with the default dlib-lpips distance: the median
 # over 64 faces (psi 1, const noise) x 4 one-pixel shifts (docs/world64/pti.md).
-EARLY_STOP_DLIB = 0.32
+EARLY_STOP_DLIB = 0.33
 PIVOT = ProjectConfig(steps=450, lr=0.1)  # the pivot's projection: 450 steps (PTI), lr 0.1 (StyleGAN2)
 
 

@@ -34,10 +34,9 @@ there, averaged with those of the mirrored view, before the final fit (``refine=
 photo and template the same way matters: facenet-pytorch stretches the part of a candidate box that
 lies inside the image rather than padding it, so faces cut at the chin, as the teacher's are, get
 landmarks several pixels off unless they are padded; and MTCNN's landmarks depend on the scale and
-have a slight left-right bias, which the common scale and the mirrored view remove. On teacher faces
-pasted into larger canvases (scale 1.3-3.2, rotation up to 8 degrees) the aligned crop matches the
-alignment of the original 64 px face to a mean absolute error of 0.07 on average (median 0.05) in
-[-1, 1] units: what is left is MTCNN's landmark noise, about a pixel of the 64 px crop.
+have a slight left-right bias, which the common scale and the mirrored view remove. How closely a
+teacher face pasted into a larger canvas comes back is in ``docs/world64/alignment.md``
+(``tests/test_faces.py`` checks the round trip).
 
 Sampling. The crop is taken with bilinear interpolation after averaging the photo down (area) by
 the integer factor of the shrink when it is 2x or more (:func:`facelab.geometry.warp`), so large

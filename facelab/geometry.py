@@ -27,7 +27,7 @@ import torch.nn.functional as F
 # MTCNN's five landmarks on the teacher's faces, i.e. in the world's 64 px crop, as fractions of the
 # crop's side, each face seen with context and mirrored as ``facelab.faces.measure_template``
 # describes. Measured on n = 4096 teacher faces, of which 3749 (91.5 %) were found with confidence
-# >= 0.95 and kept, with
+# >= 0.95 and kept (docs/world64/alignment.md), with
 #     python -c "import facelab.faces as f; print(f.measure_template(n=4096, seed=0))"
 # Spread (std) across faces: eyes 0.025 (x) / 0.017 (y), nose 0.056 / 0.026 (it moves with yaw),
 # mouth corners 0.030 / 0.022.

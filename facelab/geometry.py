@@ -16,7 +16,8 @@ The world's crop: :data:`WORLD_TEMPLATE` is where faces sit in it, measured by
 where MTCNN's eyes and nose sit in a dlib face chip (padding 0.2), :func:`chip_template` the same
 for another padding; :func:`align_chips` and :func:`box_crops` cut the crops the labelers of
 :mod:`facelab.nets.attributes` were trained on, and :func:`facelab.metrics.world_chips` the identity
-network's chips from world-aligned faces.
+network's chips from world-aligned faces (with the same :data:`WORLD_TEMPLATE`: the world has one
+measured crop).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 # MTCNN's five landmarks on the teacher's faces, i.e. in the world's 64 px crop, as fractions of the
 # crop's side, each face seen with context and mirrored as ``facelab.faces.measure_template``
 # describes. Measured on n = 4096 teacher faces, of which 3749 (91.5 %) were found with confidence
-# >= 0.95 and kept (about 7 minutes on 2 CPU cores), with
+# >= 0.95 and kept (docs/world64/alignment.md), with
 #     python -c "import facelab.faces as f; print(f.measure_template(n=4096, seed=0))"
 # Spread (std) across faces: eyes 0.025 (x) / 0.017 (y), nose 0.056 / 0.026 (it moves with yaw),
 # mouth corners 0.030 / 0.022.
@@ -39,17 +40,6 @@ WORLD_TEMPLATE = torch.tensor([
     [0.3744, 0.8310],
     [0.6312, 0.8288],
 ])
-
-# The same five points as MTCNN reports them on the bare 64 px crop (no context, no mirrored view):
-# teacher and world64 faces, the mean of the two sets' means (``facelab.faces.measure_world_landmarks``
-# with its defaults: 383 of 400 faces found in each set; the sets differ by at most 0.013 = 0.8 px,
-# single faces scatter by about 0.05 = 3 px). Without context MTCNN puts the landmarks of faces cut
-# at the chin up to 1.6 px from WORLD_TEMPLATE. The identity chips of ``facelab.metrics`` are cut
-# with these points, and every shipped identity and perceptual number (EARLY_STOP_DLIB, the mapper's
-# card, ``facelab/weights/dlib_resnet.md``) was measured with them: replacing them by WORLD_TEMPLATE
-# is a re-measurement of those numbers, not a refactoring.
-WORLD_LANDMARKS = torch.tensor([
-    [0.3524, 0.4852], [0.6696, 0.4797], [0.5075, 0.6821], [0.3757, 0.8555], [0.6480, 0.8516]])
 
 MIRROR = (1, 0, 2, 4, 3)  # landmark order after a left-right flip
 
@@ -128,5 +118,5 @@ def box_crops(images: torch.Tensor, boxes: torch.Tensor, size: int, *, scale: fl
     return warp(images, z, t, size, fill="border")
 
 
-__all__ = ["CHIP_TEMPLATE", "MIRROR", "WORLD_LANDMARKS", "WORLD_TEMPLATE", "align_chips", "box_crops", "chip_template",
+__all__ = ["CHIP_TEMPLATE", "MIRROR", "WORLD_TEMPLATE", "align_chips", "box_crops", "chip_template",
            "mirror_landmarks", "similarity", "warp"]

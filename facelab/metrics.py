@@ -8,8 +8,8 @@ All functions take image batches ``[N, 3, H, W]`` in [-1, 1] and return one valu
 150, padding=0.25)``. Faces of the embedded world (``load_generator("world64")``, ``sample_teacher``)
 are already roughly aligned by construction, so :func:`world_chips` cuts every image with *one*
 fixed similarity transform (bilinear ``grid_sample``, differentiable; :mod:`facelab.geometry`): it
-sends the mean MTCNN landmarks of world faces (``facelab.geometry.WORLD_LANDMARKS``, measured by
-:func:`facelab.faces.measure_world_landmarks`) onto where MTCNN's landmarks sit in a dlib chip of
+sends the mean MTCNN landmarks of world faces (``facelab.geometry.WORLD_TEMPLATE``, the world's one
+measured crop, :func:`facelab.faces.measure_template`) onto where MTCNN's landmarks sit in a dlib chip of
 padding 0.25 (``IDENTITY_CHIP_TEMPLATE``).
 
 That template comes from ``facelab.geometry.CHIP_TEMPLATE`` (MTCNN's eyes and nose in a dlib chip of
@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import WORLD_LANDMARKS, chip_template, similarity, warp
+from .geometry import WORLD_TEMPLATE, chip_template, similarity, warp
 from .hub import load_identity
 from .imaging import check_images, resize
 from .latents import as_wplus, w_distance
@@ -114,7 +114,7 @@ def world_chips(images: torch.Tensor, size: int = DLIB_INPUT_SIZE, *,
     """dlib-style face chips (padding 0.25) [N, 3, size, size] from world-aligned faces [N, 3, S, S].
 
     One fixed similarity transform for every image (differentiable, bilinear): the mean MTCNN eyes
-    and nose of the world's crop (``WORLD_LANDMARKS``, fractions of the side, so any S works) go to
+    and nose of the world's crop (``WORLD_TEMPLATE``, fractions of the side, so any S works) go to
     ``IDENTITY_CHIP_TEMPLATE``. ``landmarks`` [5, 2] or [3, 2] (fractions of the side; eyes, nose
     first) replaces them for another fixed crop. Images in [-1, 1]; out-of-image pixels repeat the edge.
     """
@@ -131,7 +131,7 @@ def world_chips(images: torch.Tensor, size: int = DLIB_INPUT_SIZE, *,
 
 def _world_transform(side: int, landmarks=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(z [1], t [1]) complex: chip point u + iv in [0, 1]^2 sits at image pixel z (u + iv) + t."""
-    marks = WORLD_LANDMARKS if landmarks is None else torch.as_tensor(landmarks, dtype=torch.float32)
+    marks = WORLD_TEMPLATE if landmarks is None else torch.as_tensor(landmarks, dtype=torch.float32)
     if marks.ndim != 2 or marks.shape[0] < 3 or marks.shape[1] != 2:
         raise ValueError(f"landmarks must be [5, 2] or [3, 2] (eyes, nose first, fractions of the side), "
                          f"got {list(marks.shape)}")
@@ -540,6 +540,6 @@ def _edit_metrics(G, ws, normal, h: float, j: int, H, h_base, base, render, *, i
 
 
 __all__ = ["EDITABILITY_METRICS", "IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance",
-           "ReferenceDistance", "WORLD_LANDMARKS", "checked_distance", "default_perceptual", "dlib_features", "distortion",
+           "ReferenceDistance", "checked_distance", "default_perceptual", "dlib_features", "distortion",
            "editability", "identity_embedding", "identity_similarity", "mse", "perceptual_distance",
            "resolve_perceptual", "world_chips", "world_to_chip"]

@@ -36,11 +36,11 @@ optimise ``w`` itself but ``u = L^-1 (w - w_avg)``, where ``L L^T`` is the covar
 from the same samples), so a step of the same size moves ``w`` far along the directions W spreads
 in and hardly at all along the ones it does not use -- a preconditioner, the loss is unchanged (the
 same idea as the PCA-whitened "P_N" space of Zhu et al., "Improved StyleGAN Embedding: Where are
-the Good Latents?", 2020). The embedded world's W is very anisotropic (covariance eigenvalues from
-about 0.001 to 9), and the plain parametrisation walks off it: on world64 faces (100 steps,
-default loss) a W projection then lands about 9 (Mahalanobis, :func:`facelab.latents.w_distance`)
-from W instead of about 1, with twice the pixel error and a ``w`` no closer to the true one than
-``w_avg``. ``whiten=False`` optimises ``w`` directly, as the StyleGAN2-ADA projector does.
+the Good Latents?", 2020). The embedded world's W is very anisotropic, and the plain
+parametrisation walks off it: a W projection then lands far from W (Mahalanobis,
+:func:`facelab.latents.w_distance`) with a larger pixel error (the measurements are in
+``docs/world64/projector.md``). ``whiten=False`` optimises ``w`` directly, as the StyleGAN2-ADA
+projector does.
 
 Each target of a batch has its own latent, its own noise maps and its own loss (the batch loss is
 the sum), so the images do not interact: Adam works per element, and with one integer ``seed`` every

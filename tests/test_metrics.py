@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 import facelab.metrics as M
 from facelab.imaging import resize, to_tensor
-from facelab.geometry import similarity, warp
+from facelab.geometry import WORLD_TEMPLATE, similarity, warp
 from facelab.nets.attributes import detect_faces
 from facelab.nets.teacher import sample_teacher
 
@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def faces():
-    """Eight teacher faces [8, 3, 64, 64] in [-1, 1], none of them used to measure WORLD_LANDMARKS."""
+    """Eight teacher faces [8, 3, 64, 64] in [-1, 1], none of them used to measure WORLD_TEMPLATE."""
     return sample_teacher(8, seed=4321)
 
 
@@ -70,22 +70,23 @@ def test_mtcnn_on_dlibs_own_chips_finds_the_template():
 
 def test_world_chips_sends_points_at_the_world_landmarks_to_the_template():
     # One bright dot per image at a world landmark; its centroid in the chip must sit at the template
-    # (up to the least-squares residual of fitting 3 points, < 1 chip px). Pins pixel conventions.
+    # (up to the least-squares residual of fitting 3 points: at most 1.24 chip px with WORLD_TEMPLATE,
+    # 0.97 with the bare-crop landmarks used before issue #14). Pins pixel conventions.
     side, size = 64, 150
     yy, xx = torch.meshgrid(torch.arange(side) + 0.5, torch.arange(side) + 0.5, indexing="ij")
     dots = torch.stack([torch.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2.0)
-                        for x, y in (M.WORLD_LANDMARKS[:3] * side).tolist()])  # [3, 64, 64]
+                        for x, y in (WORLD_TEMPLATE[:3] * side).tolist()])  # [3, 64, 64]
     chips = M.world_chips(dots[:, None].expand(-1, 3, -1, -1) * 2 - 1, size)[:, 0] + 1  # [3, 150, 150]
     g = torch.arange(size) + 0.5
     w = chips / chips.sum((1, 2), keepdim=True)
     centroid = torch.stack([(w * g[None, None, :]).sum((1, 2)), (w * g[None, :, None]).sum((1, 2))], 1)
-    assert (centroid - M.IDENTITY_CHIP_TEMPLATE * size).norm(dim=1).max() < 1.0
+    assert (centroid - M.IDENTITY_CHIP_TEMPLATE * size).norm(dim=1).max() < 1.5
     # world_to_chip agrees with the warp
-    assert (M.world_to_chip(M.WORLD_LANDMARKS[:3] * side, side) - centroid).norm(dim=1).max() < 0.3
+    assert (M.world_to_chip(WORLD_TEMPLATE[:3] * side, side) - centroid).norm(dim=1).max() < 0.3
 
 
 def test_fresh_teacher_faces_land_on_the_template_on_average():
-    # MTCNN on 64 px teacher faces it never saw while WORLD_LANDMARKS was measured, carried into the chip.
+    # MTCNN on 64 px teacher faces it never saw while WORLD_TEMPLATE was measured, carried into the chip.
     # Single faces scatter by ~8 chip px; the mean of 64 must be within a few px of the template
     # (measured 0.2 to 2.9 px on five seeds).
     x = sample_teacher(64, seed=2468)
@@ -103,7 +104,7 @@ def test_world_chip_of_a_photo_matches_dlibs_own_chip(net):
     import matplotlib.cbook
     photo = to_tensor(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
     pts = detect_faces(photo).points[:, :3]
-    z, t = similarity(M.WORLD_LANDMARKS[:3], pts)
+    z, t = similarity(WORLD_TEMPLATE[:3], pts)
     crop = warp(photo, z, t, 128, fill="border")  # [1, 3, 128, 128] in the world's crop
     dlib_chip = to_tensor(DATA / "chip150_grace_hopper.png")
     with torch.no_grad():

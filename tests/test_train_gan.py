@@ -135,6 +135,29 @@ def test_train_config_rejects_odd_batches():
         TrainConfig(batch=3)
 
 
+def test_train_config_is_frozen_and_reads_saved_configs(run2):
+    out, trainer = run2
+    with pytest.raises(AttributeError):
+        trainer.cfg.batch = 8  # frozen: variants are made with replace()
+    assert trainer.cfg.replace(batch=8).batch == 8 and trainer.cfg.batch == 4
+    saved = json.loads((out / "train_config.json").read_text())
+    assert TrainConfig.from_dict(saved) == trainer.cfg  # JSON's list of betas becomes a tuple again
+    with pytest.raises(ValueError, match="TrainConfig has no bacth"):
+        TrainConfig.from_dict({**saved, "bacth": 4})
+
+
+def test_the_committed_world64_checkpoint_config_still_loads():
+    from pathlib import Path
+    ckpt = Path(__file__).resolve().parents[1] / "checkpoints" / "world64"
+    if not (ckpt / CHECKPOINT).exists():
+        pytest.skip("no committed world64 checkpoint")
+    saved = torch.load(ckpt / CHECKPOINT, map_location="cpu", weights_only=True)["train_config"]
+    cfg = TrainConfig.from_dict(saved)  # what `python -m facelab.train.gan --out ...` resumes with
+    assert cfg.preset == "world64" and cfg.betas == (0.0, 0.99)
+    if (ckpt / "train_config.json").exists():  # written by the run's last invocation (budgets may differ)
+        assert TrainConfig.from_dict(json.loads((ckpt / "train_config.json").read_text())).preset == "world64"
+
+
 @pytest.mark.parametrize("disc", ["projected", "both"])
 def test_resume_is_exact_with_a_projected_discriminator(disc, tmp_path):
     cfg = config(disc=disc)

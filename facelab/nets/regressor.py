@@ -6,7 +6,7 @@ need MTCNN to find the face. H is trained to imitate them on world faces
 Latent-to-Latent mapper can train through it. Its held-out agreement with the teacher is in
 ``facelab/weights/attribute_regressor.md``.
 
-    H = fl.load_regressor()              # offline, < 1 s
+    H = fl.load_regressor()              # offline
     H(images)                            # [N, 3, 64, 64] in [-1, 1] -> [N, 7] in the attributes' units
     H.predict(images)                    # {"age": [N], "male": [N], ...}
 

@@ -340,48 +340,59 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if up and kh * kw > 1 and resample_filter is None:
         raise ValueError("modulated_conv2d(up=True) needs the resample_filter")
     dcoefs = demodulation_coefficients(weight, styles) if demodulate else None  # [N, O]
+    run = _modconv_grouped if modulation == "grouped" else _modconv_scaled
+    return run(x, weight, styles, dcoefs, up=up, resample_filter=resample_filter, noise=noise, bias=bias, gain=gain)
 
-    if modulation == "grouped":
-        # Per-sample kernels w''_n = weight * (d_n s_n^T) * gain, one pass over the weight.
-        dtype = compute_dtype(x, weight, styles)
-        with float32(styles):
-            scale = styles.to(dtype)[:, None, :] * gain  # [N, 1, I]
-            if dcoefs is not None:
-                scale = scale * dcoefs[:, :, None]  # [N, O, I]
-            wmod = (weight.to(dtype)[None] * scale[..., None, None]).to(x.dtype)  # [N, O, I, k, k]
-        b = None if bias is None else (bias * gain).to(x.dtype)
-        if kh == kw == 1 and not up:  # 1x1 (toRGB): a batched matrix product over pixels
-            if x.is_contiguous(memory_format=torch.channels_last):
-                xf = x.permute(0, 2, 3, 1).reshape(n, h * w, i)  # [N, HW, I], a view
-                if n == 1:  # a plain matrix product is faster than a batch of one
-                    x2, wt = xf.view(h * w, i), wmod.view(o, i).t()
-                    y = (torch.mm(x2, wt) if b is None else torch.addmm(b, x2, wt)).view(1, h * w, o)
-                else:
-                    y = torch.bmm(xf, wmod.view(n, o, i).transpose(1, 2))  # [N, HW, O]
-                    if b is not None:
-                        y = y.add_(b)
-                y = y.view(n, h, w, o).permute(0, 3, 1, 2)  # [N, O, H, W], channels_last strides
+
+def _modconv_grouped(x, weight, styles, dcoefs, *, up, resample_filter, noise, bias, gain) -> torch.Tensor:
+    """:func:`modulated_conv2d` with per-sample kernels (``modulation="grouped"``); dcoefs [N, O] or None."""
+    n, i, h, w = x.shape
+    o, _, kh, kw = weight.shape
+    # Per-sample kernels w''_n = weight * (d_n s_n^T) * gain, one pass over the weight.
+    dtype = compute_dtype(x, weight, styles)
+    with float32(styles):
+        scale = styles.to(dtype)[:, None, :] * gain  # [N, 1, I]
+        if dcoefs is not None:
+            scale = scale * dcoefs[:, :, None]  # [N, O, I]
+        wmod = (weight.to(dtype)[None] * scale[..., None, None]).to(x.dtype)  # [N, O, I, k, k]
+    b = None if bias is None else (bias * gain).to(x.dtype)
+    if kh == kw == 1 and not up:  # 1x1 (toRGB): a batched matrix product over pixels
+        if x.is_contiguous(memory_format=torch.channels_last):
+            xf = x.permute(0, 2, 3, 1).reshape(n, h * w, i)  # [N, HW, I], a view
+            if n == 1:  # a plain matrix product is faster than a batch of one
+                x2, wt = xf.view(h * w, i), wmod.view(o, i).t()
+                y = (torch.mm(x2, wt) if b is None else torch.addmm(b, x2, wt)).view(1, h * w, o)
             else:
-                y = torch.bmm(wmod.view(n, o, i), x.reshape(n, i, h * w))  # [N, O, HW]
+                y = torch.bmm(xf, wmod.view(n, o, i).transpose(1, 2))  # [N, HW, O]
                 if b is not None:
-                    y = y.add_(b[:, None])
-                y = y.view(n, o, h, w)
+                    y = y.add_(b)
+            y = y.view(n, h, w, o).permute(0, 3, 1, 2)  # [N, O, H, W], channels_last strides
         else:
-            # One sample is an ordinary convolution; more are one grouped convolution (reshapes
-            # that copy when x is channels_last, and leave a view that in-place ops below must track).
-            xg = x if n == 1 else x.reshape(1, n * i, h, w)
-            wg = wmod.reshape(n * o, i, kh, kw)
-            bg = None if b is None else b.repeat(n)
-            if up:
-                y = conv_up2(xg, wg, resample_filter, groups=n, bias=bg)
-            else:
-                y = F.conv2d(xg, wg, bg, padding=kh // 2, groups=n)
-            if n > 1:
-                y = y.reshape(n, o, *y.shape[2:])
-        if noise is not None:
-            y = y.add_((noise * gain).to(y.dtype))  # the convolutions do not keep their outputs
-        return y
+            y = torch.bmm(wmod.view(n, o, i), x.reshape(n, i, h * w))  # [N, O, HW]
+            if b is not None:
+                y = y.add_(b[:, None])
+            y = y.view(n, o, h, w)
+    else:
+        # One sample is an ordinary convolution; more are one grouped convolution (reshapes
+        # that copy when x is channels_last, and leave a view that in-place ops below must track).
+        xg = x if n == 1 else x.reshape(1, n * i, h, w)
+        wg = wmod.reshape(n * o, i, kh, kw)
+        bg = None if b is None else b.repeat(n)
+        if up:
+            y = conv_up2(xg, wg, resample_filter, groups=n, bias=bg)
+        else:
+            y = F.conv2d(xg, wg, bg, padding=kh // 2, groups=n)
+        if n > 1:
+            y = y.reshape(n, o, *y.shape[2:])
+    if noise is not None:
+        y = y.add_((noise * gain).to(y.dtype))  # the convolutions do not keep their outputs
+    return y
 
+
+def _modconv_scaled(x, weight, styles, dcoefs, *, up, resample_filter, noise, bias, gain) -> torch.Tensor:
+    """:func:`modulated_conv2d` around one shared-weight convolution (``modulation="scaled"``)."""
+    n = x.shape[0]
+    kh = weight.shape[2]
     # Scaled: x * s, shared-weight convolution, * d, then noise and bias in place.
     x = x * styles.to(x.dtype).view(n, -1, 1, 1)
     if dcoefs is None:  # the gain folds into the weight, the bias into the convolution

@@ -12,7 +12,7 @@ untrained H, only to test the pipeline), then fit one boundary per attribute and
 SVM). W+ boundaries (``--spaces w,z,w+``) are fitted on separately drawn, style-mixed latents
 (``--mixing``), since broadcast W codes only span W's subspace of W+.
 
-Labelling is the slow part (about 20 ms per 64 px face on one CPU core, far less on a GPU); with
+Labelling is the slow part (``bench/labelers.py`` measures it; ``docs/world64/labelers.md``); with
 ``--work DIR`` the scores are kept chunk by chunk (``--chunk`` faces per file), so a stopped run
 continues where it stopped and a re-fit with another ``--ratio`` labels nothing.
 

@@ -45,7 +45,7 @@ from ..imaging import resize, save_image
 from ..nets.projected import ProjectedDiscriminator
 from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config, style_mix
 from ..nets.teacher import load_teacher
-from ..utils import get_device
+from ..utils import Config, get_device
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
@@ -55,9 +55,13 @@ INVOCATION_SETTINGS = ("kimg", "minutes", "cpu_minutes", "snap_kimg", "keep_snap
 NETWORK_STATES = ("G", "G_ema", "opt_G", "D", "opt_D", "P", "opt_P")  # what a checkpoint holds, when present
 
 
-@dataclass
-class TrainConfig:
-    """Training hyperparameters. Defaults: the ``world64`` recipe (StyleGAN2 values where they apply)."""
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    """Training hyperparameters. Defaults: the ``world64`` recipe (StyleGAN2 values where they apply).
+
+    Frozen: make variants with ``cfg.replace(...)``; ``TrainConfig.from_dict`` reads the
+    ``train_config`` dict that checkpoints and ``train_config.json`` store, refusing unknown keys.
+    """
 
     preset: str = "world64"
     batch: int = 16
@@ -83,7 +87,7 @@ class TrainConfig:
     keep_snapshots: bool = False   # also keep every snapshot's EMA generator (for learning curves)
 
     def __post_init__(self):
-        self.betas = tuple(self.betas)
+        object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
         if self.batch < 1 or self.batch % 2:
             raise ValueError(f"batch must be a positive even number (minibatch-stddev groups), got {self.batch}")
         if self.disc not in DISCRIMINATORS:
@@ -260,7 +264,7 @@ class Trainer:
                 for k in NETWORK_STATES if getattr(self, k) is not None}
         if "P" in nets:  # the frozen ONet comes from facenet-pytorch: only the heads are state
             nets["P"] = {k: v for k, v in nets["P"].items() if not k.startswith("features.")}
-        return {"format": CHECKPOINT_FORMAT, "train_config": asdict(self.cfg), "net_config": self.G.cfg.to_dict(),
+        return {"format": CHECKPOINT_FORMAT, "train_config": self.cfg.to_dict(), "net_config": self.G.cfg.to_dict(),
                 **nets, "state": asdict(self.state), "rng": rng}
 
     def save(self) -> Path:
@@ -328,13 +332,13 @@ class Trainer:
         return {"kimg": round(st.nimg / 1000, 3), "steps": st.step, "train_seconds": round(st.seconds, 1),
                 "train_cpu_seconds": round(st.cpu_seconds, 1),
                 "device": _device_name(self.device), "preset": self.cfg.preset,
-                "train_config": asdict(self.cfg), "torch": str(torch.__version__)}
+                "train_config": self.cfg.to_dict(), "torch": str(torch.__version__)}
 
     def train(self, *, max_steps: int | None = None) -> RunState:
         """Train until ``cfg.kimg``, or this invocation's ``cfg.minutes``, ``cfg.cpu_minutes`` or ``max_steps``."""
         cfg, st = self.cfg, self.state
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         log_file = open(self.out / "log.jsonl", "a")
         start, cpu_start, steps_here = time.time(), time.process_time(), 0
         next_snap = (math.floor(st.nimg / 1000 / cfg.snap_kimg) + 1) * cfg.snap_kimg
@@ -535,9 +539,9 @@ def main(argv: list[str] | None = None) -> None:
                       disc=a.disc, keep_snapshots=a.keep_snapshots)
     ckpt = Path(a.out) / CHECKPOINT
     if ckpt.exists() and not a.fresh:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)["train_config"]
-        changed = {k: (saved.get(k, getattr(defaults, k)), v) for k, v in asdict(cfg).items()
-                   if k not in INVOCATION_SETTINGS and _norm(saved.get(k, getattr(defaults, k))) != _norm(v)}
+        saved = TrainConfig.from_dict(load_file(ckpt)["train_config"])  # keys it lacks take today's defaults
+        changed = {k: (getattr(saved, k), v) for k, v in cfg.to_dict().items()
+                   if k not in INVOCATION_SETTINGS and getattr(saved, k) != v}
         if changed:
             raise SystemExit(f"error: {ckpt} was trained with different settings {changed}; "
                              "repeat the original flags to resume, or pass --fresh / a new --out")
@@ -553,10 +557,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _raise_keyboard_interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def _norm(v):
-    return list(v) if isinstance(v, (tuple, list)) else v
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator, load_regressor, ship_file
+from ..latents import sample_ws
 from ..mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
 from ..utils import get_device, write_card_section
 
@@ -57,8 +58,7 @@ class Frozen:
 def world_statistics(frozen: Frozen, *, n: int = 4000, psi: float = 1.0, seed: int = 0, batch: int = 200) -> dict:
     """W mean/std and H's attribute mean, std, 0.5 %/99.5 % quantiles and correlation on n world faces."""
     G = frozen.G
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.mapping.w_avg.device)
-    ws = torch.cat([G.mapping(c, truncation_psi=psi)[:, 0] for c in z.split(batch)])
+    ws = sample_ws(G, n, psi=psi, generator=torch.Generator().manual_seed(seed), batch_size=batch)[:, 0]  # [n, w_dim]
     a = torch.cat([frozen.attrs(frozen.render(w[:, None].expand(-1, G.num_ws, -1))) for w in ws.split(batch)]).cpu()
     return {"w_mean": ws.mean(0).cpu(), "w_std": ws.std(0).cpu(), "attr_mean": a.mean(0), "attr_std": a.std(0),
             "attr_min": a.quantile(0.005, 0), "attr_max": a.quantile(0.995, 0), "labels": a}
@@ -177,10 +177,8 @@ def evaluate(m: LatentMapper, frozen: Frozen, *, n: int = 256, step: float = 1.0
     of the other attributes beyond what the correction asked for (std units), identity similarity
     between before and after, and the mapper's f(w, 0) and cycle errors (standardised latent units).
     """
-    G = frozen.G
-    dev = m.w_mean.device
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
-    ws = G.mapping(z, truncation_psi=m.config.psi)
+    G, dev = frozen.G, m.w_mean.device
+    ws = sample_ws(G, n, psi=m.config.psi, generator=torch.Generator().manual_seed(seed))  # [n, num_ws, w_dim]
     img0 = frozen.render(ws)
     a0, id0 = frozen.attrs(img0), frozen.identity(img0)
     k = len(m.attributes)

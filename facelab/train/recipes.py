@@ -42,7 +42,7 @@ def run(names, *, cpu_minutes: float, start: Path = DEFAULT_START, root: Path = 
         snap_kimg: float = 4.0, progress: bool = True) -> None:
     """Train each recipe until it has used ``cpu_minutes`` of processor time since the start."""
     start_ckpt = load_file(start)
-    start_cpu, start_cfg = start_ckpt["state"].get("cpu_seconds", 0.0), start_ckpt["train_config"]
+    start_cpu, start_cfg = start_ckpt["state"].get("cpu_seconds", 0.0), _recipe_base(start_ckpt["train_config"])
     del start_ckpt
     for name in names:
         overrides, _ = RECIPES[name]
@@ -53,16 +53,15 @@ def run(names, *, cpu_minutes: float, start: Path = DEFAULT_START, root: Path = 
         if done >= cpu_minutes:
             print(f"{name}: {done:.1f} CPU minutes already, skipping")
             continue
-        cfg = TrainConfig(**{**_recipe_base(start_cfg), **overrides, "cpu_minutes": cpu_minutes - done,
-                             "snap_kimg": snap_kimg, "keep_snapshots": True, "kimg": 1e6})
+        cfg = start_cfg.replace(**overrides, cpu_minutes=cpu_minutes - done, snap_kimg=snap_kimg,
+                                keep_snapshots=True, kimg=1e6)
         print(f"{name}: training {cpu_minutes - done:.1f} CPU minutes ({RECIPES[name][1]})")
         train(out, cfg, init_from=start, progress=progress)
 
 
-def _recipe_base(saved: dict) -> dict:
+def _recipe_base(saved: dict) -> TrainConfig:
     """The starting run's hyperparameters, less its budgets: every recipe inherits them."""
-    fields = TrainConfig.__dataclass_fields__
-    return {k: v for k, v in saved.items() if k in fields and k not in ("minutes", "cpu_minutes", "disc")}
+    return TrainConfig.from_dict(saved).replace(minutes=None, cpu_minutes=None)
 
 
 def start_generator(start: Path = DEFAULT_START) -> Generator:

@@ -65,6 +65,16 @@ def test_world64_generator_size():
     assert (G.img_resolution, G.num_ws, G.w_dim) == (64, 10, 128)
 
 
+def test_mini32_generator_differs_from_world64():
+    G = Generator("mini32").eval()
+    assert 100_000 <= count_params(G) <= 900_000
+    assert (G.img_resolution, G.num_ws, G.w_dim, G.z_dim) == (32, 8, 64, 64)
+    assert PRESETS["mini32"].mapping_layers == 4 != PRESETS["world64"].mapping_layers
+    with torch.no_grad():
+        img = G(rand(2, G.z_dim), noise_mode="const")
+    assert img.shape == (2, 3, 32, 32) and torch.isfinite(img).all()
+
+
 # ---------------------------------------------------------------------------------------------
 # Latents: broadcasting, truncation, style mixing, validation
 

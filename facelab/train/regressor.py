@@ -52,11 +52,12 @@ def render_chunk(G, index: int, *, psi_min: float, seed: int) -> tuple[torch.Ten
     return torch.cat(out), psi
 
 
-def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0) -> None:
+def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: str = "world64") -> None:
+    """Label ``ceil(n / CHUNK)`` chunks of faces of ``generator`` (a registry name or exported file)."""
     from ..nets.attributes import label_images
 
     out.mkdir(parents=True, exist_ok=True)
-    G = load_generator("world64", device="cpu").eval()
+    G = load_generator(generator, device="cpu").eval()
     for i in range(math.ceil(n / CHUNK)):
         path = out / f"chunk{i:04d}.npz"
         if path.exists():

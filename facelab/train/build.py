@@ -1,0 +1,135 @@
+"""Build every artifact a world needs with one command (issue #18).
+
+    python -m facelab.train.build NAME [--generator PATH_OR_NAME] [--home DIR] [--n-samples N]
+                                       [--device D] [--only STAGE] [--from STAGE]
+
+Stages, in order: ``sample`` -> ``label`` -> ``h`` -> ``boundaries`` -> ``mapper`` -> ``cards``. Each
+stage writes into ``$FACELAB_HOME/worlds/NAME/`` and leaves a stamp ``.done-STAGE``; a rerun skips
+stamped stages unless ``--from`` or ``--only`` names them. Wall time per stage goes to ``build.json``;
+the ``cards`` stage writes ``world.md`` and ``world.json`` (format ``facelab.world/1``).
+
+STATUS (work in progress, see the branch report): the runner, stamps, build.json and world.json are
+implemented; ``sample``/``label`` reuse :func:`facelab.train.regressor.label`, ``h`` reuses
+:func:`facelab.train.regressor.fit`. ``boundaries`` and ``mapper`` are not wired yet and raise.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+STAGES = ("sample", "label", "h", "boundaries", "mapper", "cards")
+WORLD_FORMAT = "facelab.world/1"
+
+
+def world_home(home: str | Path | None = None) -> Path:
+    """``$FACELAB_HOME/worlds`` (default ``~/.cache/facelab/worlds``), or ``home/worlds``."""
+    base = home or os.environ.get("FACELAB_HOME") or Path.home() / ".cache" / "facelab"
+    return Path(base).expanduser() / "worlds"
+
+
+def write_world_json(folder: Path, **fields) -> Path:
+    """``folder/world.json`` with the keys of format ``facelab.world/1`` (until facelab.worlds lands)."""
+    keys = ("name", "generator", "crop", "regressor", "boundaries", "mapper", "budgets")
+    unknown = set(fields) - set(keys)
+    if unknown:
+        raise ValueError(f"unknown world.json keys {sorted(unknown)}; allowed: {list(keys)}")
+    doc = {"format": WORLD_FORMAT, **{k: fields[k] for k in keys if k in fields}}
+    path = Path(folder) / "world.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]:
+    """The stages to consider and whether stamps are ignored (``--only``/``--from`` force a rerun)."""
+    for name, flag in ((only, "--only"), (start, "--from")):
+        if name is not None and name not in STAGES:
+            raise ValueError(f"unknown stage {name!r} for {flag}; choose one of {', '.join(STAGES)}")
+    if only:
+        return [only], True
+    if start:
+        return list(STAGES[STAGES.index(start):]), True
+    return list(STAGES), False
+
+
+def stage_sample_label(folder: Path, args) -> None:
+    from .regressor import label
+
+    label(folder / "labels", args.n_samples, generator=str(folder / "generator.pt"), seed=args.seed)
+
+
+def stage_h(folder: Path, args) -> None:
+    from .regressor import fit
+
+    fit(folder / "labels", val=max(1, args.n_samples // 10), ship=False)
+
+
+def stage_missing(folder: Path, args) -> None:
+    raise NotImplementedError("this stage is not wired into facelab.train.build yet (issue #18)")
+
+
+def stage_cards(folder: Path, args) -> None:
+    build = json.loads((folder / "build.json").read_text()) if (folder / "build.json").exists() else {}
+    lines = [f"# World {args.name}", "", f"Samples: {args.n_samples}", "", "| stage | wall s |", "|---|---|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in build.get("seconds", {}).items()]
+    (folder / "world.md").write_text("\n".join(lines) + "\n")
+    fields = {k: f"{k}.pt" for k in ("regressor", "boundaries", "mapper") if (folder / f"{k}.pt").exists()}
+    write_world_json(folder, name=args.name, generator="generator.pt", crop="world", **fields)
+
+
+RUNNERS = {"sample": lambda f, a: None, "label": stage_sample_label, "h": stage_h,
+           "boundaries": stage_missing, "mapper": stage_missing, "cards": stage_cards}
+
+
+def build(args) -> Path:
+    """Run the stages of ``args`` (see :func:`main`) and return the world folder."""
+    todo, force = stages_to_run(args.only, getattr(args, "from_"))
+    folder = world_home(args.home) / args.name
+    folder.mkdir(parents=True, exist_ok=True)
+    gen = folder / "generator.pt"
+    if args.generator:
+        src = Path(args.generator)
+        if not src.exists():
+            raise FileNotFoundError(f"generator {src} not found; pass an exported facelab generator (.pt)")
+        if not gen.exists() or force:
+            shutil.copyfile(src, gen)
+    elif not gen.exists():
+        raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
+    record_path = folder / "build.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"seconds": {}}
+    for stage in todo:
+        stamp = folder / f".done-{stage}"
+        if stamp.exists() and not force:
+            print(f"{stage}: done (stamp {stamp.name}), skipped", flush=True)
+            continue
+        t0 = time.perf_counter()
+        RUNNERS[stage](folder, args)
+        record["seconds"][stage] = time.perf_counter() - t0
+        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        stamp.touch()
+        print(f"{stage}: {record['seconds'][stage]:.1f} s", flush=True)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("name")
+    p.add_argument("--generator", default=None, help="exported facelab generator (.pt) for a new world")
+    p.add_argument("--home", default=None, help="FACELAB_HOME (default $FACELAB_HOME or ~/.cache/facelab)")
+    p.add_argument("--n-samples", type=int, default=2000)
+    p.add_argument("--device", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default=None, choices=None)
+    p.add_argument("--from", dest="from_", default=None)
+    args = p.parse_args(argv)
+    try:
+        build(args)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -65,6 +65,7 @@ def stage_h(folder: Path, args) -> None:
     from .regressor import fit
 
     fit(folder / "labels", val=max(1, args.n_samples // 10), ship=False)
+    shutil.copyfile(folder / "labels" / "attribute_regressor.pt", folder / "regressor.pt")
 
 
 def stage_missing(folder: Path, args) -> None:
@@ -75,6 +76,10 @@ def stage_cards(folder: Path, args) -> None:
     build = json.loads((folder / "build.json").read_text()) if (folder / "build.json").exists() else {}
     lines = [f"# World {args.name}", "", f"Samples: {args.n_samples}", "", "| stage | wall s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in build.get("seconds", {}).items()]
+    report = folder / "labels" / "report.json"
+    if report.exists():
+        lines += ["", "H held out (Pearson r with the teacher, faces with a label):", ""]
+        lines += [f"- {a}: r {r['r']} on {r['n']} faces" for a, r in json.loads(report.read_text())["val"].items()]
     (folder / "world.md").write_text("\n".join(lines) + "\n")
     fields = {k: f"{k}.pt" for k in ("regressor", "boundaries", "mapper") if (folder / f"{k}.pt").exists()}
     write_world_json(folder, name=args.name, generator="generator.pt", crop="world", **fields)

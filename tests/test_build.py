@@ -1,0 +1,48 @@
+"""facelab.train.build: stage selection, stamps and resumability, world.json, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from facelab.train import build as B
+
+
+def run(tmp_path, *extra):
+    gen = tmp_path / "g.pt"
+    if not gen.exists():
+        torch.save({"dummy": torch.zeros(1)}, gen)
+    B.main(["w", "--home", str(tmp_path), "--generator", str(gen), *extra])
+    return tmp_path / "worlds" / "w"
+
+
+def test_cards_stage_writes_world_json_and_build_record(tmp_path):
+    folder = run(tmp_path, "--only", "cards")
+    doc = json.loads((folder / "world.json").read_text())
+    assert doc == {"format": "facelab.world/1", "name": "w", "generator": "generator.pt", "crop": "world"}
+    assert "cards" in json.loads((folder / "build.json").read_text())["seconds"]
+    assert (folder / ".done-cards").exists() and (folder / "world.md").exists()
+
+
+def test_stamped_stage_is_skipped_and_from_reruns(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(B, "RUNNERS", {s: (lambda f, a, s=s: calls.append(s)) for s in B.STAGES})
+    run(tmp_path)
+    assert calls == list(B.STAGES)
+    run(tmp_path)
+    assert calls == list(B.STAGES)  # everything stamped: nothing reruns
+    assert "skipped" in capsys.readouterr().out
+    run(tmp_path, "--from", "mapper")
+    assert calls[len(B.STAGES):] == ["mapper", "cards"]
+
+
+def test_one_line_errors(tmp_path):
+    with pytest.raises(SystemExit, match=r"unknown stage 'nope'.*sample, label"):
+        run(tmp_path, "--only", "nope")
+    with pytest.raises(SystemExit, match=r"generator .*missing.pt not found"):
+        B.main(["w", "--home", str(tmp_path), "--generator", str(tmp_path / "missing.pt")])
+    with pytest.raises(SystemExit, match=r"--generator PATH"):
+        B.main(["fresh", "--home", str(tmp_path)])
+    with pytest.raises(ValueError, match="unknown world.json keys"):
+        B.write_world_json(tmp_path, colour="red")

@@ -10,7 +10,8 @@ the ``cards`` stage writes ``world.md`` and ``world.json`` (format ``facelab.wor
 
 STATUS (work in progress, see the branch report): the runner, stamps, build.json and world.json are
 implemented; ``sample``/``label`` reuse :func:`facelab.train.regressor.label`, ``h`` reuses
-:func:`facelab.train.regressor.fit`. ``boundaries`` and ``mapper`` are not wired yet and raise.
+:func:`facelab.train.regressor.fit`, ``boundaries`` calls ``facelab.train.boundaries``' CLI. ``mapper``
+is not wired yet and raises.
 """
 from __future__ import annotations
 
@@ -68,6 +69,15 @@ def stage_h(folder: Path, args) -> None:
     shutil.copyfile(folder / "labels" / "attribute_regressor.pt", folder / "regressor.pt")
 
 
+def stage_boundaries(folder: Path, args) -> None:
+    from .boundaries import main as boundaries_main
+
+    argv = ["--generator", str(folder / "generator.pt"), "--labeler", str(folder / "regressor.pt"),
+            "--n", str(args.n_samples), "--spaces", "w,z", "--out", str(folder / "boundaries.pt"),
+            "--work", str(folder / "boundary-labels"), "--no-progress"]
+    boundaries_main(argv + (["--device", args.device] if args.device else []))
+
+
 def stage_missing(folder: Path, args) -> None:
     raise NotImplementedError("this stage is not wired into facelab.train.build yet (issue #18)")
 
@@ -86,7 +96,7 @@ def stage_cards(folder: Path, args) -> None:
 
 
 RUNNERS = {"sample": lambda f, a: None, "label": stage_sample_label, "h": stage_h,
-           "boundaries": stage_missing, "mapper": stage_missing, "cards": stage_cards}
+           "boundaries": stage_boundaries, "mapper": stage_missing, "cards": stage_cards}
 
 
 def build(args) -> Path:

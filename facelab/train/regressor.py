@@ -101,7 +101,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     n = x.shape[0]
     pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
     dx, dy = torch.randint(0, 5, (2, n), generator=gen)
-    return torch.stack([pad[i, :, dy[i]:dy[i] + 64, dx[i]:dx[i] + 64] for i in range(n)])
+    h, w = x.shape[-2:]
+    return torch.stack([pad[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

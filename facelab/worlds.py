@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from .faces import CROPS  # "world": facelab's measured template at the generator's side; "ffhq": FFHQ's quad
 from .hub import FILE_SUFFIXES, cache_dir, load_generator, load_regressor
 from .nets.stylegan2 import Generator
 from .utils import Config, get_device
@@ -49,7 +50,6 @@ __all__ = ["ARTIFACTS", "Budget", "CROPS", "PRESETS", "WORLD_FORMAT", "World", "
            "worlds_dir", "write_world_json"]
 
 WORLD_FORMAT = "facelab.world/1"
-CROPS = ("world", "ffhq")  # facelab's measured template at the generator's resolution; NVIDIA's FFHQ quad
 ARTIFACTS = ("regressor", "boundaries", "mapper")  # the optional files of a world folder
 SHIPPED = "world64"
 
@@ -230,8 +230,7 @@ class World:
         from .faces import align_face
 
         kw.setdefault("size", self.resolution)
-        if self.crop != "world":
-            kw.setdefault("crop", self.crop)
+        kw.setdefault("crop", self.crop)
         return align_face(photo, **kw)
 
     def budget(self, device=None) -> Budget:

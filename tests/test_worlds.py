@@ -156,7 +156,7 @@ def test_align_uses_the_worlds_crop_and_resolution(G, monkeypatch):
     folder = worlds_dir() / "mini"
     build_world(folder, G, with_artifacts=False)
     load_world("mini").align("photo.jpg")
-    assert seen == {"size": G.img_resolution}  # the world crop is align_face's default
+    assert seen == {"size": G.img_resolution, "crop": "world"}
     seen.clear()
     load_world("ffhq").align("photo.jpg", index=0)
     assert seen == {"size": 1024, "crop": "ffhq", "index": 0}

@@ -13,6 +13,7 @@ from facelab.hub import atomic_torch_save, export_generator
 from facelab.mapper import LatentMapper, MapperConfig, load_mapper, save_mapper
 from facelab.nets.regressor import REGRESSOR_FORMAT, AttributeRegressor
 from facelab.worlds import PRESETS, WORLD_FORMAT, Budget, load_world, worlds_dir, write_world_json
+from test_nvidia import nv, write_pickle  # noqa: F401  (nv: the fixture that writes StyleGAN2-ADA pickles)
 
 
 def same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -160,3 +161,62 @@ def test_align_uses_the_worlds_crop_and_resolution(G, monkeypatch):
     seen.clear()
     load_world("ffhq").align("photo.jpg", index=0)
     assert seen == {"size": 1024, "crop": "ffhq", "index": 0}
+
+
+# ---------------------------------------------------------------------------------------------
+# ffhq through a download: a local file server stands in for NVIDIA's CDN (FACELAB_FFHQ_URL).
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """An HTTP server on 127.0.0.1 serving ``tmp_path / "served"``; yields (folder, base URL, request log)."""
+    import functools
+    import http.server
+    import threading
+
+    folder = tmp_path / "served"
+    folder.mkdir()
+    requests = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, fmt, *args):  # quiet, but counted
+            requests.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield folder, f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_ffhq_downloads_from_the_url_override(nv, G, file_server, monkeypatch, facelab_home):
+    folder, base, requests = file_server
+    write_pickle(folder / "ffhq.pkl", nv, G)
+    monkeypatch.setenv("FACELAB_FFHQ_URL", f"{base}/ffhq.pkl")
+    assert fl.hub.url_env("ffhq") == "FACELAB_FFHQ_URL" and fl.hub.url_of("ffhq") == f"{base}/ffhq.pkl"
+    world = load_world("ffhq")
+    assert same_state(world.G, G) and world.G.meta["url"] == f"{base}/ffhq.pkl"
+    cached = facelab_home / "weights" / "stylegan2-ada-ffhq.pkl"
+    assert cached.is_file() and cached.with_name(cached.name + ".sha256").is_file()  # pinned once it loaded
+    assert len(requests) == 1
+    assert same_state(load_world("ffhq").G, G) and len(requests) == 1  # the second use reads the cache
+    monkeypatch.setenv("FACELAB_FFHQ_URL", "ffhq.pkl")
+    with pytest.raises(ValueError, match="FACELAB_FFHQ_URL='ffhq.pkl' is not a URL"):
+        fl.hub.url_of("ffhq")
+
+
+def test_ffhq_offline_fails_in_one_line(monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the network is "down"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("FACELAB_FFHQ_URL", f"http://127.0.0.1:{port}/ffhq.pkl")
+    world = load_world("ffhq")  # naming it downloads nothing
+    with pytest.raises(ConnectionError, match=r"cannot download 'ffhq' from http://127\.0\.0\.1:\d+/ffhq\.pkl .*"
+                                              r"set FACELAB_FFHQ_URL to a mirror, or place the file at") as e:
+        world.G
+    assert "\n" not in str(e.value)

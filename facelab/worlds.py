@@ -248,7 +248,8 @@ def _shipped(device) -> World:
     return World(SHIPPED, generator=SHIPPED, crop="world", files=files, resolution=64, device=device)
 
 
-def _from_folder(folder: Path, device, *, name: str | None = None, default_generator=None) -> World:
+def _from_folder(folder: Path, device, *, name: str | None = None, default_generator=None,
+                 default_crop: str = "world") -> World:
     path = folder / "world.json"
     try:
         data = json.loads(path.read_text())
@@ -264,17 +265,15 @@ def _from_folder(folder: Path, device, *, name: str | None = None, default_gener
         raise ValueError(f"{path} names no generator; rebuild it with `python -m facelab.train.build {name}`")
     generator = folder / gen if (folder / gen).exists() or str(gen).endswith(FILE_SUFFIXES) else gen
     files = {k: folder / data[k] for k in ARTIFACTS if data.get(k)}
-    return World(name, generator=generator, crop=data.get("crop", "world"), files=files,
+    return World(name, generator=generator, crop=data.get("crop", default_crop), files=files,
                  budgets=data.get("budgets"), resolution=data.get("resolution"), folder=folder, device=device)
 
 
 def _ffhq(device) -> World:
     """NVIDIA's FFHQ 1024 generator (downloaded by hub) with the artifacts built beside it."""
     folder = worlds_dir() / "ffhq"
-    if (folder / "world.json").is_file():
-        world = _from_folder(folder, device, name="ffhq", default_generator="ffhq")
-        if world.crop == "ffhq":
-            return world
+    if (folder / "world.json").is_file():  # written by the build
+        return _from_folder(folder, device, name="ffhq", default_generator="ffhq", default_crop="ffhq")
     files = {k: folder / f"{k}.pt" for k in ARTIFACTS}
     return World("ffhq", generator="ffhq", crop="ffhq", files=files, resolution=1024, folder=folder, device=device)
 
@@ -298,14 +297,15 @@ def load_world(name_or_path: str | Path = SHIPPED, device=None) -> World:
     if isinstance(name_or_path, World):
         return name_or_path
     name = str(name_or_path)
+    if not isinstance(name_or_path, Path):  # names first: a folder "ffhq" in the working directory is "./ffhq"
+        if name == SHIPPED:
+            return _shipped(device)
+        if name == "ffhq":
+            return _ffhq(device)
+        if "/" not in name and (worlds_dir() / name / "world.json").is_file():
+            return _from_folder(worlds_dir() / name, device, name=name)
     if isinstance(name_or_path, Path) or "/" in name or name.endswith(FILE_SUFFIXES) or Path(name).exists():
         return _from_path(Path(name).expanduser(), device)
-    if name == SHIPPED:
-        return _shipped(device)
-    if name == "ffhq":
-        return _ffhq(device)
-    if (worlds_dir() / name / "world.json").is_file():
-        return _from_folder(worlds_dir() / name, device, name=name)
     built = sorted(p.parent.name for p in worlds_dir().glob("*/world.json")) if worlds_dir().is_dir() else []
     raise KeyError(f"unknown world {name!r}; known: {[SHIPPED, 'ffhq', *built]} — build it with "
                    f"`python -m facelab.train.build {name}` or pass a world folder or generator file")

@@ -220,3 +220,19 @@ def test_ffhq_offline_fails_in_one_line(monkeypatch):
                                               r"set FACELAB_FFHQ_URL to a mirror, or place the file at") as e:
         world.G
     assert "\n" not in str(e.value)
+
+
+def test_a_built_ffhq_world_keeps_the_downloaded_generator_and_its_crop(G, tmp_path, monkeypatch):
+    folder = worlds_dir() / "ffhq"
+    build_world(folder, G)  # artifacts as the build writes them ...
+    write_world_json(folder, generator="ffhq", regressor="regressor.pt", boundaries="boundaries.pt",
+                     mapper="mapper.pt")  # ... beside hub's download (a weights name, not a file)
+    world = load_world("ffhq")
+    assert world.generator == "ffhq" and world.crop == "ffhq"
+    assert world.boundaries("w")["age"].offset == 0.5 and world.mapper.num_ws == G.num_ws
+    # names come before paths: a folder called ffhq in the working directory is "./ffhq"
+    (tmp_path / "ffhq").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert load_world("ffhq").generator == "ffhq"
+    with pytest.raises(FileNotFoundError, match="without world.json"):
+        load_world("./ffhq")

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .utils import check_finite, device_of
+from .worlds import register_reader
 
 SPACES = ("z", "w", "w+")
 BOUNDARIES_FORMAT = "facelab.boundaries/1"
@@ -815,3 +816,6 @@ def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None =
         have = sorted({b.space for b in items})
         raise ValueError(f"{path} holds no {space!r} boundaries (spaces: {have}); pass space= one of those or None")
     return out
+
+
+register_reader("boundaries", load_boundaries)  # a World reads its boundaries file with this

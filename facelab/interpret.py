@@ -693,8 +693,10 @@ class Rescore:
     """Mean change of each attribute per unit step along each boundary.
 
     change: [n_boundaries, n_attributes]; ``change[i, j]`` is in attribute j's units per latent unit
-    (or per ``distance_std`` of boundary i when ``step="std"``). identity: [n_boundaries] mean
-    identity similarity between the faces and their ``+step`` edits, when an identity function was given.
+    (or per ``distance_std`` of boundary i when ``step="std"``). per_sample: [n_boundaries, N,
+    n_attributes], the same per face (NaN where the labeler found no face); ``change`` is its NaN-mean
+    over faces. identity: [n_boundaries] mean identity similarity between the faces and their
+    ``+step`` edits, when an identity function was given, and per_sample_identity [n_boundaries, N].
     """
 
     change: torch.Tensor
@@ -703,6 +705,8 @@ class Rescore:
     step: list[float]
     unit: str
     identity: torch.Tensor | None = None
+    per_sample: torch.Tensor | None = None
+    per_sample_identity: torch.Tensor | None = None
 
     def to_markdown(self, digits: int = 3) -> str:
         """A markdown table, boundaries as rows, ``digits`` significant digits."""
@@ -719,7 +723,7 @@ class Rescore:
 @torch.no_grad()
 def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str = 1.0,
             layers: Sequence[int] | None = None, identity: Callable | None = None, batch_size: int = 64,
-            noise_mode: str = "const", progress: bool = False) -> Rescore:
+            noise_mode: str = "const", space: str = "w", progress: bool = False) -> Rescore:
     """Re-score edited faces: how much does moving along each boundary change every attribute?
 
     For each boundary, the latents ``x`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) are edited by
@@ -728,11 +732,16 @@ def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str =
     for each boundary's ``report.distance_std``. On the diagonal (a boundary's own attribute) this
     should be clearly positive; off it, small values mean a disentangled edit (the paper's
     re-scoring analysis). ``identity(a, b) -> [N]`` (images in [-1, 1]) optionally measures how
-    much of the face's identity survives the ``+step`` edit.
+    much of the face's identity survives the ``+step`` edit. ``space="z"``: ``x`` are Z codes [N, z_dim]
+    and the boundaries live in Z; each edited code is mapped to W (ψ = 1) before rendering.
     """
     labeler = resolve_labeler(labeler)
+    if check_space(space) == "z":
+        to_w = lambda codes: G.mapping(codes.to(device_of(G)), truncation_psi=1.0)  # noqa: E731  [N, num_ws, w_dim]
+    else:
+        to_w = lambda codes: codes  # noqa: E731
     names, items = _named_boundaries(boundaries)
-    base = render(G, x, batch_size=batch_size, noise_mode=noise_mode) if identity is not None else None
+    base = render(G, to_w(x), batch_size=batch_size, noise_mode=noise_mode) if identity is not None else None
     rows, steps, ids, attrs = [], [], [], None
     for b in items:
         if step == "std":
@@ -743,19 +752,21 @@ def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str =
             h = float(step)
         else:
             raise ValueError(f"step must be a positive number or 'std', got {step!r}")
-        plus = label_latents(G, edit(x, b, h, layers=layers), labeler=labeler, batch_size=batch_size,
+        plus = label_latents(G, to_w(edit(x, b, h, layers=layers)), labeler=labeler, batch_size=batch_size,
                              noise_mode=noise_mode, progress=progress)
-        minus = label_latents(G, edit(x, b, -h, layers=layers), labeler=labeler, batch_size=batch_size,
+        minus = label_latents(G, to_w(edit(x, b, -h, layers=layers)), labeler=labeler, batch_size=batch_size,
                               noise_mode=noise_mode, progress=progress)
         attrs = attrs or list(plus)
-        rows.append(torch.stack([torch.nanmean((plus[a] - minus[a]).double()) / (2 * h) for a in attrs]))
+        rows.append(torch.stack([(plus[a] - minus[a]).double() / (2 * h) for a in attrs], 1))  # [N, n_attributes]
         steps.append(h)
         if identity is not None:
-            edited = render(G, edit(x, b, h, layers=layers), batch_size=batch_size, noise_mode=noise_mode)
-            ids.append(torch.as_tensor(identity(base, edited)).float().nanmean())
-    return Rescore(change=torch.stack(rows).float(), boundaries=names, attributes=attrs, step=steps,
+            edited = render(G, to_w(edit(x, b, h, layers=layers)), batch_size=batch_size, noise_mode=noise_mode)
+            ids.append(torch.as_tensor(identity(base, edited)).float().cpu())
+    per_sample = torch.stack(rows).float()  # [n_boundaries, N, n_attributes]
+    return Rescore(change=per_sample.nanmean(1), boundaries=names, attributes=attrs, step=steps,
                    unit="per distance_std" if step == "std" else "per latent unit",
-                   identity=torch.stack(ids) if ids else None)
+                   identity=torch.stack(ids).nanmean(1) if ids else None, per_sample=per_sample,
+                   per_sample_identity=torch.stack(ids) if ids else None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -372,3 +372,17 @@ def test_rescore_markdown_escapes_pipes_in_boundary_names():
     header, _, row = r.to_markdown().splitlines()
     cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731
     assert cells(row) == cells(header) and "yaw\\|roll" in row
+
+
+def test_rescore_keeps_per_face_changes_and_edits_z_codes_through_the_mapping(G):
+    lat = I.sample_latents(G, 200, seed=2)
+    scores = I.label_latents(G, lat, labeler=brightness, progress=False, batch_size=100)
+    bw = I.train_boundary(lat, scores["score"], space="w", ratio=0.1, attribute="brightness")
+    bz = I.train_boundary(lat, scores["score"], space="z", ratio=0.1, attribute="brightness")
+    r = I.rescore(G, lat.w[:8], {"w": bw}, brightness, step="std", identity=lambda a, c: (a - c).abs().mean((1, 2, 3)))
+    assert r.per_sample.shape == (1, 8, 1) and r.per_sample_identity.shape == (1, 8)
+    torch.testing.assert_close(r.change, r.per_sample.nanmean(1))
+    rz = I.rescore(G, lat.z[:8], {"z": bz}, brightness, step="std", space="z")
+    assert rz.per_sample.shape == (1, 8, 1) and rz.change[0, 0] > 0  # a Z edit along the Z normal brightens
+    with pytest.raises(ValueError):
+        I.rescore(G, lat.z[:8], {"z": bz}, brightness, space="q")

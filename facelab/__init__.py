@@ -30,3 +30,6 @@ __all__ = [
     "load_regressor", "make_grid", "mapper", "metrics", "nets", "nvidia", "projector", "pti", "sample_teacher",
     "save_image", "seed_all", "show_source", "style_mix", "to_pil", "to_tensor", "viz", "widgets", "z_from_seeds",
 ]
+
+from . import photos  # noqa: E402  (#15: openly licensed sample photos)
+__all__ += ["photos"]

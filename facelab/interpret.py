@@ -908,7 +908,7 @@ def direction_cosines(directions, boundaries) -> torch.Tensor:
 @dataclass(frozen=True)
 class EditEffect:
     """Mean change of one attribute per std-unit step along a direction, its 95% CI
-    (mean ± 1.96 s.e.) and ``n``, the faces with a finite score on both sides."""
+    (mean ± 1.96 standard errors) and ``n``, the faces with a finite score on both sides."""
 
     mean: float
     lo: float

@@ -17,7 +17,7 @@ LAYERS = {
     "base": ("facelab.utils", "facelab.imaging", "facelab.geometry", "facelab.latents", "facelab.safeload"),
     "nets": ("facelab.nets",),
     "core": ("facelab.hub", "facelab.nvidia", "facelab.faces", "facelab.metrics", "facelab.projector", "facelab.viz",
-             "facelab.widgets", "facelab.claims"),
+             "facelab.widgets", "facelab.claims", "facelab.photos"),
     "world": ("facelab.worlds",),
     "topic": ("facelab.interpret", "facelab.invert", "facelab.pti", "facelab.mapper", "facelab.encoder"),
     "package": ("facelab",),

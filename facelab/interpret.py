@@ -950,8 +950,8 @@ def what_directions_edit(G, directions, *, n: int = 32, step: float = 1.0, label
     out = []
     for v in d:
         h = step * float((w @ v).std())
-        plus = label_latents(G, w + h * v, labeler=labeler, batch_size=batch_size)
-        minus = label_latents(G, w - h * v, labeler=labeler, batch_size=batch_size)
+        plus = label_latents(G, w + h * v, labeler=labeler, batch_size=batch_size, progress=False)
+        minus = label_latents(G, w - h * v, labeler=labeler, batch_size=batch_size, progress=False)
         effects = {}
         for name in plus:
             diff = (plus[name] - minus[name]).double() / (2 * step)

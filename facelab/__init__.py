@@ -15,12 +15,13 @@ identity), ``faces`` (detection, alignment), ``hub`` (named weights and their lo
 made. ``docs/architecture.md`` draws the layers.
 """
 from . import (claims, faces, geometry, hub, imaging, interpret, invert, latents, mapper, metrics, nets, nvidia,
-               projector, pti, viz, widgets)
+               photos, projector, pti, viz, widgets)
 from .hub import load_generator, load_identity, load_regressor
 from .imaging import make_grid, save_image, to_pil, to_tensor
 from .nets.stylegan2 import Discriminator, Generator, StyleGAN2Config, count_params, get_config, style_mix
 from .nets.teacher import sample_teacher
 from .utils import get_device, seed_all, show_source, z_from_seeds
+from .worlds import World, load_world
 
 __version__ = "0.1.0"
 
@@ -30,3 +31,4 @@ __all__ = [
     "load_regressor", "make_grid", "mapper", "metrics", "nets", "nvidia", "projector", "pti", "sample_teacher",
     "save_image", "seed_all", "show_source", "style_mix", "to_pil", "to_tensor", "viz", "widgets", "z_from_seeds",
 ]
+__all__ += ["World", "load_world", "photos", "worlds"]

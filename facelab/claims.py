@@ -1,31 +1,270 @@
-"""Claims tables for the notebooks: verdicts that nbval checks, numbers that it shows.
+"""Claims a reviewer can check: a measured value with its uncertainty, a baseline, and a verdict by a rule.
 
-A claim is ``(statement, measured, holds)``: the paper's statement, what this run measured (a
-string with the numbers), and the verdict (a bool). The numbers depend on the CPU, the thread count
-and the kernels in use (float rounding differs between machines, and long optimisations amplify
-it), so a notebook prints the verdicts in a ``# NBVAL_CHECK_OUTPUT`` cell with :func:`verdicts` and
-shows the numbers in an unchecked cell with :func:`table`. ``make test-repro`` runs the notebooks
-with other numerics and ``tests/notebook_spread.py`` reports how far each printed number moved.
+Every claims table of the course is built here, so every verdict follows the same stated rule:
+
+    A claim asserts that a quantity θ lies beyond a bound b (θ > b, or θ < b). From n samples we
+    compute a 95 % confidence interval [lo, hi] for θ. The claim **holds** when the whole interval
+    lies beyond the bound, **does not hold** when the whole interval lies on the other side, and is
+    **inconclusive** when the interval contains the bound, or when n < 6 (too few to say anything).
+
+The bound is the claim's reference (a baseline such as different people's identity similarity, the
+majority class, a 1 px shift, chance) plus an optional margin that the claim itself asserts
+("at least 0.8× W's change"). Intervals: Student's t for a mean (and for paired differences),
+Welch's t for a difference of two independent means, Wilson's score interval for a proportion, and
+a seeded percentile bootstrap for any other statistic — the same data give the same interval on
+every machine up to float rounding.
+
+In a notebook, a ``# NBVAL_CHECK_OUTPUT`` cell prints :func:`verdicts` (verdict and statement
+only: nbval compares them on every run, under other numerics too), and an unchecked cell shows
+:func:`table` with the numbers (n, the measured value and its interval, the baseline, the rule).
+Structural facts ("the generator has 10 style inputs") are :func:`exact` claims: true or false,
+no interval.
 """
 from __future__ import annotations
 
-Claim = tuple  # (statement: str, measured: str, holds: bool)
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+HOLDS, DOES_NOT_HOLD, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+MIN_N = 6          # fewer samples than this: always inconclusive
+LEVEL = 0.95       # confidence level of every interval
+N_BOOT = 2000      # bootstrap resamples
 
 
-def _verdict(holds) -> str:
-    return "yes" if holds else "NO"
+@dataclass(frozen=True)
+class Estimate:
+    """A measured value with its 95 % interval [low, high] from n samples; ``how`` names the interval."""
+    value: float
+    low: float
+    high: float
+    n: int
+    how: str
+
+    def __str__(self) -> str:
+        if self.how == "exact":
+            return _num(self.value)
+        return f"{_num(self.value)} [{_num(self.low)}, {_num(self.high)}]"
 
 
-def verdicts(claims: list[Claim]) -> str:
-    """One ``yes | statement`` / ``NO  | statement`` line per claim: what a checked cell prints."""
-    return "\n".join(f"{_verdict(ok):3s} | {statement}" for statement, _, ok in claims)
+@dataclass(frozen=True)
+class Claim:
+    """One row of a claims table.
+
+    ``measured``: what was measured (its interval is the one the rule tests, unless ``tested`` is
+    given, e.g. a difference of two means); ``baseline``: the reference, as a number, an estimate or
+    a short text; ``rule``: the bound in words (``"> baseline + 0.05"``); ``verdict``: one of
+    ``HOLDS``, ``DOES_NOT_HOLD``, ``INCONCLUSIVE``; ``note``: what a reader must know (e.g. the judge
+    is the network the method trained through)."""
+    statement: str
+    measured: Estimate | str
+    baseline: Estimate | float | str | None
+    rule: str
+    verdict: str
+    n: int
+    tested: Estimate | None = None
+    note: str = ""
+
+    @property
+    def holds(self) -> bool:
+        return self.verdict == HOLDS
 
 
-def table(claims: list[Claim]):
-    """The claims with their measured numbers as a Markdown table (an IPython ``Markdown`` object
-    when IPython is available, else the Markdown text). Show it in an *unchecked* cell."""
-    text = "| claim | measured here | holds? |\n|---|---|---|\n" + "\n".join(
-        f"| {_escape(statement)} | {_escape(measured)} | {_verdict(ok)} |" for statement, measured, ok in claims)
+# --- the rule -----------------------------------------------------------------------------------
+
+def decide(interval: Estimate, bound: float, direction: str) -> str:
+    """The verdict for "θ > bound" (``direction='>'``) or "θ < bound" (``'<'``) from θ's interval."""
+    if direction not in (">", "<"):
+        raise ValueError(f"direction must be '>' or '<', got {direction!r}")
+    if interval.n < MIN_N or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+        return INCONCLUSIVE
+    lo, hi = (interval.low, interval.high) if direction == ">" else (-interval.high, -interval.low)
+    b = bound if direction == ">" else -bound
+    if lo > b:
+        return HOLDS
+    if hi < b:
+        return DOES_NOT_HOLD
+    return INCONCLUSIVE
+
+
+# --- intervals ----------------------------------------------------------------------------------
+
+def _finite(samples, what: str = "samples") -> np.ndarray:
+    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        raise ValueError(f"no finite {what}: pass the per-sample values the claim is about")
+    return x
+
+
+def _t(df: float) -> float:
+    from scipy.stats import t
+    return float(t.ppf(0.5 + LEVEL / 2, df))
+
+
+def mean_ci(samples) -> Estimate:
+    """The mean of the finite samples and its Student-t 95 % interval (NaNs — e.g. undetected faces —
+    are dropped and n counts only what is left)."""
+    x = _finite(samples)
+    n, m = x.size, float(x.mean())
+    if n < 2:
+        return Estimate(m, -math.inf, math.inf, n, "mean ± t·s.e.")
+    half = _t(n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
+    return Estimate(m, m - half, m + half, n, "mean ± t·s.e.")
+
+
+def difference_ci(a, b) -> Estimate:
+    """mean(a) − mean(b) for independent samples, with Welch's 95 % interval; n = the smaller n."""
+    x, y = _finite(a), _finite(b)
+    d = float(x.mean() - y.mean())
+    if min(x.size, y.size) < 2:
+        return Estimate(d, -math.inf, math.inf, min(x.size, y.size), "Welch t")
+    vx, vy = x.var(ddof=1) / x.size, y.var(ddof=1) / y.size
+    se = math.sqrt(vx + vy)
+    df = (vx + vy) ** 2 / (vx ** 2 / (x.size - 1) + vy ** 2 / (y.size - 1)) if se > 0 else 1e9
+    half = _t(df) * se
+    return Estimate(d, d - half, d + half, min(x.size, y.size), "Welch t")
+
+
+def proportion_ci(successes: int, n: int) -> Estimate:
+    """successes / n with Wilson's 95 % score interval."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+    z = _t(1e9)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Estimate(p, centre - half, centre + half, n, "Wilson")
+
+
+def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
+    """``statistic(*arrays)`` and its percentile-bootstrap 95 % interval. The arrays are resampled
+    jointly (same indices: paired data stay paired); the resampling is seeded."""
+    data = [np.asarray(a, dtype=np.float64) for a in arrays]
+    n = len(data[0])
+    if any(len(a) != n for a in data):
+        raise ValueError(f"bootstrap_ci resamples the arrays jointly: they need one length, got {[len(a) for a in data]}")
+    value = float(statistic(*data))
+    rng = np.random.default_rng(seed)
+    stats = np.array([statistic(*(a[idx] for a in data)) for idx in rng.integers(0, n, size=(n_boot, n))], dtype=float)
+    stats = stats[np.isfinite(stats)]
+    if stats.size == 0:
+        return Estimate(value, -math.inf, math.inf, n, "bootstrap")
+    lo, hi = np.quantile(stats, [(1 - LEVEL) / 2, 0.5 + LEVEL / 2])
+    return Estimate(value, float(lo), float(hi), n, "bootstrap")
+
+
+# --- constructors: one per kind of claim --------------------------------------------------------
+
+def _rule(direction: str, reference: str, margin: float) -> str:
+    shift = "" if margin == 0 else f" {'+' if margin > 0 else '−'} {_num(abs(margin))}"
+    return f"{direction} {reference}{shift}"
+
+
+def _claim(statement, measured, baseline, rule, interval, bound, direction, note, tested=None) -> Claim:
+    return Claim(statement, measured, baseline, rule, decide(interval, bound, direction), interval.n, tested, note)
+
+
+def greater(statement: str, samples, than, *, margin: float = 0.0, note: str = "") -> Claim:
+    """The mean of ``samples`` exceeds ``than`` (+ ``margin``). ``than`` is a number (a fixed
+    reference) or other samples (an independent baseline: the difference of means is tested)."""
+    return _compare(statement, samples, than, margin, ">", note)
+
+
+def less(statement: str, samples, than, *, margin: float = 0.0, note: str = "") -> Claim:
+    """The mean of ``samples`` is below ``than`` (− ``margin``); see :func:`greater`."""
+    return _compare(statement, samples, than, -margin, "<", note)
+
+
+def _compare(statement, samples, than, margin, direction, note) -> Claim:
+    measured = mean_ci(samples)
+    if np.ndim(than) == 0:
+        return _claim(statement, measured, float(than), _rule(direction, _num(float(than)), margin), measured,
+                      float(than) + margin, direction, note)
+    baseline = mean_ci(than)
+    diff = difference_ci(samples, than)
+    return _claim(statement, measured, baseline, _rule(direction, "baseline", margin), diff, margin, direction,
+                  note, tested=diff)
+
+
+def paired_greater(statement: str, a, b, *, margin: float = 0.0, note: str = "") -> Claim:
+    """``a`` exceeds ``b`` on the same items (faces, photos): the mean of a − b is tested against
+    ``margin``; the table shows a as measured and b as the baseline."""
+    return _paired(statement, a, b, margin, ">", note)
+
+
+def paired_less(statement: str, a, b, *, margin: float = 0.0, note: str = "") -> Claim:
+    """``a`` is below ``b`` on the same items; see :func:`paired_greater`."""
+    return _paired(statement, a, b, -margin, "<", note)
+
+
+def _paired(statement, a, b, margin, direction, note) -> Claim:
+    x, y = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    if x.shape != y.shape:
+        raise ValueError(f"paired claims need one value of each per item, got {x.size} and {y.size}")
+    keep = np.isfinite(x) & np.isfinite(y)
+    diff = mean_ci(x[keep] - y[keep])
+    return _claim(statement, mean_ci(x[keep]), mean_ci(y[keep]), _rule(direction, "baseline (paired)", margin),
+                  diff, margin, direction, note, tested=diff)
+
+
+def proportion_greater(statement: str, successes: int, n: int, *, than: float, baseline: str = "",
+                       note: str = "") -> Claim:
+    """A rate (accuracy, detection rate) exceeds ``than`` (e.g. the majority-class rate)."""
+    est = proportion_ci(int(successes), int(n))
+    return _claim(statement, est, baseline or float(than), _rule(">", _num(than), 0.0), est, than, ">", note)
+
+
+def bootstrap(statement: str, statistic: Callable[..., float], *arrays, than: float, direction: str = ">",
+              baseline: Estimate | float | str | None = None, n_boot: int = N_BOOT, seed: int = 0,
+              note: str = "") -> Claim:
+    """Any statistic of paired arrays (a ratio of means, a correlation) against a bound ``than``,
+    with a seeded bootstrap interval: ``bootstrap("PTI edits as strong as W's", lambda p, w:
+    p.mean() / w.mean(), pti_change, w_change, than=0.8)``."""
+    est = bootstrap_ci(statistic, *arrays, n_boot=n_boot, seed=seed)
+    return _claim(statement, est, baseline if baseline is not None else float(than), _rule(direction, _num(than), 0.0),
+                  est, than, direction, note)
+
+
+def exact(statement: str, holds: bool, measured: str = "", *, note: str = "") -> Claim:
+    """A structural fact, true or false (no sampling, no interval)."""
+    return Claim(statement, measured, None, "exact", HOLDS if holds else DOES_NOT_HOLD, 1, None, note)
+
+
+# --- printing -----------------------------------------------------------------------------------
+
+Row = Claim | tuple   # a tuple (statement, measured, holds: bool) is the older form, still accepted
+
+
+def _verdict_of(row: Row) -> str:
+    if isinstance(row, Claim):
+        return row.verdict
+    return "yes" if row[2] else "NO"
+
+
+def verdicts(claims: Sequence[Row]) -> str:
+    """One ``verdict | statement`` line per claim, no numbers: what a checked cell prints."""
+    width = max([len(_verdict_of(c)) for c in claims] + [3])
+    return "\n".join(f"{_verdict_of(c):{width}s} | {c.statement if isinstance(c, Claim) else c[0]}"
+                     for c in claims)
+
+
+def table(claims: Sequence[Row]):
+    """The claims with their numbers as a Markdown table (an IPython ``Markdown`` object when IPython
+    is available, else the text): claim | n | measured [95 % CI] | baseline | rule | verdict. Show
+    it in an *unchecked* cell: the last digits depend on the CPU."""
+    lines = ["| claim | n | measured [95 % CI] | baseline | rule | verdict |", "|---|---|---|---|---|---|"]
+    for c in claims:
+        if isinstance(c, Claim):
+            claim = c.statement + (f" ({c.note})" if c.note else "")
+            measured = str(c.measured) + (f"; tested: {c.tested}" if c.tested is not None else "")
+            cells = (claim, c.n, measured, "—" if c.baseline is None else c.baseline, c.rule, f"**{c.verdict}**")
+        else:
+            cells = (c[0], "—", c[1], "—", "—", _verdict_of(c))
+        lines.append("| " + " | ".join(_escape(x) for x in cells) + " |")
+    text = "\n".join(lines)
     try:
         from IPython.display import Markdown
     except ImportError:  # pragma: no cover - IPython ships with the notebooks extra
@@ -33,5 +272,16 @@ def table(claims: list[Claim]):
     return Markdown(text)
 
 
-def _escape(cell: str) -> str:
+def _num(x: float) -> str:
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def _escape(cell) -> str:
     return str(cell).replace("|", "\\|")
+
+
+__all__ = ["Claim", "DOES_NOT_HOLD", "Estimate", "HOLDS", "INCONCLUSIVE", "MIN_N", "bootstrap", "bootstrap_ci",
+           "decide", "difference_ci", "exact", "greater", "less", "mean_ci", "paired_greater", "paired_less",
+           "proportion_ci", "proportion_greater", "table", "verdicts"]

@@ -38,6 +38,11 @@ have a slight left-right bias, which the common scale and the mirrored view remo
 teacher face pasted into a larger canvas comes back is in ``docs/world64/alignment.md``
 (``tests/test_faces.py`` checks the round trip).
 
+The FFHQ crop. ``align_face(photo, crop="ffhq", size=1024)`` cuts the crop NVIDIA's FFHQ
+generators were trained on instead: the oriented square of the FFHQ dataset's alignment script,
+computed from the eye centres and mouth corners that MTCNN gives
+(:func:`facelab.geometry.ffhq_quad`), with the photo mirrored at its edges where the square leaves it.
+
 Sampling. The crop is taken with bilinear interpolation after averaging the photo down (area) by
 the integer factor of the shrink when it is 2x or more (:func:`facelab.geometry.warp`), so large
 photos do not alias; where the crop reaches past the photo the edge pixels repeat.
@@ -54,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .geometry import MIRROR, WORLD_TEMPLATE, mirror_landmarks, similarity, warp
+from .geometry import MIRROR, WORLD_TEMPLATE, ffhq_transform, mirror_landmarks, similarity, warp
 from .imaging import DEFAULT_MAX_PIXELS, MIN_PHOTO_SIZE, PhotoError, describe_photo, load_photo, rgb_to_tensor
 from .nets.attributes import detect_faces, load_mtcnn
 
@@ -62,6 +67,8 @@ DETECT_SIZE = 640
 MTCNN_MIN_FACE = 20  # facenet-pytorch's default min_face_size: no smaller image can be searched
 MIN_CONFIDENCE = 0.95
 CONTEXT = 0.5  # margin around the crop, as a fraction of its side, where landmarks are measured
+CROPS = ("world", "ffhq")
+CROP_SIZES = {"world": 64, "ffhq": 1024}  # default sides: world64's and NVIDIA's FFHQ generator's
 _CONTEXT_PX = round(64 * (1 + 2 * CONTEXT))  # the 64 px crop with its context, as the template was measured
 
 __all__ = ["CONTEXT", "DEFAULT_MAX_PIXELS", "DETECT_SIZE", "MIN_CONFIDENCE", "MIN_PHOTO_SIZE", "WORLD_TEMPLATE",
@@ -140,7 +147,7 @@ def _chip_transform(template: torch.Tensor, landmarks: torch.Tensor) -> tuple[to
     return similarity(template.float(), landmarks[None].float())
 
 
-def _sample(image: Image.Image, z: torch.Tensor, t: torch.Tensor, size: int) -> torch.Tensor:
+def _sample(image: Image.Image, z: torch.Tensor, t: torch.Tensor, size: int, fill: str = "border") -> torch.Tensor:
     """Crop [3, size, size] in [-1, 1]: only the photo's window under the crop becomes a tensor."""
     corners = z * torch.tensor([0, 1, 1j, 1 + 1j], dtype=torch.complex64) + t  # [4] photo pixels
     pad = 2 + math.ceil(float(z.abs()[0]) / size)  # a few photo pixels for interpolation and area
@@ -149,7 +156,7 @@ def _sample(image: Image.Image, z: torch.Tensor, t: torch.Tensor, size: int) -> 
     right = max(min(image.width, math.ceil(float(corners.real.max())) + pad), left + 1)
     bottom = max(min(image.height, math.ceil(float(corners.imag.max())) + pad), top + 1)
     window = rgb_to_tensor(image.crop((left, top, right, bottom)))  # [1, 3, h, w]
-    return warp(window, z, t - complex(left, top), size, fill="border")[0].clamp(-1, 1)
+    return warp(window, z, t - complex(left, top), size, fill=fill)[0].clamp(-1, 1)
 
 
 def _in_context(z: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,23 +198,32 @@ def _redetect(image: Image.Image, face: DetectedFace, z: torch.Tensor, t: torch.
     return DetectedFace(face.box, moved, face.confidence)
 
 
-def align_face(src, *, index: int | None = None, size: int = 64, return_info: bool = False,
-               template: torch.Tensor | None = None, detect_size: int = DETECT_SIZE,
+def align_face(src, *, index: int | None = None, size: int | None = None, return_info: bool = False,
+               template: torch.Tensor | None = None, crop: str = "world", detect_size: int = DETECT_SIZE,
                min_confidence: float = MIN_CONFIDENCE, refine: bool = True,
                device=None, **load_kw):
-    """The face in a photo, aligned into the world's crop: ``[3, size, size]`` in [-1, 1].
+    """The face in a photo, aligned into a generator's crop: ``[3, size, size]`` in [-1, 1].
 
     ``src``: anything ``load_photo`` takes (``load_kw`` go to it). With several faces, pass
-    ``index`` (0 = largest; see ``find_faces``). ``template``: landmark positions ``[5, 2]`` in
-    crop fractions (default ``WORLD_TEMPLATE``). ``refine``: find the landmarks again in the
-    first crop (with context around it), the way the template was measured. With ``return_info``
-    it returns ``(image, info)``:
+    ``index`` (0 = largest; see ``find_faces``). ``crop``: ``"world"`` (facelab's measured crop,
+    ``size`` 64 by default) or ``"ffhq"`` (the FFHQ dataset's crop for NVIDIA's generators,
+    :func:`facelab.geometry.ffhq_quad`, ``size`` 1024 by default; where it reaches past the photo
+    the photo is mirrored at its edges, without the blurred fade the FFHQ script adds there).
+    ``template``: landmark positions ``[5, 2]`` in crop fractions for the world crop (default
+    ``WORLD_TEMPLATE``). ``refine``: find the landmarks again in the world crop of the face (with
+    context around it), the way the template was measured; the FFHQ crop is then cut from those
+    landmarks. With ``return_info`` it returns ``(image, info)``:
 
     - ``box`` [4], ``landmarks`` [5, 2]: the face in the photo's pixels; ``confidence``: MTCNN's;
     - ``transform`` [2, 3]: crop pixel (u, v) (continuous, pixel i covers [i, i + 1)) -> photo
       pixel ``transform @ [u, v, 1]``; ``aligned_landmarks`` [5, 2]: the landmarks in crop pixels;
     - ``faces``: every ``DetectedFace`` found, largest first; ``index``; ``photo_size`` (W, H).
     """
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, got {crop!r}")
+    if crop == "ffhq" and template is not None:
+        raise ValueError("template= places faces in the world crop; the FFHQ crop has its own geometry, pass one")
+    size = CROP_SIZES[crop] if size is None else size
     if not (isinstance(size, numbers.Integral) and size >= 1):
         raise ValueError(f"size must be a positive number of pixels (the crop's side), got {size!r}")
     template = WORLD_TEMPLATE if template is None else torch.as_tensor(template, dtype=torch.float32)
@@ -234,7 +250,9 @@ def align_face(src, *, index: int | None = None, size: int = 64, return_info: bo
     if refine:
         face = _redetect(image, face, z, t, min_confidence, device)
         z, t = _chip_transform(template, face.landmarks)
-    out = _sample(image, z, t, size)  # [3, size, size]
+    if crop == "ffhq":
+        z, t = ffhq_transform(face.landmarks[None])
+    out = _sample(image, z, t, size, fill="reflect" if crop == "ffhq" else "border")  # [3, size, size]
     if not return_info:
         return out
     a = z[0] / size  # photo pixels per crop pixel, with the rotation
@@ -249,7 +267,7 @@ def align_face(src, *, index: int | None = None, size: int = 64, return_info: bo
     return out, info
 
 
-def align_faces(srcs, *, index: int | None = None, size: int = 64, **kw) -> torch.Tensor:
+def align_faces(srcs, *, index: int | None = None, size: int | None = None, **kw) -> torch.Tensor:
     """``align_face`` on each photo of a list: ``[N, 3, size, size]`` in [-1, 1] (same ``index`` for all)."""
     out = []
     for i, src in enumerate(srcs):

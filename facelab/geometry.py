@@ -18,6 +18,10 @@ for another padding; :func:`align_chips` and :func:`box_crops` cut the crops the
 :mod:`facelab.nets.attributes` were trained on, and :func:`facelab.metrics.world_chips` the identity
 network's chips from world-aligned faces (with the same :data:`WORLD_TEMPLATE`: the world has one
 measured crop).
+
+The FFHQ crop: :func:`ffhq_quad` is the oriented square the FFHQ dataset cuts around a face (from
+the eye centres and mouth corners), :func:`ffhq_transform` the same as a transform for :func:`warp`;
+:func:`facelab.faces.align_face` uses it with ``crop="ffhq"`` for NVIDIA's FFHQ generators.
 """
 from __future__ import annotations
 
@@ -83,7 +87,8 @@ def warp(images: torch.Tensor, z: torch.Tensor, t: torch.Tensor, size: int, *, f
     """Crops [N, C, size, size]: chip point (u, v) in [0, 1]^2 is image pixel z * (u + iv) + t.
 
     Shrinking by 2x or more first averages the image down (area), so crops do not alias.
-    ``fill``: "black" (pixels outside are -1, as dlib does) or "border" (edge pixels repeat).
+    ``fill``: "black" (pixels outside are -1, as dlib does), "border" (edge pixels repeat) or
+    "reflect" (the image mirrored at its edges, as the FFHQ dataset pads).
     """
     n, _, h, w = images.shape
     shrink = int(max(1.0, float((z.abs() / size).min())))  # image pixels per chip pixel
@@ -95,7 +100,53 @@ def warp(images: torch.Tensor, z: torch.Tensor, t: torch.Tensor, size: int, *, f
     grid = torch.stack([p.real * (2 / w) - 1, p.imag * (2 / h) - 1], dim=-1)          # [N, S, S, 2]
     if fill == "black":
         return F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
+    if fill == "reflect":
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if fill != "border":
+        raise ValueError(f"fill must be 'black', 'border' or 'reflect', got {fill!r}")
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def ffhq_quad(landmarks: torch.Tensor) -> torch.Tensor:
+    """The FFHQ dataset's crop of a face: an oriented square ``[..., 4, 2]`` in the landmarks' pixels.
+
+    ``landmarks``: ``[..., 5, 2]`` in MTCNN's order (left eye, right eye, nose, mouth left, mouth
+    right, as seen in the image; the nose is not used). The geometry of NVIDIA's ffhq-dataset
+    ``recreate_aligned_images`` (Karras et al., "A Style-Based Generator Architecture for GANs",
+    CVPR 2019), with eye centres and mouth corners: ``x`` points along the eyes, tilted by the
+    eye-to-mouth direction, with half-side ``max(2 |eye_to_eye|, 1.8 |eye_to_mouth|)``; ``y`` is ``x``
+    turned 90 degrees (down); the centre sits 0.1 of the eye-to-mouth vector below the eyes' midpoint.
+    Corners in FFHQ's order: top-left, bottom-left, bottom-right, top-right.
+    """
+    p = landmarks.double()
+    eye_left, eye_right, mouth_left, mouth_right = p[..., 0, :], p[..., 1, :], p[..., 3, :], p[..., 4, :]
+    eye_avg = (eye_left + eye_right) / 2
+    eye_to_eye = eye_right - eye_left
+    eye_to_mouth = (mouth_left + mouth_right) / 2 - eye_avg
+    x = eye_to_eye - torch.stack([-eye_to_mouth[..., 1], eye_to_mouth[..., 0]], dim=-1)  # [..., 2]
+    x = x / x.norm(dim=-1, keepdim=True)
+    x = x * torch.maximum(eye_to_eye.norm(dim=-1) * 2.0, eye_to_mouth.norm(dim=-1) * 1.8)[..., None]
+    y = torch.stack([-x[..., 1], x[..., 0]], dim=-1)  # x turned a quarter towards +y (down the image)
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = torch.stack([c - x - y, c - x + y, c + x + y, c + x - y], dim=-2)  # [..., 4, 2]
+    return quad.to(landmarks.dtype if landmarks.is_floating_point() else torch.float32)
+
+
+UNIT_QUAD = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 1.0], [1.0, 0.0]])  # the crop's corners, in ffhq_quad's order
+
+
+def quad_transform(quad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z [N], t [N]) complex taking the crop's unit square onto ``quad`` [N, 4, 2] (least squares).
+
+    Crop point (u, v) in [0, 1]^2 sits at image pixel ``z (u + iv) + t``, as :func:`warp` expects;
+    for an oriented square such as :func:`ffhq_quad`'s the fit is exact.
+    """
+    return similarity(UNIT_QUAD, quad.float())
+
+
+def ffhq_transform(landmarks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z [N], t [N]): the FFHQ crop (:func:`ffhq_quad`) of landmarks [N, 5, 2] as a :func:`warp` transform."""
+    return quad_transform(ffhq_quad(landmarks))
 
 
 def align_chips(images: torch.Tensor, points: torch.Tensor, size: int, *, fill: str = "border") -> torch.Tensor:
@@ -118,5 +169,5 @@ def box_crops(images: torch.Tensor, boxes: torch.Tensor, size: int, *, scale: fl
     return warp(images, z, t, size, fill="border")
 
 
-__all__ = ["CHIP_TEMPLATE", "MIRROR", "WORLD_TEMPLATE", "align_chips", "box_crops", "chip_template",
-           "mirror_landmarks", "similarity", "warp"]
+__all__ = ["CHIP_TEMPLATE", "MIRROR", "UNIT_QUAD", "WORLD_TEMPLATE", "align_chips", "box_crops", "chip_template",
+           "ffhq_quad", "ffhq_transform", "mirror_landmarks", "quad_transform", "similarity", "warp"]

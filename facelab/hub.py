@@ -54,7 +54,7 @@ from .utils import get_device
 __all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_torch_save", "cache_dir", "check_state", "clear_cache",
            "download", "export_generator", "is_path", "load_checkpoint", "load_facenet", "load_file", "load_generator",
            "load_identity", "load_named", "load_regressor", "load_state", "register", "sha256_file", "ship_file",
-           "ship_generator", "weights_only_refusal", "weights_path"]
+           "ship_generator", "url_env", "url_of", "weights_only_refusal", "weights_path"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 HOME_ENV = "FACELAB_HOME"
@@ -101,6 +101,25 @@ def is_path(name_or_path) -> bool:
         return True
     name = str(name_or_path)
     return name.endswith(FILE_SUFFIXES) or Path(name).expanduser().is_file()
+
+
+def url_env(name: str) -> str:
+    """The environment variable that overrides named weights' URL: ``FACELAB_<NAME>_URL``
+    (``"ffhq"`` -> ``FACELAB_FFHQ_URL``; characters other than letters and digits become ``_``)."""
+    return f"FACELAB_{re.sub(r'[^0-9A-Za-z]', '_', name).upper()}_URL"
+
+
+def url_of(name: str) -> str | None:
+    """Where named weights are downloaded from: ``$FACELAB_<NAME>_URL`` when set (a mirror, a local
+    file server), else the registry's URL; None for shipped weights (they are never downloaded)."""
+    spec = REGISTRY[name]
+    if spec.url is None:
+        return None
+    override = os.environ.get(url_env(name))
+    if override and not override.startswith(("http://", "https://", "file://")):
+        raise ValueError(f"{url_env(name)}={override!r} is not a URL; give an http://, https:// or file:// address "
+                         "or unset it")
+    return override or spec.url
 
 
 def cache_dir() -> Path:
@@ -243,11 +262,14 @@ def weights_path(name: str, *, opener=None) -> Path:
     if path.is_file():
         return _check_hash(path, spec)
     expected = spec.sha256 or _pinned(path)
+    url = url_of(name)
     try:
-        return download(spec.url, path, sha256=expected, opener=opener)  # verified while it streams
+        return download(url, path, sha256=expected, opener=opener)  # verified while it streams
     except _NETWORK_ERRORS as e:
-        raise ConnectionError(f"cannot download {spec.name!r} from {spec.url} ({type(e).__name__}: {e}); connect "
-                              f"to the internet and try again, or place the file at {path}") from e
+        reason = str(e).replace("\n", " ")
+        raise ConnectionError(f"cannot download {spec.name!r} from {url} ({type(e).__name__}: {reason}); connect "
+                              f"to the internet and try again, set {url_env(name)} to a mirror, or place the file "
+                              f"at {path}") from e
     except OSError as e:
         raise _cache_error(path.parent, e) from None
     except ValueError as e:
@@ -331,7 +353,7 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
         return read_generator(Path(name_or_path)).to(get_device(device))
     if spec is not None and spec.filename.endswith(".pkl"):
         path, G = load_named(spec.name, read_generator, opener=opener)
-        G.meta.update(name=spec.name, url=spec.url, sha256=spec.sha256 or _pinned(path))
+        G.meta.update(name=spec.name, url=url_of(spec.name), sha256=spec.sha256 or _pinned(path))
         return G.to(get_device(device))
 
     fix = "export one with facelab.hub.export_generator"

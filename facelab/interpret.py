@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .utils import check_finite, device_of
+from .worlds import register_reader
 
 SPACES = ("z", "w", "w+")
 BOUNDARIES_FORMAT = "facelab.boundaries/1"
@@ -692,8 +693,10 @@ class Rescore:
     """Mean change of each attribute per unit step along each boundary.
 
     change: [n_boundaries, n_attributes]; ``change[i, j]`` is in attribute j's units per latent unit
-    (or per ``distance_std`` of boundary i when ``step="std"``). identity: [n_boundaries] mean
-    identity similarity between the faces and their ``+step`` edits, when an identity function was given.
+    (or per ``distance_std`` of boundary i when ``step="std"``). per_sample: [n_boundaries, N,
+    n_attributes], the same per face (NaN where the labeler found no face); ``change`` is its NaN-mean
+    over faces. identity: [n_boundaries] mean identity similarity between the faces and their
+    ``+step`` edits, when an identity function was given, and per_sample_identity [n_boundaries, N].
     """
 
     change: torch.Tensor
@@ -702,6 +705,8 @@ class Rescore:
     step: list[float]
     unit: str
     identity: torch.Tensor | None = None
+    per_sample: torch.Tensor | None = None
+    per_sample_identity: torch.Tensor | None = None
 
     def to_markdown(self, digits: int = 3) -> str:
         """A markdown table, boundaries as rows, ``digits`` significant digits."""
@@ -718,7 +723,7 @@ class Rescore:
 @torch.no_grad()
 def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str = 1.0,
             layers: Sequence[int] | None = None, identity: Callable | None = None, batch_size: int = 64,
-            noise_mode: str = "const", progress: bool = False) -> Rescore:
+            noise_mode: str = "const", space: str = "w", progress: bool = False) -> Rescore:
     """Re-score edited faces: how much does moving along each boundary change every attribute?
 
     For each boundary, the latents ``x`` (W [N, w_dim] or W+ [N, num_ws, w_dim]) are edited by
@@ -727,11 +732,16 @@ def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str =
     for each boundary's ``report.distance_std``. On the diagonal (a boundary's own attribute) this
     should be clearly positive; off it, small values mean a disentangled edit (the paper's
     re-scoring analysis). ``identity(a, b) -> [N]`` (images in [-1, 1]) optionally measures how
-    much of the face's identity survives the ``+step`` edit.
+    much of the face's identity survives the ``+step`` edit. ``space="z"``: ``x`` are Z codes [N, z_dim]
+    and the boundaries live in Z; each edited code is mapped to W (ψ = 1) before rendering.
     """
     labeler = resolve_labeler(labeler)
+    if check_space(space) == "z":
+        to_w = lambda codes: G.mapping(codes.to(device_of(G)), truncation_psi=1.0)  # noqa: E731  [N, num_ws, w_dim]
+    else:
+        to_w = lambda codes: codes  # noqa: E731
     names, items = _named_boundaries(boundaries)
-    base = render(G, x, batch_size=batch_size, noise_mode=noise_mode) if identity is not None else None
+    base = render(G, to_w(x), batch_size=batch_size, noise_mode=noise_mode) if identity is not None else None
     rows, steps, ids, attrs = [], [], [], None
     for b in items:
         if step == "std":
@@ -742,19 +752,21 @@ def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str =
             h = float(step)
         else:
             raise ValueError(f"step must be a positive number or 'std', got {step!r}")
-        plus = label_latents(G, edit(x, b, h, layers=layers), labeler=labeler, batch_size=batch_size,
+        plus = label_latents(G, to_w(edit(x, b, h, layers=layers)), labeler=labeler, batch_size=batch_size,
                              noise_mode=noise_mode, progress=progress)
-        minus = label_latents(G, edit(x, b, -h, layers=layers), labeler=labeler, batch_size=batch_size,
+        minus = label_latents(G, to_w(edit(x, b, -h, layers=layers)), labeler=labeler, batch_size=batch_size,
                               noise_mode=noise_mode, progress=progress)
         attrs = attrs or list(plus)
-        rows.append(torch.stack([torch.nanmean((plus[a] - minus[a]).double()) / (2 * h) for a in attrs]))
+        rows.append(torch.stack([(plus[a] - minus[a]).double() / (2 * h) for a in attrs], 1))  # [N, n_attributes]
         steps.append(h)
         if identity is not None:
-            edited = render(G, edit(x, b, h, layers=layers), batch_size=batch_size, noise_mode=noise_mode)
-            ids.append(torch.as_tensor(identity(base, edited)).float().nanmean())
-    return Rescore(change=torch.stack(rows).float(), boundaries=names, attributes=attrs, step=steps,
+            edited = render(G, to_w(edit(x, b, h, layers=layers)), batch_size=batch_size, noise_mode=noise_mode)
+            ids.append(torch.as_tensor(identity(base, edited)).float().cpu())
+    per_sample = torch.stack(rows).float()  # [n_boundaries, N, n_attributes]
+    return Rescore(change=per_sample.nanmean(1), boundaries=names, attributes=attrs, step=steps,
                    unit="per distance_std" if step == "std" else "per latent unit",
-                   identity=torch.stack(ids) if ids else None)
+                   identity=torch.stack(ids).nanmean(1) if ids else None, per_sample=per_sample,
+                   per_sample_identity=torch.stack(ids) if ids else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -815,3 +827,144 @@ def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None =
         have = sorted({b.space for b in items})
         raise ValueError(f"{path} holds no {space!r} boundaries (spaces: {have}); pass space= one of those or None")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Unsupervised directions as a contrast (issue #15)
+#
+# SeFa: Shen & Zhou, "Closed-Form Factorization of Latent Semantics in GANs", CVPR 2021: the
+# directions d that the style affine layers A of the chosen synthesis layers amplify most,
+# max |A d|^2 s.t. |d| = 1, are the top eigenvectors of A^T A (reference: github.com/genforce/sefa).
+# GANSpace: Härkönen, Hertzmann, Lehtinen, Paris, "GANSpace: Discovering Interpretable GAN
+# Controls", NeurIPS 2020: the principal components of sampled w.
+
+
+@dataclass(frozen=True)
+class Directions:
+    """Unit directions in W, ``vectors`` [K, w_dim] float32 (rows orthonormal), sorted by ``values``
+    [K] (descending: SeFa eigenvalues or GANSpace variances); ``method`` names how they were found."""
+
+    vectors: torch.Tensor
+    values: torch.Tensor
+    method: str
+    explained: torch.Tensor | None = None  # GANSpace: fraction of the total variance [K]
+
+
+def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:
+    """Eigenvectors are defined up to sign: make each row's largest-magnitude entry positive."""
+    idx = vectors.abs().argmax(dim=1)
+    sign = vectors.gather(1, idx[:, None]).sign()
+    return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def sefa_directions(G, layers: Sequence[int] | None = None, k: int = 5) -> Directions:
+    """SeFa directions: the top-``k`` eigenvectors of ``A^T A`` [w_dim, w_dim].
+
+    ``A`` stacks the style affine weights [C_i, w_dim] of the synthesis conv layers ``layers``
+    (indices into ``G.synthesis.layers()``, i.e. ws indices of the conv layers; default: all),
+    each output row scaled to unit norm as in the reference code. Returns :class:`Directions`
+    with unit vectors in W and their eigenvalues, largest first; signs are fixed so that each
+    vector's largest entry is positive (the sign of an eigenvector means nothing).
+    """
+    convs = G.synthesis.layers()
+    chosen = list(range(len(convs))) if layers is None else [int(i) for i in layers]
+    bad = [i for i in chosen if not 0 <= i < len(convs)]
+    if bad or not chosen:
+        raise ValueError(f"layers must be a non-empty list of conv layer indices in [0, {len(convs)}), got {layers}")
+    A = torch.cat([convs[i].affine.weight.detach().cpu().double() for i in chosen])  # [sum C_i, w_dim]
+    A = A / A.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    if not 1 <= k <= A.shape[1]:
+        raise ValueError(f"k must be in [1, {A.shape[1]}] (w_dim), got {k}")
+    values, vectors = torch.linalg.eigh(A.T @ A)  # ascending
+    order = values.argsort(descending=True)[:k]
+    return Directions(_fix_signs(vectors[:, order].T).float(), values[order].float(), "sefa")
+
+
+def ganspace_directions(G, n: int = 10_000, k: int = 5, seed: int = 0, psi: float = 1.0) -> Directions:
+    """GANSpace directions: the top-``k`` principal components of ``n`` sampled w [n, w_dim].
+
+    Returns :class:`Directions` with unit vectors in W, their variances ``values`` (w units²) and
+    ``explained`` (fraction of the total variance), largest first; signs fixed as in :func:`sefa_directions`.
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2 samples for a PCA, got {n}")
+    w = sample_latents(G, n, seed=seed, psi=psi).w.double()
+    if not 1 <= k <= min(n, w.shape[1]):
+        raise ValueError(f"k must be in [1, {min(n, w.shape[1])}], got {k}")
+    _, s, vh = torch.linalg.svd(w - w.mean(0), full_matrices=False)
+    var = s**2 / (n - 1)
+    return Directions(_fix_signs(vh[:k]).float(), var[:k].float(), "ganspace", (var[:k] / var.sum()).float())
+
+
+def _direction_rows(directions) -> torch.Tensor:
+    v = directions.vectors if isinstance(directions, Directions) else torch.as_tensor(directions)
+    v = v.detach().cpu().double()
+    v = v[None] if v.ndim == 1 else v
+    if v.ndim != 2:
+        raise ValueError(f"directions must be Directions or vectors [K, D], got shape {list(v.shape)}")
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def direction_cosines(directions, boundaries) -> torch.Tensor:
+    """|cos| [K, B] float32 between directions (:class:`Directions` or [K, D]) and the boundary
+    normals (a dict ``{name: Boundary or vector}`` or a sequence, in that order): 1 = the same axis."""
+    d = _direction_rows(directions)
+    _, items = _named_boundaries(boundaries)
+    normals = torch.stack([_unit(b, f"boundary {i}")[0] for i, b in enumerate(items)])  # [B, D]
+    if normals.shape[1] != d.shape[1]:
+        raise ValueError(f"directions have {d.shape[1]} dimensions but boundaries {normals.shape[1]}: "
+                         "compare directions in W with W boundaries")
+    return (d @ normals.T).abs().float()
+
+
+@dataclass(frozen=True)
+class EditEffect:
+    """Mean change of one attribute per std-unit step along a direction, its 95% CI
+    (mean ± 1.96 standard errors) and ``n``, the faces with a finite score on both sides."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+
+def what_directions_edit(G, directions, *, n: int = 32, step: float = 1.0, labeler="teacher",
+                         seed: int = 0, psi: float = 1.0, batch_size: int = 32) -> list[dict[str, EditEffect]]:
+    """What each direction edits: for direction ``d`` (unit, in W) with std ``s`` of ``w . d`` over
+    the ``n`` sampled faces, each face is rendered at ``w ± step s d`` and labelled; the per-face
+    central difference ``(score+ - score-) / (2 step)`` is the change per std unit.
+
+    ``labeler``: ``"teacher"`` (default: the teacher models, independent of H), ``"H"`` or a
+    callable (see :func:`resolve_labeler`). Returns one ``{attribute: EditEffect}`` per direction;
+    faces where either side has no score (NaN, e.g. no face detected) are dropped from that mean.
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2 faces for a confidence interval, got {n}")
+    if not step > 0:
+        raise ValueError(f"step must be > 0 (std units), got {step}")
+    d = _direction_rows(directions).float()
+    labeler = resolve_labeler(labeler)
+    w = sample_latents(G, n, seed=seed, psi=psi).w  # [n, w_dim]
+    if d.shape[1] != w.shape[1]:
+        raise ValueError(f"directions have {d.shape[1]} dimensions but w_dim is {w.shape[1]}")
+    out = []
+    for v in d:
+        h = step * float((w @ v).std())
+        plus = label_latents(G, w + h * v, labeler=labeler, batch_size=batch_size, progress=False)
+        minus = label_latents(G, w - h * v, labeler=labeler, batch_size=batch_size, progress=False)
+        effects = {}
+        for name in plus:
+            diff = (plus[name] - minus[name]).double() / (2 * step)
+            diff = diff[torch.isfinite(diff)]
+            m = len(diff)
+            mean = float(diff.mean()) if m else float("nan")
+            se = float(diff.std() / math.sqrt(m)) if m > 1 else float("nan")
+            effects[name] = EditEffect(mean, mean - 1.96 * se, mean + 1.96 * se, m)
+        out.append(effects)
+    return out
+
+
+__all__ += ["Directions", "EditEffect", "direction_cosines", "ganspace_directions", "sefa_directions",
+            "what_directions_edit"]
+
+register_reader("boundaries", load_boundaries)  # a World reads its boundaries file with this

@@ -45,6 +45,7 @@ import torch.nn as nn
 
 from .latents import as_wplus
 from .utils import Config, check_finite
+from .worlds import register_reader
 
 MAPPER_FORMAT = "facelab.mapper/1"
 EDITABLE = ("age", "male", "smile", "yaw", "roll", "mouth_width")  # H's attributes except face_conf
@@ -244,3 +245,6 @@ def _shipped(device: str) -> LatentMapper:
 def edit(ws: torch.Tensor, **changes: float) -> torch.Tensor:
     """Edit W+ latents with the shipped world64 mapper: ``fl.mapper.edit(ws, age=+10, smile=+0.3)``."""
     return _shipped(str(ws.device)).edit(ws, **changes)
+
+
+register_reader("mapper", load_mapper)  # a World reads its mapper file with this

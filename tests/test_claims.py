@@ -1,15 +1,100 @@
-"""Claims tables: verdict lines for checked cells, Markdown tables for the numbers."""
+"""Claims: intervals, the verdict rule, the constructors, and what checked and unchecked cells print."""
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import pytest
+
 from facelab import claims
+from facelab.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
 
 
-def test_verdicts_print_only_the_verdict_and_the_statement():
-    rows = [("W+ is closer", "W 1.61 vs W+ 1.23", True), ("W is less entangled", "1.88 vs 1.80", False)]
-    assert claims.verdicts(rows) == "yes | W+ is closer\nNO  | W is less entangled"
+def _normal(mean, n, seed=0, sd=1.0):
+    return np.random.default_rng(seed).normal(mean, sd, n)
 
 
-def test_the_table_carries_the_numbers_and_escapes_pipes():
-    table = claims.table([("a|b", "1.5 | 2.5", True)])
-    text = getattr(table, "data", table)
-    assert text.splitlines()[2] == "| a\\|b | 1.5 \\| 2.5 | yes |"
+def test_the_rule_reaches_every_verdict_in_both_directions():
+    e = lambda lo, hi, n=10: claims.Estimate((lo + hi) / 2, lo, hi, n, "test")  # noqa: E731
+    assert claims.decide(e(0.2, 0.4), 0.1, ">") == HOLDS
+    assert claims.decide(e(-0.4, -0.2), 0.1, ">") == DOES_NOT_HOLD
+    assert claims.decide(e(0.0, 0.2), 0.1, ">") == INCONCLUSIVE
+    assert claims.decide(e(-0.4, -0.2), 0.1, "<") == HOLDS
+    assert claims.decide(e(0.2, 0.4), 0.1, "<") == DOES_NOT_HOLD
+    assert claims.decide(e(0.2, 0.4, n=5), 0.1, ">") == INCONCLUSIVE  # too few samples, however clear
+    with pytest.raises(ValueError, match="direction"):
+        claims.decide(e(0, 1), 0, ">=")
+
+
+def test_mean_interval_covers_the_true_mean_about_95_percent_of_the_time():
+    hits = sum(claims.mean_ci(_normal(1.0, 20, seed=s)).low < 1.0 < claims.mean_ci(_normal(1.0, 20, seed=s)).high
+               for s in range(400))
+    assert 0.92 <= hits / 400 <= 0.98
+
+
+def test_nans_are_dropped_and_n_counts_what_is_left():
+    est = claims.mean_ci([1.0, float("nan"), 2.0, 3.0])
+    assert est.n == 3 and est.value == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="no finite"):
+        claims.mean_ci([float("nan")])
+
+
+def test_greater_against_a_number_and_against_baseline_samples():
+    assert claims.greater("big", _normal(1.0, 40), than=0.0).verdict == HOLDS
+    assert claims.greater("big", _normal(-1.0, 40), than=0.0).verdict == DOES_NOT_HOLD
+    assert claims.greater("big", _normal(0.0, 40), than=0.0).verdict == INCONCLUSIVE
+    # a margin the claim asserts moves the bound: 1.0 > 0 holds, 1.0 > 0 + 3 does not
+    assert claims.greater("by 3", _normal(1.0, 40), than=0.0, margin=3.0).verdict == DOES_NOT_HOLD
+    c = claims.greater("above other people", _normal(0.9, 32, 1, 0.02), than=_normal(0.88, 32, 2, 0.02))
+    assert c.tested is not None and c.verdict == HOLDS and c.n == 32
+    assert claims.less("below", _normal(0.5, 32, 3, 0.1), than=_normal(0.9, 32, 4, 0.1)).verdict == HOLDS
+
+
+def test_paired_claims_use_the_differences():
+    base = _normal(0.0, 32, seed=5, sd=5.0)               # large spread between items ...
+    a, b = base + 0.3 + _normal(0, 32, 6, 0.05), base     # ... a tiny but consistent paired gap
+    assert claims.paired_greater("a above b", a, b).verdict == HOLDS
+    assert claims.greater("a above b, unpaired", a, b).verdict == INCONCLUSIVE  # the spread hides it
+    assert claims.paired_less("a below b", a, b).verdict == DOES_NOT_HOLD
+    with pytest.raises(ValueError, match="one value of each"):
+        claims.paired_greater("x", [1, 2], [1, 2, 3])
+
+
+def test_proportion_against_a_majority_baseline():
+    assert claims.proportion_greater("acc", 960, 1000, than=0.9).verdict == HOLDS
+    assert claims.proportion_greater("acc", 620, 1000, than=0.97).verdict == DOES_NOT_HOLD
+    est = claims.proportion_ci(0, 10)
+    assert est.low == pytest.approx(0.0, abs=1e-12) and 0 < est.high < 0.35  # Wilson: sane at the edge
+
+
+def test_bootstrap_is_seeded_and_keeps_pairs_together():
+    p, w = _normal(1.0, 32, 7, 0.1), _normal(1.0, 32, 8, 0.1)
+    ratio = lambda x, y: x.mean() / y.mean()  # noqa: E731
+    a = claims.bootstrap("PTI as strong as W", ratio, p, w, than=0.8)
+    assert a == claims.bootstrap("PTI as strong as W", ratio, p, w, than=0.8)
+    assert a.verdict == HOLDS and a.measured.low < 1.0 < a.measured.high
+    with pytest.raises(ValueError, match="one length"):
+        claims.bootstrap_ci(ratio, p, w[:3])
+
+
+def test_exact_claims_are_true_or_false():
+    assert claims.exact("ten style inputs", True).verdict == HOLDS
+    assert claims.exact("ten style inputs", False).verdict == DOES_NOT_HOLD
+
+
+def test_verdicts_print_only_verdicts_and_statements():
+    rows = [claims.greater("up", _normal(1.0, 40), than=0.0), claims.greater("flat", _normal(0.0, 40), than=0.0)]
+    text = claims.verdicts(rows)
+    assert text == "holds        | up\ninconclusive | flat"
+    assert not any(ch.isdigit() for ch in text)
+    old = [("W+ is closer", "W 1.61 vs W+ 1.23", True), ("W is less entangled", "1.88 vs 1.80", False)]
+    assert claims.verdicts(old) == "yes | W+ is closer\nNO  | W is less entangled"
+
+
+def test_the_table_carries_n_interval_baseline_rule_and_escapes_pipes():
+    c = claims.greater("a|b", _normal(1.0, 40), than=0.5, note="judged by H")
+    text = getattr(claims.table([c]), "data", claims.table([c]))
+    header, _, row = text.splitlines()
+    assert header.split("|")[1:-1] == [" claim ", " n ", " measured [95 % CI] ", " baseline ", " rule ", " verdict "]
+    assert row.startswith("| a\\|b (judged by H) | 40 | ") and "[" in row and "> 0.5" in row and "**holds**" in row
+    assert not math.isnan(c.measured.low)

@@ -14,6 +14,7 @@ from facelab.mapper import LatentMapper, MapperConfig
 from facelab.projector import ProjectConfig
 from facelab.pti import PTIConfig
 from facelab.train.gan import TrainConfig
+from facelab.worlds import Budget
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = sorted((ROOT / "facelab").rglob("*.py"))
@@ -58,7 +59,7 @@ def test_long_functions_say_why():
                      "docstring ('Long because ...'):\n" + "\n".join(bad))
 
 
-@pytest.mark.parametrize("cls", [ProjectConfig, PTIConfig, MapperConfig, TrainConfig])
+@pytest.mark.parametrize("cls", [ProjectConfig, PTIConfig, MapperConfig, TrainConfig, Budget])
 def test_configs_are_frozen_and_refuse_unknown_keys(cls):
     config = cls()
     assert dataclasses.is_dataclass(config) and type(config).__dataclass_params__.frozen

@@ -372,3 +372,79 @@ def test_rescore_markdown_escapes_pipes_in_boundary_names():
     header, _, row = r.to_markdown().splitlines()
     cells = lambda line: len(re.split(r"(?<!\\)\|", line))  # noqa: E731
     assert cells(row) == cells(header) and "yaw\\|roll" in row
+
+
+def test_rescore_keeps_per_face_changes_and_edits_z_codes_through_the_mapping(G):
+    lat = I.sample_latents(G, 200, seed=2)
+    scores = I.label_latents(G, lat, labeler=brightness, progress=False, batch_size=100)
+    bw = I.train_boundary(lat, scores["score"], space="w", ratio=0.1, attribute="brightness")
+    bz = I.train_boundary(lat, scores["score"], space="z", ratio=0.1, attribute="brightness")
+    r = I.rescore(G, lat.w[:8], {"w": bw}, brightness, step="std", identity=lambda a, c: (a - c).abs().mean((1, 2, 3)))
+    assert r.per_sample.shape == (1, 8, 1) and r.per_sample_identity.shape == (1, 8)
+    torch.testing.assert_close(r.change, r.per_sample.nanmean(1))
+    rz = I.rescore(G, lat.z[:8], {"z": bz}, brightness, step="std", space="z")
+    assert rz.per_sample.shape == (1, 8, 1) and rz.change[0, 0] > 0  # a Z edit along the Z normal brightens
+    with pytest.raises(ValueError):
+        I.rescore(G, lat.z[:8], {"z": bz}, brightness, space="q")
+# ---------------------------------------------------------------------------------------------
+# SeFa / GANSpace directions (#15)
+
+
+def test_sefa_directions_solve_the_eigen_equation_orthonormal_sorted_and_signed(G):
+    dirs = I.sefa_directions(G, k=4)
+    V, lam = dirs.vectors.double(), dirs.values.double()
+    assert V.shape == (4, G.w_dim) and dirs.method == "sefa"
+    torch.testing.assert_close(V @ V.T, torch.eye(4, dtype=torch.float64), atol=1e-5, rtol=0)
+    A = torch.cat([layer.affine.weight.detach().double() for layer in G.synthesis.layers()])
+    A = A / A.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(V @ (A.T @ A), lam[:, None] * V, atol=1e-4, rtol=1e-4)
+    assert (lam[:-1] >= lam[1:]).all()
+    assert lam[0] >= torch.linalg.eigvalsh(A.T @ A).max() - 1e-4  # the top one, not any one
+    top = V.gather(1, V.abs().argmax(1, keepdim=True))
+    assert (top > 0).all()
+    first = I.sefa_directions(G, layers=[0], k=4)
+    assert not torch.allclose(first.vectors.abs(), dirs.vectors.abs(), atol=1e-3)
+    with pytest.raises(ValueError, match="layers"):
+        I.sefa_directions(G, layers=[99])
+    with pytest.raises(ValueError, match="k must"):
+        I.sefa_directions(G, k=G.w_dim + 1)
+
+
+def test_ganspace_directions_are_the_principal_axes_of_sampled_w(G):
+    dirs = I.ganspace_directions(G, n=400, k=3, seed=1)
+    V = dirs.vectors.double()
+    torch.testing.assert_close(V @ V.T, torch.eye(3, dtype=torch.float64), atol=1e-5, rtol=0)
+    w = I.sample_latents(G, 400, seed=1).w.double()
+    proj_var = (w @ V.T).var(0)
+    torch.testing.assert_close(proj_var.float(), dirs.values, rtol=1e-4, atol=1e-6)
+    assert (dirs.values[:-1] >= dirs.values[1:]).all()
+    total = w.var(0).sum()
+    torch.testing.assert_close(dirs.explained.double(), proj_var / total, rtol=1e-4, atol=1e-6)
+    rand = unit(torch.randn(G.w_dim, generator=torch.Generator().manual_seed(0)).double())
+    assert (w @ rand).var() < proj_var[0]
+    with pytest.raises(ValueError, match="n must"):
+        I.ganspace_directions(G, n=1)
+
+
+def test_direction_cosines_against_boundaries(G):
+    dirs = I.sefa_directions(G, k=3)
+    bounds = {"a": I.Boundary(normal=-dirs.vectors[1]), "b": dirs.vectors[0]}
+    cos = I.direction_cosines(dirs, bounds)
+    assert cos.shape == (3, 2)
+    torch.testing.assert_close(cos[:, 0], torch.tensor([0.0, 1.0, 0.0]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(cos[:, 1], torch.tensor([1.0, 0.0, 0.0]), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="dimensions"):
+        I.direction_cosines(dirs, [torch.ones(5)])
+
+
+def test_what_directions_edit_flips_with_the_direction_and_brackets_its_mean(G):
+    dirs = I.sefa_directions(G, k=2)
+    fwd = I.what_directions_edit(G, dirs, n=6, labeler=brightness)
+    back = I.what_directions_edit(G, -dirs.vectors, n=6, labeler=brightness)
+    assert len(fwd) == 2 and set(fwd[0]) == set(back[0])
+    for f, b in zip(fwd, back):
+        for name, e in f.items():
+            assert e.n == 6 and e.lo <= e.mean <= e.hi and e.mean != 0
+            assert math.isclose(b[name].mean, -e.mean, rel_tol=1e-3, abs_tol=1e-6)
+    with pytest.raises(ValueError, match="step"):
+        I.what_directions_edit(G, dirs, n=4, step=0, labeler=brightness)

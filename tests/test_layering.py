@@ -17,7 +17,8 @@ LAYERS = {
     "base": ("facelab.utils", "facelab.imaging", "facelab.geometry", "facelab.latents", "facelab.safeload"),
     "nets": ("facelab.nets",),
     "core": ("facelab.hub", "facelab.nvidia", "facelab.faces", "facelab.metrics", "facelab.projector", "facelab.viz",
-             "facelab.widgets", "facelab.claims"),
+             "facelab.widgets", "facelab.claims", "facelab.photos"),
+    "world": ("facelab.worlds",),
     "topic": ("facelab.interpret", "facelab.invert", "facelab.pti", "facelab.mapper", "facelab.encoder"),
     "package": ("facelab",),
     "tools": ("facelab.train", "facelab.cli", "bench"),
@@ -172,3 +173,6 @@ def test_the_checker_sees_what_it_should():
     assert "facelab.metrics" in found  # `from ..metrics import identity_embedding` inside a function
     assert ("facelab.pti", ()) in {(t, tuple(n)) for t, n, _ in imports("bench.pti", SOURCES["bench.pti"])}
     assert layer_of("facelab.nets.attributes") == "nets" and layer_of("facelab") == "package"
+    assert RANK["core"] < RANK["world"] < RANK["topic"]
+    found = {t for t, _, _ in imports("facelab.worlds", SOURCES["facelab.worlds"])}
+    assert "facelab.hub" in found and not found & set(LAYERS["topic"])

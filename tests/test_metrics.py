@@ -355,3 +355,39 @@ def test_editability_errors_teach(G, test_ws):
         with pytest.raises(ValueError, match=match) as e:
             fn()
         assert "\n" not in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# judges and baselines for claims (#15)
+
+
+def test_judged_identity_carries_values_and_a_note(faces, net):
+    same = M.judged_identity(faces[:3], faces[:3].clone())
+    torch.testing.assert_close(same.values, torch.ones(3), atol=1e-5, rtol=0)
+    assert "dlib" in same.note and "not independently judged" in same.note and len(same) == 3
+    other = M.judged_identity(faces[:3], faces[3:6], net=net)
+    assert (other.values < 0.97).all() and "DlibResNet" in other.judge
+
+
+def test_different_people_identity_pairs_distinct_faces_reproducibly(G):
+    a = M.different_people_identity(G, n=3, seed=5)
+    b = M.different_people_identity(G, n=3, seed=5)
+    c = M.different_people_identity(G, n=3, seed=6)
+    assert a.values.shape == (3,) and torch.isfinite(a.values).all()
+    torch.testing.assert_close(a.values, b.values)
+    assert not torch.equal(a.values, c.values) and (a.values < 1 - 1e-4).all()
+    with pytest.raises(ValueError, match="n must be"):
+        M.different_people_identity(G, n=0)
+
+
+def test_judged_attribute_change_is_zero_for_the_same_faces_and_nan_without_a_face(faces):
+    blank = torch.zeros(1, 3, 64, 64)
+    before = torch.cat([faces[:2], blank])
+    change = M.judged_attribute_change(before, torch.cat([faces[:2], faces[2:3]]), attributes=["yaw", "roll"])
+    assert set(change) == {"yaw", "roll"}
+    torch.testing.assert_close(change["yaw"][:2], torch.zeros(2), atol=1e-4, rtol=0)
+    assert torch.isnan(change["yaw"][2]) and torch.isnan(change["roll"][2])
+    flipped = M.judged_attribute_change(faces[:2], faces[:2].flip(-1), attributes=["yaw"])["yaw"]
+    assert (flipped.abs() > 0).all()
+    with pytest.raises(ValueError):
+        M.judged_attribute_change(faces[:2], faces[:3])

@@ -38,11 +38,11 @@ def test_stamped_stage_is_skipped_and_from_reruns(tmp_path, monkeypatch, capsys)
 
 
 def test_one_line_errors(tmp_path):
-    with pytest.raises(SystemExit, match=r"unknown stage 'nope'.*sample, label"):
+    with pytest.raises(SystemExit, match=r"unknown stage 'nope'.*label, h"):
         run(tmp_path, "--only", "nope")
     with pytest.raises(SystemExit, match=r"generator .*missing.pt not found"):
         B.main(["w", "--home", str(tmp_path), "--generator", str(tmp_path / "missing.pt")])
     with pytest.raises(SystemExit, match=r"--generator PATH"):
         B.main(["fresh", "--home", str(tmp_path)])
-    with pytest.raises(ValueError, match="unknown world.json keys"):
-        B.write_world_json(tmp_path, colour="red")
+    with pytest.raises(ValueError, match="world.json has no field colour"):
+        B.write_world_json(tmp_path, generator="generator.pt", colour="red")

@@ -1,17 +1,20 @@
 """Build every artifact a world needs with one command (issue #18).
 
-    python -m facelab.train.build NAME [--generator PATH_OR_NAME] [--home DIR] [--n-samples N]
+    python -m facelab.train.build NAME [--generator PATH] [--home DIR] [--n-samples N] [--mapper-steps N]
                                        [--device D] [--only STAGE] [--from STAGE]
 
-Stages, in order: ``sample`` -> ``label`` -> ``h`` -> ``boundaries`` -> ``mapper`` -> ``cards``. Each
+Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
+the attribute regressor H for this world) -> ``boundaries`` (InterFaceGAN boundaries in W and Z, on
+H's scores) -> ``mapper`` (the Latent-to-Latent mapper through H) -> ``cards``. Each
 stage writes into ``$FACELAB_HOME/worlds/NAME/`` and leaves a stamp ``.done-STAGE``; a rerun skips
 stamped stages unless ``--from`` or ``--only`` names them. Wall time per stage goes to ``build.json``;
 the ``cards`` stage writes ``world.md`` and ``world.json`` (format ``facelab.world/1``).
 
-STATUS (work in progress, see the branch report): the runner, stamps, build.json and world.json are
-implemented; ``sample``/``label`` reuse :func:`facelab.train.regressor.label`, ``h`` reuses
-:func:`facelab.train.regressor.fit`, ``boundaries`` calls ``facelab.train.boundaries``' CLI. ``mapper``
-is not wired yet and raises.
+The stages reuse the code that built world64: :func:`facelab.train.regressor.label` and
+:func:`~facelab.train.regressor.fit`, ``facelab.train.boundaries`` and :func:`facelab.train.mapper.train`.
+Not yet (issue #18): ``--ship`` for world64, batching/bf16 on CUDA, a warning when the teacher's
+detector finds few faces (a briefly trained world draws blobs that MTCNN does not detect, and then H
+and everything after it have nothing to learn from), and an end-to-end test on a real world.
 """
 from __future__ import annotations
 
@@ -22,26 +25,15 @@ import shutil
 import time
 from pathlib import Path
 
-STAGES = ("sample", "label", "h", "boundaries", "mapper", "cards")
-WORLD_FORMAT = "facelab.world/1"
+from ..worlds import write_world_json
+
+STAGES = ("label", "h", "boundaries", "mapper", "cards")
 
 
 def world_home(home: str | Path | None = None) -> Path:
     """``$FACELAB_HOME/worlds`` (default ``~/.cache/facelab/worlds``), or ``home/worlds``."""
     base = home or os.environ.get("FACELAB_HOME") or Path.home() / ".cache" / "facelab"
     return Path(base).expanduser() / "worlds"
-
-
-def write_world_json(folder: Path, **fields) -> Path:
-    """``folder/world.json`` with the keys of format ``facelab.world/1`` (until facelab.worlds lands)."""
-    keys = ("name", "generator", "crop", "regressor", "boundaries", "mapper", "budgets")
-    unknown = set(fields) - set(keys)
-    if unknown:
-        raise ValueError(f"unknown world.json keys {sorted(unknown)}; allowed: {list(keys)}")
-    doc = {"format": WORLD_FORMAT, **{k: fields[k] for k in keys if k in fields}}
-    path = Path(folder) / "world.json"
-    path.write_text(json.dumps(doc, indent=1) + "\n")
-    return path
 
 
 def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]:
@@ -56,7 +48,7 @@ def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]
     return list(STAGES), False
 
 
-def stage_sample_label(folder: Path, args) -> None:
+def stage_label(folder: Path, args) -> None:
     from .regressor import label
 
     label(folder / "labels", args.n_samples, generator=str(folder / "generator.pt"), seed=args.seed)
@@ -78,8 +70,18 @@ def stage_boundaries(folder: Path, args) -> None:
     boundaries_main(argv + (["--device", args.device] if args.device else []))
 
 
-def stage_missing(folder: Path, args) -> None:
-    raise NotImplementedError("this stage is not wired into facelab.train.build yet (issue #18)")
+def stage_mapper(folder: Path, args) -> None:
+    import torch
+
+    from ..hub import load_generator, load_regressor
+    from ..mapper import MapperConfig, save_mapper
+    from .mapper import train
+
+    G = load_generator(folder / "generator.pt", device=args.device)
+    H = load_regressor(folder / "regressor.pt", device=args.device)
+    m = train(folder / "mapper-run", MapperConfig(steps=args.mapper_steps), G=G, H=H, device=args.device,
+              progress=False, stats_n=min(4000, args.n_samples))
+    save_mapper(m, folder / "mapper.pt", weight_dtype=torch.float16)
 
 
 def stage_cards(folder: Path, args) -> None:
@@ -95,8 +97,8 @@ def stage_cards(folder: Path, args) -> None:
     write_world_json(folder, name=args.name, generator="generator.pt", crop="world", **fields)
 
 
-RUNNERS = {"sample": lambda f, a: None, "label": stage_sample_label, "h": stage_h,
-           "boundaries": stage_boundaries, "mapper": stage_missing, "cards": stage_cards}
+RUNNERS = {"label": stage_label, "h": stage_h, "boundaries": stage_boundaries, "mapper": stage_mapper,
+           "cards": stage_cards}
 
 
 def build(args) -> Path:
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--generator", default=None, help="exported facelab generator (.pt) for a new world")
     p.add_argument("--home", default=None, help="FACELAB_HOME (default $FACELAB_HOME or ~/.cache/facelab)")
     p.add_argument("--n-samples", type=int, default=2000)
+    p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, choices=None)

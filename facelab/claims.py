@@ -100,8 +100,15 @@ def _finite(samples, what: str = "samples") -> np.ndarray:
 
 
 def _t(df: float) -> float:
+    """Student's t quantile for a two-sided ``LEVEL`` interval."""
     from scipy.stats import t
     return float(t.ppf(0.5 + LEVEL / 2, df))
+
+
+def _z() -> float:
+    """The normal quantile for a two-sided ``LEVEL`` interval (1.96 at 95 %)."""
+    from scipy.stats import norm
+    return float(norm.ppf(0.5 + LEVEL / 2))
 
 
 def mean_ci(samples) -> Estimate:
@@ -132,7 +139,7 @@ def proportion_ci(successes: int, n: int) -> Estimate:
     """successes / n with Wilson's 95 % score interval."""
     if n <= 0 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
-    z = _t(1e9)
+    z = _z()
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -20,20 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-from ..worlds import write_world_json
+from ..worlds import worlds_dir, write_world_json
 
 STAGES = ("label", "h", "boundaries", "mapper", "cards")
-
-
-def world_home(home: str | Path | None = None) -> Path:
-    """``$FACELAB_HOME/worlds`` (default ``~/.cache/facelab/worlds``), or ``home/worlds``."""
-    base = home or os.environ.get("FACELAB_HOME") or Path.home() / ".cache" / "facelab"
-    return Path(base).expanduser() / "worlds"
 
 
 def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]:
@@ -104,7 +97,7 @@ RUNNERS = {"label": stage_label, "h": stage_h, "boundaries": stage_boundaries, "
 def build(args) -> Path:
     """Run the stages of ``args`` (see :func:`main`) and return the world folder."""
     todo, force = stages_to_run(args.only, getattr(args, "from_"))
-    folder = world_home(args.home) / args.name
+    folder = (Path(args.home).expanduser() / "worlds" if args.home else worlds_dir()) / args.name
     folder.mkdir(parents=True, exist_ok=True)
     gen = folder / "generator.pt"
     if args.generator:

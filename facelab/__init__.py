@@ -14,7 +14,7 @@ identity), ``faces`` (detection, alignment), ``hub`` (named weights and their lo
 ``widgets`` (slider editors). ``nets`` holds the networks; ``train`` how the shipped weights were
 made. ``docs/architecture.md`` draws the layers.
 """
-from . import (claims, faces, geometry, hub, imaging, interpret, invert, latents, mapper, metrics, nets, nvidia,
+from . import (claims, encoder, faces, geometry, hub, imaging, interpret, invert, latents, mapper, metrics, nets, nvidia,
                photos, projector, pti, viz, widgets)
 from .hub import load_generator, load_identity, load_regressor
 from .imaging import make_grid, save_image, to_pil, to_tensor
@@ -26,7 +26,7 @@ from .worlds import World, load_world
 __version__ = "0.1.0"
 
 __all__ = [
-    "Discriminator", "Generator", "StyleGAN2Config", "claims", "count_params", "faces", "geometry", "get_config",
+    "Discriminator", "Generator", "StyleGAN2Config", "claims", "encoder", "count_params", "faces", "geometry", "get_config",
     "get_device", "hub", "imaging", "interpret", "invert", "latents", "load_generator", "load_identity",
     "load_regressor", "make_grid", "mapper", "metrics", "nets", "nvidia", "projector", "pti", "sample_teacher",
     "save_image", "seed_all", "show_source", "style_mix", "to_pil", "to_tensor", "viz", "widgets", "z_from_seeds",

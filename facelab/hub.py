@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .nets.encoder import ENCODER_FORMAT, Encoder, EncoderConfig
 from .nets.identity import DLIB_ALIASES, FACENET_URL, IDENTITY_FORMAT, DlibResNet, FaceNet, facenet_checkpoint_path
 from .nets.regressor import OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor
 from .nets.stylegan2 import Generator, StyleGAN2Config
@@ -53,7 +54,8 @@ from .utils import get_device
 
 __all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_torch_save", "cache_dir", "check_state", "clear_cache",
            "download", "export_generator", "is_path", "load_checkpoint", "load_facenet", "load_file", "load_generator",
-           "load_identity", "load_named", "load_regressor", "load_state", "register", "sha256_file", "ship_file",
+           "load_encoder", "load_identity", "load_named", "load_regressor", "load_state", "register", "save_encoder",
+           "sha256_file", "ship_file",
            "ship_generator", "url_env", "url_of", "weights_only_refusal", "weights_path"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
@@ -424,6 +426,39 @@ def load_regressor(name: str | Path = "attribute_regressor", *, device=None) -> 
     load_state(H, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
     H.meta = ckpt.get("meta", {})
     return H.eval().requires_grad_(False).to(get_device(device))
+
+
+def save_encoder(E: Encoder, path: str | Path, *, meta: dict | None = None,
+                 weight_dtype: torch.dtype = torch.float16) -> Path:
+    """Save an encoder as ``{"format", "config", "num_ws", "w_dim", "stage", "state_dict", "meta"}``.
+
+    Its convolution and linear weights are stored in ``weight_dtype`` (default float16: half the
+    size; loading casts them back to float32, so each weight is rounded once); biases and ``w_avg``
+    stay float32.
+    """
+    state = {k: (v.to(weight_dtype) if v.ndim >= 2 else v.float()).detach().cpu().clone()
+             for k, v in E.state_dict().items()}
+    meta = json.loads(json.dumps(meta or {}, default=str))
+    return atomic_torch_save({"format": ENCODER_FORMAT, "config": E.config.to_dict(), "num_ws": E.num_ws,
+                              "w_dim": E.w_dim, "stage": int(E.stage), "state_dict": state, "meta": meta}, path)
+
+
+def load_encoder(name: str | Path, *, device=None) -> Encoder:
+    """An e4e-style encoder (:mod:`facelab.nets.encoder`) by registry name (the shipped
+    ``"encoder_world64"``) or from a ``.pt`` path; eval mode, frozen, float32."""
+    fix = "train one with: python -m facelab.train.encoder"
+    path, ckpt = load_checkpoint(name, fmt=ENCODER_FORMAT, what="a facelab encoder", fix=fix,
+                                 keys=("config", "num_ws", "w_dim", "state_dict"))
+    try:
+        cfg = EncoderConfig.from_dict(ckpt["config"])
+    except (AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: its encoder config is not valid ({e}); {fix}") from None
+    E = Encoder(ckpt["num_ws"], ckpt["w_dim"], config=cfg)
+    state = {k: v.float() if isinstance(v, torch.Tensor) else v for k, v in ckpt["state_dict"].items()}
+    load_state(E, state, path, fix=f"the file was altered or damaged; {fix}")
+    E.stage = int(ckpt.get("stage", E.num_ws))  # layers trained with their delta; the others stay at w
+    E.meta = ckpt.get("meta", {})
+    return E.eval().requires_grad_(False).to(get_device(device))
 
 
 def _register_shipped() -> None:

@@ -49,7 +49,7 @@ MIN_PER_SIDE = 5  # fewest positives (and negatives) train_boundary accepts
 _BLOCK = 1000  # latents are drawn in seeded blocks of this many rows (see sample_latents)
 
 __all__ = [
-    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "boundary_cosines", "check_space",
+    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "attribute_slope", "boundary_cosines", "check_space",
     "edit", "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
     "rescore", "resolve_labeler", "sample_latents", "save_boundaries", "signed_distance", "train_boundary",
 ]
@@ -619,6 +619,29 @@ def edit_to_distance(x: torch.Tensor, boundary, distance, *, layers: Sequence[in
         return x + mask * (target - d) * n
     d = _per_sample((x * n).flatten(1).sum(1) + b, x)
     return x + (target - d) * n
+
+
+@torch.no_grad()
+def attribute_slope(G, boundary, H, *, attribute: str | None = None, n: int = 64, seed: int = 0,
+                    psi: float = 1.0) -> float:
+    """How much H's ``attribute`` (default: the boundary's) moves per latent unit along the normal.
+
+    Measured on ``n`` random faces (seeds from ``seed``, truncation ``psi``), each edited by one
+    ``report.distance_std`` (or 1 latent unit for a boundary without a report) on every W+ layer:
+    the mean change of H's output divided by the step, in the attribute's units (years,
+    probabilities, ...) per latent unit. ``change / slope`` is then the InterFaceGAN step that asks
+    for ``change`` -- on average over the world; a single face may move more or less.
+    """
+    if boundary.space != "w":
+        raise ValueError(f"attribute_slope measures W boundaries, got a {boundary.space!r} one; load them with "
+                         "space='w'")
+    attribute = attribute or boundary.attribute
+    step = float(getattr(boundary.report, "distance_std", 1.0) or 1.0)
+    ws = sample_latents(G, n, space="w", psi=psi, seed=seed).w.to(device_of(G))  # [n, w_dim]
+    j = H.index(attribute)
+    before = H(render(G, ws))[:, j]
+    after = H(render(G, edit(ws, boundary, step)))[:, j]
+    return float((after - before).mean()) / step
 
 
 @torch.no_grad()

@@ -98,7 +98,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hub import atomic_torch_save, check_state, load_file
+from .hub import REGISTRY, atomic_torch_save, check_state, load_encoder, load_file
 from .imaging import check_images, resize
 from .latents import as_wplus, noise_maps, sample_ws
 from .metrics import ReferenceDistance, checked_distance, mse, resolve_perceptual
@@ -344,7 +344,26 @@ def _check_pivots(pivots, n: int, G) -> torch.Tensor:
 # Pivotal tuning
 
 
-def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None, pivots=None,
+def encoder_pivots(G: nn.Module, images: torch.Tensor, encoder=None) -> torch.Tensor:
+    """W+ pivots ``[N, num_ws, w_dim]`` of ``images`` from an e4e-style encoder (one forward pass).
+
+    encoder: a :class:`facelab.nets.encoder.Encoder`, a weights name or a path; None: the shipped
+    encoder of G's world (``encoder_<name>`` for a generator loaded by name, e.g. world64's).
+    """
+    if encoder is None:
+        name = f"encoder_{getattr(G, 'meta', {}).get('name', '')}"
+        if name not in REGISTRY:
+            raise ValueError("pivots='encoder' needs the world's encoder for this generator: pass "
+                             "encoder=world.encoder (build one with `python -m facelab.train.encoder`)")
+        encoder = name
+    if isinstance(encoder, (str, Path)):
+        encoder = load_encoder(encoder, device=device_of(G))
+    encoder.check_generator(G)
+    with torch.no_grad():
+        return encoder(images.to(device_of(encoder), torch.float32)).float()
+
+
+def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None, pivots=None, encoder=None,
          perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
          progress: bool = True) -> PTIResult:
     """Pivotal Tuning Inversion of ``images`` [N, 3, H, W] in [-1, 1] (resized to G's resolution).
@@ -353,7 +372,9 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
     train/eval mode stay as they are). The tuned generator is a copy, returned in the result.
     config: :class:`PTIConfig` (default: the paper's values).
     pivots: skip the W projection and tune around these latents: W ``[N, w_dim]``, W+
-    ``[N, num_ws, w_dim]`` or a :class:`facelab.projector.Projection`.
+    ``[N, num_ws, w_dim]`` or a :class:`facelab.projector.Projection`; or ``"encoder"``: take them
+    from an e4e-style encoder in one pass (:func:`encoder_pivots`; the official PTI code offers
+    e4e pivots too), ``encoder`` naming it (None: the shipped encoder of G's world).
     perceptual: a callable ``(a, b) -> [N]`` distances of image batches in [-1, 1], used for the
     projection, the tuning loss and the regulariser (default: :class:`facelab.metrics.PerceptualDistance`).
     With ``perceptual_weight == 0`` and ``locality_perceptual_weight == 0`` it is still used for
@@ -369,6 +390,10 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
         raise TypeError(f"config must be a PTIConfig, got {type(config).__name__}")
     check_images(images, "images", channels=G.img_channels, square=True, nonempty=True)
     n = images.shape[0]
+    if isinstance(pivots, str):
+        if pivots != "encoder":
+            raise ValueError(f"pivots must be latents, a Projection, 'encoder' or None, got {pivots!r}")
+        pivots = encoder_pivots(G, resize(images.detach().float(), G.img_resolution), encoder)
     if pivots is not None:
         pivots = _check_pivots(pivots, n, G)
     if pivots is None and config.pivot_steps < 1:
@@ -641,4 +666,5 @@ def calibrate_threshold(G: nn.Module | None = None, *, images: torch.Tensor | No
 
 
 __all__ = ["EARLY_STOP_DLIB", "LocalityChange", "PTIConfig", "PTIResult", "ball_latents", "calibrate_threshold",
+           "encoder_pivots",
            "load_pti", "locality_change", "locality_scale", "shift_image", "tune"]

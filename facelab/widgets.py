@@ -70,9 +70,7 @@ class SliderEditor:
         if images.ndim == 3:
             images = images[None]
         self.image = to_pil(images.cpu(), nrow=images.shape[0], scale=self.scale)
-        buf = io.BytesIO()
-        self.image.save(buf, format="PNG")
-        self.view.value = buf.getvalue()
+        self.view.value = png_bytes(self.image)
         ms = (time.perf_counter() - t0) * 1000
         text = self.caption_fn(self.values, self.flags) if self.caption_fn else ""
         self.label.value = f"<small>{text} (rendered in {ms:.0f} ms)</small>"
@@ -106,8 +104,73 @@ def with_picture(widget, picture, *, text: str | None = None) -> WithPicture:
 def _bundle(widget, image, text: str, **kwargs) -> dict:
     bundle = widget._repr_mimebundle_(**kwargs)
     data = dict((bundle[0] if isinstance(bundle, tuple) else bundle) or {})
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    data["image/png"] = buf.getvalue()
+    data["image/png"] = png_bytes(image)
     data["text/plain"] = text
     return data
+
+
+class PhotoPicker:
+    """Upload a photo, see its face aligned for the world (notebook 05).
+
+    ``align(src) -> [3, R, R]`` in [-1, 1] (e.g. ``world.align``) takes a path or the uploaded bytes;
+    ``default``: the photo shown before any upload (a path), so a notebook executed headless has a
+    face. Bad photos show the library's one-line error under the upload button, never a traceback,
+    and keep the previous face. ``picker.face``: the current aligned face ``[1, 3, R, R]``;
+    ``picker.name``: its file name; ``picker.source``: the photo it came from (a path or bytes). The aligned image carries the DOM class ``facelab-aligned``.
+    """
+
+    def __init__(self, align: Callable[[object], torch.Tensor], default, *, name: str = "", scale: int = 4):
+        import ipywidgets as w
+
+        self.align_fn, self.scale = align, scale
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="upload a photo")
+        self.view = w.Image(format="png")
+        self.view.add_class("facelab-aligned")
+        self.status = w.HTML()
+        self.upload.observe(self._uploaded, names="value")
+        self.widget = w.VBox([self.upload, w.HBox([self.view, self.status])])
+        self.face, self.name, self.source, self.image = None, "", None, None
+        if not self.set_photo(default, name or str(default)):
+            raise ValueError(f"the default photo has no usable face: {self.status.value}")
+
+    def set_photo(self, src, name: str) -> bool:
+        """Align ``src``; on success show it and return True, else show the error and return False."""
+        from .faces import FaceAlignmentError
+        from .imaging import PhotoError
+
+        try:
+            face = self.align_fn(src)
+        except (PhotoError, FaceAlignmentError, FileNotFoundError, ValueError) as e:
+            self.status.value = f"<span style='color:#b00'><b>{name}</b>: {e}</span>"
+            return False
+        self.face, self.name, self.source = face[None], name, src
+        self.image = to_pil(face.cpu(), scale=self.scale)
+        self.view.value = png_bytes(self.image)
+        self.status.value = f"<small><b>{name}</b>: aligned for the world; run the cells below to invert and edit it</small>"
+        return True
+
+    def _uploaded(self, change) -> None:
+        files = change["new"]
+        if files:
+            f = files[-1]  # ipywidgets 8: a tuple of {"name", "content", ...}
+            self.set_photo(bytes(f["content"]), f["name"])
+
+    def _repr_mimebundle_(self, **kwargs):
+        return _bundle(self.widget, self.image, f"PhotoPicker({self.name})", **kwargs)
+
+
+def png_bytes(image) -> bytes:
+    """A PIL image encoded as PNG."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def download_link(image, filename: str = "facelab.png") -> str:
+    """HTML for a link that downloads ``image`` (a PIL image) as ``filename`` -- no server round trip."""
+    import base64
+    import html
+
+    data = base64.b64encode(png_bytes(image)).decode()
+    return (f"<a download='{html.escape(filename)}' href='data:image/png;base64,{data}'>"
+            f"⬇ download {html.escape(filename)}</a>")

@@ -2,7 +2,7 @@
 
 A :class:`World` bundles the generator ``G``, its face crop (how a photo is aligned for it), its
 attribute regressor ``H``, its InterFaceGAN boundaries (Shen et al., CVPR 2020), its latent-to-latent
-mapper (Khodadadeh et al., WACV 2022) and its step budgets (:class:`Budget`: a CPU preset and the
+mapper (Khodadadeh et al., WACV 2022), its e4e-style encoder (Tov et al., SIGGRAPH 2021) and its step budgets (:class:`Budget`: a CPU preset and the
 papers' preset). Each artifact is loaded on first use, so naming a world costs nothing::
 
     world = fl.load_world("world64")            # or "ffhq", a built world's name, or a path
@@ -22,10 +22,12 @@ world lacks is reported in one line naming ``python -m facelab.train.build NAME`
      "generator": "generator.pt",      # relative to the folder: a facelab generator file or an NVIDIA .pkl
      "crop": "world",                  # or "ffhq"
      "regressor": "regressor.pt", "boundaries": "boundaries.pt", "mapper": "mapper.pt",  # each optional
+     "encoder": "encoder.pt",
      "budgets": {"cpu": {...}, "paper": {...}}}                                          # optional overrides
 
-Layering: this module sits between the core and the topic modules. Boundaries and mappers are read
-by their topic modules (:func:`facelab.interpret.load_boundaries`, :func:`facelab.mapper.load_mapper`),
+Layering: this module sits between the core and the topic modules. Boundaries, mappers and encoders are
+read by their topic modules (:func:`facelab.interpret.load_boundaries`, :func:`facelab.mapper.load_mapper`,
+:func:`facelab.encoder.load_encoder`),
 which register those readers here when they are imported (:func:`register_reader`); a world only
 keeps the files' locations.
 """
@@ -50,7 +52,7 @@ __all__ = ["ARTIFACTS", "Budget", "CROPS", "PRESETS", "WORLD_FORMAT", "World", "
            "worlds_dir", "write_world_json"]
 
 WORLD_FORMAT = "facelab.world/1"
-ARTIFACTS = ("regressor", "boundaries", "mapper")  # the optional files of a world folder
+ARTIFACTS = ("regressor", "boundaries", "mapper", "encoder")  # the optional files of a world folder
 SHIPPED = "world64"
 
 
@@ -94,7 +96,7 @@ PRESETS: dict[str, Budget] = {
     "paper": Budget(),
 }
 
-# kind ("boundaries", "mapper") -> reader(name_or_path, **kw) registered by the topic module that owns the format
+# kind ("boundaries", "mapper", "encoder") -> reader(name_or_path, **kw) registered by the topic module that owns the format
 _READERS: dict[str, Callable[..., Any]] = {}
 
 
@@ -219,6 +221,11 @@ class World:
         """The latent-to-latent mapper (:class:`facelab.mapper.LatentMapper`)."""
         return self._read("mapper", device=self.device)
 
+    @cached_property
+    def encoder(self):
+        """The e4e-style encoder: aligned face -> W+ in one pass (:mod:`facelab.encoder`)."""
+        return self._read("encoder", device=self.device)
+
     def boundaries(self, space: str | None = "w") -> dict:
         """``{name: Boundary}`` in ``space`` (``"z"``, ``"w"``, ``"w+"``; None: all, keyed ``"space/name"``)."""
         return self._read("boundaries", space=space)
@@ -244,7 +251,8 @@ class World:
 
 def _shipped(device) -> World:
     """world64: exactly the files the notebooks load (hub's and the topic modules' defaults)."""
-    files = {"regressor": "attribute_regressor", "boundaries": "world64", "mapper": "mapper_world64"}
+    files = {"regressor": "attribute_regressor", "boundaries": "world64", "mapper": "mapper_world64",
+             "encoder": "encoder_world64"}
     return World(SHIPPED, generator=SHIPPED, crop="world", files=files, resolution=64, device=device)
 
 

@@ -34,7 +34,7 @@ def test_stamped_stage_is_skipped_and_from_reruns(tmp_path, monkeypatch, capsys)
     assert calls == list(B.STAGES)  # everything stamped: nothing reruns
     assert "skipped" in capsys.readouterr().out
     run(tmp_path, "--from", "mapper")
-    assert calls[len(B.STAGES):] == ["mapper", "cards"]
+    assert calls[len(B.STAGES):] == ["mapper", "encoder", "cards"]
 
 
 def test_one_line_errors(tmp_path):

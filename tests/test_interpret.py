@@ -448,3 +448,27 @@ def test_what_directions_edit_flips_with_the_direction_and_brackets_its_mean(G):
             assert math.isclose(b[name].mean, -e.mean, rel_tol=1e-3, abs_tol=1e-6)
     with pytest.raises(ValueError, match="step"):
         I.what_directions_edit(G, dirs, n=4, step=0, labeler=brightness)
+
+
+class _Brightness(torch.nn.Module):
+    """A stand-in for H: one attribute, the mean brightness of the image."""
+
+    def index(self, name):
+        assert name == "bright"
+        return 0
+
+    def forward(self, images):
+        return images.mean((1, 2, 3))[:, None]
+
+
+def test_attribute_slope_is_signed_and_per_latent_unit(G):
+    torch.manual_seed(0)
+    normal = torch.nn.functional.normalize(torch.randn(G.w_dim), dim=0)
+    b = I.Boundary(normal, attribute="bright", space="w")
+    H = _Brightness()
+    up = I.attribute_slope(G, b, H, n=16)
+    down = I.attribute_slope(G, I.Boundary(-normal, attribute="bright", space="w"), H, n=16)
+    assert up * down < 0  # the other side of the hyperplane moves the attribute the other way
+    assert abs(up) > 1e-4
+    with pytest.raises(ValueError, match="measures W boundaries"):
+        I.attribute_slope(G, I.Boundary(torch.nn.functional.normalize(torch.randn(G.z_dim), dim=0), attribute="bright", space="z"), H)

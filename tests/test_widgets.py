@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+import facelab as fl
+
 from facelab.widgets import SliderEditor
 
 
@@ -42,3 +44,33 @@ def test_any_widget_can_carry_a_png_of_its_current_picture():
     assert "application/vnd.jupyter.widget-view+json" in bundle and bundle["text/plain"] == "explorer"
     with Image.open(io.BytesIO(bundle["image/png"])) as im:
         assert im.size == (6, 6) and im.getpixel((0, 0)) == (0, 0, 255)
+
+
+def test_photo_picker_aligns_uploads_and_reports_bad_photos_in_one_line():
+    import io
+
+    from PIL import Image
+
+    from facelab.faces import FaceAlignmentError
+
+    def align(src):  # a stand-in for world.align: bytes of a real image -> a 16 px face; else no face
+        if src == b"noface":
+            raise FaceAlignmentError("no face found in the photo; use a photo with one clear frontal face")
+        im = Image.open(io.BytesIO(src) if isinstance(src, bytes) else src).convert("RGB").resize((16, 16))
+        return fl.to_tensor(im)[0]
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (200, 10, 10)).save(buf, format="PNG")
+    picker = fl.widgets.PhotoPicker(align, io.BytesIO(buf.getvalue()), name="red.png")
+    assert picker.face.shape == (1, 3, 16, 16) and picker.name == "red.png"
+    assert "facelab-aligned" in picker.view._dom_classes
+    first = picker.view.value
+    Image.new("RGB", (40, 40), (10, 10, 200)).save(buf := io.BytesIO(), format="PNG")
+    picker._uploaded({"new": ({"name": "blue.png", "content": memoryview(buf.getvalue())},)})
+    assert picker.name == "blue.png" and picker.view.value != first
+    picker._uploaded({"new": ({"name": "cat.png", "content": memoryview(b"noface")},)})
+    assert picker.name == "blue.png"  # the previous face stays
+    assert "cat.png" in picker.status.value and "no face found" in picker.status.value
+    bundle = picker._repr_mimebundle_()
+    assert "image/png" in bundle and bundle["text/plain"] == "PhotoPicker(blue.png)"
+    assert 'download=' in fl.widgets.download_link(picker.image, "x.png")

@@ -5,7 +5,8 @@
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
 the attribute regressor H for this world) -> ``boundaries`` (InterFaceGAN boundaries in W and Z, on
-H's scores) -> ``mapper`` (the Latent-to-Latent mapper through H) -> ``cards``. Each
+H's scores) -> ``mapper`` (the Latent-to-Latent mapper through H) -> ``encoder`` (the e4e-style
+encoder, :mod:`facelab.train.encoder`, CPU preset) -> ``cards``. Each
 stage writes into ``$FACELAB_HOME/worlds/NAME/`` and leaves a stamp ``.done-STAGE``; a rerun skips
 stamped stages unless ``--from`` or ``--only`` names them. Wall time per stage goes to ``build.json``;
 the ``cards`` stage writes ``world.md`` and ``world.json`` (format ``facelab.world/1``).
@@ -24,9 +25,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ..worlds import worlds_dir, write_world_json
+from ..worlds import ARTIFACTS, worlds_dir, write_world_json
 
-STAGES = ("label", "h", "boundaries", "mapper", "cards")
+STAGES = ("label", "h", "boundaries", "mapper", "encoder", "cards")
 
 
 def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]:
@@ -77,6 +78,17 @@ def stage_mapper(folder: Path, args) -> None:
     save_mapper(m, folder / "mapper.pt", weight_dtype=torch.float16)
 
 
+def stage_encoder(folder: Path, args) -> None:
+    from ..encoder import PRESETS
+    from ..hub import save_encoder
+    from ..worlds import World
+    from .encoder import train
+
+    world = World(args.name, generator=folder / "generator.pt", crop="world", folder=folder, device=args.device)
+    E = train(folder / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False)
+    save_encoder(E, folder / "encoder.pt", meta=E.meta)
+
+
 def stage_cards(folder: Path, args) -> None:
     build = json.loads((folder / "build.json").read_text()) if (folder / "build.json").exists() else {}
     lines = [f"# World {args.name}", "", f"Samples: {args.n_samples}", "", "| stage | wall s |", "|---|---|"]
@@ -86,12 +98,12 @@ def stage_cards(folder: Path, args) -> None:
         lines += ["", "H held out (Pearson r with the teacher, faces with a label):", ""]
         lines += [f"- {a}: r {r['r']} on {r['n']} faces" for a, r in json.loads(report.read_text())["val"].items()]
     (folder / "world.md").write_text("\n".join(lines) + "\n")
-    fields = {k: f"{k}.pt" for k in ("regressor", "boundaries", "mapper") if (folder / f"{k}.pt").exists()}
+    fields = {k: f"{k}.pt" for k in ARTIFACTS if (folder / f"{k}.pt").exists()}
     write_world_json(folder, name=args.name, generator="generator.pt", crop="world", **fields)
 
 
 RUNNERS = {"label": stage_label, "h": stage_h, "boundaries": stage_boundaries, "mapper": stage_mapper,
-           "cards": stage_cards}
+           "encoder": stage_encoder, "cards": stage_cards}
 
 
 def build(args) -> Path:
@@ -131,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--home", default=None, help="FACELAB_HOME (default $FACELAB_HOME or ~/.cache/facelab)")
     p.add_argument("--n-samples", type=int, default=2000)
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")
+    p.add_argument("--encoder-steps", type=int, default=3000, help="encoder training steps (CPU preset)")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", default=None, choices=None)

@@ -1,0 +1,287 @@
+"""``facelab``: edit faces in photos from the command line (and notebook 05's pipeline).
+
+    facelab edit photo.jpg --age +10 --smile +0.3 -o out.png          # one photo
+    facelab edit photos/ -o edited/ --method pti --by mapper --age +5   # a folder, one failure does not stop it
+    facelab invert photo.jpg -o photo.pt --method w+                    # the latent (and --image recon.png)
+    facelab worlds                                                      # what is installed or built
+
+The walk is the course's: the face is found and aligned into the world's crop
+(:meth:`facelab.World.align`), inverted (``--method``: ``encoder`` one pass of the world's e4e-style
+encoder; ``w`` / ``w+`` the StyleGAN2 projector; ``pti`` encoder pivots + pivotal tuning), edited
+(``--by``: ``interfacegan`` moves along the world's W boundaries, ``mapper`` asks the Latent-to-Latent
+mapper) and rendered. Edits are in the attribute's own units (``--age +10`` years, ``--smile +0.3``
+probability); for InterFaceGAN they become a step along the normal through the world's average
+slope (:func:`facelab.interpret.attribute_slope`), so a single face may move more or less.
+Step budgets come from the world's preset for the device (``--budget`` overrides).
+
+Exit codes: 0 all done; 1 a photo or more failed (each reported in one line, the rest still done);
+2 a usage error. Errors name their cause and fix; no traceback unless ``FACELAB_DEBUG=1``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import interpret, pti
+from .encoder import encode
+from .faces import FaceAlignmentError
+from .imaging import PhotoError, save_image
+from .nets.regressor import OUTPUTS
+from .projector import ProjectConfig, project
+from .worlds import ARTIFACTS, PRESETS, load_world, worlds_dir
+
+METHODS = ("encoder", "w", "w+", "pti")
+EDITORS = ("interfacegan", "mapper")
+ATTRIBUTES = tuple(a for a in OUTPUTS if a != "face_conf")  # what can be asked for: H's attributes
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+MAX_STDS = 3  # InterFaceGAN edits beyond this many std of the signed distance leave the data the boundary saw
+EXPECTED = (PhotoError, FaceAlignmentError, FileNotFoundError, ValueError, KeyError, OSError)
+
+
+@dataclass
+class Inversion:
+    """A face's latent and the generator that renders it: ``ws`` [1, num_ws, w_dim]; ``G`` the
+    world's generator, or PTI's tuned copy; ``seconds`` the inversion's time."""
+
+    ws: torch.Tensor
+    G: torch.nn.Module
+    method: str
+    seconds: float
+
+    def render(self, ws: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            return self.G.synthesis(self.ws if ws is None else ws, noise_mode="const").clamp(-1, 1)
+
+
+def invert(world, face: torch.Tensor, *, method: str = "pti", budget=None, progress: bool = False) -> Inversion:
+    """Invert aligned faces ``face`` [N, 3, R, R] in [-1, 1] into ``world`` (see the module docstring)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    budget = budget or world.budget()
+    G, t0 = world.G, time.perf_counter()
+    face = face.to(world.device)
+    if method == "encoder":
+        ws = encode(world.encoder, face, G=G)
+    elif method == "pti":
+        res = pti.tune(G, face, pivots="encoder", encoder=world.encoder,
+                       config=pti.PTIConfig(tune_steps=budget.photo_tune_steps), progress=progress)
+        return Inversion(res.pivots, res.G, method, time.perf_counter() - t0)
+    else:
+        proj = project(G, face, space="w", config=ProjectConfig(steps=budget.project_steps), progress=progress)
+        if method == "w+":
+            proj = project(G, face, space="w+", init=proj, config=ProjectConfig(steps=budget.wplus_steps),
+                           progress=progress)
+        ws = proj.ws
+    return Inversion(ws.detach(), G, method, time.perf_counter() - t0)
+
+
+def apply_edits(world, ws: torch.Tensor, changes: dict[str, float], *, by: str = "interfacegan") -> torch.Tensor:
+    """Edit W+ latents ``ws`` by ``changes`` ``{attribute: change in its units}`` (see the module docstring)."""
+    if by not in EDITORS:
+        raise ValueError(f"unknown editor {by!r}; use one of {', '.join(EDITORS)}")
+    changes = {k: float(v) for k, v in changes.items() if v}
+    if not changes:
+        return ws
+    if by == "mapper":
+        return world.mapper.edit(ws, **changes)
+    boundaries = world.boundaries("w")
+    for name, change in changes.items():
+        if name not in boundaries:
+            raise KeyError(f"world {world.name!r} has no boundary for {name!r}; it has {', '.join(boundaries)}")
+        b = boundaries[name]
+        slope = interpret.attribute_slope(world.G, b, world.H)
+        if abs(slope) < 1e-6:
+            raise ValueError(f"the {name} boundary barely moves {name} in world {world.name!r}; use --by mapper")
+        step, std = change / slope, b.report.distance_std if b.report else None
+        if std and abs(step) > MAX_STDS * std:
+            warnings.warn(f"{name} {change:+g} asks for {step / std:+.1f} std along its boundary (the world moves "
+                          f"{name} by {slope * std:.3g} per std); beyond +-{MAX_STDS} std faces may break",
+                          stacklevel=2)
+        ws = interpret.edit(ws, b, step)
+    return ws
+
+
+# --- the commands ---------------------------------------------------------------------------
+
+
+def _photos(paths: list[Path]) -> list[Path]:
+    out = []
+    for p in paths:
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in PHOTO_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{p} holds no photos ({', '.join(PHOTO_SUFFIXES)})")
+            out += found
+        else:
+            out.append(p)
+    return out
+
+
+def _destination(photo: Path, out: Path | None, many: bool, suffix: str) -> Path:
+    if out is None:
+        return photo.with_name(f"{photo.stem}_facelab{suffix}")
+    if many or out.is_dir() or not out.suffix:
+        return out / f"{photo.stem}{suffix}"
+    return out
+
+
+def _budget(world, args):
+    return world.budgets[args.budget] if args.budget else world.budget()
+
+
+def _one_edit(world, photo: Path, dest: Path, args, changes: dict) -> None:
+    face = world.align(photo)[None]  # [1, 3, R, R]
+    inv = invert(world, face, method=args.method, budget=_budget(world, args))
+    edited = inv.render(apply_edits(world, inv.ws, changes, by=args.by))
+    images = torch.cat([face.to(edited.device), inv.render(), edited]) if args.compare else edited
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, dest, nrow=len(images), scale=args.scale)
+
+
+def _one_invert(world, photo: Path, dest: Path, args) -> None:
+    face = world.align(photo)[None]
+    inv = invert(world, face, method=args.method, budget=_budget(world, args))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": "facelab.latent/1", "world": world.name, "method": inv.method, "photo": str(photo),
+                "ws": inv.ws.detach().cpu()}, dest)
+    if args.image:
+        save_image(inv.render(), args.image if len(args.photos) == 1 else dest.with_suffix(".png"), scale=args.scale)
+
+
+def _run_batch(photos: list[Path], work, what: str) -> int:
+    """Run ``work(photo)`` on each photo with a progress bar; report failures at the end."""
+    from tqdm.auto import tqdm
+
+    failed = []
+    for photo in tqdm(photos, desc=what, unit="photo", disable=len(photos) < 2):
+        try:
+            work(photo)
+        except EXPECTED as e:
+            failed.append((photo, e))
+            if len(photos) == 1:
+                break
+    for photo, e in failed:
+        print(f"facelab: {photo}: {_message(e)}", file=sys.stderr)
+    if len(photos) > 1:
+        print(f"{what}: {len(photos) - len(failed)} of {len(photos)} photos done"
+              + (f", {len(failed)} failed (listed above)" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _message(e: BaseException) -> str:
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def cmd_edit(args) -> int:
+    changes = {a: getattr(args, a) for a in ATTRIBUTES if getattr(args, a) is not None}
+    if not changes:
+        raise UsageError("no edit asked for; add e.g. --age +10 or --smile 0.3 (see facelab edit --help)")
+    world = load_world(args.world, device=args.device)
+    photos = _photos(args.photos)
+    many = len(photos) > 1
+    return _run_batch(photos, lambda p: _one_edit(world, p, _destination(p, args.output, many, ".png"), args, changes),
+                      "edit")
+
+
+def cmd_invert(args) -> int:
+    world = load_world(args.world, device=args.device)
+    photos = _photos(args.photos)
+    many = len(photos) > 1
+    return _run_batch(photos, lambda p: _one_invert(world, p, _destination(p, args.output, many, ".pt"), args),
+                      "invert")
+
+
+def cmd_worlds(args) -> int:
+    names = ["world64", "ffhq"]
+    if worlds_dir().is_dir():
+        names += sorted(p.parent.name for p in worlds_dir().glob("*/world.json") if p.parent.name not in names)
+    for name in names:
+        world = load_world(name, device="cpu")
+        have = []
+        for kind in ARTIFACTS:
+            try:
+                world.path(kind)
+                have.append(kind)
+            except FileNotFoundError:
+                pass
+        missing = [k for k in ARTIFACTS if k not in have]
+        status = "complete" if not missing else f"missing {', '.join(missing)} (build: {world.build_command})"
+        print(f"{name:10s} generator {str(world.generator):24s} crop {world.crop:5s} {status}")
+    print(f"built worlds live in {worlds_dir()}")
+    return 0
+
+
+class UsageError(Exception):
+    """A command line that cannot run (exit code 2)."""
+
+
+def _signed(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. +10, -0.3)") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="facelab", description="Edit faces in photos with StyleGAN (the facelab course).",
+                                  epilog="Start with: facelab edit photo.jpg --age +10 -o out.png")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p):
+        p.add_argument("photos", nargs="+", type=Path, metavar="PHOTO", help="photo files or folders of photos")
+        p.add_argument("-o", "--output", type=Path, help="output file (one photo) or folder")
+        p.add_argument("--method", choices=METHODS, default="pti",
+                       help="inversion: encoder (one pass), w / w+ (projector), pti (default: encoder pivots + tuning)")
+        p.add_argument("--world", default=os.environ.get("FACELAB_WORLD", "world64"),
+                       help="world name or path (default world64; FACELAB_WORLD overrides)")
+        p.add_argument("--device", default=None, help="cpu, cuda, ... (default: FACELAB_DEVICE, else the best)")
+        p.add_argument("--budget", choices=sorted(PRESETS), help="step budgets (default: paper on CUDA, cpu elsewhere)")
+        p.add_argument("--scale", type=int, default=4, help="enlarge the saved image this many times (default 4)")
+
+    e = sub.add_parser("edit", help="invert photos, edit attributes, save the edited faces",
+                       description="Align the face, invert it, edit it, save a PNG. Changes are in each attribute's "
+                                   "units: age in years, male/smile as probabilities, yaw and mouth_width in eye "
+                                   "distances, roll in degrees.")
+    common(e)
+    for a in ATTRIBUTES:
+        e.add_argument(f"--{a.replace('_', '-')}", dest=a, type=_signed, metavar="CHANGE",
+                       help=f"change of {a} ({OUTPUTS[a]['unit']})")
+    e.add_argument("--by", choices=EDITORS, default="interfacegan", help="how to edit (default interfacegan)")
+    e.add_argument("--compare", action="store_true", help="save the crop, the inversion and the edit side by side")
+    e.set_defaults(run=cmd_edit)
+
+    i = sub.add_parser("invert", help="invert photos into the world's W+ and save the latents (.pt)")
+    common(i)
+    i.add_argument("--image", type=Path, help="also save the reconstruction as this PNG")
+    i.set_defaults(run=cmd_invert)
+
+    w = sub.add_parser("worlds", help="list the worlds and what each has built")
+    w.set_defaults(run=cmd_worlds)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: f"facelab: warning: {message}\n"
+    try:
+        return args.run(args)
+    except UsageError as e:
+        print(f"facelab: error: {e}", file=sys.stderr)
+        return 2
+    except EXPECTED as e:
+        if os.environ.get("FACELAB_DEBUG"):
+            raise
+        print(f"facelab: error: {_message(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Train a world's e4e-style encoder on the world's own faces (infinite pairs, no dataset).
+
+    python -m facelab.train.encoder --world world64 --out runs/encoder --minutes 60   # resumable, Ctrl-C safe
+    python -m facelab.train.encoder --world world64 --out runs/encoder --ship         # evaluate, then ship
+
+Each step draws a batch of latents (z ~ N(0, I) mapped with truncation ``psi``; with probability
+``mix`` a face is a style mix of two latents at a random layer, so W+ codes are seen), renders the
+faces with random noise, encodes them, renders the codes with the generator's stored noise, and
+takes one Adam step on :func:`facelab.encoder.e4e_loss`; the latent discriminator takes one step
+first (non-saturating loss, R1 on real ``w`` every 16 steps, as StyleGAN2's lazy regularisation).
+The generator, the perceptual network and the identity network are frozen.
+
+Checkpoints (``OUT/checkpoint.pt``, every ``--every`` steps and on Ctrl-C / SIGTERM) hold the
+encoder, the discriminator, both optimisers, the RNG and the history; rerunning resumes. ``--ship``
+(world64) evaluates the encoder against W and W+ projection (:func:`evaluate`), writes
+``facelab/weights/encoder_world64.pt`` (float16 weights) and the metrics section of its card.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..encoder import PRESETS, E4EConfig, LatentDiscriminator, e4e_loss, encode, progressive_stage
+from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_encoder, load_file, save_encoder, ship_file
+from ..metrics import default_perceptual, distortion, identity_similarity
+from ..nets.encoder import Encoder, EncoderConfig
+from ..utils import get_device, write_card_section
+from ..worlds import load_world
+
+R1_EVERY = 16  # lazy R1 (StyleGAN2): every 16 discriminator steps, weighted by 16
+
+
+def training_faces(G, cfg: E4EConfig, gen: torch.Generator, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images [N, 3, R, R] rendered with random noise, their W+ latents [N, num_ws, w_dim])."""
+    n = cfg.batch
+    z = torch.randn(2 * n, G.z_dim, generator=gen).to(device)
+    with torch.no_grad():
+        ws = G.mapping(z, truncation_psi=cfg.psi)  # [2N, num_ws, w_dim]
+        ws, other = ws[:n].clone(), ws[n:]
+        mixed = torch.rand(n, generator=gen) < cfg.mix
+        cut = torch.randint(1, G.num_ws, (n,), generator=gen)
+        for i in torch.nonzero(mixed).flatten().tolist():
+            ws[i, cut[i]:] = other[i, cut[i]:]
+        images = G.synthesis(ws, noise_mode="random")
+    return images, ws
+
+
+def _discriminator_step(D, opt_D, E_ws: torch.Tensor, G, stage: int, step: int, cfg: E4EConfig,
+                        gen: torch.Generator) -> float:
+    """One step of the latent discriminator: real = mapped w, fake = the encoder's open layers."""
+    device = E_ws.device
+    z = torch.randn(cfg.batch, G.z_dim, generator=gen).to(device)
+    with torch.no_grad():
+        real = G.mapping(z)[:, 0]  # [N, w_dim]
+    fake = E_ws[:, :stage].detach().reshape(-1, E_ws.shape[-1])
+    loss = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+    if step % R1_EVERY == 0 and cfg.r1 > 0:
+        real = real.requires_grad_(True)
+        (grad,) = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+        loss = loss + cfg.r1 / 2 * grad.square().sum(1).mean() * R1_EVERY
+    opt_D.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_D.step()
+    return float(loss.detach())
+
+
+def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None = None, arch: EncoderConfig | None = None,
+          every: int = 50, seed: int = 0, progress: bool = True) -> Encoder:
+    """Train (or resume) the encoder in ``out/checkpoint.pt`` until ``steps`` or ``minutes`` of this run."""
+    G, device = world.G, world.device
+    ckpt_path = out / "checkpoint.pt"
+    ckpt = load_file(ckpt_path) if ckpt_path.is_file() else None
+    if ckpt is not None and ckpt["config"] != cfg.to_dict():
+        raise ValueError(f"{ckpt_path} was trained with another E4EConfig; use a new --out or the same flags")
+    arch = EncoderConfig.from_dict(ckpt["arch"]) if ckpt is not None else (arch or EncoderConfig(resolution=G.img_resolution))
+    E = Encoder(G.num_ws, G.w_dim, G.mapping.w_avg, arch).to(device)
+    D = LatentDiscriminator(G.w_dim).to(device)
+    opt_E = torch.optim.Adam(E.parameters(), lr=cfg.lr)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.disc_lr)
+    gen = torch.Generator().manual_seed(seed)
+    step, seconds, history = 0, 0.0, []
+    if ckpt is not None:
+        E.load_state_dict(ckpt["E"])
+        D.load_state_dict(ckpt["D"])
+        opt_E.load_state_dict(ckpt["opt_E"])
+        opt_D.load_state_dict(ckpt["opt_D"])
+        gen.set_state(ckpt["rng"])
+        step, seconds, history = ckpt["step"], ckpt["seconds"], ckpt["history"]
+    perceptual = default_perceptual(device)
+    identity = (lambda a, b: identity_similarity(a, b)) if world.crop == "world" else None
+
+    def save():
+        atomic_torch_save({"config": cfg.to_dict(), "arch": E.config.to_dict(), "E": E.state_dict(),
+                           "D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
+                           "rng": gen.get_state(), "step": step, "seconds": seconds, "history": history}, ckpt_path)
+
+    stop = {"now": False}
+    old = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, initial=step, desc="encoder", unit="step", disable=not progress)
+    t_start = time.time()
+    try:
+        while step < steps and not stop["now"] and (minutes is None or time.time() - t_start < 60 * minutes):
+            t0 = time.time()
+            E.stage = progressive_stage(step, G.num_ws, cfg)
+            x, w_true = training_faces(G, cfg, gen, device)
+            ws = E(x)
+            d_loss = _discriminator_step(D, opt_D, ws, G, E.stage, step, cfg, gen) if cfg.w_disc > 0 else 0.0
+            recon = G.synthesis(ws, noise_mode="const")
+            total, terms = e4e_loss(x, recon, ws, E, cfg, perceptual=perceptual, identity=identity,
+                                    D=D if cfg.w_disc > 0 else None, w_true=w_true)
+            opt_E.zero_grad(set_to_none=True)
+            total.backward()
+            opt_E.step()
+            step += 1
+            seconds += time.time() - t0
+            history.append({"step": step, "stage": E.stage, "total": round(float(total), 5), "d": round(d_loss, 5),
+                            **{k: round(v, 5) for k, v in terms.items()}})
+            bar.update()
+            bar.set_postfix(stage=E.stage, **{k: f"{v:.3f}" for k, v in terms.items() if k in ("l2", "lpips", "latent")})
+            if step % every == 0:
+                save()
+    except KeyboardInterrupt:
+        print("interrupted: saving a checkpoint")
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, old)
+        save()
+    E.stage = progressive_stage(step, G.num_ws, cfg)
+    E.meta = {"world": world.name, "steps": step, "train_seconds": round(seconds, 1), "device": str(device),
+              "config": cfg.to_dict(), "stage": E.stage}
+    return E.eval().requires_grad_(False)
+
+
+# --- evaluation for the model card ----------------------------------------------------------
+
+
+def _rows(name: str, recon: torch.Tensor, target: torch.Tensor, seconds: float) -> dict:
+    d = distortion(recon.clamp(-1, 1), target)
+    return {"method": name, "n": int(target.shape[0]), "mse": float(d["mse"].mean()),
+            "perceptual": float(d["perceptual"].mean()), "identity": float(d["identity"].mean()),
+            "seconds_per_face": seconds / target.shape[0]}
+
+
+@torch.no_grad()
+def _held_out(G, n: int, seed: int) -> torch.Tensor:
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.mapping.w_avg.device)
+    return G.synthesis(G.mapping(z), noise_mode="random")
+
+
+def evaluate(world, E: Encoder, *, n: int = 64, seed: int = 10_000, photos: bool = True) -> dict:
+    """Distortion of the encoder next to W and W+ projection (the world's CPU budgets) on ``n``
+    held-out world faces (seeds ``seed`` ...) and on the bundled photos; seconds per face."""
+    from ..photos import sample_photos
+    from ..projector import ProjectConfig, project
+
+    G, budget = world.G, world.budget("cpu")
+    sets = {"world faces": _held_out(G, n, seed)}
+    if photos:
+        faces = [world.align(p.image) for p in sample_photos().values()]
+        if faces:
+            sets["photos"] = torch.stack(faces).to(world.device)
+    report = {}
+    for name, target in sets.items():
+        rows = []
+        t0 = time.perf_counter()
+        ws_e = encode(E, target, G=G)
+        rows.append(_rows("encoder", G.synthesis(ws_e, noise_mode="const"), target, time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        pw = project(G, target, space="w", config=ProjectConfig(steps=budget.project_steps), progress=False)
+        rows.append(_rows(f"W projection ({budget.project_steps} steps)", pw.synthesize(G), target,
+                          time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        pp = project(G, target, space="w+", init=pw, config=ProjectConfig(steps=budget.wplus_steps), progress=False)
+        rows.append(_rows(f"W+ projection (+{budget.wplus_steps} steps from W)", pp.synthesize(G), target,
+                          time.perf_counter() - t0 + rows[-1]["seconds_per_face"] * target.shape[0]))
+        report[name] = rows
+    return report
+
+
+def card_markdown(report: dict, meta: dict) -> str:
+    lines = [f"Trained {meta['steps']} steps ({meta['train_seconds'] / 60:.0f} min on {meta['device']}), "
+             f"progressive stage {meta['stage']} of the generator's layers open; E4EConfig: "
+             + ", ".join(f"{k} {v}" for k, v in meta["config"].items()) + ".", ""]
+    for name, rows in report.items():
+        lines += [f"**{name}** (n = {rows[0]['n']}; identity: dlib-port cosine, higher is better):", "",
+                  "| method | MSE | dlib-lpips | identity | seconds per face (2-core CPU) |", "|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['mse']:.4f} | {r['perceptual']:.3f} | {r['identity']:.3f} | "
+                  f"{r['seconds_per_face']:.2f} |" for r in rows]
+        lines.append("")
+    lines.append("Produced by `python -m facelab.train.encoder --ship` (weights stored in float16, computed in "
+                 "float32; measured with the rounded weights).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--world", default="world64")
+    p.add_argument("--out", type=Path, default=Path("runs/encoder"))
+    p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="E4EConfig preset (paper: e4e's values)")
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--minutes", type=float, default=None, help="stop this run after so many minutes")
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--device", default=None)
+    p.add_argument("--ship", action="store_true", help="evaluate and copy into facelab/weights/ (world64)")
+    args = p.parse_args(argv)
+    world = load_world(args.world, device=get_device(args.device))
+    cfg = PRESETS[args.preset]
+    args.out.mkdir(parents=True, exist_ok=True)
+    E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every)
+    path = args.out / "encoder.pt"
+    save_encoder(E, path, meta=E.meta)
+    E = load_encoder(path, device=world.device)  # evaluate what ships: the rounded weights
+    if not args.ship:
+        print(f"encoder: {path} ({E.meta['steps']} steps); --ship evaluates it and ships it")
+        return
+    report = evaluate(world, E)
+    E.meta["evaluation"] = report
+    save_encoder(E, path, meta=E.meta)
+    print(json.dumps(report, indent=2))
+    name = f"encoder_{world.name}"
+    ship_file(path, name, kind="encoder", card=f"{name}.md",
+              description=f"e4e-style encoder for {world.name}: face -> W+ near W")
+    write_card_section(PACKAGE_WEIGHTS / f"{name}.md", card_markdown(report, E.meta))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The ``facelab`` command line, run as a user runs it: in a subprocess, judged by exit code, files and messages."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from facelab import cli
+from facelab.photos import sample_photos
+
+
+def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facelab.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    path = tmp_path / "grace_hopper.jpg"
+    sample_photos()["grace_hopper"].image.save(path)
+    return path
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("facelab")
+    assert script.is_file(), "pip install -e . installs the facelab console script ([project.scripts])"
+
+
+def test_help_lists_the_commands_and_the_edits():
+    top = run("--help")
+    assert top.returncode == 0
+    for command in ("edit", "invert", "worlds"):
+        assert command in top.stdout
+    edit = run("edit", "--help")
+    assert edit.returncode == 0
+    for flag in ("--age", "--smile", "--method", "--by", "--world", "--device", "-o OUTPUT"):
+        assert flag in edit.stdout
+
+
+def test_usage_errors_exit_2_with_one_line(photo):
+    none = run("edit", str(photo))
+    assert none.returncode == 2
+    assert none.stderr.strip().splitlines() == ["facelab: error: no edit asked for; add e.g. --age +10 or --smile 0.3 "
+                                                "(see facelab edit --help)"]
+    bad = run("edit", str(photo), "--age", "ten")
+    assert bad.returncode == 2 and "'ten' is not a number" in bad.stderr
+
+
+def test_missing_photo_is_one_line_and_exit_1(tmp_path):
+    r = run("edit", str(tmp_path / "nope.jpg"), "--age", "3", "--method", "encoder")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no photo at" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_a_folder_is_edited_and_failures_reported_at_the_end(tmp_path, photo):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photo, folder / "a_grace.jpg")
+    (folder / "b_broken.jpg").write_bytes(b"not a jpeg")
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(folder / "c_blank.png")  # no face in it
+    out = tmp_path / "edited"
+    r = run("edit", str(folder), "-o", str(out), "--smile", "0.2", "--method", "encoder", "--scale", "1")
+    assert r.returncode == 1, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a_grace.png"]
+    assert Image.open(out / "a_grace.png").size == (64, 64)
+    assert "b_broken.jpg" in r.stderr and "c_blank.png" in r.stderr
+    assert "edit: 1 of 3 photos done, 2 failed (listed above)" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_invert_saves_a_latent_and_the_reconstruction(tmp_path, photo):
+    out, image = tmp_path / "g.pt", tmp_path / "g.png"
+    r = run("invert", str(photo), "-o", str(out), "--image", str(image), "--method", "encoder")
+    assert r.returncode == 0, r.stderr
+    saved = torch.load(out, weights_only=True)
+    assert saved["format"] == "facelab.latent/1" and saved["method"] == "encoder" and saved["world"] == "world64"
+    assert saved["ws"].shape == (1, 10, 128) and torch.isfinite(saved["ws"]).all()
+    assert Image.open(image).size == (256, 256)  # 64 px, scale 4
+
+
+def test_worlds_lists_what_is_built():
+    r = run("worlds")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("world64") and "complete" in line for line in lines)
+    assert any(line.startswith("ffhq") and "python -m facelab.train.build ffhq" in line for line in lines)
+
+
+def test_unknown_world_is_one_line(photo):
+    r = run("edit", str(photo), "--age", "1", "--world", "nowhere")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith("facelab: error: unknown world 'nowhere'")
+
+
+def test_apply_edits_validates_names():
+    world = cli.load_world("world64", device="cpu")
+    ws = world.G.mapping(torch.randn(1, world.G.z_dim))
+    assert cli.apply_edits(world, ws, {"age": 0}) is ws  # nothing asked, nothing done
+    with pytest.raises(ValueError, match="unknown editor"):
+        cli.apply_edits(world, ws, {"age": 1}, by="clip")
+    with pytest.raises(ValueError, match="unknown method"):
+        cli.invert(world, torch.zeros(1, 3, 64, 64), method="e4e")

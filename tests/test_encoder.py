@@ -1,0 +1,140 @@
+"""The e4e-style encoder (facelab.nets.encoder, facelab.encoder, facelab.train.encoder) on the tiny generator."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facelab import encoder as enc
+from facelab import pti
+from facelab.hub import load_encoder, save_encoder
+from facelab.nets.encoder import Encoder, EncoderConfig, layer_level, layer_resolution
+from facelab.nets.stylegan2 import Generator, get_config
+
+
+@pytest.fixture
+def E(G):
+    torch.manual_seed(0)
+    return Encoder(G.num_ws, G.w_dim, G.mapping.w_avg, EncoderConfig(resolution=G.img_resolution)).eval()
+
+
+def faces(G, n=3, seed=0):
+    with torch.no_grad():
+        z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
+        return torch.tanh(G.synthesis(G.mapping(z), noise_mode="const") / 3)
+
+
+def test_layer_resolutions_and_levels():
+    assert [layer_resolution(i) for i in range(9)] == [4, 8, 8, 16, 16, 32, 32, 64, 64]  # notebook 00's map
+    assert [layer_level(i) for i in range(10)] == [0, 0, 0, 1, 1, 1, 1, 2, 2, 2]  # pSp's coarse / medium / fine
+
+
+def test_codes_are_w_avg_plus_w_plus_open_deltas(G, E):
+    x = faces(G)
+    for stage in (1, 3, G.num_ws):
+        E.stage = stage
+        ws = E(x)
+        w, deltas = E.codes(x)
+        assert ws.shape == (3, G.num_ws, G.w_dim)
+        assert torch.allclose(ws[:, 0], G.mapping.w_avg + w, atol=1e-6)  # layer 0 has no delta
+        assert deltas[:, stage:].abs().sum() == 0  # closed layers carry none
+        if stage > 1:
+            assert deltas[:, 1:stage].abs().sum() > 0
+    E.stage = 1
+    ws = E(x)
+    assert torch.allclose(ws, ws[:, :1].expand_as(ws))  # stage 1: a W code on every layer
+
+
+def test_any_input_size_is_resized(G, E):
+    x = faces(G)
+    big = F.interpolate(x, scale_factor=2, mode="nearest")
+    assert E(big).shape == E(x).shape
+    with pytest.raises(ValueError, match=r"images \[N, 3, H, W\]"):
+        E(x[:, :1])
+
+
+def test_save_and_load_round_trip_in_float16(G, E, tmp_path):
+    E.stage = 4
+    path = save_encoder(E, tmp_path / "e.pt", meta={"steps": 7})
+    E2 = load_encoder(path)
+    assert E2.stage == 4 and E2.meta["steps"] == 7
+    assert all(p.dtype == torch.float32 for p in E2.parameters())
+    x = faces(G)
+    with torch.no_grad():
+        assert torch.allclose(E2(x), E(x), atol=5e-2 * float(E(x).abs().max()))
+    assert torch.equal(E2.w_avg, E.w_avg)  # w_avg stays float32 exactly
+
+
+def test_load_refuses_other_files(tmp_path):
+    torch.save({"format": "something else"}, tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="not a facelab encoder.*python -m facelab.train.encoder"):
+        load_encoder(tmp_path / "x.pt")
+
+
+def test_encode_checks_the_generator(G, E):
+    x = faces(G)
+    ws = enc.encode(E, x, G=G, batch_size=2)
+    assert ws.shape == (3, G.num_ws, G.w_dim) and not ws.requires_grad
+    other = Generator(get_config("tiny"))  # w_avg zero: another generator
+    with pytest.raises(ValueError, match="trained for another generator"):
+        enc.encode(E, x, G=other)
+    wrong = Encoder(G.num_ws - 1, G.w_dim, config=EncoderConfig(resolution=32))
+    with pytest.raises(ValueError, match=r"predicts W\+ \[7, 32\]"):
+        wrong.check_generator(G)
+
+
+def test_progressive_schedule():
+    cfg = enc.E4EConfig(progressive_start=10, progressive_every=5)
+    stages = [enc.progressive_stage(s, 6, cfg) for s in (0, 9, 10, 14, 15, 30, 100)]
+    assert stages == [1, 1, 2, 2, 3, 6, 6]
+
+
+def test_loss_terms_follow_the_config(G, E):
+    x = faces(G)
+    D = enc.LatentDiscriminator(G.w_dim)
+    E.stage = 1
+    ws = E(x)
+    recon = G.synthesis(ws, noise_mode="const")
+    mse = lambda a, b: (a - b).square().mean((1, 2, 3))  # noqa: E731
+    _, terms = enc.e4e_loss(x, recon, ws, E, enc.E4EConfig(), perceptual=mse, D=D)
+    assert set(terms) == {"l2", "lpips", "w_disc"}  # no identity net given, no deltas open, latent 0 (e4e)
+    E.stage = 3
+    ws = E(x)
+    total, terms = enc.e4e_loss(x, recon, ws, E, enc.E4EConfig(latent=1.0), w_true=ws.detach() + 1)
+    assert set(terms) == {"l2", "delta", "latent"} and terms["latent"] == pytest.approx(1.0)
+    assert total.requires_grad
+    with pytest.raises(ValueError, match="E4EConfig.mix is a probability"):
+        enc.E4EConfig(mix=2.0)
+
+
+def test_training_moves_codes_towards_the_true_latents(G, tmp_path):
+    """A few steps with the latent pull (no perceptual/identity terms: fast) lower the latent loss,
+    and a second call resumes from the checkpoint instead of starting over."""
+    from facelab.train.encoder import train
+
+    class World:  # the parts train() uses
+        name, crop, device = "tiny", "chip", torch.device("cpu")
+
+    World.G = G
+    cfg = enc.E4EConfig(lpips=0, id=0, w_disc=0.1, latent=1.0, lr=1e-3, batch=4, progressive_start=20,
+                        progressive_every=5)
+    torch.manual_seed(0)
+    E = train(tmp_path, World, cfg, steps=40, progress=False, every=20)
+    hist = [h["latent"] for h in torch.load(tmp_path / "checkpoint.pt", weights_only=True)["history"]]
+    assert sum(hist[-8:]) / 8 < sum(hist[:8]) / 8
+    assert E.stage == enc.progressive_stage(40, G.num_ws, cfg) == 6
+    E = train(tmp_path, World, cfg, steps=45, progress=False)
+    assert E.meta["steps"] == 45
+    with pytest.raises(ValueError, match="another E4EConfig"):
+        train(tmp_path, World, cfg.replace(lr=1e-2), steps=50, progress=False)
+
+
+def test_pti_takes_encoder_pivots(G, E):
+    x = faces(G, n=2)
+    res = pti.tune(G, x, pivots="encoder", encoder=E, config=pti.PTIConfig(tune_steps=2, early_stop=None),
+                   perceptual=lambda a, b: (a - b).square().mean((1, 2, 3)), progress=False)
+    assert torch.allclose(res.pivots, enc.encode(E, x), atol=1e-6)
+    with pytest.raises(ValueError, match="pass encoder=world.encoder"):
+        pti.tune(G, x, pivots="encoder", progress=False)  # an unnamed generator has no shipped encoder
+    with pytest.raises(ValueError, match="pivots must be latents, a Projection, 'encoder' or None"):
+        pti.tune(G, x, pivots="e4e", progress=False)

@@ -66,6 +66,18 @@ JS_ERRORS = JS_PANEL + """
             if (out.output_type === 'error') errors.push(out.ename + ': ' + out.evalue);
     }
     return errors;"""
+# ipywidgets 8's FileUpload keeps its <input type=file> outside the document and clicks it to open
+# the native file chooser, which WebDriver cannot drive. This makes such a click attach the input
+# (hidden) to the page instead, where WebDriver can type a path into it; the widget's own change
+# handler then reads the file as it would after a real choice.
+JS_CATCH_FILE_CHOOSER = """
+    const click = HTMLInputElement.prototype.click;
+    HTMLInputElement.prototype.click = function () {
+        if (this.type !== 'file') return click.call(this);
+        this.value = '';
+        this.setAttribute('data-facelab-upload', '');
+        document.body.appendChild(this);
+    };"""
 JS_CLOSE = JS_PANEL + """
     const done = arguments[arguments.length - 1];
     if (!w || !w.sessionContext) { done(null); return; }
@@ -243,16 +255,20 @@ def move_first_slider(driver, rel_path: str) -> None:
 
 
 def upload_photo(driver, rel_path: str) -> None:
-    """Upload matplotlib's Grace Hopper photo into the notebook's FileUpload; the aligned face
-    (an image with the DOM class ``facelab-aligned``) must change from its placeholder."""
+    """Upload matplotlib's Grace Hopper photo through the notebook's FileUpload button; the aligned
+    face (an image with the DOM class ``facelab-aligned``) must change from its placeholder."""
     import matplotlib.cbook
 
     photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).resolve()
     aligned = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "img.facelab-aligned, .facelab-aligned img"),
                    message=f"{rel_path}: no image with the class facelab-aligned")[0]
     before = aligned.get_attribute("src") or ""
-    file_input = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".widget-upload input[type=file]"),
-                      message=f"{rel_path}: no FileUpload widget")[0]
+    driver.execute_script(JS_CATCH_FILE_CHOOSER)
+    button = driver.find_element(By.CSS_SELECTOR, ".widget-upload")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
+    file_input = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file][data-facelab-upload]"),
+                      message=f"{rel_path}: the FileUpload button opened no file input")
     file_input.send_keys(str(photo))
     wait(driver, lambda d: (src := aligned.get_attribute("src")) and src != before, RUN_TIMEOUT / 3,
          f"{rel_path}: no aligned face appeared after uploading {photo.name}")

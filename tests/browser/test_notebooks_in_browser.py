@@ -106,12 +106,15 @@ def write_lab_settings(folder: Path) -> None:
 
 
 def lab_command(port: int, token: str, state: Path) -> list[str]:
-    """``jupyter lab`` on 127.0.0.1:port serving the repository, with its own settings and workspaces."""
+    """``jupyter lab`` on 127.0.0.1:port serving the repository, with its own settings, workspaces
+    and checkpoints under ``state`` (nothing of the user's JupyterLab state is read or written)."""
     cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
            f"--port={port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
            "--LabApp.expose_app_in_browser=True",
-           f"--LabApp.user_settings_dir={state / 'settings'}", f"--LabApp.workspaces_dir={state / 'workspaces'}"]
+           f"--LabApp.user_settings_dir={state / 'settings'}", f"--LabApp.workspaces_dir={state / 'workspaces'}",
+           # an absolute checkpoint dir: no notebooks/.ipynb_checkpoints left in the checkout
+           f"--FileCheckpoints.checkpoint_dir={state / 'checkpoints'}"]
     return cmd + (["--allow-root"] if os.geteuid() == 0 else [])
 
 

@@ -147,6 +147,11 @@ def stop_tree(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
+def interrupt(signum, frame):
+    """SIGTERM (a cancelled CI job, ``timeout``) stops the run like Ctrl-C, so fixtures still tear down."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     """A JupyterLab server for this session: yields ``(base_url, token)``, stops everything after."""
@@ -159,6 +164,7 @@ def lab(tmp_path_factory):
     proc = subprocess.Popen(lab_command(port, token, state), cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         WebDriverWait(proc, 120, poll_frequency=0.5).until(
             lambda p: p.poll() is not None or answers(f"{base}/api/status?token={token}"))
@@ -167,6 +173,7 @@ def lab(tmp_path_factory):
     finally:
         stop_tree(proc)
         log.close()
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- the browser -------------------------------------------------------------------------------

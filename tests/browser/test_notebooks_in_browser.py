@@ -267,12 +267,21 @@ def move_first_slider(driver, rel_path: str) -> None:
          message=f"{rel_path}: slider moved {value} -> {readout.text}, the image did not change")
 
 
-def upload_photo(driver, rel_path: str) -> None:
-    """Upload matplotlib's Grace Hopper photo through the notebook's FileUpload button; the aligned
-    face (an image with the DOM class ``facelab-aligned``) must change from its placeholder."""
+def photo_to_upload(folder: Path) -> Path:
+    """matplotlib's Grace Hopper photo, mirrored: a clear frontal face that differs from the photo a
+    notebook may show before any upload (05 starts with the original), so the upload must show."""
     import matplotlib.cbook
+    from PIL import Image, ImageOps
 
-    photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).resolve()
+    path = folder / "grace_hopper_mirrored.jpg"
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
+        ImageOps.mirror(im.convert("RGB")).save(path, quality=95)
+    return path
+
+
+def upload_photo(driver, rel_path: str, photo: Path) -> None:
+    """Upload ``photo`` through the notebook's FileUpload button; the aligned face (an image with
+    the DOM class ``facelab-aligned``) must change from what it showed before."""
     aligned = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "img.facelab-aligned, .facelab-aligned img"),
                    message=f"{rel_path}: no image with the class facelab-aligned")[0]
     before = aligned.get_attribute("src") or ""
@@ -303,10 +312,10 @@ def notebook(request, browser, lab):
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, indirect=True)
-def test_notebook_runs_and_its_widgets_respond(browser, notebook):
+def test_notebook_runs_and_its_widgets_respond(browser, notebook, tmp_path):
     """All cells run without an error, a slider redraws its face, an upload yields an aligned face."""
     run_all_cells(browser, notebook)
     if Path(notebook).stem in UPLOADS:
-        upload_photo(browser, notebook)
+        upload_photo(browser, notebook, photo_to_upload(tmp_path))
     move_first_slider(browser, notebook)
     assert not widget_errors(browser), f"{notebook}: {widget_errors(browser)}"

@@ -1,4 +1,4 @@
-# facelab: make install | test | test-repro | notebooks | lab | bench | clean
+# facelab: make install | test | test-browser | test-repro | notebooks | lab | bench | clean
 #
 # `make test` on a clean clone creates .venv, installs facelab with its pinned dev extras, then the
 # --no-deps packages of requirements-nodeps.txt, and runs the tests and the notebooks (nbval).
@@ -30,11 +30,12 @@ REPRO_SETTINGS := OMP_NUM_THREADS=1 \
 RECORD := build/repro
 NBVAL := FACELAB_DEVICE=cpu MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: help venv install test test-repro notebooks lab bench clean distclean
+.PHONY: help venv install test test-browser test-repro notebooks lab bench clean distclean
 
 help:
 	@echo "make install   create .venv and install facelab[dev] + requirements-nodeps.txt (--no-deps)"
 	@echo "make test      run tests/ and the notebooks (nbval) on CPU"
+	@echo "make test-browser run notebooks 00, 01, 05 in JupyterLab + headless Chromium; move sliders, upload a photo"
 	@echo "make test-repro run the notebooks (nbval) again with other numerics, and report the spread"
 	@echo "make notebooks execute every notebook in place (after changing the library or a world)"
 	@echo "make lab       start JupyterLab on notebooks/ (LAB_ARGS='--no-browser --port 8899')"
@@ -56,6 +57,20 @@ $(STAMP): pyproject.toml requirements-nodeps.txt | $(PY)
 test: $(STAMP)
 	rm -rf $(RECORD)/default
 	FACELAB_NB_RECORD=$(RECORD)/default $(NBVAL) $(TEST_PATHS) $(PYTEST_ARGS)
+
+# tests/browser (skipped by `make test`): JupyterLab on a free loopback port, driven by headless
+# Chromium through selenium. Debian's chromium and chromium-driver are installed when missing.
+BROWSER_PKGS := chromium chromium-driver
+
+test-browser: $(STAMP)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	    echo "error: chromium/chromedriver missing; install them (Debian: apt-get install -y $(BROWSER_PKGS)) as root" >&2; \
+	    exit 1; \
+	  fi; \
+	  apt-get update && apt-get install -y $(BROWSER_PKGS); \
+	fi
+	FACELAB_BROWSER=1 $(PY) -m pytest tests/browser $(PYTEST_ARGS)
 
 # Each setting is NAME=VALUE[,NAME=VALUE...]; its nbval records go to build/repro/<setting>.
 test-repro: $(STAMP)

@@ -40,6 +40,7 @@ class SliderEditor:
         self.toggles = {name: w.Checkbox(value=v, description=name, indent=False)
                         for name, v in (toggles or {}).items()}
         self.view = w.Image(format="png")
+        self.view.add_class("facelab-editor-image")  # DOM hooks for the browser tests (tests/browser)
         self.label = w.HTML()
         reset = w.Button(description="reset", layout=w.Layout(width="80px"))
         reset.on_click(lambda _: self.reset())
@@ -48,6 +49,7 @@ class SliderEditor:
             c.observe(lambda _: self.update(), names="value")
         controls = w.VBox([*self.sliders.values(), w.HBox([*self.toggles.values(), reset])])
         self.widget = w.HBox([controls, w.VBox([self.view, self.label])])
+        self.widget.add_class("facelab-editor")
         self.image = None
         self.update()
 

@@ -5,6 +5,7 @@
     python bench/pti.py --threads 1 --json pti_bench.json
     python bench/pti.py --device cpu --runs 0 --floor           # the least time the step counts can take
     python bench/pti.py --device cuda --generator random:ffhq-config-f   # the 1024 px FFHQ network
+    python bench/pti.py --device cpu --runs 0 --encoder          # the paper's PTI vs encoder pivots + early stop
 
 The photo (matplotlib's public-domain ``grace_hopper.jpg`` unless ``--photo``) is aligned into the
 world's crop with ``facelab.faces.align_face`` (MTCNN); where that is not installed, a face of the
@@ -281,6 +282,58 @@ def floor(G, photo, perceptual, pivot_steps: int, tune_steps: int, locality: boo
     return out
 
 
+def encoder_comparison(G, photo, perceptual, device, encoder: str, tune_steps: int = 350) -> dict:
+    """One photo, PTI three ways: the paper's (450-step W pivot, ``tune_steps`` tuning steps, no early
+    stop); facelab's fast path (the encoder's pivot in one pass, tuning with the default early stop);
+    and the fast path with the locality regulariser every 4th step (the official code's
+    ``locality_regularization_interval``). For each: wall time, the final distortion of the tuned
+    reconstruction to the photo (dlib-lpips, MSE, identity) and how much the tuning moved 16 random
+    other faces (``pti.locality_change``, dlib-lpips). Target (#19): the fast path in <= 40 s on 2 CPU
+    cores with a final dlib-lpips at most 5 % above the paper's."""
+    from facelab.hub import load_encoder
+    from facelab.metrics import distortion
+
+    E = load_encoder(encoder, device=device)
+    fast = pti.PTIConfig(tune_steps=tune_steps)
+    runs = {"paper: 450-step W pivot + tuning": dict(config=pti.PTIConfig(tune_steps=tune_steps, early_stop=None)),
+            "encoder pivot + tuning, early stop": dict(config=fast, pivots="encoder", encoder=E),
+            "... locality every 4th step": dict(config=fast.replace(locality_every=4), pivots="encoder", encoder=E)}
+    out = {}
+    for name, kw in runs.items():
+        sync(device)
+        t0 = time.perf_counter()
+        res = pti.tune(G, photo, perceptual=perceptual, progress=False, **kw)
+        sync(device)
+        seconds = time.perf_counter() - t0
+        d = distortion(res.reconstruct().clamp(-1, 1), photo.to(device))
+        moved = pti.locality_change(G, res.G, res.pivots, n=16)
+        out[name] = {"seconds": seconds, "pivot_s": res.pivot_seconds, "tune_s": res.tune_seconds,
+                     "tune_steps": res.steps_run, "perceptual": float(d["perceptual"].mean()),
+                     "mse": float(d["mse"].mean()), "identity": float(d["identity"].mean()),
+                     "others_moved": float(moved.random_perceptual)}
+        print(f"{name}: {seconds:.1f} s ({res.steps_run} tuning steps), dlib-lpips {out[name]['perceptual']:.3f}",
+              flush=True)
+    paper, fast_run = list(out.values())[:2]
+    out["verdict"] = {"time_s": fast_run["seconds"], "time_target_s": 40.0,
+                      "lpips_ratio": fast_run["perceptual"] / paper["perceptual"], "lpips_target_ratio": 1.05}
+    return out
+
+
+def print_encoder_comparison(c: dict) -> None:
+    print("\n| PTI | total (s) | pivot (s) | tuning (s) | tuning steps | dlib-lpips | MSE | identity | other faces "
+          "moved (dlib-lpips) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in c.items():
+        if name != "verdict":
+            print(f"| {name} | {r['seconds']:.1f} | {r['pivot_s']:.1f} | {r['tune_s']:.1f} | {r['tune_steps']} | "
+                  f"{r['perceptual']:.3f} | {r['mse']:.4f} | {r['identity']:.3f} | {r['others_moved']:.3f} |")
+    v = c["verdict"]
+    ok_t, ok_d = v["time_s"] <= v["time_target_s"], v["lpips_ratio"] <= v["lpips_target_ratio"]
+    print(f"\nTarget: encoder-pivot PTI <= {v['time_target_s']:.0f} s: {v['time_s']:.1f} s, "
+          f"{'met' if ok_t else 'NOT met'}; final dlib-lpips <= {v['lpips_target_ratio']:.2f}x the paper run's: "
+          f"{v['lpips_ratio']:.3f}x, {'met' if ok_d else 'NOT met'}.")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="all", help="cpu, cuda, or all (cpu + cuda when present)")
@@ -301,6 +354,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per part for --profile")
     ap.add_argument("--floor", action="store_true",
                     help="also measure the least time the step counts can take on the CPU (FLOPs, convolution kernels)")
+    ap.add_argument("--encoder", nargs="?", const="auto", default=None,
+                    help="also compare the paper's PTI with encoder-pivot PTI + early stop on the photo (encoder: a "
+                         "weights name or path; default the generator's, e.g. encoder_world64)")
     ap.add_argument("--json", help="write the numbers here")
     args = ap.parse_args(argv)
 
@@ -353,6 +409,10 @@ def main(argv=None) -> int:
             report["compile"] = compile_probe(G, args.repeats)
         if args.floor and dev_name == "cpu":
             report["floor"] = floor(G, photo, perceptual, args.pivot_steps, args.tune_steps, not args.no_locality)
+        if args.encoder:
+            name = f"encoder_{args.generator}" if args.encoder == "auto" else args.encoder
+            report.setdefault("encoder", {})[dev_name] = encoder_comparison(G, photo, perceptual, device, name,
+                                                                            args.tune_steps)
 
     stop = f"early stop at {pti.EARLY_STOP_DLIB}" if args.early_stop else "early stop off"
     print(f"\nPTI on one {G.img_resolution} px photo ({desc}); {args.pivot_steps} W-projection steps + up to {args.tune_steps} "
@@ -388,6 +448,9 @@ def main(argv=None) -> int:
         print(f"\ntorch.compile (CPU, inductor): the tuned generator's forward + backward (batch 2) "
               f"{c['eager_ms']:.1f} ms eager, {c['compiled_ms']:.1f} ms compiled; the first compilation took "
               f"{c['compile_s']:.0f} s.")
+    for dev, c in report.get("encoder", {}).items():
+        print(f"\nEncoder pivots vs the paper's pivot on {dev} ({torch.get_num_threads()} threads), one run each:")
+        print_encoder_comparison(c)
     report["table"] = rows
     report["profile"] = profiles
     if args.json:

@@ -12,7 +12,8 @@ encoder; ``w`` / ``w+`` the StyleGAN2 projector; ``pti`` encoder pivots + pivota
 mapper) and rendered. Edits are in the attribute's own units (``--age +10`` years, ``--smile +0.3``
 probability); for InterFaceGAN they become a step along the normal through the world's average
 slope (:func:`facelab.interpret.attribute_slope`), so a single face may move more or less.
-Step budgets come from the world's preset for the device (``--budget`` overrides).
+Step budgets are the papers' (``--budget paper``, the default: PTI tunes up to 350 steps with early
+stop, the projector runs 1000 steps) or the notebooks' (``--budget cpu``, a quick look).
 
 Exit codes: 0 all done; 1 a photo or more failed (each reported in one line, the rest still done);
 2 a usage error. Errors name their cause and fix; no traceback unless ``FACELAB_DEBUG=1``.
@@ -133,7 +134,7 @@ def _destination(photo: Path, out: Path | None, many: bool, suffix: str) -> Path
 
 
 def _budget(world, args):
-    return world.budgets[args.budget] if args.budget else world.budget()
+    return world.budgets[args.budget]
 
 
 def _one_edit(world, photo: Path, dest: Path, args, changes: dict) -> None:
@@ -231,7 +232,8 @@ def _signed(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="facelab", description="Edit faces in photos with StyleGAN (the facelab course).",
+    top = argparse.ArgumentParser(prog="facelab",
+                                  description="Edit faces in photos with StyleGAN (the facelab course).",
                                   epilog="Start with: facelab edit photo.jpg --age +10 -o out.png")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -243,7 +245,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--world", default=os.environ.get("FACELAB_WORLD", "world64"),
                        help="world name or path (default world64; FACELAB_WORLD overrides)")
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: FACELAB_DEVICE, else the best)")
-        p.add_argument("--budget", choices=sorted(PRESETS), help="step budgets (default: paper on CUDA, cpu elsewhere)")
+        p.add_argument("--budget", choices=sorted(PRESETS), default="paper",
+                       help="step budgets: paper (default: the papers' steps, PTI with early stop) or cpu "
+                            "(notebook-sized, a quick look)")
         p.add_argument("--scale", type=int, default=4, help="enlarge the saved image this many times (default 4)")
 
     e = sub.add_parser("edit", help="invert photos, edit attributes, save the edited faces",

@@ -49,7 +49,8 @@ MIN_PER_SIDE = 5  # fewest positives (and negatives) train_boundary accepts
 _BLOCK = 1000  # latents are drawn in seeded blocks of this many rows (see sample_latents)
 
 __all__ = [
-    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "attribute_slope", "boundary_cosines", "check_space",
+    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "attribute_slope", "boundary_cosines",
+    "check_space",
     "edit", "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
     "rescore", "resolve_labeler", "sample_latents", "save_boundaries", "signed_distance", "train_boundary",
 ]

@@ -118,7 +118,8 @@ class PhotoPicker:
     ``default``: the photo shown before any upload (a path), so a notebook executed headless has a
     face. Bad photos show the library's one-line error under the upload button, never a traceback,
     and keep the previous face. ``picker.face``: the current aligned face ``[1, 3, R, R]``;
-    ``picker.name``: its file name; ``picker.source``: the photo it came from (a path or bytes). The aligned image carries the DOM class ``facelab-aligned``.
+    ``picker.name``: its file name; ``picker.source``: the photo it came from (a path or bytes).
+    The aligned image carries the DOM class ``facelab-aligned``.
     """
 
     def __init__(self, align: Callable[[object], torch.Tensor], default, *, name: str = "", scale: int = 4):
@@ -148,7 +149,8 @@ class PhotoPicker:
         self.face, self.name, self.source = face[None], name, src
         self.image = to_pil(face.cpu(), scale=self.scale)
         self.view.value = png_bytes(self.image)
-        self.status.value = f"<small><b>{name}</b>: aligned for the world; run the cells below to invert and edit it</small>"
+        self.status.value = (f"<small><b>{name}</b>: aligned for the world; run the cells below to invert and "
+                             "edit it</small>")
         return True
 
     def _uploaded(self, change) -> None:

@@ -2,8 +2,8 @@
 
 A :class:`World` bundles the generator ``G``, its face crop (how a photo is aligned for it), its
 attribute regressor ``H``, its InterFaceGAN boundaries (Shen et al., CVPR 2020), its latent-to-latent
-mapper (Khodadadeh et al., WACV 2022), its e4e-style encoder (Tov et al., SIGGRAPH 2021) and its step budgets (:class:`Budget`: a CPU preset and the
-papers' preset). Each artifact is loaded on first use, so naming a world costs nothing::
+mapper (Khodadadeh et al., WACV 2022), its e4e-style encoder (Tov et al., SIGGRAPH 2021) and its
+step budgets (:class:`Budget`: a CPU preset and the papers' preset). Each artifact is loaded on first use, so naming a world costs nothing::
 
     world = fl.load_world("world64")            # or "ffhq", a built world's name, or a path
     G, H = world.G, world.H                      # the generator; H: face -> attributes

@@ -35,7 +35,8 @@ ENCODER_FORMAT = "facelab.encoder/1"  # files written by facelab.train.encoder, 
 class EncoderConfig(Config):
     """The encoder's architecture.
 
-    resolution: the side the input is resized to (64 for world64; e4e reads 256 px FFHQ crops).
+    resolution: the side the input is resized to (64 for world64; e4e reads 256 px FFHQ crops, and
+        facelab.train.encoder caps it at 256 for larger generators).
     width: channels of the first stage (doubling per stage up to ``max_width``).
     head_width: channels of the pyramid and of the strided convolutions that read it.
     """

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -28,10 +27,11 @@ import torch.nn.functional as F
 
 from ..encoder import PRESETS, E4EConfig, LatentDiscriminator, e4e_loss, encode, progressive_stage
 from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_encoder, load_file, save_encoder, ship_file
-from ..metrics import default_perceptual, distortion, identity_similarity
+from ..metrics import default_perceptual, distortion, editability, identity_similarity
 from ..nets.encoder import Encoder, EncoderConfig
 from ..utils import get_device, write_card_section
 from ..worlds import load_world
+from .loop import saving_on_exit
 
 R1_EVERY = 16  # lazy R1 (StyleGAN2): every 16 discriminator steps, weighted by 16
 
@@ -78,7 +78,9 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     ckpt = load_file(ckpt_path) if ckpt_path.is_file() else None
     if ckpt is not None and ckpt["config"] != cfg.to_dict():
         raise ValueError(f"{ckpt_path} was trained with another E4EConfig; use a new --out or the same flags")
-    arch = EncoderConfig.from_dict(ckpt["arch"]) if ckpt is not None else (arch or EncoderConfig(resolution=G.img_resolution))
+    if ckpt is not None:
+        arch = EncoderConfig.from_dict(ckpt["arch"])
+    arch = arch or EncoderConfig(resolution=min(G.img_resolution, 256))  # e4e reads 256 px crops
     E = Encoder(G.num_ws, G.w_dim, G.mapping.w_avg, arch).to(device)
     D = LatentDiscriminator(G.w_dim).to(device)
     opt_E = torch.optim.Adam(E.parameters(), lr=cfg.lr)
@@ -100,12 +102,10 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
                            "D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
                            "rng": gen.get_state(), "step": step, "seconds": seconds, "history": history}, ckpt_path)
 
-    stop = {"now": False}
-    old = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=step, desc="encoder", unit="step", disable=not progress)
     t_start = time.time()
-    try:
+    with saving_on_exit(save) as stop:
         while step < steps and not stop["now"] and (minutes is None or time.time() - t_start < 60 * minutes):
             t0 = time.time()
             E.stage = progressive_stage(step, G.num_ws, cfg)
@@ -120,18 +120,13 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
             opt_E.step()
             step += 1
             seconds += time.time() - t0
-            history.append({"step": step, "stage": E.stage, "total": round(float(total), 5), "d": round(d_loss, 5),
+            history.append({"step": step, "stage": E.stage, "total": round(float(total.detach()), 5), "d": round(d_loss, 5),
                             **{k: round(v, 5) for k, v in terms.items()}})
             bar.update()
             bar.set_postfix(stage=E.stage, **{k: f"{v:.3f}" for k, v in terms.items() if k in ("l2", "lpips", "latent")})
             if step % every == 0:
                 save()
-    except KeyboardInterrupt:
-        print("interrupted: saving a checkpoint")
-    finally:
-        bar.close()
-        signal.signal(signal.SIGTERM, old)
-        save()
+    bar.close()
     E.stage = progressive_stage(step, G.num_ws, cfg)
     E.meta = {"world": world.name, "steps": step, "train_seconds": round(seconds, 1), "device": str(device),
               "config": cfg.to_dict(), "stage": E.stage}
@@ -141,11 +136,20 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
 # --- evaluation for the model card ----------------------------------------------------------
 
 
-def _rows(name: str, recon: torch.Tensor, target: torch.Tensor, seconds: float) -> dict:
+EDIT_ATTRIBUTES = ("age", "male", "smile")
+
+
+def _rows(world, name: str, ws: torch.Tensor, noise, recon: torch.Tensor, target: torch.Tensor, seconds: float) -> dict:
+    """Distortion of ``recon`` to ``target``; editability of ``ws`` (one distance-std along age, male
+    and smile: H's change per latent unit and identity kept, averaged over the three); W-distance."""
     d = distortion(recon.clamp(-1, 1), target)
+    B = world.boundaries("w")
+    e = editability(world.G, ws, {a: B[a] for a in EDIT_ATTRIBUTES}, world.H, noise=noise, realism=False)
+    mean = lambda metric: sum(e["mean"][a][metric] for a in EDIT_ATTRIBUTES) / len(EDIT_ATTRIBUTES)  # noqa: E731
     return {"method": name, "n": int(target.shape[0]), "mse": float(d["mse"].mean()),
             "perceptual": float(d["perceptual"].mean()), "identity": float(d["identity"].mean()),
-            "seconds_per_face": seconds / target.shape[0]}
+            "edit_change": {a: e["mean"][a]["change"] for a in EDIT_ATTRIBUTES}, "edit_identity": mean("identity"),
+            "w_distance": float(e["base"]["w_distance"].mean()), "seconds_per_face": seconds / target.shape[0]}
 
 
 @torch.no_grad()
@@ -154,9 +158,9 @@ def _held_out(G, n: int, seed: int) -> torch.Tensor:
     return G.synthesis(G.mapping(z), noise_mode="random")
 
 
-def evaluate(world, E: Encoder, *, n: int = 64, seed: int = 10_000, photos: bool = True) -> dict:
-    """Distortion of the encoder next to W and W+ projection (the world's CPU budgets) on ``n``
-    held-out world faces (seeds ``seed`` ...) and on the bundled photos; seconds per face."""
+def evaluate(world, E: Encoder, *, n: int = 32, seed: int = 10_000, photos: bool = True) -> dict:
+    """Distortion and editability of the encoder next to W and W+ projection (the world's CPU budgets)
+    on ``n`` held-out world faces (seeds ``seed`` ...) and on the bundled photos; seconds per face."""
     from ..photos import sample_photos
     from ..projector import ProjectConfig, project
 
@@ -171,15 +175,17 @@ def evaluate(world, E: Encoder, *, n: int = 64, seed: int = 10_000, photos: bool
         rows = []
         t0 = time.perf_counter()
         ws_e = encode(E, target, G=G)
-        rows.append(_rows("encoder", G.synthesis(ws_e, noise_mode="const"), target, time.perf_counter() - t0))
+        t1 = time.perf_counter()
+        rows.append(_rows(world, "encoder (one pass)", ws_e, None, G.synthesis(ws_e, noise_mode="const"), target,
+                          t1 - t0))
         t0 = time.perf_counter()
         pw = project(G, target, space="w", config=ProjectConfig(steps=budget.project_steps), progress=False)
-        rows.append(_rows(f"W projection ({budget.project_steps} steps)", pw.synthesize(G), target,
-                          time.perf_counter() - t0))
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
+        rows.append(_rows(world, f"W projection ({budget.project_steps} steps)", pw.ws, pw.noise, pw.synthesize(G),
+                          target, t1 - t0))
         pp = project(G, target, space="w+", init=pw, config=ProjectConfig(steps=budget.wplus_steps), progress=False)
-        rows.append(_rows(f"W+ projection (+{budget.wplus_steps} steps from W)", pp.synthesize(G), target,
-                          time.perf_counter() - t0 + rows[-1]["seconds_per_face"] * target.shape[0]))
+        rows.append(_rows(world, f"W+ projection (+{budget.wplus_steps} steps from W)", pp.ws, pp.noise,
+                          pp.synthesize(G), target, time.perf_counter() - t0))
         report[name] = rows
     return report
 
@@ -189,13 +195,19 @@ def card_markdown(report: dict, meta: dict) -> str:
              f"progressive stage {meta['stage']} of the generator's layers open; E4EConfig: "
              + ", ".join(f"{k} {v}" for k, v in meta["config"].items()) + ".", ""]
     for name, rows in report.items():
-        lines += [f"**{name}** (n = {rows[0]['n']}; identity: dlib-port cosine, higher is better):", "",
-                  "| method | MSE | dlib-lpips | identity | seconds per face (2-core CPU) |", "|---|---|---|---|---|"]
+        lines += [f"**{name}** (n = {rows[0]['n']}):", "",
+                  "| inversion | MSE ↓ | dlib-lpips ↓ | identity ↑ | W-distance | H change per latent unit: age / male / "
+                  "smile | identity after edit ↑ | seconds per face |", "|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['method']} | {r['mse']:.4f} | {r['perceptual']:.3f} | {r['identity']:.3f} | "
-                  f"{r['seconds_per_face']:.2f} |" for r in rows]
+                  f"{r['w_distance']:.2f} | " + " / ".join(f"{v:.3g}" for v in r["edit_change"].values())
+                  + f" | {r['edit_identity']:.3f} | {r['seconds_per_face']:.2f} |" for r in rows]
         lines.append("")
-    lines.append("Produced by `python -m facelab.train.encoder --ship` (weights stored in float16, computed in "
-                 "float32; measured with the rounded weights).")
+    lines.append("Identity: dlib-port cosine to the target (the encoder was trained through this network, weight "
+                 "0.1). Edits: one distance-std along each W boundary on every layer, measured by H "
+                 "(`facelab.metrics.editability`); W-distance: Mahalanobis distance of the codes from W (about 1 for a "
+                 "sample of W). Seconds per face on the CPU, batch of all faces. Produced by `python -m "
+                 "facelab.train.encoder --ship` (weights stored in float16, computed in float32; measured with the "
+                 "rounded weights).")
     return "\n".join(lines)
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator,
 from ..latents import sample_ws
 from ..mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
 from ..utils import get_device, write_card_section
+from .loop import saving_on_exit
 
 LOSSES = ("attribute", "cycle", "identity", "neighbourhood", "face_identity")
 
@@ -129,12 +129,10 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
                            "optimizer": opt.state_dict(), "rng": gen.get_state(), "step": step,
                            "history": history, "seconds": seconds}, ckpt_path)
 
-    stop = {"now": False}
-    old = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     weights = {k: getattr(cfg, f"{k}_weight") for k in LOSSES}
     from tqdm.auto import tqdm
     bar = tqdm(total=cfg.steps, initial=step, desc="mapper", unit="step", disable=not progress)
-    try:
+    with saving_on_exit(save) as stop:
         while step < cfg.steps and not stop["now"]:
             t0 = time.time()
             z = torch.randn(cfg.batch_size, G.z_dim, generator=gen).to(device)
@@ -155,12 +153,7 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
             bar.set_postfix({k[:5]: f"{v:.3f}" for k, v in parts.items()})
             if step % every == 0:
                 save()
-    except KeyboardInterrupt:
-        print("interrupted: saving a checkpoint")
-    finally:
-        bar.close()
-        signal.signal(signal.SIGTERM, old)
-        save()
+    bar.close()
     m.meta = {"steps": step, "train_seconds": round(seconds, 1), "device": str(device),
               "history_tail": {k: v[-100:] for k, v in history.items()}}
     return m.eval()

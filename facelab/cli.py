@@ -72,7 +72,7 @@ def invert(world, face: torch.Tensor, *, method: str = "pti", budget=None, progr
         ws = encode(world.encoder, face, G=G)
     elif method == "pti":
         res = pti.tune(G, face, pivots="encoder", encoder=world.encoder,
-                       config=pti.PTIConfig(tune_steps=budget.photo_tune_steps), progress=progress)
+                       config=pti.PTIConfig(tune_steps=budget.upload_tune_steps), progress=progress)
         return Inversion(res.pivots, res.G, method, time.perf_counter() - t0)
     else:
         proj = project(G, face, space="w", config=ProjectConfig(steps=budget.project_steps), progress=progress)

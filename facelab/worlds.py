@@ -63,6 +63,7 @@ class Budget(Config):
     project_steps / wplus_steps: projector steps into W and W+ (notebook 02; the W+ run starts from W).
     pti_pivot_steps / pti_tune_steps: pivot projection and tuning steps of PTI on world faces (03).
     photo_pivot_steps / photo_tune_steps: the same for a real photo (04).
+    upload_tune_steps: PTI tuning steps (with early stop) for the user's own photo, from the encoder's pivot (05).
     mapper_steps: training steps of the mapper trained live (04).
     boundary_samples: latents sampled to fit boundaries live (01).
     eval_faces: random faces an edit is measured on (01, 04).
@@ -77,6 +78,7 @@ class Budget(Config):
     pti_tune_steps: int = 350
     photo_pivot_steps: int = 450
     photo_tune_steps: int = 350
+    upload_tune_steps: int = 350
     mapper_steps: int = 2000
     boundary_samples: int = 30_000  # the shipped world64 boundaries' count (InterFaceGAN used 500 000)
     eval_faces: int = 1000
@@ -92,7 +94,8 @@ class Budget(Config):
 # "cpu": what notebooks 01-04 spend on two CPU cores with world64; "paper": the papers' budgets, used on CUDA.
 PRESETS: dict[str, Budget] = {
     "cpu": Budget(project_steps=100, wplus_steps=40, pti_pivot_steps=80, pti_tune_steps=80, photo_pivot_steps=60,
-                  photo_tune_steps=40, mapper_steps=20, boundary_samples=2000, eval_faces=64, locality_faces=16),
+                  photo_tune_steps=40, upload_tune_steps=150, mapper_steps=20, boundary_samples=2000, eval_faces=64,
+                  locality_faces=16),
     "paper": Budget(),
 }
 

@@ -15,6 +15,9 @@ slope (:func:`facelab.interpret.attribute_slope`), so a single face may move mor
 Step budgets are the papers' (``--budget paper``, the default: PTI tunes up to 350 steps with early
 stop, the projector runs 1000 steps) or the notebooks' (``--budget cpu``, a quick look).
 
+In Python (notebook 05): ``cli.invert(world, face, method=...)`` -> :class:`Inversion`;
+``cli.editor(world, {"age": 10}, by=...)`` -> a function ``ws -> edited ws`` (``cli.apply_edits`` applies one).
+
 Exit codes: 0 all done; 1 a photo or more failed (each reported in one line, the rest still done);
 2 a usage error. Errors name their cause and fix; no traceback unless ``FACELAB_DEBUG=1``.
 """
@@ -83,16 +86,17 @@ def invert(world, face: torch.Tensor, *, method: str = "pti", budget=None, progr
     return Inversion(ws.detach(), G, method, time.perf_counter() - t0)
 
 
-def apply_edits(world, ws: torch.Tensor, changes: dict[str, float], *, by: str = "interfacegan") -> torch.Tensor:
-    """Edit W+ latents ``ws`` by ``changes`` ``{attribute: change in its units}`` (see the module docstring)."""
+def editor(world, changes: dict[str, float], *, by: str = "interfacegan"):
+    """A function ``ws -> edited ws`` for ``changes`` ``{attribute: change in its units}`` (see the module
+    docstring); the InterFaceGAN steps are measured once here, so a folder of photos shares them."""
     if by not in EDITORS:
         raise ValueError(f"unknown editor {by!r}; use one of {', '.join(EDITORS)}")
     changes = {k: float(v) for k, v in changes.items() if v}
     if not changes:
-        return ws
+        return lambda ws: ws
     if by == "mapper":
-        return world.mapper.edit(ws, **changes)
-    boundaries = world.boundaries("w")
+        return lambda ws: world.mapper.edit(ws, **changes)
+    boundaries, steps = world.boundaries("w"), {}
     for name, change in changes.items():
         if name not in boundaries:
             raise KeyError(f"world {world.name!r} has no boundary for {name!r}; it has {', '.join(boundaries)}")
@@ -100,13 +104,24 @@ def apply_edits(world, ws: torch.Tensor, changes: dict[str, float], *, by: str =
         slope = interpret.attribute_slope(world.G, b, world.H)
         if abs(slope) < 1e-6:
             raise ValueError(f"the {name} boundary barely moves {name} in world {world.name!r}; use --by mapper")
-        step, std = change / slope, b.report.distance_std if b.report else None
-        if std and abs(step) > MAX_STDS * std:
-            warnings.warn(f"{name} {change:+g} asks for {step / std:+.1f} std along its boundary (the world moves "
-                          f"{name} by {slope * std:.3g} per std); beyond +-{MAX_STDS} std faces may break",
+        steps[name] = change / slope
+        std = b.report.distance_std if b.report else None
+        if std and abs(steps[name]) > MAX_STDS * std:
+            warnings.warn(f"{name} {change:+g} asks for {steps[name] / std:+.1f} std along its boundary (the world "
+                          f"moves {name} by {slope * std:.3g} per std); beyond +-{MAX_STDS} std faces may break",
                           stacklevel=2)
-        ws = interpret.edit(ws, b, step)
-    return ws
+
+    def edit(ws: torch.Tensor) -> torch.Tensor:
+        for name, step in steps.items():
+            ws = interpret.edit(ws, boundaries[name], step)
+        return ws
+
+    return edit
+
+
+def apply_edits(world, ws: torch.Tensor, changes: dict[str, float], *, by: str = "interfacegan") -> torch.Tensor:
+    """Edit W+ latents ``ws`` by ``changes`` ``{attribute: change in its units}``: :func:`editor` applied once."""
+    return editor(world, changes, by=by)(ws)
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -125,6 +140,14 @@ def _photos(paths: list[Path]) -> list[Path]:
     return out
 
 
+def _check_output(out: Path | None, photos: list[Path]) -> bool:
+    """Whether there are several photos; then ``-o`` must name a folder, not a file."""
+    many = len(photos) > 1
+    if many and out is not None and out.suffix.lower() in (*PHOTO_SUFFIXES, ".pt"):
+        raise UsageError(f"{len(photos)} photos but -o {out} names a file; give a folder (e.g. -o edited/)")
+    return many
+
+
 def _destination(photo: Path, out: Path | None, many: bool, suffix: str) -> Path:
     if out is None:
         return photo.with_name(f"{photo.stem}_facelab{suffix}")
@@ -137,10 +160,10 @@ def _budget(world, args):
     return world.budgets[args.budget]
 
 
-def _one_edit(world, photo: Path, dest: Path, args, changes: dict) -> None:
+def _one_edit(world, photo: Path, dest: Path, args, edit) -> None:
     face = world.align(photo)[None]  # [1, 3, R, R]
     inv = invert(world, face, method=args.method, budget=_budget(world, args))
-    edited = inv.render(apply_edits(world, inv.ws, changes, by=args.by))
+    edited = inv.render(edit(inv.ws))
     images = torch.cat([face.to(edited.device), inv.render(), edited]) if args.compare else edited
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, dest, nrow=len(images), scale=args.scale)
@@ -185,17 +208,18 @@ def cmd_edit(args) -> int:
     changes = {a: getattr(args, a) for a in ATTRIBUTES if getattr(args, a) is not None}
     if not changes:
         raise UsageError("no edit asked for; add e.g. --age +10 or --smile 0.3 (see facelab edit --help)")
-    world = load_world(args.world, device=args.device)
     photos = _photos(args.photos)
-    many = len(photos) > 1
-    return _run_batch(photos, lambda p: _one_edit(world, p, _destination(p, args.output, many, ".png"), args, changes),
+    many = _check_output(args.output, photos)
+    world = load_world(args.world, device=args.device)
+    edit = editor(world, changes, by=args.by)
+    return _run_batch(photos, lambda p: _one_edit(world, p, _destination(p, args.output, many, ".png"), args, edit),
                       "edit")
 
 
 def cmd_invert(args) -> int:
-    world = load_world(args.world, device=args.device)
     photos = _photos(args.photos)
-    many = len(photos) > 1
+    many = _check_output(args.output, photos)
+    world = load_world(args.world, device=args.device)
     return _run_batch(photos, lambda p: _one_invert(world, p, _destination(p, args.output, many, ".pt"), args),
                       "invert")
 

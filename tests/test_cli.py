@@ -107,3 +107,22 @@ def test_apply_edits_validates_names():
         cli.apply_edits(world, ws, {"age": 1}, by="clip")
     with pytest.raises(ValueError, match="unknown method"):
         cli.invert(world, torch.zeros(1, 3, 64, 64), method="e4e")
+
+
+def test_several_photos_need_an_output_folder(tmp_path, photo):
+    second = tmp_path / "second.jpg"
+    shutil.copy(photo, second)
+    r = run("edit", str(photo), str(second), "--age", "1", "-o", str(tmp_path / "out.png"))
+    assert r.returncode == 2 and "names a file; give a folder" in r.stderr
+
+
+def test_interfacegan_edits_are_calibrated_and_warn_when_far():
+    world = cli.load_world("world64", device="cpu")
+    ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))
+    with pytest.warns(UserWarning, match=r"age \+60 asks for .* std along its boundary"):
+        far = cli.editor(world, {"age": 60})
+    near = cli.editor(world, {"age": 3})
+    b = world.boundaries("w")["age"]
+    moved = lambda e: (b.distance(e(ws)[:, 0]) - b.distance(ws[:, 0])).mean()  # noqa: E731
+    assert 0 < moved(near) < moved(far)  # older means further along the age normal, in proportion
+    assert float(moved(far) / moved(near)) == pytest.approx(20, rel=1e-3)

@@ -156,13 +156,9 @@ def _destination(photo: Path, out: Path | None, many: bool, suffix: str) -> Path
     return out
 
 
-def _budget(world, args):
-    return world.budgets[args.budget]
-
-
 def _one_edit(world, photo: Path, dest: Path, args, edit) -> None:
     face = world.align(photo)[None]  # [1, 3, R, R]
-    inv = invert(world, face, method=args.method, budget=_budget(world, args))
+    inv = invert(world, face, method=args.method, budget=world.budgets[args.budget])
     edited = inv.render(edit(inv.ws))
     images = torch.cat([face.to(edited.device), inv.render(), edited]) if args.compare else edited
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +167,7 @@ def _one_edit(world, photo: Path, dest: Path, args, edit) -> None:
 
 def _one_invert(world, photo: Path, dest: Path, args) -> None:
     face = world.align(photo)[None]
-    inv = invert(world, face, method=args.method, budget=_budget(world, args))
+    inv = invert(world, face, method=args.method, budget=world.budgets[args.budget])
     dest.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"format": "facelab.latent/1", "world": world.name, "method": inv.method, "photo": str(photo),
                 "ws": inv.ws.detach().cpu()}, dest)

@@ -178,6 +178,7 @@ class World:
         self.budgets = {k: _budget(k, (budgets or {}).get(k), f"world {name!r}") for k in PRESETS}
         self.device = get_device(device)
         self._resolution = resolution
+        self._boundaries: dict[str | None, dict] = {}  # space -> {name: Boundary}, read once
 
     def __repr__(self) -> str:
         return (f"World({self.name!r}, generator={str(self.generator)!r}, crop={self.crop!r}, "
@@ -230,8 +231,12 @@ class World:
         return self._read("encoder", device=self.device)
 
     def boundaries(self, space: str | None = "w") -> dict:
-        """``{name: Boundary}`` in ``space`` (``"z"``, ``"w"``, ``"w+"``; None: all, keyed ``"space/name"``)."""
-        return self._read("boundaries", space=space)
+        """``{name: Boundary}`` in ``space`` (``"z"``, ``"w"``, ``"w+"``; None: all, keyed ``"space/name"``).
+
+        The file is read once per space; each call returns a new dict of the same boundaries."""
+        if space not in self._boundaries:
+            self._boundaries[space] = self._read("boundaries", space=space)
+        return dict(self._boundaries[space])
 
     def align(self, photo, **kw):
         """The face in ``photo`` aligned for this world: ``[3, R, R]`` in [-1, 1], R = :attr:`resolution`.

@@ -64,12 +64,13 @@ run)
   ;;
 adopt)
   dir=${2:?usage: gpu_world.sh adopt DIR}
-  cat "$dir"/checkpoint.pt.part* > runs/checkpoint-from-gpu.pt
-  .venv/bin/python -c "import torch, sys; c = torch.load(sys.argv[1], weights_only=True); \
-print('checkpoint loads:', c['format'], c['state']['nimg'] / 1000, 'kimg')" runs/checkpoint-from-gpu.pt
-  mv runs/checkpoint-from-gpu.pt "$CKPT"
-  cat "$dir/log.jsonl" >> checkpoints/world64/log.jsonl
-  echo "adopted; commit checkpoints/world64/ (and ship the generator with facelab.train.evaluate / hub.ship_generator)"
+  # The run's checkpoint holds CUDA tensors; the trainer's own commit path loads it onto the CPU,
+  # writes the compact copy into checkpoints/world64/ and extends its log past the last step.
+  rm -rf runs/gpu-adopt && mkdir -p runs/gpu-adopt
+  cat "$dir"/checkpoint.pt.part* > runs/gpu-adopt/checkpoint.pt
+  cp "$dir/log.jsonl" "$dir/generator.pt" runs/gpu-adopt/
+  .venv/bin/python -m facelab.train.gan --out runs/gpu-adopt --commit-to checkpoints/world64
+  echo "adopted; commit checkpoints/world64/ (the EMA generator is runs/gpu-adopt/generator.pt)"
   ;;
 *)
   sed -n '2,8p' "$0"; exit 2 ;;

@@ -5,6 +5,12 @@
 #   here, once:   bash scripts/gpu_world.sh prepare          # what the GPU machine lacks -> .gpu/ (git-ignored)
 #   there:        bash scripts/gpu_world.sh run MINUTES      # device tool: carry [".gpu"]; files land in $OUT
 #   here, after:  bash scripts/gpu_world.sh adopt DIR        # DIR: the files that came back
+#   there, first: bash scripts/gpu_world.sh profile          # where a training step spends its time
+#
+# The first H200 run (2026-12-04) trained at only 294 images/s at batch 64 (410 at 256, 525 at 1024):
+# the step time grows with the batch while the GPU idles. `profile` (bench/train_step.py, about a
+# minute) times steps per batch size and prints the costliest operators; run it before `run`
+# (`bash scripts/gpu_world.sh profile; bash scripts/gpu_world.sh run 6`) until that is fixed.
 #
 # The GPU machine has Python 3.12, its own torch and no network: facelab runs from the source tree
 # (PYTHONPATH, no install), and .gpu/ carries the two packages it lacks: facenet-pytorch (MTCNN and
@@ -61,6 +67,12 @@ run)
   cp runs/gpu/generator.pt runs/gpu/log.jsonl runs/gpu/samples.png "$out/"  # at most 8 files come back
   split -b 15m -d runs/gpu/checkpoint.pt "$out/checkpoint.pt.part"
   ls -la "$out"
+  ;;
+profile)
+  out=${OUT:-runs/gpu-out}
+  mkdir -p "$out"
+  export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+  timeout 150 python3 bench/train_step.py --batches 64,256 --steps 5 --profile 64 --rows 30 2>&1 | tee "$out/profile.log"
   ;;
 adopt)
   dir=${2:?usage: gpu_world.sh adopt DIR}

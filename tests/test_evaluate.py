@@ -4,7 +4,8 @@ import torch
 import facelab.nets.attributes as A
 from facelab.nets.teacher import sample_teacher
 from facelab.train.evaluate import (CARD_END, CARD_START, ONetFeatures, attribute_summary, detection, evaluate,
-                                    frechet_distance, identity_features, label_faces, mtcnn_faces, update_card)
+                                    frechet_distance, identity_features, label_faces, metrics_markdown, mtcnn_faces,
+                                    update_card)
 
 
 def test_frechet_distance_matches_the_closed_form_for_an_affine_copy():
@@ -71,6 +72,10 @@ def test_evaluate_runs_mtcnn_once_per_image_set(G, monkeypatch):
     assert len(calls) == 3 and calls == [4, 4, 4]
     assert {"identity_fd_world_vs_teacher", "identity_fd_teacher_vs_teacher", "fod_world_vs_teacher"} <= set(m)
     assert m["identity_fd_world_vs_teacher"] >= 0 and "yaw" in m["attributes"]
+    div = m["identity_diversity"]  # world at psi 1 and 0.7, and the second teacher set as the reference
+    assert set(div) == {"psi1", "psi07", "teacher"}
+    assert all(0 <= row[k] <= 1 for row in div.values() for k in ("precision", "recall"))
+    assert "| world, ψ = 0.7 |" in metrics_markdown(m) and "recall" in metrics_markdown(m)
     calls.clear()
     attribute_summary(sample_teacher(2, seed=1), sample_teacher(2, seed=2))  # detects itself when not given faces
     assert len(calls) == 2

@@ -12,6 +12,11 @@ Numbers (all computed here, on ``--n`` generated faces and ``--n`` teacher faces
   (``facelab.nets.identity``, on ``facelab.metrics.world_chips`` of the 64 px faces): do the
   world's faces span the teacher's identities? The same distance between two independent teacher
   sets is reported as the floor that finite samples alone produce.
+* **Identity diversity**: improved precision and recall (Kynkäänniemi et al., NeurIPS 2019; k = 3)
+  in the same identity space, for the world at psi = 1 and psi = 0.7, with the second teacher set as
+  the reference a perfect world would reach at this n; identity FD beside them; every number with a
+  bootstrap standard deviation (``boot`` resamples). Recall is the one that shows a world covering
+  few of the teacher's identities, which a distance alone can hide.
 * **Fréchet ONet distance (FOD)**: the same on 256-d features of MTCNN's ONet (its penultimate
   layer), a small face/no-face network: closer to "does it look like a face crop" than to identity.
 * **Attribute distributions** (age, gender, smile, pose, mouth width) from facelab's teacher
@@ -180,7 +185,7 @@ def generate(G: Generator, n: int, *, seed: int, psi: float = 1.0, device=None, 
     return torch.cat(out)
 
 
-def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device=None) -> dict:
+def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device=None, boot: int = 50) -> dict:
     """All numbers for the model card (see module docstring)."""
     device = get_device(device)
     t0 = time.time()
@@ -194,7 +199,8 @@ def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device=None) -> dict
     conf = {k: f.conf.double().numpy() for k, f in faces.items()}
     onet = ONetFeatures().to(device)
     feats = [torch.cat([onet(c.to(device)).cpu() for c in x.split(250)]) for x in (fake, real, real2)]
-    ident = [identity_features(x, device=device) for x in (fake, real, real2)]
+    ident = [identity_features(x, device=device) for x in (fake, real, real2, trunc)]
+    diversity = identity_diversity({"psi1": ident[0], "psi07": ident[3]}, ident[1], ident[2], boot=boot)
     meta = getattr(G, "meta", {})
     attrs = attribute_summary(fake, real, device=device, faces=(faces["world"], faces["teacher"]))
 
@@ -212,6 +218,7 @@ def evaluate(G: Generator, *, n: int = 1000, seed: int = 0, device=None) -> dict
         "identity_fd_teacher_vs_teacher": round(frechet_distance(ident[2], ident[1]), 4),
         "fod_world_vs_teacher": round(frechet_distance(feats[0], feats[1]), 3),
         "fod_teacher_vs_teacher": round(frechet_distance(feats[2], feats[1]), 3),
+        "identity_diversity": diversity,
         "kimg": meta.get("kimg"), "train_device": meta.get("device"),
         "train_minutes": round(meta["train_seconds"] / 60, 1) if "train_seconds" in meta else None,
         "params_G": count_params(G), "attributes": attrs, "eval_seconds": round(time.time() - t0, 1),
@@ -312,6 +319,8 @@ def metrics_markdown(m: dict) -> str:
                   "128-d unit embeddings of the dlib ResNet (`facelab.nets.identity`) on `facelab.metrics.world_chips` "
                   "of the faces; *ONet*, the 256-d penultimate features of MTCNN's ONet. The floor compares two "
                   "independent teacher sets of the same size."]
+    if m.get("identity_diversity"):
+        lines += ["", diversity_markdown(m["identity_diversity"])]
     if m.get("attributes"):
         lines += ["", "Teacher attributes (`facelab.nets.attributes`) over the faces MTCNN finds, mean ± sd:", "",
                   "| attribute | world | teacher |", "|---|---|---|"]
@@ -319,6 +328,24 @@ def metrics_markdown(m: dict) -> str:
             lines.append(f"| {name} | {row['world'][0]} ± {row['world'][1]} | {row['teacher'][0]} ± {row['teacher'][1]} |")
     lines += ["", f"Training: {m['kimg']} kimg on {m['train_device']}, {m['train_minutes']} min of training "
                   f"steps; generator parameters: {m['params_G']:,}."]
+    return "\n".join(lines)
+
+
+def diversity_markdown(d: dict) -> str:
+    """The identity FD / precision / recall table of :func:`identity_diversity`'s output."""
+    names = {"psi1": "world, ψ = 1", "psi07": "world, ψ = 0.7", "teacher": "a second teacher set (reference)"}
+    k, n = d["teacher"]["k"], d["teacher"]["n_real"]
+    lines = [f"Diversity in the dlib identity space against {n} teacher faces: identity FD and improved precision "
+             f"and recall (Kynkäänniemi et al. 2019, k = {k}); ± bootstrap sd.", "",
+             "| set | identity FD (× floor) | precision | recall |", "|---|---|---|---|"]
+    floor = d["teacher"]["identity_fd"]
+    for key, row in d.items():
+        lines.append(f"| {names.get(key, key)} | {row['identity_fd']:.4f} ± {row['identity_fd_sd']:.4f} "
+                     f"({row['identity_fd'] / floor:.1f}×) | {row['precision']:.2f} ± {row['precision_sd']:.2f} | "
+                     f"{row['recall']:.2f} ± {row['recall_sd']:.2f} |")
+    lines += ["", "Precision: the share of the set's faces inside the teacher's identity manifold (realistic "
+                  "identities); recall: the share of teacher faces inside the set's manifold (how much of the "
+                  "teacher's variety it covers). The reference row is what a perfect world reaches at this n."]
     return "\n".join(lines)
 
 

@@ -1,0 +1,115 @@
+"""How fast does the world train here, and where does a training step spend its time?
+
+One lent H200 trained world64 at only 294 images/s (batch 64, bfloat16), and a larger batch barely
+helped: about 410 images/s at batch 256 and 525 at 1024. So the time grew almost in step with the
+batch while the GPU sat nearly idle. This bench measures that scaling and names the operators that
+cost the most, so the next GPU run can find the bottleneck without guessing:
+
+    python bench/train_step.py --device cuda --batches 64,256,1024 --profile 64
+    python bench/train_step.py --device cpu --batches 4 --steps 2          # every path, on the CPU
+
+For each batch size it builds a :class:`facelab.train.gan.Trainer` with the committed run's recipe
+(``--disc both``, bfloat16 autocast on CUDA), warms up, then times ``--steps`` whole training steps
+(generator step, the lazy regularisers on their schedule, both discriminators, the EMA), with the
+device synchronised around them: images/s and ms per step. ``--profile B`` then records
+``--steps`` steps at batch B with ``torch.profiler`` and prints the operators that took the most
+time on the device (CUDA) or the CPU, self time, so that a kernel that runs per image (a Python
+loop, a slow grouped or depthwise convolution) stands out. Weights are the committed checkpoint's
+when it exists (timings do not depend on them), else random; nothing is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facelab.train.gan import Trainer, TrainConfig  # noqa: E402
+from facelab.utils import get_device  # noqa: E402
+
+CHECKPOINT = ROOT / "checkpoints" / "world64" / "checkpoint.pt"
+
+
+def trainer_for(batch: int, device, disc: str) -> Trainer:
+    cfg = TrainConfig(preset="world64", batch=batch, disc=disc)
+    t = Trainer(cfg, Path(tempfile.mkdtemp(prefix="facelab-bench-")), device=device, progress=False)
+    if CHECKPOINT.exists():
+        t.load(CHECKPOINT, warm_start=True)
+    return t
+
+
+def sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(t: Trainer, steps: int, warmup: int) -> float:
+    """Seconds per training step (median-free: the mean over ``steps``, after ``warmup``)."""
+    for _ in range(warmup):
+        t.step()
+    sync(t.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        t.step()
+    sync(t.device)
+    return (time.perf_counter() - t0) / steps
+
+
+def profile(t: Trainer, steps: int, rows: int) -> str:
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if t.device.type == "cuda" else [])
+    t.step()
+    sync(t.device)
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            t.step()
+        sync(t.device)
+    key = "self_cuda_time_total" if t.device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
+    p.add_argument("--batches", default="64,256", help="comma-separated batch sizes")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per batch size")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--disc", default="both", help="stylegan2, projected or both (the committed run's)")
+    p.add_argument("--profile", type=int, default=0, metavar="B", help="also profile steps at batch B")
+    p.add_argument("--rows", type=int, default=25, help="operators in the profile table")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = get_device(a.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"torch {torch.__version__}, {name}, disc {a.disc}, weights "
+          f"{'checkpoints/world64' if CHECKPOINT.exists() else 'random'}")
+    print("\n| batch | ms / step | images / s |\n|---|---|---|")
+    rows = []
+    for b in (int(x) for x in a.batches.split(",")):
+        sec = time_steps(trainer_for(b, device, a.disc), a.steps, a.warmup)
+        rows.append({"batch": b, "ms_per_step": round(sec * 1000, 1), "images_per_s": round(b / sec, 1)})
+        print(f"| {b} | {sec * 1000:.1f} | {b / sec:.1f} |", flush=True)
+    out = {"device": name, "torch": torch.__version__, "disc": a.disc, "rows": rows}
+    if a.profile:
+        table = profile(trainer_for(a.profile, device, a.disc), a.steps, a.rows)
+        print(f"\nTop operators at batch {a.profile}, {a.steps} steps, by self time on {device.type}:\n{table}")
+        out["profile"] = table
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()

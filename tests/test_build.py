@@ -46,3 +46,15 @@ def test_one_line_errors(tmp_path):
         B.main(["fresh", "--home", str(tmp_path)])
     with pytest.raises(ValueError, match="world.json has no field colour"):
         B.write_world_json(tmp_path, generator="generator.pt", colour="red")
+
+
+def test_resolution_cuts_the_generator_into_the_world_folder(tmp_path):
+    from facelab.hub import export_generator, load_generator
+    from facelab.nets.stylegan2 import Generator
+    src = export_generator(Generator("tiny"), tmp_path / "tiny.pt", meta={"kimg": 1.0})
+    B.main(["small", "--home", str(tmp_path), "--generator", str(src), "--resolution", "16", "--only", "cards"])
+    G = load_generator(tmp_path / "worlds" / "small" / "generator.pt")
+    assert (G.img_resolution, G.num_ws) == (16, 6)
+    assert G.meta["resolution"] == 16 and G.meta["kimg"] == 1.0 and G.meta["cut_from"] == str(src)
+    with pytest.raises(SystemExit, match=r"error: resolution must be one of G's coarser blocks \[4, 8, 16\], got 64"):
+        B.main(["big", "--home", str(tmp_path), "--generator", str(src), "--resolution", "64", "--only", "cards"])

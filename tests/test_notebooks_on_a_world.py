@@ -1,9 +1,11 @@
 """Every notebook runs top to bottom on another world (issue #18: the world is one parameter).
 
-``make test-worlds`` builds the small ``mini32`` world (a 32 px generator with another w_dim and
-mapping depth, trained for minutes, with its H, boundaries and mapper built by
-``python -m facelab.train.build``) and runs this file with ``FACELAB_TEST_WORLD=mini32`` and
-``FACELAB_TEST_WORLD_HOME`` set to where it was built. Execution only: each notebook must finish
+``make test-worlds`` builds the small ``mini32`` world and runs this file with
+``FACELAB_TEST_WORLD=mini32`` and ``FACELAB_TEST_WORLD_HOME`` set to where it was built. mini32 is
+world64 cut at 32 px (``facelab.nets.stylegan2.lower_resolution``: another resolution and another
+number of W+ codes, 8 instead of 10, with no training, so its faces are real faces that the teacher's
+detector finds), with its H, boundaries, mapper and encoder built by ``python -m facelab.train.build``
+at a small N. Execution only: each notebook must finish
 without an error and print its claims table; the numbers and verdicts of such a briefly trained
 world mean nothing and are not compared. Without ``FACELAB_TEST_WORLD`` (``make test``) it is skipped.
 """

@@ -378,3 +378,12 @@ def test_ffhq_by_name_downloads_once_and_pins_the_hash(nv, G, tmp_path, facelab_
 def test_a_shipped_entry_needs_a_hash():
     with pytest.raises(ValueError, match="ship without a sha256"):
         hub.register(hub.WeightSpec(name="nohash", filename="x.pt", sha256=None))
+
+
+def test_a_world_is_built_from_an_ada_pickle(nv, G, tmp_path):
+    from facelab.train import build as B
+    path = write_pickle(tmp_path / "net.pkl", nv, G)
+    B.main(["fromnv", "--home", str(tmp_path), "--generator", str(path), "--only", "cards"])
+    G2 = fl.load_generator(tmp_path / "worlds" / "fromnv" / "generator.pt")  # a facelab file now, not the pickle
+    assert G2.cfg == G.cfg
+    torch.testing.assert_close(G2.state_dict()["synthesis.b4.const"], G.state_dict()["synthesis.b4.const"])

@@ -359,3 +359,19 @@ def test_mixed_precision_forward_and_backward_run_and_stay_close_to_float32():
     torch.nn.functional.softplus(-logits).float().mean().backward()
     assert G.synthesis.b4.conv1.weight.grad is not None
     assert (img - ref).abs().max() < 0.1 * ref.abs().max()  # bf16 has ~3 significant digits
+
+
+def test_lower_resolution_is_the_generators_own_coarser_image():
+    from facelab.nets.stylegan2 import lower_resolution
+    G = Generator(get_config("tiny")).eval()
+    small = lower_resolution(G, 16)
+    assert (small.img_resolution, small.num_ws) == (16, 6) and G.num_ws == 8
+    seen = {}
+    G.synthesis.b16.register_forward_hook(lambda m, args, out: seen.update(img=out[1]))
+    ws = G.mapping(torch.randn(3, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        G.synthesis(ws, noise_mode="const")
+        torch.testing.assert_close(small.synthesis(ws[:, :small.num_ws], noise_mode="const"), seen["img"])
+    assert torch.equal(small.w_avg, G.w_avg)
+    with pytest.raises(ValueError, match="coarser blocks"):
+        lower_resolution(G, 32)  # its own resolution: nothing to cut

@@ -623,6 +623,25 @@ class Generator(nn.Module):
         return f"resolution={self.img_resolution}, z_dim={self.z_dim}, w_dim={self.w_dim}, num_ws={self.num_ws}"
 
 
+def lower_resolution(G: Generator, resolution: int) -> Generator:
+    """A generator that stops at ``resolution``: G's own image at that block, with no training.
+
+    StyleGAN2's skip generator sums the upsampled toRGB outputs of every block, so the running image
+    after the block at ``resolution`` is already a coarser rendering of G's face. The copy keeps the
+    mapping network, ``w_avg`` and the blocks up to ``resolution`` (same weights; channels are
+    ``min(channel_base // r, channel_max)``, so they match) and drops the finer ones; it takes the
+    first ``num_ws`` of G's W+ codes. A deliberately different architecture (resolution, ``num_ws``)
+    for checking that nothing assumes one world (issue #18: ``mini32`` is world64 at 32 px).
+    """
+    if resolution not in G.cfg.block_resolutions or resolution == G.img_resolution:
+        raise ValueError(f"resolution must be one of G's coarser blocks {list(G.cfg.block_resolutions[:-1])}, "
+                         f"got {resolution}")
+    small = Generator(replace(G.cfg, img_resolution=resolution))
+    own = small.state_dict()
+    small.load_state_dict({k: v for k, v in G.state_dict().items() if k in own})
+    return small.to(next(G.parameters()).device).train(G.training)
+
+
 def style_mix(ws_a: torch.Tensor, ws_b: torch.Tensor, crossover: int) -> torch.Tensor:
     """Coarse styles (layers < crossover) from ``ws_a``, fine ones from ``ws_b``.
 

@@ -1,6 +1,6 @@
 """Build every artifact a world needs with one command (issue #18).
 
-    python -m facelab.train.build NAME [--generator PATH] [--home DIR] [--n-samples N] [--mapper-steps N]
+    python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR] [--n-samples N] [--mapper-steps N]
                                        [--device D] [--only STAGE] [--from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
@@ -13,9 +13,13 @@ the ``cards`` stage writes ``world.md`` and ``world.json`` (format ``facelab.wor
 
 The stages reuse the code that built world64: :func:`facelab.train.regressor.label` and
 :func:`~facelab.train.regressor.fit`, ``facelab.train.boundaries`` and :func:`facelab.train.mapper.train`.
-Not yet (issue #18): ``--ship`` for world64, batching/bf16 on CUDA, a warning when the teacher's
-detector finds few faces (a briefly trained world draws blobs that MTCNN does not detect, and then H
-and everything after it have nothing to learn from), and an end-to-end test on a real world.
+``--generator`` takes a facelab generator file, an NVIDIA network pickle or a registry name;
+``--resolution`` cuts it to a coarser block first (:func:`facelab.nets.stylegan2.lower_resolution`).
+End to end: ``make test-worlds`` builds ``mini32`` (world64 at 32 px, 2000 faces: about 14 minutes
+on one CPU thread) and runs every notebook on it. Not yet (issue #18): ``--ship`` for world64 (its
+artifacts are shipped by each trainer's own ``--ship``), batching/bf16 on CUDA, and a warning when
+the teacher's detector finds few faces (a briefly trained world draws blobs that MTCNN does not
+detect, and then H and everything after it have nothing to learn from).
 """
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ def stage_label(folder: Path, args) -> None:
 def stage_h(folder: Path, args) -> None:
     from .regressor import fit
 
-    fit(folder / "labels", val=max(1, args.n_samples // 10), ship=False)
+    fit(folder / "labels", val=max(1, args.n_samples // 10), epochs=getattr(args, "h_epochs", 15), ship=False)
     shutil.copyfile(folder / "labels" / "attribute_regressor.pt", folder / "regressor.pt")
 
 
@@ -106,6 +110,27 @@ RUNNERS = {"label": stage_label, "h": stage_h, "boundaries": stage_boundaries, "
            "encoder": stage_encoder, "cards": stage_cards}
 
 
+def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> None:
+    """The world's ``generator.pt``: ``src`` (a facelab generator file, an NVIDIA StyleGAN2-ADA network
+    pickle, read as data by :mod:`facelab.nvidia`, or a registry name such as ``world64`` or ``ffhq``),
+    cut to ``resolution`` if given. A facelab file is copied as is; anything else is exported."""
+    from ..hub import REGISTRY, export_generator, load_generator
+    from ..nets.stylegan2 import lower_resolution
+
+    if not Path(src).exists() and src not in REGISTRY:
+        raise FileNotFoundError(f"generator {src} not found; pass an exported facelab generator (.pt) "
+                                "or a registry name such as world64")
+    if resolution is None and Path(src).exists() and Path(src).suffix != ".pkl":
+        shutil.copyfile(src, dest)
+        return
+    G = load_generator(src, device="cpu")
+    meta = dict(G.meta)
+    if resolution is not None:
+        G = lower_resolution(G, resolution)
+        meta.update(cut_from=str(src), resolution=resolution)
+    export_generator(G, dest, meta=meta)
+
+
 def build(args) -> Path:
     """Run the stages of ``args`` (see :func:`main`) and return the world folder."""
     todo, force = stages_to_run(args.only, getattr(args, "from_"))
@@ -113,11 +138,8 @@ def build(args) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     gen = folder / "generator.pt"
     if args.generator:
-        src = Path(args.generator)
-        if not src.exists():
-            raise FileNotFoundError(f"generator {src} not found; pass an exported facelab generator (.pt)")
         if not gen.exists() or force:
-            shutil.copyfile(src, gen)
+            copy_generator(args.generator, gen, resolution=getattr(args, "resolution", None))
     elif not gen.exists():
         raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
     record_path = folder / "build.json"
@@ -140,8 +162,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name")
     p.add_argument("--generator", default=None, help="exported facelab generator (.pt) for a new world")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="cut --generator to this resolution (facelab.nets.stylegan2.lower_resolution), "
+                        "e.g. 32 for mini32, the test world of `make test-worlds`")
     p.add_argument("--home", default=None, help="FACELAB_HOME (default $FACELAB_HOME or ~/.cache/facelab)")
     p.add_argument("--n-samples", type=int, default=2000)
+    p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder training steps (CPU preset)")
     p.add_argument("--device", default=None)

@@ -15,8 +15,8 @@ The stages reuse the code that built world64: :func:`facelab.train.regressor.lab
 :func:`~facelab.train.regressor.fit`, ``facelab.train.boundaries`` and :func:`facelab.train.mapper.train`.
 ``--generator`` takes a facelab generator file, an NVIDIA network pickle or a registry name;
 ``--resolution`` cuts it to a coarser block first (:func:`facelab.nets.stylegan2.lower_resolution`).
-End to end: ``make test-worlds`` builds ``mini32`` (world64 at 32 px, 2000 faces: about 14 minutes
-on one CPU thread) and runs every notebook on it. Not yet (issue #18): ``--ship`` for world64 (its
+End to end: ``make test-worlds`` builds ``mini32`` (world64 at 32 px, 2000 faces; the time per stage
+goes to ``build.json``, and the README quotes one build) and runs every notebook on it. Not yet (issue #18): ``--ship`` for world64 (its
 artifacts are shipped by each trainer's own ``--ship``), batching/bf16 on CUDA, and a warning when
 the teacher's detector finds few faces (a briefly trained world draws blobs that MTCNN does not
 detect, and then H and everything after it have nothing to learn from).

@@ -46,9 +46,12 @@ def world_w(world):
 
 
 @pytest.fixture(scope="module")
-def world_wplus(world):
+def world_wplus(world, world_w):
+    # W+ continued from the W result, as the course runs it (notebooks 02 and 05, the encoder's card).
+    # From scratch with the same steps W+ is not reliably better on a face that lies in W: on world v2
+    # it lost to W on 2 of 3 such faces at 60 steps (its ten codes start equal and wander apart).
     G, _, target = world
-    return project(G, target, space="w+", steps=STEPS, **FAST)
+    return project(G, target, space="w+", steps=STEPS, init=world_w, **FAST)
 
 
 def test_w_projection_recovers_a_generated_face(world, world_w):
@@ -74,7 +77,7 @@ def test_w_projection_recovers_a_generated_face(world, world_w):
 
 def test_wplus_distorts_less_than_w_and_leaves_w(world_w, world_wplus):
     assert world_wplus.w is None and world_wplus.space == "w+"
-    # the same steps and loss: W+ has more freedom, so it reconstructs at least as well...
+    # the same loss, started from W's result: W+ has more freedom, so it reconstructs at least as well...
     assert world_wplus.final["perceptual"].item() <= world_w.final["perceptual"].item()
     assert world_wplus.final["pixel"].item() <= world_w.final["pixel"].item()
     # ...with layers that disagree (W: none), i.e. it walks away from W

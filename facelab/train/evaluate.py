@@ -326,8 +326,8 @@ def metrics_markdown(m: dict) -> str:
                   "| attribute | world | teacher |", "|---|---|---|"]
         for name, row in m["attributes"].items():
             lines.append(f"| {name} | {row['world'][0]} ± {row['world'][1]} | {row['teacher'][0]} ± {row['teacher'][1]} |")
-    lines += ["", f"Training: {m['kimg']} kimg on {m['train_device']}, {m['train_minutes']} min of training "
-                  f"steps; generator parameters: {m['params_G']:,}."]
+    lines += ["", f"Training: {m['kimg']} kimg in all, the last run on {m['train_device']}; {m['train_minutes']} min "
+                  f"of training steps in all; generator parameters: {m['params_G']:,}."]
     return "\n".join(lines)
 
 

@@ -1,6 +1,7 @@
 """Build every artifact a world needs with one command (issue #18).
 
-    python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR] [--n-samples N] [--mapper-steps N]
+    python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
+                                       [--n-samples N] [--h-epochs N] [--mapper-steps N] [--encoder-steps N]
                                        [--device D] [--only STAGE] [--from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
@@ -16,9 +17,10 @@ The stages reuse the code that built world64: :func:`facelab.train.regressor.lab
 ``--generator`` takes a facelab generator file, an NVIDIA network pickle or a registry name;
 ``--resolution`` cuts it to a coarser block first (:func:`facelab.nets.stylegan2.lower_resolution`).
 End to end: ``make test-worlds`` builds ``mini32`` (world64 at 32 px, 2000 faces; the time per stage
-goes to ``build.json``, and the README quotes one build) and runs every notebook on it. Not yet (issue #18): ``--ship`` for world64 (its
-artifacts are shipped by each trainer's own ``--ship``), batching/bf16 on CUDA, and a warning when
-the teacher's detector finds few faces (a briefly trained world draws blobs that MTCNN does not
+goes to ``build.json``, and the README quotes one build) and runs every notebook on it. Not yet
+(issue #18): ``--ship`` for world64 (its artifacts are shipped by each trainer's own ``--ship``, in
+order by ``scripts/rebuild_world64.sh``), batching/bf16 on CUDA, and a warning when the teacher's
+detector finds few faces (a briefly trained world draws blobs that MTCNN does not
 detect, and then H and everything after it have nothing to learn from).
 """
 from __future__ import annotations
@@ -161,7 +163,9 @@ def build(args) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("name")
-    p.add_argument("--generator", default=None, help="exported facelab generator (.pt) for a new world")
+    p.add_argument("--generator", default=None,
+                   help="for a new world: a facelab generator file (.pt), an NVIDIA network pickle (.pkl, read as "
+                        "data) or a registry name (world64, ffhq)")
     p.add_argument("--resolution", type=int, default=None,
                    help="cut --generator to this resolution (facelab.nets.stylegan2.lower_resolution), "
                         "e.g. 32 for mini32, the test world of `make test-worlds`")

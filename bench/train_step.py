@@ -15,7 +15,8 @@ device synchronised around them: images/s and ms per step. ``--profile B`` then 
 ``--steps`` steps at batch B with ``torch.profiler`` and prints the operators that took the most
 time on the device (CUDA) or the CPU, self time, so that a kernel that runs per image (a Python
 loop, a slow grouped or depthwise convolution) stands out. Weights are the committed checkpoint's
-when it exists (timings do not depend on them), else random; nothing is written.
+when it exists (timings do not depend on them), else random; the trainers' run folders are
+temporary and removed at the end.
 """
 from __future__ import annotations
 
@@ -37,9 +38,10 @@ from facelab.utils import get_device  # noqa: E402
 CHECKPOINT = ROOT / "checkpoints" / "world64" / "checkpoint.pt"
 
 
-def trainer_for(batch: int, device, disc: str) -> Trainer:
+def trainer_for(batch: int, device, disc: str, scratch: Path) -> Trainer:
+    """A trainer with the committed run's weights; its run folder lies under ``scratch`` (step() writes nothing there)."""
     cfg = TrainConfig(preset="world64", batch=batch, disc=disc)
-    t = Trainer(cfg, Path(tempfile.mkdtemp(prefix="facelab-bench-")), device=device, progress=False)
+    t = Trainer(cfg, scratch / f"batch{batch}", device=device, progress=False)
     if CHECKPOINT.exists():
         t.load(CHECKPOINT, warm_start=True)
     return t
@@ -51,7 +53,7 @@ def sync(device) -> None:
 
 
 def time_steps(t: Trainer, steps: int, warmup: int) -> float:
-    """Seconds per training step (median-free: the mean over ``steps``, after ``warmup``)."""
+    """Seconds per training step: the mean over ``steps``, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         t.step()
     sync(t.device)
@@ -97,15 +99,16 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'checkpoints/world64' if CHECKPOINT.exists() else 'random'}")
     print("\n| batch | ms / step | images / s |\n|---|---|---|")
     rows = []
-    for b in (int(x) for x in a.batches.split(",")):
-        sec = time_steps(trainer_for(b, device, a.disc), a.steps, a.warmup)
-        rows.append({"batch": b, "ms_per_step": round(sec * 1000, 1), "images_per_s": round(b / sec, 1)})
-        print(f"| {b} | {sec * 1000:.1f} | {b / sec:.1f} |", flush=True)
-    out = {"device": name, "torch": torch.__version__, "disc": a.disc, "rows": rows}
-    if a.profile:
-        table = profile(trainer_for(a.profile, device, a.disc), a.steps, a.rows)
-        print(f"\nTop operators at batch {a.profile}, {a.steps} steps, by self time on {device.type}:\n{table}")
-        out["profile"] = table
+    with tempfile.TemporaryDirectory(prefix="facelab-bench-") as scratch:
+        for b in (int(x) for x in a.batches.split(",")):
+            sec = time_steps(trainer_for(b, device, a.disc, Path(scratch)), a.steps, a.warmup)
+            rows.append({"batch": b, "ms_per_step": round(sec * 1000, 1), "images_per_s": round(b / sec, 1)})
+            print(f"| {b} | {sec * 1000:.1f} | {b / sec:.1f} |", flush=True)
+        out = {"device": name, "torch": torch.__version__, "disc": a.disc, "rows": rows}
+        if a.profile:
+            table = profile(trainer_for(a.profile, device, a.disc, Path(scratch)), a.steps, a.rows)
+            print(f"\nTop operators at batch {a.profile}, {a.steps} steps, by self time on {device.type}:\n{table}")
+            out["profile"] = table
     if a.json:
         a.json.write_text(json.dumps(out, indent=1) + "\n")
     return out

@@ -57,7 +57,7 @@ def stage_label(folder: Path, args) -> None:
 def stage_h(folder: Path, args) -> None:
     from .regressor import fit
 
-    fit(folder / "labels", val=max(1, args.n_samples // 10), epochs=getattr(args, "h_epochs", 15), ship=False)
+    fit(folder / "labels", val=max(1, args.n_samples // 10), epochs=args.h_epochs, ship=False)
     shutil.copyfile(folder / "labels" / "attribute_regressor.pt", folder / "regressor.pt")
 
 
@@ -135,13 +135,13 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
 
 def build(args) -> Path:
     """Run the stages of ``args`` (see :func:`main`) and return the world folder."""
-    todo, force = stages_to_run(args.only, getattr(args, "from_"))
+    todo, force = stages_to_run(args.only, args.from_)
     folder = (Path(args.home).expanduser() / "worlds" if args.home else worlds_dir()) / args.name
     folder.mkdir(parents=True, exist_ok=True)
     gen = folder / "generator.pt"
     if args.generator:
         if not gen.exists() or force:
-            copy_generator(args.generator, gen, resolution=getattr(args, "resolution", None))
+            copy_generator(args.generator, gen, resolution=args.resolution)
     elif not gen.exists():
         raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
     record_path = folder / "build.json"

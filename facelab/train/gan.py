@@ -22,6 +22,11 @@ Discriminators (``--disc``): ``stylegan2`` (the residual StyleGAN2 discriminator
 counters (and its discriminator when both use one), so recipes can be compared from the same start.
 ``--cpu-minutes`` budgets processor time rather than wall time, which stays fair when the machine is
 shared; the log and the exported generator record both.
+
+Several processes (GPUs, or CPU processes with the gloo backend) train one run together under
+``torchrun --standalone --nproc_per_node=N -m facelab.train.gan ...``: ``--batch`` stays the global
+batch, each rank renders its own slice of it (its own teacher faces), gradients are averaged, and
+rank 0 writes the checkpoints, so a run may be resumed under any N (:mod:`facelab.train.distributed`).
 """
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ from ..nets.projected import ProjectedDiscriminator
 from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config, style_mix
 from ..nets.teacher import load_teacher
 from ..utils import Config, get_device
+from .distributed import Shard, init_from_torchrun, launched_by_torchrun, leave
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
@@ -116,8 +122,12 @@ def _lazy_adam(params, lr, betas, interval):
 class Trainer:
     """Holds the networks, optimisers and counters of one run; ``train()`` runs it."""
 
-    def __init__(self, cfg: TrainConfig, out: str | Path, *, device=None, progress: bool = True):
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, device=None, progress: bool = True,
+                 shard: Shard | None = None):
+        self.cfg, self.out = cfg, Path(out)
+        self.shard = shard or Shard.current()  # every rank seeds alike: see facelab.train.distributed
+        self.shard.local(cfg.batch)  # refuse a batch the ranks cannot share
+        self.progress = progress and self.shard.leader
         self.device = get_device(device)
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
@@ -137,27 +147,43 @@ class Trainer:
             self.opt_P = _lazy_adam(self.P.trainable_parameters(), cfg.d_lr, cfg.betas, 0)
         self.discs = [d for d in (self.D, self.P) if d is not None]
         self.state = RunState()
+        self.interrupted = False  # set when Ctrl-C or SIGTERM ended train()
         # Fixed latents for the sample grids, independent of the training RNG.
         self.grid_z = torch.randn(64, self.G.z_dim, generator=torch.Generator().manual_seed(123))
 
     # -- data and latents ------------------------------------------------------------------------
 
+    # Every random draw is made for the global batch of n and sliced (Shard.randn): [n / world, ...].
+
+    def randn(self, n: int, *shape: int) -> torch.Tensor:
+        return self.shard.randn(n, *shape, device=self.device)
+
     def real_batch(self, n: int) -> torch.Tensor:
+        """This rank's share of n fresh teacher faces: [n / world, 3, R, R]."""
         with torch.no_grad():
-            z = torch.randn(n, self.teacher.z_dim, device=self.device)
-            return resize(self.teacher(z).clamp(-1, 1), self.G.img_resolution)  # [n, 3, R, R]
+            z = self.randn(n, self.teacher.z_dim)
+            return resize(self.teacher(z).clamp(-1, 1), self.G.img_resolution)
 
     def sample_ws(self, n: int) -> torch.Tensor:
-        """Latents for a training batch, with style mixing: [n, num_ws, w_dim]."""
+        """Latents for a training batch of n, with style mixing: [n / world, num_ws, w_dim]."""
         G = self.G
-        ws = G.mapping(torch.randn(n, G.z_dim, device=self.device))
+        ws = G.mapping(self.randn(n, G.z_dim))
         if self.cfg.style_mixing > 0:
             cut = torch.randint(1, G.num_ws, (), device=self.device)
             if torch.rand((), device=self.device) >= self.cfg.style_mixing:
                 cut = torch.full_like(cut, G.num_ws)
-            ws2 = G.mapping(torch.randn(n, G.z_dim, device=self.device), update_w_avg=False)
+            ws2 = G.mapping(self.randn(n, G.z_dim), update_w_avg=False)
             ws = style_mix(ws, ws2, int(cut))
         return ws
+
+    def fakes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents and images of a training batch of n (per-layer noise drawn like the latents)."""
+        ws = self.sample_ws(n)
+        noise = [self.randn(n, *shape[1:]) for shape in self.G.synthesis.noise_shapes()]
+        return ws, self.G.synthesis(ws, noise=noise)
+
+    def average_gradients(self, *modules) -> None:
+        self.shard.average_gradients(p for m in modules for p in m.parameters())
 
     def autocast(self):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp)
@@ -184,25 +210,28 @@ class Trainer:
         # Generator: non-saturating logistic loss, softplus(-D(G(z))), summed over discriminators.
         self.set_training(generator=True)
         with self.autocast():
-            fake = G.synthesis(self.sample_ws(n))
+            _, fake = self.fakes(n)
             loss_g = sum(F.softplus(-logits).mean() for logits in self.logits(fake))
         self.opt_G.zero_grad(set_to_none=True)
         loss_g.backward()
+        self.average_gradients(G)
         self.opt_G.step()
         stats["loss_g"] = loss_g.item()
 
         # Lazy path-length regularisation: keep |J_w^T y| constant for random image-space y.
         if cfg.pl_weight > 0 and st.step % cfg.pl_interval == 0:
-            m = max(n // cfg.pl_batch_shrink, 1)
-            ws = self.sample_ws(m)
-            img = G.synthesis(ws)
-            y = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+            world = self.shard.world
+            m = -(-max(n // cfg.pl_batch_shrink, 1) // world) * world  # a multiple of the ranks
+            ws, img = self.fakes(m)
+            y = self.randn(m, *img.shape[1:]) / math.sqrt(img.shape[2] * img.shape[3])
             (grad,) = torch.autograd.grad((img * y).sum(), ws, create_graph=True)
-            lengths = grad.square().sum(2).mean(1).sqrt()  # [m]
-            st.pl_mean = st.pl_mean + cfg.pl_decay * (lengths.mean().item() - st.pl_mean)
+            lengths = grad.square().sum(2).mean(1).sqrt()  # [m / world]
+            batch_mean = self.shard.average_(lengths.detach().mean()).item()
+            st.pl_mean = st.pl_mean + cfg.pl_decay * (batch_mean - st.pl_mean)
             loss_pl = (lengths - st.pl_mean).square().mean() * cfg.pl_weight * cfg.pl_interval
             self.opt_G.zero_grad(set_to_none=True)
             loss_pl.backward()
+            self.average_gradients(G)
             self.opt_G.step()
             stats["loss_pl"] = loss_pl.item()
 
@@ -211,13 +240,14 @@ class Trainer:
         self.set_training(generator=False)
         real = self.real_batch(n)
         with torch.no_grad(), self.autocast():
-            fake = G.synthesis(self.sample_ws(n))
+            _, fake = self.fakes(n)
         with self.autocast():
             logits_fake, logits_real = self.logits(fake.float()), self.logits(real)
             loss_d = sum(F.softplus(f).mean() + F.softplus(-r).mean() for f, r in zip(logits_fake, logits_real))
         for opt in opts_d:
             opt.zero_grad(set_to_none=True)
         loss_d.backward()
+        self.average_gradients(*self.discs)
         for opt in opts_d:
             opt.step()
         stats["loss_d"] = loss_d.item()
@@ -234,9 +264,11 @@ class Trainer:
             loss_r1 = (r1 * (cfg.r1_gamma / 2)).mean() * cfg.r1_interval
             self.opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
+            self.average_gradients(D)
             self.opt_D.step()
             stats["r1"] = r1.mean().item()
 
+        self.shard.average_(G.mapping.w_avg)  # a linear running mean: the ranks' average is the global one
         self.update_ema()  # the ramp-up uses the image count before this step, as in StyleGAN2-ADA
         st.step += 1
         st.nimg += n
@@ -336,10 +368,11 @@ class Trainer:
 
     def train(self, *, max_steps: int | None = None) -> RunState:
         """Train until ``cfg.kimg``, or this invocation's ``cfg.minutes``, ``cfg.cpu_minutes`` or ``max_steps``."""
-        cfg, st = self.cfg, self.state
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        log_file = open(self.out / "log.jsonl", "a")
+        cfg, st, leader = self.cfg, self.state, self.shard.leader
+        if leader:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        log_file = open(self.out / "log.jsonl", "a") if leader else None
         start, cpu_start, steps_here = time.time(), time.process_time(), 0
         next_snap = (math.floor(st.nimg / 1000 / cfg.snap_kimg) + 1) * cfg.snap_kimg
         total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
@@ -348,16 +381,16 @@ class Trainer:
             while st.nimg < cfg.kimg * 1000:
                 if max_steps is not None and steps_here >= max_steps:
                     break
-                if cfg.minutes is not None and time.time() - start > cfg.minutes * 60:
-                    break
-                if cfg.cpu_minutes is not None and time.process_time() - cpu_start > cfg.cpu_minutes * 60:
+                out_of_time = (cfg.minutes is not None and time.time() - start > cfg.minutes * 60
+                               or cfg.cpu_minutes is not None and time.process_time() - cpu_start > cfg.cpu_minutes * 60)
+                if self.shard.any(out_of_time, device=self.device):  # every rank stops on the same step
                     break
                 t0, c0 = time.time(), time.process_time()
                 stats = self.step()
                 st.seconds += time.time() - t0
                 st.cpu_seconds += time.process_time() - c0
                 steps_here += 1
-                if st.step % 10 == 0 or st.step == 1:
+                if log_file is not None and (st.step % 10 == 0 or st.step == 1):
                     rec = {"step": st.step, "kimg": round(st.nimg / 1000, 3), "sec": round(st.seconds, 1),
                            "cpu": round(st.cpu_seconds, 1),
                            **{k: round(v, 4) for k, v in stats.items()}}
@@ -366,14 +399,19 @@ class Trainer:
                     bar.set_postfix(kimg=f"{rec['kimg']:.1f}", g=f"{stats['loss_g']:.2f}", d=f"{stats['loss_d']:.2f}")
                 bar.update(1)
                 if st.nimg / 1000 >= next_snap:
-                    self.snapshot()
+                    if leader:
+                        self.snapshot()
                     next_snap += cfg.snap_kimg
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): keep the work done so far
-            print(f"\ninterrupted at step {st.step}; writing a checkpoint before exiting")
+            self.interrupted = True
+            if leader:
+                print(f"\ninterrupted at step {st.step}; writing a checkpoint before exiting")
         finally:
             bar.close()
-            log_file.close()
-        self.snapshot()
+            if log_file is not None:
+                log_file.close()
+        if leader:  # the ranks hold the same weights after every finished step
+            self.snapshot()
         return st
 
 
@@ -545,12 +583,21 @@ def main(argv: list[str] | None = None) -> None:
         if changed:
             raise SystemExit(f"error: {ckpt} was trained with different settings {changed}; "
                              "repeat the original flags to resume, or pass --fresh / a new --out")
-    G = Generator(cfg.preset)
-    print(f"facelab.train.gan: preset {cfg.preset}, G {count_params(G):,} params, "
-          f"device {get_device(a.device)}, out {a.out}" + (" (resuming)" if ckpt.exists() and not a.fresh else ""))
+    device = init_from_torchrun(a.device) if launched_by_torchrun() else a.device
+    shard = Shard.current()
+    if shard.leader:
+        ranks = f" x {shard.world} processes (batch {cfg.batch // shard.world} each)" if shard.world > 1 else ""
+        print(f"facelab.train.gan: preset {cfg.preset}, G {count_params(Generator(cfg.preset)):,} params, "
+              f"device {get_device(device)}{ranks}, out {a.out}" + (" (resuming)" if ckpt.exists() and not a.fresh else ""))
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops cleanly, like Ctrl-C
-    trainer = train(a.out, cfg, device=a.device, resume=not a.fresh, init_from=a.init_from)
+    trainer = None
+    try:
+        trainer = train(a.out, cfg, device=device, resume=not a.fresh, init_from=a.init_from)
+    finally:
+        leave(wait=trainer is not None and not trainer.interrupted)
     st = trainer.state
+    if not trainer.shard.leader:
+        return
     print(f"done: {st.step} steps, {st.nimg / 1000:.1f} kimg, {st.seconds / 60:.1f} min of training; "
           f"EMA generator at {Path(a.out) / 'generator.pt'}")
 

@@ -54,7 +54,7 @@ def _fake_chunks(folder, n=600, seed=0):
 
 def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
     _fake_chunks(tmp_path)
-    report = tr.fit(tmp_path, epochs=3, val=150, batch=32, lr=3e-3, ship=False)
+    report = tr.fit(tmp_path, epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
     assert report["val"]["age"]["r"] > 0.8         # brightness is learnable
     assert abs(report["val"]["yaw"]["r"]) < 0.3    # pure noise is not
     assert report["val"]["smile"]["n"] <= 150 and "accuracy" in report["val"]["male"]
@@ -72,6 +72,25 @@ def test_card_section_is_replaced_not_duplicated(tmp_path):
     tr.update_card(card, report)
     text = card.read_text()
     assert text.startswith("# H\n\nintro") and text.count("metrics:start") == 1 and "| age | years | 10 |" in text
+    report["ceiling"] = {"age": {"n": 10, "mirror_r": 0.64, "ceiling": 0.8}}
+    tr.update_card(card, report)
+    assert "| age | years | 10 | 0.500 | 0.800 | 0.62 |" in card.read_text()  # r / ceiling
+
+
+def test_the_mirror_ceiling_measures_the_teacher_against_itself():
+    """World faces and their mirrors: yaw flips sign and MTCNN measures it well (high r after the
+    sign); a label whose sign handling were wrong would come out strongly negative."""
+    pytest.importorskip("onnxruntime")
+    G = hub.load_generator("world64", device="cpu")
+    z = torch.randn(48, G.z_dim, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        faces = G(z, noise_mode="const").clamp(-1, 1)
+    u8 = ((faces + 1) * 127.5).round().to(torch.uint8)
+    rows = tr.mirror_ceiling(u8)
+    assert set(rows) == set(ATTRIBUTES) - {"face_conf"}
+    assert rows["yaw"]["mirror_r"] > 0.8 and rows["roll"]["mirror_r"] > 0.3
+    for row in rows.values():
+        assert 30 <= row["n"] <= 48 and -1 <= row["mirror_r"] <= 1 and 0 <= row["ceiling"] <= 1
 
 
 shipped = pytest.mark.skipif("attribute_regressor" not in hub.REGISTRY, reason="H not shipped yet")

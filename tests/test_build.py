@@ -58,3 +58,34 @@ def test_resolution_cuts_the_generator_into_the_world_folder(tmp_path):
     assert G.meta["resolution"] == 16 and G.meta["kimg"] == 1.0 and G.meta["cut_from"] == str(src)
     with pytest.raises(SystemExit, match=r"error: resolution must be one of G's coarser blocks \[4, 8, 16\], got 64"):
         B.main(["big", "--home", str(tmp_path), "--generator", str(src), "--resolution", "64", "--only", "cards"])
+
+
+def test_ship_rebuilds_world64_in_its_work_folder_through_the_shipping_stages(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(B, "RUNNERS", {s: (lambda t, a, s=s: seen.append((s, t))) for s in B.STAGES})
+    work = tmp_path / "work"
+    B.main(["world64", "--ship", "--work", str(work), "--from", "boundaries"])
+    assert [s for s, _ in seen] == ["boundaries", "mapper", "encoder", "cards"]
+    t = seen[0][1]
+    assert t.ship and t.work == work and (t.generator, t.regressor) == ("world64", "H")
+    assert (work / ".done-cards").exists() and not (work / "generator.pt").exists()
+
+
+def test_ship_refuses_other_worlds_and_world_folder_flags(tmp_path):
+    with pytest.raises(SystemExit, match=r"--ship rebuilds the package's own world, world64, not 'mini32'"):
+        B.main(["mini32", "--ship", "--only", "cards"])
+    with pytest.raises(SystemExit, match=r"--resolution and --home .* do not go with --ship"):
+        B.main(["world64", "--ship", "--resolution", "32", "--only", "cards"])
+    with pytest.raises(SystemExit, match=r"--work is for --ship"):
+        B.main(["w", "--home", str(tmp_path), "--work", str(tmp_path), "--only", "cards"])
+    with pytest.raises(SystemExit, match=r"generator .*nope.pt not found; --ship takes"):
+        B.main(["world64", "--ship", "--work", str(tmp_path), "--generator", str(tmp_path / "nope.pt"),
+                "--only", "cards"])
+
+
+def test_shipping_the_generator_already_shipped_changes_nothing(monkeypatch):
+    from facelab import hub
+    shipped = []
+    monkeypatch.setattr(hub, "ship_generator", lambda *a, **k: shipped.append(a))
+    assert B.ship_generator_if_new(str(hub.weights_path("world64")), "world64") is False
+    assert shipped == []

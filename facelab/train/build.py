@@ -1,27 +1,37 @@
-"""Build every artifact a world needs with one command (issue #18).
+"""Build every artifact a world needs with one command (issues #17 and #18).
 
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
-                                       [--n-samples N] [--h-epochs N] [--mapper-steps N] [--encoder-steps N]
-                                       [--device D] [--only STAGE] [--from STAGE]
+    python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
+        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--mapper-steps N] [--encoder-steps N]
+        [--device D] [--only STAGE | --from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
-the attribute regressor H for this world) -> ``boundaries`` (InterFaceGAN boundaries in W and Z, on
-H's scores) -> ``mapper`` (the Latent-to-Latent mapper through H) -> ``encoder`` (the e4e-style
-encoder, :mod:`facelab.train.encoder`, CPU preset) -> ``cards``. Each
-stage writes into ``$FACELAB_HOME/worlds/NAME/`` and leaves a stamp ``.done-STAGE``; a rerun skips
-stamped stages unless ``--from`` or ``--only`` names them. Wall time per stage goes to ``build.json``;
-the ``cards`` stage writes ``world.md`` and ``world.json`` (format ``facelab.world/1``).
+the attribute regressor H for this world, with the teacher's mirror ceiling) -> ``boundaries``
+(InterFaceGAN boundaries in W and Z, on H's scores) -> ``mapper`` (the Latent-to-Latent mapper
+through H) -> ``encoder`` (the e4e-style encoder, :mod:`facelab.train.encoder`, CPU preset) ->
+``cards``. Each stage leaves a stamp ``.done-STAGE`` in the work folder; a rerun skips stamped
+stages unless ``--from`` or ``--only`` names them, and the trainers inside resume from their own
+checkpoints, so an interrupted build continues where it stopped. Wall time per stage goes to
+``build.json``; each stage shows its own progress bar.
 
-The stages reuse the code that built world64: :func:`facelab.train.regressor.label` and
-:func:`~facelab.train.regressor.fit`, ``facelab.train.boundaries`` and :func:`facelab.train.mapper.train`.
-``--generator`` takes a facelab generator file, an NVIDIA network pickle or a registry name;
-``--resolution`` cuts it to a coarser block first (:func:`facelab.nets.stylegan2.lower_resolution`).
-End to end: ``make test-worlds`` builds ``mini32`` (world64 at 32 px, 2000 faces; the time per stage
-goes to ``build.json``, and the README quotes one build) and runs every notebook on it. Not yet
-(issue #18): ``--ship`` for world64 (its artifacts are shipped by each trainer's own ``--ship``, in
-order by ``scripts/rebuild_world64.sh``), batching/bf16 on CUDA, and a warning when the teacher's
-detector finds few faces (a briefly trained world draws blobs that MTCNN does not
-detect, and then H and everything after it have nothing to learn from).
+Two destinations, one pipeline:
+
+- **A world folder** (default): ``$FACELAB_HOME/worlds/NAME/`` receives ``generator.pt`` (from
+  ``--generator``: a facelab file, an NVIDIA network pickle read as data, or a registry name;
+  ``--resolution`` cuts it to a coarser block, :func:`facelab.nets.stylegan2.lower_resolution`) and
+  every artifact; ``cards`` writes ``world.md`` and ``world.json`` (format ``facelab.world/1``), which
+  :func:`facelab.worlds.load_world` reads. ``make test-worlds`` builds ``mini32`` this way and runs
+  every notebook on it.
+- **The package's own world** (``world64 --ship``): ``--generator`` (optional) replaces
+  ``facelab/weights/world64.pt``; each stage then ships its artifact into ``facelab/weights/``
+  through its trainer's own ``--ship`` path, which rewrites that artifact's model card; ``cards``
+  re-evaluates the world itself (``facelab.train.evaluate``, its card and ``docs/world64``'s figures).
+  Work files and stamps go to ``--work`` (default ``runs/build/world64``). Afterwards re-execute the
+  notebooks (``make notebooks``) and reread their verdict prose: it describes the old numbers.
+
+Not yet (issue #18): batching/bf16 on CUDA, and a warning when the teacher's detector finds few faces
+(a briefly trained world draws blobs that MTCNN does not detect, and then H and everything after it
+have nothing to learn from).
 """
 from __future__ import annotations
 
@@ -29,11 +39,32 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..worlds import ARTIFACTS, worlds_dir, write_world_json
 
 STAGES = ("label", "h", "boundaries", "mapper", "encoder", "cards")
+SHIPPED_WORLD = "world64"  # the world whose artifacts live in facelab/weights/
+# The shipped mapper's settings (mapper_world64.md), used by every build.
+MAPPER = {"batch_size": 8, "lr": 3e-4}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a build reads its world and writes its artifacts (see the module docstring)."""
+
+    name: str
+    work: Path  # stamps, build.json and work files; a world folder's artifacts too
+    ship: bool  # into facelab/weights/, through each trainer's --ship
+
+    @property
+    def generator(self) -> str:
+        return self.name if self.ship else str(self.work / "generator.pt")
+
+    @property
+    def regressor(self) -> str:
+        return "H" if self.ship else str(self.work / "regressor.pt")
 
 
 def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]:
@@ -48,54 +79,83 @@ def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]
     return list(STAGES), False
 
 
-def stage_label(folder: Path, args) -> None:
+def held_out(n: int) -> int:
+    """Faces H never trains on: a tenth, at most 2000 (enough for r to about +-0.02)."""
+    return min(2000, max(1, n // 10))
+
+
+def device_flag(args) -> list[str]:
+    return ["--device", args.device] if args.device else []
+
+
+def stage_label(t: Target, args) -> None:
     from .regressor import label
 
-    label(folder / "labels", args.n_samples, generator=str(folder / "generator.pt"), seed=args.seed)
+    label(t.work / "labels", args.n_samples, generator=t.generator, seed=args.seed)
 
 
-def stage_h(folder: Path, args) -> None:
+def stage_h(t: Target, args) -> None:
     from .regressor import fit
 
-    fit(folder / "labels", val=max(1, args.n_samples // 10), epochs=args.h_epochs, ship=False)
-    shutil.copyfile(folder / "labels" / "attribute_regressor.pt", folder / "regressor.pt")
+    fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, ship=t.ship)
+    if not t.ship:
+        shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
 
 
-def stage_boundaries(folder: Path, args) -> None:
+def stage_boundaries(t: Target, args) -> None:
+    from ..hub import PACKAGE_WEIGHTS
     from .boundaries import main as boundaries_main
 
-    argv = ["--generator", str(folder / "generator.pt"), "--labeler", str(folder / "regressor.pt"),
-            "--n", str(args.n_samples), "--spaces", "w,z", "--out", str(folder / "boundaries.pt"),
-            "--work", str(folder / "boundary-labels"), "--no-progress"]
-    boundaries_main(argv + (["--device", args.device] if args.device else []))
+    out = PACKAGE_WEIGHTS / f"boundaries_{t.name}.pt" if t.ship else t.work / "boundaries.pt"
+    argv = ["--generator", t.generator, "--labeler", t.regressor, "--n", str(args.boundary_samples or args.n_samples),
+            "--spaces", "w,z", "--rescore-n", "64", "--out", str(out), "--work", str(t.work / "boundary-labels")]
+    boundaries_main(argv + (["--ship"] if t.ship else []) + device_flag(args))
 
 
-def stage_mapper(folder: Path, args) -> None:
+def stage_mapper(t: Target, args) -> None:
+    if t.ship:  # trains through the shipped G and H, evaluates, ships with its card
+        from .mapper import main as mapper_main
+
+        mapper_main(["--out", str(t.work / "mapper"), "--steps", str(args.mapper_steps), "--batch-size",
+                     str(MAPPER["batch_size"]), "--lr", str(MAPPER["lr"]), "--ship"] + device_flag(args))
+        return
     import torch
 
     from ..hub import load_generator, load_regressor
     from ..mapper import MapperConfig, save_mapper
     from .mapper import train
 
-    G = load_generator(folder / "generator.pt", device=args.device)
-    H = load_regressor(folder / "regressor.pt", device=args.device)
-    m = train(folder / "mapper-run", MapperConfig(steps=args.mapper_steps), G=G, H=H, device=args.device,
+    G = load_generator(t.generator, device=args.device)
+    H = load_regressor(t.regressor, device=args.device)
+    m = train(t.work / "mapper-run", MapperConfig(steps=args.mapper_steps, **MAPPER), G=G, H=H, device=args.device,
               progress=False, stats_n=min(4000, args.n_samples))
-    save_mapper(m, folder / "mapper.pt", weight_dtype=torch.float16)
+    save_mapper(m, t.work / "mapper.pt", weight_dtype=torch.float16)
 
 
-def stage_encoder(folder: Path, args) -> None:
+def stage_encoder(t: Target, args) -> None:
+    if t.ship:  # trains (or resumes) to --encoder-steps, evaluates, ships with its card
+        from .encoder import main as encoder_main
+
+        encoder_main(["--world", t.name, "--out", str(t.work / "encoder"), "--steps", str(args.encoder_steps),
+                      "--ship"] + device_flag(args))
+        return
     from ..encoder import PRESETS
     from ..hub import save_encoder
     from ..worlds import World
     from .encoder import train
 
-    world = World(args.name, generator=folder / "generator.pt", crop="world", folder=folder, device=args.device)
-    E = train(folder / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False)
-    save_encoder(E, folder / "encoder.pt", meta=E.meta)
+    world = World(t.name, generator=t.work / "generator.pt", crop="world", folder=t.work, device=args.device)
+    E = train(t.work / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False)
+    save_encoder(E, t.work / "encoder.pt", meta=E.meta)
 
 
-def stage_cards(folder: Path, args) -> None:
+def stage_cards(t: Target, args) -> None:
+    if t.ship:  # the world's own card and figures; every other card was rewritten by its stage
+        from .evaluate import main as evaluate_main
+
+        evaluate_main([t.name, "--n", str(args.eval_n), "--figures", f"docs/{t.name}"] + device_flag(args))
+        return
+    folder = t.work
     build = json.loads((folder / "build.json").read_text()) if (folder / "build.json").exists() else {}
     lines = [f"# World {args.name}", "", f"Samples: {args.n_samples}", "", "| stage | wall s |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in build.get("seconds", {}).items()]
@@ -133,31 +193,67 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
     export_generator(G, dest, meta=meta)
 
 
+def ship_generator_if_new(src: str, name: str) -> bool:
+    """Replace the package's generator ``name`` by the exported generator ``src`` unless it is that file."""
+    from ..hub import sha256_file, ship_generator, weights_path
+
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"generator {src} not found; --ship takes an exported facelab generator (.pt), "
+                                "e.g. a training run's generator.pt")
+    if sha256_file(src) == sha256_file(weights_path(name)):
+        return False
+    ship_generator(src, name, card=f"{name}.md", description=f"{name}, rebuilt by python -m facelab.train.build --ship")
+    return True
+
+
+def target_of(args) -> Target:
+    """Check the flags and say where this build goes (see :class:`Target`)."""
+    if args.ship:
+        if args.name != SHIPPED_WORLD:
+            raise ValueError(f"--ship rebuilds the package's own world, {SHIPPED_WORLD}, not {args.name!r}; "
+                             "build other worlds without --ship (into FACELAB_HOME)")
+        if args.resolution is not None or args.home is not None:
+            raise ValueError("--resolution and --home build a world folder; they do not go with --ship")
+        return Target(args.name, Path(args.work or f"runs/build/{args.name}"), ship=True)
+    if args.work is not None:
+        raise ValueError("--work is for --ship; a world folder is its own work folder (set it with --home)")
+    root = Path(args.home).expanduser() / "worlds" if args.home else worlds_dir()
+    return Target(args.name, root / args.name, ship=False)
+
+
 def build(args) -> Path:
-    """Run the stages of ``args`` (see :func:`main`) and return the world folder."""
+    """Run the stages of ``args`` (see :func:`main`) and return the work folder."""
     todo, force = stages_to_run(args.only, args.from_)
-    folder = (Path(args.home).expanduser() / "worlds" if args.home else worlds_dir()) / args.name
-    folder.mkdir(parents=True, exist_ok=True)
-    gen = folder / "generator.pt"
-    if args.generator:
-        if not gen.exists() or force:
-            copy_generator(args.generator, gen, resolution=args.resolution)
-    elif not gen.exists():
-        raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
-    record_path = folder / "build.json"
+    t = target_of(args)
+    t.work.mkdir(parents=True, exist_ok=True)
+    if t.ship:
+        if args.generator and ship_generator_if_new(args.generator, t.name):
+            print(f"shipped {args.generator} as facelab/weights/{t.name}.pt", flush=True)
+    else:
+        gen = t.work / "generator.pt"
+        if args.generator:
+            if not gen.exists() or force:
+                copy_generator(args.generator, gen, resolution=args.resolution)
+        elif not gen.exists():
+            raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
+    record_path = t.work / "build.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"seconds": {}}
     for stage in todo:
-        stamp = folder / f".done-{stage}"
+        stamp = t.work / f".done-{stage}"
         if stamp.exists() and not force:
             print(f"{stage}: done (stamp {stamp.name}), skipped", flush=True)
             continue
+        print(f"== {stage}", flush=True)
         t0 = time.perf_counter()
-        RUNNERS[stage](folder, args)
+        RUNNERS[stage](t, args)
         record["seconds"][stage] = time.perf_counter() - t0
         record_path.write_text(json.dumps(record, indent=1) + "\n")
         stamp.touch()
         print(f"{stage}: {record['seconds'][stage]:.1f} s", flush=True)
-    return folder
+    if t.ship:
+        print("rebuilt; now re-execute the notebooks (make notebooks), reread their verdict prose, and commit",
+              flush=True)
+    return t.work
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -165,19 +261,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("name")
     p.add_argument("--generator", default=None,
                    help="for a new world: a facelab generator file (.pt), an NVIDIA network pickle (.pkl, read as "
-                        "data) or a registry name (world64, ffhq)")
+                        "data) or a registry name (world64, ffhq); with --ship: the new world64 generator (.pt)")
     p.add_argument("--resolution", type=int, default=None,
                    help="cut --generator to this resolution (facelab.nets.stylegan2.lower_resolution), "
                         "e.g. 32 for mini32, the test world of `make test-worlds`")
     p.add_argument("--home", default=None, help="FACELAB_HOME (default $FACELAB_HOME or ~/.cache/facelab)")
-    p.add_argument("--n-samples", type=int, default=2000)
+    p.add_argument("--ship", action="store_true",
+                   help=f"rebuild the package's own {SHIPPED_WORLD}: ship each artifact into facelab/weights/")
+    p.add_argument("--work", default=None, help="with --ship: work files and stamps (default runs/build/NAME)")
+    p.add_argument("--n-samples", type=int, default=2000, help="faces labelled by the teacher for H")
+    p.add_argument("--boundary-samples", type=int, default=None,
+                   help="latents labelled by H for the boundaries (default --n-samples)")
     p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder training steps (CPU preset)")
+    p.add_argument("--eval-n", type=int, default=1000, help="with --ship: faces for the world's own evaluation")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default=None, choices=None)
-    p.add_argument("--from", dest="from_", default=None)
+    p.add_argument("--only", default=None, metavar="STAGE", help=f"run only this stage ({', '.join(STAGES)})")
+    p.add_argument("--from", dest="from_", default=None, metavar="STAGE", help="rerun from this stage on")
     args = p.parse_args(argv)
     try:
         build(args)

@@ -112,3 +112,34 @@ def test_shipped_H_agrees_with_the_teacher_on_new_world_faces():
         ok = ~torch.isnan(teacher[a])
         r = torch.corrcoef(torch.stack([pred[a][ok], teacher[a][ok]]))[0, 1]
         assert r > floor, (a, float(r))
+
+
+def test_label_renders_on_the_device_and_stores_faces_at_H_input_size(tmp_path, monkeypatch):
+    """A 128 px world: labelled at 128 px (the teacher sees full resolution), stored at 64 px as H
+    resizes; the render batch follows the pixel count; chunks resume and reproduce."""
+    from facelab.hub import export_generator
+    from facelab.nets import attributes
+    from facelab.nets.stylegan2 import Generator, StyleGAN2Config
+
+    G = Generator(StyleGAN2Config(img_resolution=128, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256,
+                                  channel_max=16))
+    path = export_generator(G, tmp_path / "g128.pt", meta={})
+    seen = []
+
+    def fake_labels(images, **kw):
+        seen.append(tuple(images.shape))
+        n = images.shape[0]
+        return {"face_conf": torch.ones(n), **{a: images.mean((1, 2, 3)) for a in ATTRIBUTES if a != "face_conf"}}
+
+    monkeypatch.setattr(attributes, "label_images", fake_labels)
+    monkeypatch.setattr(tr, "CHUNK", 30)
+    assert tr.render_batch(128, torch.device("cpu")) == 25 and tr.render_batch(64, torch.device("cpu")) == 30
+    tr.label(tmp_path / "a", 60, generator=str(path), device="cpu")
+    assert seen == [(25, 3, 128, 128), (5, 3, 128, 128)] * 2
+    images, labels = tr.load_chunks(tmp_path / "a")
+    assert images.shape == (60, 3, 64, 64) and images.dtype == torch.uint8 and labels.shape == (60, len(ATTRIBUTES))
+    tr.label(tmp_path / "b", 30, generator=str(path), device="cpu")  # the same seed: the same first chunk
+    again, _ = tr.load_chunks(tmp_path / "b")
+    assert torch.equal(again, images[:30])
+    tr.label(tmp_path / "a", 60, generator=str(path), device="cpu")  # done chunks are kept, not redone
+    assert len(seen) == 6

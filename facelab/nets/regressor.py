@@ -44,6 +44,16 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+INPUT_SIZE = 64  # H's input resolution; other sizes are resized by input_size
+
+
+def input_size(images: torch.Tensor) -> torch.Tensor:
+    """Images at H's input resolution, resized as H resizes them (bilinear, antialiased)."""
+    if images.shape[-2:] == (INPUT_SIZE, INPUT_SIZE):
+        return images
+    return F.interpolate(images, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False, antialias=True)
+
+
 class AttributeRegressor(nn.Module):
     """64 px face -> attribute vector (order: ``OUTPUTS``): four conv blocks (64 -> 4 px), an MLP head.
 
@@ -70,9 +80,7 @@ class AttributeRegressor(nn.Module):
         """Standardised predictions (the training target's scale), [N, K]."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"H expects images [N, 3, H, W] in [-1, 1], got shape {tuple(images.shape)}")
-        if images.shape[-1] != 64 or images.shape[-2] != 64:
-            images = F.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False, antialias=True)
-        return self.head(self.features(images))
+        return self.head(self.features(input_size(images)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.normalised(images) * self.std + self.mean

@@ -91,7 +91,7 @@ def device_flag(args) -> list[str]:
 def stage_label(t: Target, args) -> None:
     from .regressor import label
 
-    label(t.work / "labels", args.n_samples, generator=t.generator, seed=args.seed)
+    label(t.work / "labels", args.n_samples, generator=t.generator, seed=args.seed, device=args.device)
 
 
 def stage_h(t: Target, args) -> None:

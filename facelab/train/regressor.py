@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_generator, load_regressor, ship_file
-from ..nets.regressor import MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor
-from ..utils import seed_all, write_card_section
+from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor, input_size
+from ..utils import get_device, seed_all, write_card_section
 
 CHUNK = 1000
 
@@ -39,42 +39,63 @@ CHUNK = 1000
 
 
 @torch.no_grad()
-def render_chunk(G, index: int, *, psi_min: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunk ``index``: faces [CHUNK, 3, 64, 64] in [-1, 1] and their truncation psi, reproducibly."""
+def render_chunk(G, index: int, *, psi_min: float, seed: int, batch: int = 100):
+    """Chunk ``index``'s CHUNK faces, reproducibly, ``batch`` at a time on G's device: yields images
+    [b, 3, R, R] in [-1, 1] and their truncation psi [b] (on the CPU)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
     z = torch.randn(CHUNK, G.z_dim, generator=gen)
     psi = psi_min + (1 - psi_min) * torch.rand(CHUNK, generator=gen)
     torch.manual_seed(seed * 1_000_003 + index)  # per-layer noise
-    out = []
-    for zc, pc in zip(z.split(100), psi.split(100)):
-        ws = G.mapping(zc, truncation_psi=1.0)
-        ws = G.mapping.w_avg.lerp(ws, pc[:, None, None])
-        out.append(G.synthesis(ws, noise_mode="random").clamp(-1, 1))
-    return torch.cat(out), psi
+    device = G.mapping.w_avg.device
+    for zc, pc in zip(z.split(batch), psi.split(batch)):
+        ws = G.mapping(zc.to(device), truncation_psi=1.0)
+        ws = G.mapping.w_avg.lerp(ws, pc.to(device)[:, None, None])
+        yield G.synthesis(ws, noise_mode="random").clamp(-1, 1), pc
 
 
-def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: str = "world64") -> None:
-    """Label ``ceil(n / CHUNK)`` chunks of faces of ``generator`` (a registry name or exported file)."""
+def render_batch(resolution: int, device: torch.device) -> int:
+    """Faces rendered at once: 100 at 64 px on a CPU, the same pixel count at other sizes, 16x on a GPU."""
+    pixels = 100 * 64 * 64 * (16 if device.type == "cuda" else 1)
+    return max(1, min(CHUNK, pixels // resolution ** 2))
+
+
+def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: str = "world64",
+          device=None) -> None:
+    """Label ``ceil(n / CHUNK)`` chunks of faces of ``generator`` (a registry name or exported file).
+
+    Faces are rendered and labelled on ``device`` at the generator's resolution, batch by batch (a
+    1024 px chunk never sits in memory whole), and stored at H's input resolution (at most 64 px,
+    resized as H resizes), which keeps a chunk of FFHQ faces as small as one of world64's.
+    """
     from ..nets.attributes import label_images
 
     out.mkdir(parents=True, exist_ok=True)
-    G = load_generator(generator, device="cpu").eval()
+    device = get_device(device)
+    G = load_generator(generator, device=device).eval()
+    batch = render_batch(G.img_resolution, device)
     for i in range(math.ceil(n / CHUNK)):
         path = out / f"chunk{i:04d}.npz"
         if path.exists():
             continue
         t0 = time.time()
-        images, psi = render_chunk(G, i, psi_min=psi_min, seed=seed)
-        labels = label_images(images, attributes=list(OUTPUTS), progress=False)
-        u8 = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        faces, psis, labels = [], [], {}
+        for images, psi in render_chunk(G, i, psi_min=psi_min, seed=seed, batch=batch):
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                found = label_images(images, attributes=list(OUTPUTS), device=device, progress=False)
+            for k, v in found.items():  # (the labelers draw random numbers; the next batch's noise must not see it)
+                labels.setdefault(k, []).append(v)
+            small = input_size(images) if G.img_resolution > INPUT_SIZE else images
+            faces.append(((small + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).cpu())
+            psis.append(psi)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, images=u8, psi=psi.numpy(), **{k: v.numpy() for k, v in labels.items()})
+        np.savez(tmp, images=torch.cat(faces).numpy(), psi=torch.cat(psis).numpy(),
+                 **{k: torch.cat(v).numpy() for k, v in labels.items()})
         tmp.replace(path)
         print(f"{path.name}: {CHUNK} faces in {time.time() - t0:.0f} s", flush=True)
 
 
 def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """All labelled chunks: uint8 images [N, 3, 64, 64] and labels [N, len(OUTPUTS)] (NaN: no face)."""
+    """All labelled chunks: uint8 images [N, 3, S, S] (S = min(G's resolution, 64)) and labels [N, len(OUTPUTS)] (NaN: no face)."""
     files = sorted(out.glob("chunk*[0-9].npz"))
     if not files:
         raise FileNotFoundError(f"no labelled chunks in {out}; run `python -m facelab.train.regressor label --out {out}` first")
@@ -283,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--n", type=int, default=20000)
     a.add_argument("--psi-min", type=float, default=0.5)
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--generator", default="world64", help="registry name or exported generator .pt")
+    a.add_argument("--device", default=None, help="cpu, cuda, mps (default: FACELAB_DEVICE or best available)")
     b = sub.add_parser("fit")
     b.add_argument("--out", type=Path, default=Path("runs/regressor"))
     b.add_argument("--epochs", type=int, default=15)
@@ -296,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "card":
         recard(args.out, val=args.val)
     elif args.cmd == "label":
-        label(args.out, args.n, psi_min=args.psi_min, seed=args.seed)
+        label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)
     else:
         fit(args.out, epochs=args.epochs, val=args.val, ship=not args.no_ship, ceiling=not args.no_ceiling)
 

@@ -89,3 +89,27 @@ def test_shipping_the_generator_already_shipped_changes_nothing(monkeypatch):
     monkeypatch.setattr(hub, "ship_generator", lambda *a, **k: shipped.append(a))
     assert B.ship_generator_if_new(str(hub.weights_path("world64")), "world64") is False
     assert shipped == []
+
+
+def test_label_stage_warns_when_the_teacher_finds_few_faces(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from facelab.train import regressor
+
+    def fake_label(out, n, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(out / "chunk0000.npz", face_conf=np.array([0.99, 0.2, 0.1, 0.0], np.float32))
+
+    monkeypatch.setattr(regressor, "label", fake_label)
+    run(tmp_path, "--only", "label")
+    out = capsys.readouterr().out
+    assert "MTCNN found a face in 25.0% of the faces" in out and "warning: the teacher's detector" in out
+
+
+def test_a_world_named_after_a_registered_generator_takes_it(tmp_path):
+    from facelab.hub import load_generator
+    folder = tmp_path / "worlds" / "world64"
+    B.main(["world64", "--home", str(tmp_path), "--only", "cards"])  # no --generator: world64 itself
+    built, shipped = load_generator(folder / "generator.pt"), load_generator("world64")
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), shipped.state_dict().values()))
+    assert json.loads((folder / "world.json").read_text())["generator"] == "generator.pt"

@@ -17,7 +17,8 @@ checkpoints, so an interrupted build continues where it stopped. Wall time per s
 Two destinations, one pipeline:
 
 - **A world folder** (default): ``$FACELAB_HOME/worlds/NAME/`` receives ``generator.pt`` (from
-  ``--generator``: a facelab file, an NVIDIA network pickle read as data, or a registry name;
+  ``--generator``, or NAME itself when it names a generator, as ``ffhq`` does: a facelab file, an
+  NVIDIA network pickle read as data, or a registry name;
   ``--resolution`` cuts it to a coarser block, :func:`facelab.nets.stylegan2.lower_resolution`) and
   every artifact; ``cards`` writes ``world.md`` and ``world.json`` (format ``facelab.world/1``), which
   :func:`facelab.worlds.load_world` reads. ``make test-worlds`` builds ``mini32`` this way and runs
@@ -29,9 +30,10 @@ Two destinations, one pipeline:
   Work files and stamps go to ``--work`` (default ``runs/build/world64``). Afterwards re-execute the
   notebooks (``make notebooks``) and reread their verdict prose: it describes the old numbers.
 
-Not yet (issue #18): batching/bf16 on CUDA, and a warning when the teacher's detector finds few faces
-(a briefly trained world draws blobs that MTCNN does not detect, and then H and everything after it
-have nothing to learn from).
+The ``label`` stage warns when the teacher's detector finds a face in fewer than half of the faces: a
+briefly trained world draws blobs that MTCNN does not detect, and then H and everything after it
+have little to learn from. Faces are rendered and labelled on ``--device`` in batches sized by pixel
+count (:func:`facelab.train.regressor.label`), in float32: the labels must not depend on the device.
 """
 from __future__ import annotations
 
@@ -88,10 +90,27 @@ def device_flag(args) -> list[str]:
     return ["--device", args.device] if args.device else []
 
 
+# Below this share of faces found by MTCNN, the teacher labels too few faces for H to learn from.
+MIN_DETECTION = 0.5
+
+
+def detection_rate(labels: Path) -> float:
+    """The share of labelled faces in which the teacher's detector (MTCNN) found a face."""
+    import numpy as np
+
+    conf = np.concatenate([np.load(f)["face_conf"] for f in sorted(labels.glob("chunk*[0-9].npz"))])
+    return float((conf >= 0.5).mean())
+
+
 def stage_label(t: Target, args) -> None:
     from .regressor import label
 
     label(t.work / "labels", args.n_samples, generator=t.generator, seed=args.seed, device=args.device)
+    rate = detection_rate(t.work / "labels")
+    print(f"label: MTCNN found a face in {rate:.1%} of the faces", flush=True)
+    if rate < MIN_DETECTION:
+        print(f"warning: the teacher's detector found a face in only {rate:.1%} of this world's faces; H and "
+              "everything after it learn from those alone. Is the generator trained long enough?", flush=True)
 
 
 def stage_h(t: Target, args) -> None:
@@ -193,6 +212,13 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
     export_generator(G, dest, meta=meta)
 
 
+def is_registered_generator(name: str) -> bool:
+    """A generator facelab knows by name (shipped, or downloaded on first use like ``ffhq``)."""
+    from ..hub import REGISTRY
+
+    return name in REGISTRY and REGISTRY[name].kind == "generator"
+
+
 def ship_generator_if_new(src: str, name: str) -> bool:
     """Replace the package's generator ``name`` by the exported generator ``src`` unless it is that file."""
     from ..hub import sha256_file, ship_generator, weights_path
@@ -231,9 +257,10 @@ def build(args) -> Path:
             print(f"shipped {args.generator} as facelab/weights/{t.name}.pt", flush=True)
     else:
         gen = t.work / "generator.pt"
-        if args.generator:
+        src = args.generator or (args.name if is_registered_generator(args.name) else None)  # e.g. ffhq
+        if src:
             if not gen.exists() or force:
-                copy_generator(args.generator, gen, resolution=args.resolution)
+                copy_generator(src, gen, resolution=args.resolution)
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
     record_path = t.work / "build.json"

@@ -26,7 +26,8 @@ Two destinations, one pipeline:
 - **The package's own world** (``world64 --ship``): ``--generator`` (optional) replaces
   ``facelab/weights/world64.pt``; each stage then ships its artifact into ``facelab/weights/``
   through its trainer's own ``--ship`` path, which rewrites that artifact's model card; ``cards``
-  re-evaluates the world itself (``facelab.train.evaluate``, its card and ``docs/world64``'s figures).
+  re-evaluates the world itself (``facelab.train.evaluate``: its card, ``docs/world64``'s figures and
+  ``metrics.json``) and judges issue #17's targets (:mod:`facelab.train.targets`).
   Work files and stamps go to ``--work`` (default ``runs/build/world64``). Afterwards re-execute the
   notebooks (``make notebooks``) and reread their verdict prose: it describes the old numbers.
 
@@ -169,10 +170,14 @@ def stage_encoder(t: Target, args) -> None:
 
 
 def stage_cards(t: Target, args) -> None:
-    if t.ship:  # the world's own card and figures; every other card was rewritten by its stage
+    if t.ship:  # the world's own card, figures and targets; every other card was rewritten by its stage
         from .evaluate import main as evaluate_main
+        from .targets import main as targets_main
 
-        evaluate_main([t.name, "--n", str(args.eval_n), "--figures", f"docs/{t.name}"] + device_flag(args))
+        metrics = f"docs/{t.name}/metrics.json"
+        evaluate_main([t.name, "--n", str(args.eval_n), "--figures", f"docs/{t.name}", "--json", metrics]
+                      + device_flag(args))
+        targets_main([t.name, "--metrics", metrics] + device_flag(args))
         return
     folder = t.work
     build = json.loads((folder / "build.json").read_text()) if (folder / "build.json").exists() else {}

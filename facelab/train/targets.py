@@ -1,0 +1,167 @@
+"""The targets of issue #17 for a world, measured and judged, written into its model card.
+
+    python -m facelab.train.targets world64 [--metrics docs/world64/metrics.json] [--n 200]
+
+Each target is a claim (:mod:`facelab.claims`): a measured value with its 95 % interval, a bound, and
+a verdict by the course's one rule (holds when the whole interval lies beyond the bound, does not
+hold when it lies wholly on the other side, else inconclusive).
+
+- **The generator** (from ``python -m facelab.train.evaluate NAME --json FILE``, n = 1000 there):
+  identity FD at most 2x the teacher-vs-teacher floor; recall of the teacher's identities at least
+  0.8x a second teacher set's; MTCNN detection no more than 1 point below the teacher's. Their
+  intervals come from evaluate's bootstrap standard deviations (FD, recall; the ratio's by the
+  delta method) and from the binomial standard error (detection), as mean +- 1.96 sd.
+- **H** (from the shipped H's own report, ``facelab.train.regressor fit``): Pearson r with the teacher
+  on held-out faces at least 0.9x the ceiling the teacher's own noise allows (its mirror ceiling,
+  measured on the same faces); r's interval by Fisher's z, the ceiling taken as fixed.
+- **Edits**, measured here on ``--n`` fresh world faces (W, psi = 1) with the teacher labelers, which
+  the boundaries were not fitted with (they were fitted on H's scores): each face is moved +-2 of
+  the boundary's own distance std along its unit normal; per face, the one-sided change
+  ``(teacher(+2) - teacher(-2)) / 2`` in units of the teacher's std over the unedited faces must be at
+  least 1; and the edited faces must stay more like themselves (dlib identity) than different
+  people are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import claims as C
+from ..hub import PACKAGE_WEIGHTS
+from ..utils import get_device, write_card_section
+
+EDITED = ("age", "male", "smile")
+EDIT_STEP = 2.0  # in each boundary's distance std
+
+
+def _estimate(value: float, sd: float, n: int, how: str) -> C.Estimate:
+    half = 1.96 * sd
+    return C.Estimate(value, value - half, value + half, n, how)
+
+
+def _claim(statement: str, est: C.Estimate, bound: float, direction: str, baseline, note: str = "") -> C.Claim:
+    return C.Claim(statement, est, baseline, f"{direction} {bound:.3g}", C.decide(est, bound, direction), est.n,
+                   note=note)
+
+
+def generator_claims(m: dict) -> list[C.Claim]:
+    """FD, recall and detection targets from an ``evaluate`` metrics dict."""
+    d = m["identity_diversity"]
+    world, ref = d["psi1"], d["teacher"]
+    n = m["n"]
+    fd, fd_sd, floor, floor_sd = world["identity_fd"], world["identity_fd_sd"], ref["identity_fd"], ref["identity_fd_sd"]
+    ratio = fd / floor
+    ratio_sd = ratio * math.hypot(fd_sd / fd, floor_sd / floor)
+    recall_gap = world["recall"] - 0.8 * ref["recall"]
+    recall_sd = math.hypot(world["recall_sd"], 0.8 * ref["recall_sd"])
+    pw, pt = m["mtcnn_rate_world"], m["mtcnn_rate_teacher"]
+    det_sd = math.sqrt(pw * (1 - pw) / n + pt * (1 - pt) / n)
+    return [
+        _claim("identity FD ≤ 2× the teacher-vs-teacher floor (FD / floor)",
+               _estimate(ratio, ratio_sd, n, "± 1.96 bootstrap sd"), 2.0, "<",
+               f"floor {floor:.4f}; world FD {fd:.4f}"),
+        _claim("recall of the teacher's identities ≥ 0.8 × a second teacher set's (ψ = 1; recall − 0.8 × ref)",
+               _estimate(recall_gap, recall_sd, n, "± 1.96 bootstrap sd"), 0.0, ">",
+               f"world {world['recall']:.3f}, teacher set {ref['recall']:.3f}"),
+        _claim("MTCNN detection at most 1 point below the teacher's (world − teacher)",
+               _estimate(pw - pt, det_sd, n, "± 1.96 binomial se"), -0.01, ">",
+               f"world {pw:.1%}, teacher {pt:.1%}"),
+    ]
+
+
+def fisher_interval(r: float, n: int) -> C.Estimate:
+    """Pearson r with its 95 % interval by Fisher's z transform."""
+    if n < 4:
+        return C.Estimate(r, -1.0, 1.0, n, "Fisher z")
+    z, se = math.atanh(max(min(r, 0.999999), -0.999999)), 1 / math.sqrt(n - 3)
+    return C.Estimate(r, math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se), n, "Fisher z")
+
+
+def h_claims(report: dict) -> list[C.Claim]:
+    """H's agreement targets from its fit report (needs the ``ceiling`` the fit measures)."""
+    out = []
+    for a in EDITED:
+        row, ceiling = report["val"][a], report.get("ceiling", {}).get(a)
+        statement = f"H's r with the teacher on held-out faces ≥ 0.9 × the mirror ceiling ({a})"
+        if ceiling is None:
+            out.append(C.Claim(statement, f"r {row['r']}", "no ceiling measured", "> 0.9 × ceiling", C.INCONCLUSIVE,
+                               row["n"], note="refit H (facelab.train.regressor fit) to measure its ceiling"))
+            continue
+        bound = 0.9 * ceiling["ceiling"]
+        out.append(_claim(statement, fisher_interval(row["r"], row["n"]), bound, ">",
+                          f"ceiling {ceiling['ceiling']:.3f} (mirror r {ceiling['mirror_r']:.3f}, "
+                          f"{ceiling['n']} faces)"))
+    return out
+
+
+@torch.no_grad()
+def edit_claims(G, boundaries: dict, *, n: int = 200, seed: int = 31, device=None) -> list[C.Claim]:
+    """The edit targets, measured on ``n`` fresh faces (see the module docstring)."""
+    from ..interpret import edit, label_latents, render, sample_latents
+    from ..metrics import different_people_identity, judged_identity
+
+    device = get_device(device)
+    G = G.to(device)
+    w = sample_latents(G, n, space="w", seed=seed).w.to(device)
+    base = label_latents(G, w, labeler="teacher", progress=False)
+    faces = render(G, w)
+    other = different_people_identity(G, n=n, seed=seed + 1, device=device).values.numpy()
+    out = []
+    for a in EDITED:
+        b = boundaries[a]
+        h = EDIT_STEP * b.report.distance_std
+        sigma = float(np.nanstd(base[a].numpy()))
+        plus, minus = edit(w, b, h), edit(w, b, -h)
+        s_plus = label_latents(G, plus, labeler="teacher", progress=False)[a].numpy()
+        s_minus = label_latents(G, minus, labeler="teacher", progress=False)[a].numpy()
+        change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
+        out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits move the teacher's {a} by ≥ 1 teacher std",
+                             change, 1.0, note=f"teacher std {sigma:.3g} over the unedited faces"))
+        kept = np.concatenate([judged_identity(faces, render(G, x)).values.numpy() for x in (plus, minus)])
+        out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits keep identity above different people's", kept, other))
+    return out
+
+
+def targets_markdown(rows: list[C.Claim], sources: dict) -> str:
+    table = C.table(rows)
+    text = getattr(table, "data", table)
+    held = sum(r.verdict == C.HOLDS for r in rows)
+    return "\n".join([
+        f"{held} of {len(rows)} targets hold. Written by `python -m facelab.train.targets` "
+        f"(rule: `facelab.claims`; generator numbers from {sources['metrics']}, H's from "
+        f"{sources['h']}, edits measured on {sources['edits_n']} fresh faces with the teacher labelers).",
+        "", text])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ..worlds import load_world
+
+    p = argparse.ArgumentParser(prog="python -m facelab.train.targets", description=__doc__.split("\n")[0])
+    p.add_argument("world", help="a world name (world64) or folder")
+    p.add_argument("--metrics", default=None,
+                   help="evaluate's JSON for this world (default docs/NAME/metrics.json)")
+    p.add_argument("--n", type=int, default=200, help="faces for the edit targets")
+    p.add_argument("--card", default=None, help="model card to update (default facelab/weights/NAME.md)")
+    p.add_argument("--device", default=None)
+    a = p.parse_args(argv)
+    metrics = Path(a.metrics or f"docs/{a.world}/metrics.json")
+    if not metrics.is_file():
+        raise SystemExit(f"error: {metrics} not found; run `python -m facelab.train.evaluate {a.world} --json "
+                         f"{metrics}` first")
+    world = load_world(a.world, device=get_device(a.device))
+    rows = (generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta)
+            + edit_claims(world.G, world.boundaries("w"), n=a.n, device=world.device))
+    text = targets_markdown(rows, {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n})
+    print(text)
+    card = Path(a.card) if a.card else PACKAGE_WEIGHTS / f"{a.world}.md"
+    write_card_section(card, text, tag="targets")
+    print("updated", card)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""facelab.train.targets: issue #17's targets as claims, from evaluate's metrics, H's report and live edits."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from facelab import claims as C
+from facelab.train import targets as T
+
+
+def metrics(fd=0.0118, floor=0.0032, recall=0.454, ref=0.818, det=0.954, det_teacher=0.969, sd=0.02):
+    return {"n": 1000, "mtcnn_rate_world": det, "mtcnn_rate_teacher": det_teacher,
+            "identity_diversity": {
+                "psi1": {"identity_fd": fd, "identity_fd_sd": fd * 0.03, "recall": recall, "recall_sd": sd},
+                "teacher": {"identity_fd": floor, "identity_fd_sd": floor * 0.07, "recall": ref, "recall_sd": sd}}}
+
+
+def test_generator_targets_follow_the_rule_both_ways():
+    v2 = T.generator_claims(metrics())  # world v2: 3.7x, 0.45 vs 0.65, and -1.5 +- 1.7 points
+    assert [c.verdict for c in v2] == [C.DOES_NOT_HOLD, C.DOES_NOT_HOLD, C.INCONCLUSIVE]
+    assert v2[0].measured.value == pytest.approx(0.0118 / 0.0032)
+    assert T.generator_claims(metrics(det=0.90))[2].verdict == C.DOES_NOT_HOLD
+    close = T.generator_claims(metrics(fd=0.0040, recall=0.80, det=0.98))  # n = 1000 cannot show "within 1 point" unless it is well within
+    assert [c.verdict for c in close] == [C.HOLDS] * 3
+    edge = T.generator_claims(metrics(fd=0.0064, recall=0.6544, det=0.959))  # exactly at each bound
+    assert [c.verdict for c in edge] == [C.INCONCLUSIVE] * 3
+
+
+def test_h_targets_use_the_measured_ceiling_and_say_when_there_is_none():
+    report = {"val": {a: {"n": 2000, "r": r} for a, r in zip(T.EDITED, (0.56, 0.77, 0.87))},
+              "ceiling": {a: {"n": 1900, "mirror_r": c * c, "ceiling": c} for a, c in zip(T.EDITED, (0.78, 0.85, 0.9))}}
+    rows = T.h_claims(report)
+    # bounds 0.70, 0.765, 0.81: 0.56 is far below; 0.77 is within its interval (+-0.02); 0.87 is clear
+    assert [r.verdict for r in rows] == [C.DOES_NOT_HOLD, C.INCONCLUSIVE, C.HOLDS]
+    del report["ceiling"]
+    assert {r.verdict for r in T.h_claims(report)} == {C.INCONCLUSIVE}
+    r = T.fisher_interval(0.5, 103)
+    assert r.low < 0.5 < r.high and math.isclose(math.atanh(r.high) - math.atanh(0.5), 1.96 / 10)
+
+
+def test_edit_targets_are_measured_on_the_shipped_world():
+    pytest.importorskip("onnxruntime")
+    from facelab.worlds import load_world
+    world = load_world("world64", device="cpu")
+    rows = T.edit_claims(world.G, world.boundaries("w"), n=8, device="cpu")
+    assert len(rows) == 2 * len(T.EDITED)
+    assert all(r.verdict in (C.HOLDS, C.DOES_NOT_HOLD, C.INCONCLUSIVE) for r in rows)
+    assert all(6 <= r.n <= 16 for r in rows)  # faces MTCNN found; identity pairs +-2 std
+    text = T.targets_markdown(rows, {"metrics": "m", "h": "h", "edits_n": 8})
+    assert f"of {len(rows)} targets hold" in text and "| claim | n |" in text

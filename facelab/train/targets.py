@@ -102,27 +102,27 @@ def h_claims(report: dict) -> list[C.Claim]:
 @torch.no_grad()
 def edit_claims(G, boundaries: dict, *, n: int = 200, seed: int = 31, device=None) -> list[C.Claim]:
     """The edit targets, measured on ``n`` fresh faces (see the module docstring)."""
-    from ..interpret import edit, label_latents, render, sample_latents
+    from ..interpret import edit, render, sample_latents
     from ..metrics import different_people_identity, judged_identity
+    from ..nets.attributes import label_images
 
     device = get_device(device)
     G = G.to(device)
     w = sample_latents(G, n, space="w", seed=seed).w.to(device)
-    base = label_latents(G, w, labeler="teacher", progress=False)
-    faces = render(G, w)
+    faces = render(G, w)  # each face set is rendered once and serves the teacher and the identity judge
+    base = label_images(faces, attributes=list(EDITED), progress=False)
     other = different_people_identity(G, n=n, seed=seed + 1, device=device).values.numpy()
     out = []
     for a in EDITED:
         b = boundaries[a]
         h = EDIT_STEP * b.report.distance_std
         sigma = float(np.nanstd(base[a].numpy()))
-        plus, minus = edit(w, b, h), edit(w, b, -h)
-        s_plus = label_latents(G, plus, labeler="teacher", progress=False)[a].numpy()
-        s_minus = label_latents(G, minus, labeler="teacher", progress=False)[a].numpy()
+        plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
+        s_plus, s_minus = (label_images(x, attributes=[a], progress=False)[a].numpy() for x in (plus, minus))
         change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
         out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits move the teacher's {a} by ≥ 1 teacher std",
                              change, 1.0, note=f"teacher std {sigma:.3g} over the unedited faces"))
-        kept = np.concatenate([judged_identity(faces, render(G, x)).values.numpy() for x in (plus, minus)])
+        kept = np.concatenate([judged_identity(faces, x).values.numpy() for x in (plus, minus)])
         out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits keep identity above different people's", kept, other))
     return out
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -363,6 +364,15 @@ def test_boundaries_cli_end_to_end_and_resumes(G, tmp_path, capsys):
     assert I.load_boundaries(out)["age"].report.n_chosen == 15
     with pytest.raises(ValueError, match="labelled differently.*psi"):
         cli.main(args + ["--psi", "0.5"])
+
+
+def test_boundaries_card_quotes_paths_inside_the_checkout_relative_to_it(tmp_path, monkeypatch):
+    from facelab.train.boundaries import quoted_command
+
+    monkeypatch.chdir(tmp_path)
+    inside, outside = tmp_path / "facelab" / "weights" / "b.pt", Path("/elsewhere/work")
+    line = quoted_command(["--out", str(inside), "--work", str(outside), "--n", "10"])
+    assert line == "python -m facelab.train.boundaries --out facelab/weights/b.pt --work /elsewhere/work --n 10"
 
 
 def test_rescore_markdown_escapes_pipes_in_boundary_names():

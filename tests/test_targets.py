@@ -47,5 +47,6 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     assert len(rows) == 2 * len(T.EDITED)
     assert all(r.verdict in (C.HOLDS, C.DOES_NOT_HOLD, C.INCONCLUSIVE) for r in rows)
     assert all(6 <= r.n <= 16 for r in rows)  # faces MTCNN found; identity pairs +-2 std
+    assert all("teacher std per unit" in r.note for r in rows[::2])  # each edit row: its boundary's strength
     text = T.targets_markdown(rows, {"metrics": "m", "h": "h", "edits_n": 8})
     assert f"of {len(rows)} targets hold" in text and "| claim | n |" in text

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import sys
 import time
@@ -224,6 +225,18 @@ def write(args, card: Path, spaces: list[str], boundaries: list[I.Boundary], car
         print(f"registered {name!r} in {PACKAGE_WEIGHTS / 'manifest.json'}", flush=True)
 
 
+def quoted_command(argv: list[str]) -> str:
+    """The command line as the card quotes it: paths inside the working directory made relative to it,
+    so that a card rebuilt in another checkout (or by ``facelab.train.build``) quotes the same command."""
+    cwd = Path.cwd()
+
+    def rel(arg: str) -> str:
+        path = Path(arg)
+        return os.path.relpath(path, cwd) if path.is_absolute() and path.resolve().is_relative_to(cwd) else arg
+
+    return "python -m facelab.train.boundaries " + shlex.join(rel(a) for a in argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = parser()
     args = p.parse_args(argv)
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     meta = {"generator": f"{args.generator} (sha256 {config['generator'][:12]})", "labeler": labeler_id,
             "latents": f"{args.n} (seed {args.seed}, truncation psi {args.psi}, noise const)",
             "SVM": f"top/bottom ratio {args.ratio}, split {args.split}, C {args.C}, sklearn.svm.SVC(kernel='linear')",
-            "command": "python -m facelab.train.boundaries " + shlex.join(sys.argv[1:] if argv is None else argv)}
+            "command": quoted_command(sys.argv[1:] if argv is None else argv)}
     boundaries = fit_all(G, args, spaces, attrs, scores, common, meta)
     corr, cos, rescored = analyse(G, args, boundaries, attrs, scores, labeler, device, meta)
     meta["time"] = f"{time.time() - t_start:.0f} s on {device.type}"

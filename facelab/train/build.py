@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -128,7 +127,6 @@ def stage_boundaries(t: Target, args) -> None:
     from .boundaries import main as boundaries_main
 
     out = PACKAGE_WEIGHTS / f"boundaries_{t.name}.pt" if t.ship else t.work / "boundaries.pt"
-    out = Path(os.path.relpath(out)) if out.resolve().is_relative_to(Path.cwd()) else out  # the card quotes it
     argv = ["--generator", t.generator, "--labeler", t.regressor, "--n", str(args.boundary_samples or args.n_samples),
             "--spaces", "w,z", "--rescore-n", "64", "--out", str(out), "--work", str(t.work / "boundary-labels")]
     boundaries_main(argv + (["--ship"] if t.ship else []) + device_flag(args))

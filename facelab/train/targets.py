@@ -19,7 +19,9 @@ hold when it lies wholly on the other side, else inconclusive).
   the boundary's own distance std along its unit normal; per face, the one-sided change
   ``(teacher(+2) - teacher(-2)) / 2`` in units of the teacher's std over the unedited faces must be at
   least 1; and the edited faces must stay more like themselves (dlib identity) than different
-  people are.
+  people are. The note beside each edit row also gives the step in latent units and the mean change
+  per unit: a boundary's strength, which does not depend on its distance std (the unit the target
+  counts steps in).
 """
 from __future__ import annotations
 
@@ -120,8 +122,11 @@ def edit_claims(G, boundaries: dict, *, n: int = 200, seed: int = 31, device=Non
         plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
         s_plus, s_minus = (label_images(x, attributes=[a], progress=False)[a].numpy() for x in (plus, minus))
         change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
+        per_unit = float(np.nanmean(change)) / h  # the boundary's strength, free of its distance std
         out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits move the teacher's {a} by ≥ 1 teacher std",
-                             change, 1.0, note=f"teacher std {sigma:.3g} over the unedited faces"))
+                             change, 1.0, note=f"teacher std {sigma:.3g} over the unedited faces; step "
+                                               f"{h:.3g} latent units (distance std {b.report.distance_std:.3g}), "
+                                               f"{per_unit:.3g} teacher std per unit"))
         kept = np.concatenate([judged_identity(faces, x).values.numpy() for x in (plus, minus)])
         out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits keep identity above different people's", kept, other))
     return out

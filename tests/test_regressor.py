@@ -74,7 +74,7 @@ def test_card_section_is_replaced_not_duplicated(tmp_path):
     assert text.startswith("# H\n\nintro") and text.count("metrics:start") == 1 and "| age | years | 10 |" in text
     report["ceiling"] = {"age": {"n": 10, "mirror_r": 0.64, "ceiling": 0.8}}
     tr.update_card(card, report)
-    assert "| age | years | 10 | 0.500 | 0.800 | 0.62 |" in card.read_text()  # r / ceiling
+    assert "| age | years | 10 | 0.500 | 0.800 | 0.625 |" in card.read_text()  # r / ceiling
 
 
 def test_the_mirror_ceiling_measures_the_teacher_against_itself():

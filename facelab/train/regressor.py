@@ -263,7 +263,7 @@ def card_markdown(report: dict) -> str:
     for a, r in report["val"].items():
         acc = f"{r['accuracy']:.1%} ({r['majority']:.1%})" if "majority" in r else "–"
         c = ceiling.get(a)
-        lim = (f"{c['ceiling']:.3f} | {r['r'] / c['ceiling']:.2f}" if c and c["ceiling"] > 0 else "– | –")
+        lim = (f"{c['ceiling']:.3f} | {r['r'] / c['ceiling']:.3f}" if c and c["ceiling"] > 0 else "– | –")
         rows.append(f"| {a} | {OUTPUTS[a]['unit']} | {r['n']} | {r['r']:.3f} | {lim} | {acc} | {r['mae']:.3f} | "
                     f"{r['teacher_std']:.3f} |")
     note = ([f"The ceiling is √ of the teacher's agreement with itself between each held-out face and its "

@@ -58,6 +58,8 @@ def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
     assert report["val"]["age"]["r"] > 0.8         # brightness is learnable
     assert abs(report["val"]["yaw"]["r"]) < 0.3    # pure noise is not
     assert report["val"]["smile"]["n"] <= 150 and "accuracy" in report["val"]["male"]
+    assert report["train"]["age"]["r"] > 0.8 and report["train"]["age"]["n"] == 150  # the underfitting check
+    assert "r on training faces" in tr.card_markdown(report)
     H = load_regressor(tmp_path / "attribute_regressor.pt")  # the run's file loads
     assert H.names == tuple(ATTRIBUTES)
 

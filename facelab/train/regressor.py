@@ -240,7 +240,8 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     H.eval()
     report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": epochs,
               "train_minutes": round((time.time() - t0) / 60, 1),
-              "val": agreement(predict(H, va_x), va_y), "cpu": cpu_speed(H)}
+              "val": agreement(predict(H, va_x), va_y), "train": agreement(predict(H, tr_x[:val]), tr_y[:val]),
+              "cpu": cpu_speed(H)}
     if ceiling:
         report["ceiling"] = mirror_ceiling(va_x)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -258,20 +259,27 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
 def card_markdown(report: dict) -> str:
     """The model card's numbers: held-out agreement with the teacher and CPU speed."""
     ceiling = report.get("ceiling", {})
+    train = report.get("train", {})
     rows = ["| attribute | unit | held-out faces | Pearson r | ceiling √(mirror r) | r / ceiling | "
-            "accuracy at 0.5 (majority guess) | mean abs. error | teacher std |", "|---|---|---|---|---|---|---|---|---|"]
+            "accuracy at 0.5 (majority guess) | mean abs. error | teacher std | r on training faces |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for a, r in report["val"].items():
         acc = f"{r['accuracy']:.1%} ({r['majority']:.1%})" if "majority" in r else "–"
         c = ceiling.get(a)
         lim = (f"{c['ceiling']:.3f} | {r['r'] / c['ceiling']:.3f}" if c and c["ceiling"] > 0 else "– | –")
+        fitted = f"{train[a]['r']:.3f}" if a in train else "–"
         rows.append(f"| {a} | {OUTPUTS[a]['unit']} | {r['n']} | {r['r']:.3f} | {lim} | {acc} | {r['mae']:.3f} | "
-                    f"{r['teacher_std']:.3f} |")
+                    f"{r['teacher_std']:.3f} | {fitted} |")
     note = ([f"The ceiling is √ of the teacher's agreement with itself between each held-out face and its "
              f"mirror image, one crop each (`mirror_ceiling`, {next(iter(ceiling.values()))['n']} faces): "
              "the most anything can correlate with a single-crop teacher label. H learns labels that "
              "average both crops, which are somewhat more reliable, so the bound is conservative (an "
              "r / ceiling a little above 1 is possible). Issue #17's target is r / ceiling ≥ 0.9.", ""]
             if ceiling else [])
+    if train:  # an r on training faces no higher than the held-out one: H underfits (train longer or wider)
+        note += [f"The last column is the same agreement on {next(iter(train.values()))['n']} of H's own "
+                 "training faces (unaugmented): when it is no higher than the held-out r, H is underfitting "
+                 "rather than memorising, and more epochs or a wider H, not more faces, are the next step.", ""]
     cpu = report["cpu"]
     return "\n".join([
         f"Held-out agreement with the teacher labelers on {report['val_faces']} world faces never used in "
@@ -289,11 +297,13 @@ def update_card(card: Path, report: dict) -> None:
 
 
 def recard(out: Path, *, val: int = 2000) -> dict:
-    """Re-evaluate the shipped H on the held-out faces of ``out`` and rewrite its card (no training)."""
+    """Re-evaluate the shipped H on the held-out faces of ``out`` (and as many training faces) and rewrite
+    its card (no training)."""
     images, labels = load_chunks(out)
     H = load_regressor()
     report = dict(H.meta)
     report["val"] = agreement(predict(H, images[-val:]), labels[-val:])
+    report["train"] = agreement(predict(H, images[:val]), labels[:val])
     update_card(PACKAGE_WEIGHTS / "attribute_regressor.md", report)
     return report
 

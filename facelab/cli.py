@@ -36,7 +36,7 @@ import torch
 from . import interpret, pti
 from .encoder import encode
 from .faces import FaceAlignmentError
-from .imaging import PhotoError, save_image
+from .imaging import PhotoError, no_photo, save_image
 from .nets.regressor import OUTPUTS
 from .projector import ProjectConfig, project
 from .worlds import ARTIFACTS, PRESETS, load_world, worlds_dir
@@ -135,6 +135,8 @@ def _photos(paths: list[Path]) -> list[Path]:
             if not found:
                 raise FileNotFoundError(f"{p} holds no photos ({', '.join(PHOTO_SUFFIXES)})")
             out += found
+        elif not p.exists():  # before the world loads and the edits are calibrated: bad input fails first
+            raise no_photo(p)
         else:
             out.append(p)
     return out

@@ -210,6 +210,12 @@ def _array_to_rgb(a: np.ndarray, name: str, background) -> Image.Image:
     return Image.fromarray((x * 255).round().astype(np.uint8), "RGB")
 
 
+def no_photo(src: str | Path) -> FileNotFoundError:
+    """The one-line error for a photo path that does not exist (the CLI checks its paths with it first)."""
+    where = "" if Path(src).expanduser().is_absolute() else f" (looked in {Path.cwd()})"
+    return FileNotFoundError(f"no photo at {src}{where}; check the path and the file name")
+
+
 def load_photo(src, *, as_tensor: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                min_size: int = MIN_PHOTO_SIZE, background: tuple[int, int, int] | None = (255, 255, 255)):
     """A photo as an upright RGB PIL image, or as a tensor ``[1, 3, H, W]`` in [-1, 1] (``as_tensor``).
@@ -226,8 +232,7 @@ def load_photo(src, *, as_tensor: bool = False, max_pixels: int | None = DEFAULT
     if isinstance(src, (str, Path)):
         path = Path(src).expanduser()
         if not path.exists():
-            where = "" if path.is_absolute() else f" (looked in {Path.cwd()})"
-            raise FileNotFoundError(f"no photo at {src}{where}; check the path and the file name")
+            raise no_photo(src)
         im = _pil_to_rgb(_open_file(path, name, max_pixels), background, name)
     elif isinstance(src, (bytes, bytearray)) or hasattr(src, "read"):  # encoded bytes or a binary file
         src = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src

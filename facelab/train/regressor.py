@@ -154,6 +154,14 @@ def agreement(pred: torch.Tensor, target: torch.Tensor) -> dict:
     return rows
 
 
+def split_agreement(H: AttributeRegressor, images_u8: torch.Tensor, labels: torch.Tensor, val: int) -> dict:
+    """H's :func:`agreement` on the ``val`` held-out faces (the last ones) and on as many training faces
+    (the first ones): a training r no higher than the held-out r means H underfits."""
+    train = slice(0, min(val, images_u8.shape[0] - val))
+    return {"val": agreement(predict(H, images_u8[-val:]), labels[-val:]),
+            "train": agreement(predict(H, images_u8[train]), labels[train])}
+
+
 def mirror_ceiling(images_u8: torch.Tensor) -> dict:
     """How well any imitator of the teacher can do, from the teacher's disagreement with itself.
 
@@ -240,8 +248,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     H.eval()
     report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": epochs,
               "train_minutes": round((time.time() - t0) / 60, 1),
-              "val": agreement(predict(H, va_x), va_y), "train": agreement(predict(H, tr_x[:val]), tr_y[:val]),
-              "cpu": cpu_speed(H)}
+              **split_agreement(H, images, labels, val), "cpu": cpu_speed(H)}
     if ceiling:
         report["ceiling"] = mirror_ceiling(va_x)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -302,8 +309,7 @@ def recard(out: Path, *, val: int = 2000) -> dict:
     images, labels = load_chunks(out)
     H = load_regressor()
     report = dict(H.meta)
-    report["val"] = agreement(predict(H, images[-val:]), labels[-val:])
-    report["train"] = agreement(predict(H, images[:val]), labels[:val])
+    report.update(split_agreement(H, images, labels, val))
     update_card(PACKAGE_WEIGHTS / "attribute_regressor.md", report)
     return report
 

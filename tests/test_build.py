@@ -113,3 +113,20 @@ def test_a_world_named_after_a_registered_generator_takes_it(tmp_path):
     built, shipped = load_generator(folder / "generator.pt"), load_generator("world64")
     assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), shipped.state_dict().values()))
     assert json.loads((folder / "world.json").read_text())["generator"] == "generator.pt"
+
+
+def test_ship_stages_pass_the_warm_start_and_keep_encoder_flags(tmp_path, monkeypatch):
+    from facelab.train import encoder, regressor
+
+    calls = []
+    monkeypatch.setattr(regressor, "fit", lambda out, **kw: calls.append(("fit", kw)))
+    monkeypatch.setattr(encoder, "main", lambda argv: calls.append(("encoder", argv)))
+    work = tmp_path / "work"
+    B.main(["world64", "--ship", "--work", str(work), "--only", "h", "--h-epochs", "4", "--h-lr", "1e-3",
+            "--h-init", "old.pt", "--n-samples", "20000"])
+    B.main(["world64", "--ship", "--work", str(work), "--only", "encoder", "--keep-encoder", "--device", "cpu"])
+    B.main(["world64", "--ship", "--work", str(work), "--only", "encoder", "--encoder-steps", "9"])
+    (_, fit_kw), (_, keep), (_, train) = calls
+    assert (fit_kw["epochs"], fit_kw["lr"], fit_kw["init"], fit_kw["ship"]) == (4, 1e-3, "old.pt", True)
+    assert keep == ["--world", "world64", "--recard", "--device", "cpu"]  # re-evaluated, not retrained
+    assert train[train.index("--steps") + 1] == "9" and "--ship" in train and "--recard" not in train

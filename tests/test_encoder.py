@@ -1,6 +1,8 @@
 """The e4e-style encoder (facelab.nets.encoder, facelab.encoder, facelab.train.encoder) on the tiny generator."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -138,3 +140,36 @@ def test_pti_takes_encoder_pivots(G, E):
         pti.tune(G, x, pivots="encoder", progress=False)  # an unnamed generator has no shipped encoder
     with pytest.raises(ValueError, match="pivots must be latents, a Projection, 'encoder' or None"):
         pti.tune(G, x, pivots="e4e", progress=False)
+
+
+def test_recard_reevaluates_the_shipped_encoder_without_changing_its_weights(G, E, tmp_path, monkeypatch):
+    """``--recard`` (a build with a new H keeps the encoder): the shipped weights stay bitwise, its file
+    records the new evaluation, it is shipped again (new sha) and its card section is rewritten."""
+    from facelab.train import encoder as tenc
+
+    class World:
+        name, device = "tiny", torch.device("cpu")
+
+    World.G = G
+    path = tmp_path / "encoder_tiny.pt"
+    save_encoder(E, path, meta={"steps": 7})
+    report = {"world faces": [{"n": 2, "method": "encoder", "mse": 0.1, "perceptual": 0.5, "identity": 0.9,
+                               "w_distance": 1.0, "edit_change": {"age": 1.0}, "edit_identity": 0.9,
+                               "seconds_per_face": 0.01}]}
+    monkeypatch.setattr(tenc, "load_world", lambda *a, **k: World)
+    monkeypatch.setattr(tenc, "PACKAGE_WEIGHTS", tmp_path)
+    monkeypatch.setattr(tenc, "evaluate", lambda world, E_: report)
+    shipped = []
+    monkeypatch.setattr(tenc, "ship_file", lambda src, name, **kw: shipped.append((Path(src), name)))
+    monkeypatch.setattr(tenc, "card_markdown", lambda rep, meta: f"recarded {meta['steps']} steps")
+    (tmp_path / "encoder_tiny.md").write_text("# card\n")
+    before = load_encoder(path).state_dict()
+    tenc.main(["--world", "tiny", "--recard", "--device", "cpu"])
+    after = load_encoder(path)
+    assert all(torch.equal(before[k], v) for k, v in after.state_dict().items())
+    assert after.meta["evaluation"] == report and after.meta["steps"] == 7
+    assert shipped == [(path, "encoder_tiny")]
+    assert "recarded 7 steps" in (tmp_path / "encoder_tiny.md").read_text()
+    path.unlink()
+    with pytest.raises(SystemExit, match="no shipped encoder at .*train one with"):
+        tenc.main(["--world", "tiny", "--recard", "--device", "cpu"])

@@ -64,6 +64,29 @@ def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
     assert H.names == tuple(ATTRIBUTES)
 
 
+def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):
+    _fake_chunks(tmp_path)
+    first = tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
+    start = tmp_path / "first.pt"
+    (tmp_path / "attribute_regressor.pt").rename(start)
+    H0 = load_regressor(start)
+    report = tr.fit(tmp_path, epochs=2, val=150, batch=32, lr=1e-3, ship=False, ceiling=False, init=start)
+    assert report["epochs"] == 3 and [r["epochs"] for r in report["runs"]] == [1, 2]
+    assert [r["lr"] for r in report["runs"]] == [3e-3, 1e-3]
+    assert [c["epoch"] for c in report["curve"]] == [1, 2, 3]  # one held-out curve across both runs
+    assert report["curve"][0] == first["curve"][0]
+    H = load_regressor(tmp_path / "attribute_regressor.pt")
+    assert torch.equal(H.mean, H0.mean) and torch.equal(H.std, H0.std)  # the same normalisation
+    tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=1e-12, ship=False, ceiling=False, init=start)
+    H = load_regressor(tmp_path / "attribute_regressor.pt")  # a negligible step: the weights it started from
+    weights = [k for k, v in H0.state_dict().items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.allclose(H.state_dict()[k], H0.state_dict()[k], atol=1e-6) for k in weights)
+    assert "in 1 + 2 (each run a one-cycle schedule" in tr.card_markdown(report)
+    assert "Held-out r after each epoch" in tr.card_markdown(report)
+    with pytest.raises(ValueError, match="trained on 450 faces with 150 held out.*from scratch"):
+        tr.fit(tmp_path, epochs=1, val=100, ship=False, ceiling=False, init=start)  # another split
+
+
 def test_card_section_is_replaced_not_duplicated(tmp_path):
     card = tmp_path / "card.md"
     card.write_text("# H\n\nintro\n")

@@ -2,7 +2,8 @@
 
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
-        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--mapper-steps N] [--encoder-steps N]
+        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-init H.pt]
+        [--mapper-steps N] [--encoder-steps N | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
@@ -117,7 +118,8 @@ def stage_label(t: Target, args) -> None:
 def stage_h(t: Target, args) -> None:
     from .regressor import fit
 
-    fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, ship=t.ship)
+    fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
+        ship=t.ship)
     if not t.ship:
         shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
 
@@ -156,8 +158,9 @@ def stage_encoder(t: Target, args) -> None:
     if t.ship:  # trains (or resumes) to --encoder-steps, evaluates, ships with its card
         from .encoder import main as encoder_main
 
-        encoder_main(["--world", t.name, "--out", str(t.work / "encoder"), "--steps", str(args.encoder_steps),
-                      "--ship"] + device_flag(args))
+        run = (["--recard"] if args.keep_encoder else
+               ["--out", str(t.work / "encoder"), "--steps", str(args.encoder_steps), "--ship"])
+        encoder_main(["--world", t.name, *run] + device_flag(args))
         return
     from ..encoder import PRESETS
     from ..hub import save_encoder
@@ -305,8 +308,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--boundary-samples", type=int, default=None,
                    help="latents labelled by H for the boundaries (default --n-samples)")
     p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
+    p.add_argument("--h-lr", type=float, default=2e-3, help="peak learning rate of H's one-cycle schedule")
+    p.add_argument("--h-init", default=None, metavar="H.pt",
+                   help="warm-start H from this one (the same labels) and train --h-epochs more")
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder training steps (CPU preset)")
+    p.add_argument("--keep-encoder", action="store_true",
+                   help="with --ship: re-evaluate the shipped encoder instead of training one (the generator did not "
+                        "change; the encoder is not trained through H or the boundaries)")
     p.add_argument("--eval-n", type=int, default=1000, help="with --ship: faces for the world's own evaluation")
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)

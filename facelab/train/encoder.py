@@ -2,6 +2,7 @@
 
     python -m facelab.train.encoder --world world64 --out runs/encoder --minutes 60   # resumable, Ctrl-C safe
     python -m facelab.train.encoder --world world64 --out runs/encoder --ship         # evaluate, then ship
+    python -m facelab.train.encoder --world world64 --recard   # re-evaluate the shipped one (a new H)
 
 Each step draws a batch of latents (z ~ N(0, I) mapped with truncation ``psi``; with probability
 ``mix`` a face is a style mix of two latents at a random layer, so W+ codes are seen), renders the
@@ -221,8 +222,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--device", default=None)
     p.add_argument("--ship", action="store_true", help="evaluate and copy into facelab/weights/ (world64)")
+    p.add_argument("--recard", action="store_true",
+                   help="re-evaluate the shipped encoder and rewrite its card, no training (after a new H or new "
+                        "boundaries: the encoder is not trained through them, its edit columns are measured with them)")
     args = p.parse_args(argv)
     world = load_world(args.world, device=get_device(args.device))
+    if args.recard:
+        path = PACKAGE_WEIGHTS / f"encoder_{world.name}.pt"
+        if not path.is_file():
+            raise SystemExit(f"no shipped encoder at {path}; train one with: python -m facelab.train.encoder --ship")
+        ship(world, load_encoder(path, device=world.device), path)
+        return
     cfg = PRESETS[args.preset]
     args.out.mkdir(parents=True, exist_ok=True)
     E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every)
@@ -232,9 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.ship:
         print(f"encoder: {path} ({E.meta['steps']} steps); --ship evaluates it and ships it")
         return
+    ship(world, E, path)
+
+
+def ship(world, E: Encoder, path: Path) -> None:
+    """Evaluate ``E`` (saved at ``path``), record the evaluation in its file, ship it, rewrite its card."""
     report = evaluate(world, E)
     E.meta["evaluation"] = report
-    save_encoder(E, path, meta=E.meta)
+    save_encoder(E, path, meta=E.meta)  # its weights are float16 values already: saving again is exact
     print(json.dumps(report, indent=2))
     name = f"encoder_{world.name}"
     ship_file(path, name, kind="encoder", card=f"{name}.md",

@@ -137,6 +137,17 @@ def predict(H: AttributeRegressor, images_u8: torch.Tensor, batch: int = 500) ->
     return torch.cat([H(to_float(b)) for b in images_u8.split(batch)])
 
 
+CURVE = ("age", "male", "smile")  # the attributes issue #17 sets H's targets on; their r is logged each epoch
+
+
+def held_out_r(H: AttributeRegressor, images_u8: torch.Tensor, labels: torch.Tensor) -> dict:
+    """H's Pearson r on held-out faces for the :data:`CURVE` attributes (eval mode, then back to training)."""
+    H.eval()
+    rows = agreement(predict(H, images_u8), labels)
+    H.train()
+    return {a: rows[a]["r"] for a in CURVE}
+
+
 def agreement(pred: torch.Tensor, target: torch.Tensor) -> dict:
     """Per attribute: Pearson r, mean absolute error and (probabilities) accuracy at 0.5, on labelled rows."""
     rows = {}
@@ -209,12 +220,31 @@ def cpu_speed(H: AttributeRegressor, batch: int = 64, repeats: int = 10) -> dict
     return out
 
 
+def warm_start(init: str | Path, *, train_faces: int, val: int) -> tuple[AttributeRegressor, list[dict], list[dict]]:
+    """An H to continue training from, with its earlier runs and held-out curve.
+
+    It must have been trained on the same split (the same number of training and held-out faces of
+    the same chunks), or its held-out faces could be in this training set and its numbers would lie.
+    """
+    H = load_regressor(init)
+    meta = H.meta
+    if (meta.get("train_faces"), meta.get("val_faces")) != (train_faces, val):
+        raise ValueError(f"{init} was trained on {meta.get('train_faces')} faces with {meta.get('val_faces')} held "
+                         f"out, these labels split {train_faces} / {val}; warm-start only from an H of the same "
+                         "labels and --val, or train from scratch without --init")
+    # an H saved before runs were recorded was trained in one run, at fit's default peak learning rate
+    runs = meta.get("runs", [{"epochs": meta["epochs"], "lr": 2e-3, "minutes": meta.get("train_minutes")}])
+    return H.train().requires_grad_(True), runs, meta.get("curve", [])
+
+
 def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: float = 2e-3, seed: int = 0,
-        ship: bool = True, ceiling: bool = True) -> dict:
+        ship: bool = True, ceiling: bool = True, init: str | Path | None = None) -> dict:
     """Train H on the chunks in ``out`` (the last ``val`` faces held out), report, and ship it.
 
     ``ceiling``: also label the held-out faces and their mirror images with the teacher to measure
-    :func:`mirror_ceiling` (two labelling passes over ``val`` faces).
+    :func:`mirror_ceiling` (two labelling passes over ``val`` faces). ``init``: continue an earlier H
+    of the same labels (:func:`warm_start`) for ``epochs`` more, with a fresh one-cycle schedule
+    peaking at ``lr`` (a warm restart); the report counts all its epochs and keeps one held-out curve.
     """
     images, labels = load_chunks(out)
     if images.shape[0] <= val:
@@ -222,7 +252,12 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     tr_x, tr_y, va_x, va_y = images[:-val], labels[:-val], images[-val:], labels[-val:]
     mean, std = tr_y.nanmean(0), torch.from_numpy(np.nanstd(tr_y.numpy(), 0))
     gen = seed_all(seed)
-    H = AttributeRegressor(mean=mean, std=std)
+    if init is None:
+        H, runs, curve = AttributeRegressor(mean=mean, std=std), [], []
+    else:
+        H, runs, curve = warm_start(init, train_faces=int(tr_x.shape[0]), val=val)
+        mean, std = H.mean, H.std  # the same labels give the same statistics; keep H's own exactly
+    done = sum(r["epochs"] for r in runs)
     opt = torch.optim.AdamW(H.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(tr_x.shape[0] / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -243,11 +278,14 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
             opt.step()
             sched.step()
             bar.update()
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            bar.set_postfix(epoch=done + epoch, loss=f"{loss.item():.3f}")
+        curve.append({"epoch": done + epoch + 1, **held_out_r(H, va_x, va_y)})
+        bar.write(f"epoch {done + epoch + 1}: held-out r " + ", ".join(f"{a} {curve[-1][a]:.3f}" for a in CURVE))
     bar.close()
     H.eval()
-    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": epochs,
-              "train_minutes": round((time.time() - t0) / 60, 1),
+    runs.append({"epochs": epochs, "lr": lr, "minutes": round((time.time() - t0) / 60, 1)})
+    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": done + epochs,
+              "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
               **split_agreement(H, images, labels, val), "cpu": cpu_speed(H)}
     if ceiling:
         report["ceiling"] = mirror_ceiling(va_x)
@@ -287,10 +325,18 @@ def card_markdown(report: dict) -> str:
         note += [f"The last column is the same agreement on {next(iter(train.values()))['n']} of H's own "
                  "training faces (unaugmented): when it is no higher than the held-out r, H is underfitting "
                  "rather than memorising, and more epochs or a wider H, not more faces, are the next step.", ""]
+    runs = report.get("runs", [])
+    schedule = ("" if len(runs) < 2 else " in " + " + ".join(str(r["epochs"]) for r in runs) + " (each run a one-cycle "
+                "schedule, peak lr " + " / ".join(f"{r['lr']:g}" for r in runs) + "; each later run warm-started "
+                "from the H before it with a fresh optimiser)")
+    curve = report.get("curve", [])
+    if curve:  # the held-out r after each recorded epoch: where it flattens
+        note += ["Held-out r after each epoch (" + ", ".join(f"{a}" for a in CURVE) + "): " + "; ".join(
+            f"{c['epoch']}: " + " / ".join(f"{c[a]:.3f}" for a in CURVE) for c in curve) + ".", ""]
     cpu = report["cpu"]
     return "\n".join([
         f"Held-out agreement with the teacher labelers on {report['val_faces']} world faces never used in "
-        f"training (H trained on {report['train_faces']} faces, {report['epochs']} epochs, "
+        f"training (H trained on {report['train_faces']} faces, {report['epochs']} epochs{schedule}, "
         f"{report['train_minutes']} min on CPU). Rows without a detected face are excluded per attribute.",
         "", *rows, "", *note,
         f"CPU speed ({cpu['threads']} threads, batch 64): {cpu['forward_ms_per_image']} ms per image forward, "
@@ -328,6 +374,9 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--out", type=Path, default=Path("runs/regressor"))
     b.add_argument("--epochs", type=int, default=15)
     b.add_argument("--val", type=int, default=2000)
+    b.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    b.add_argument("--init", default=None, metavar="H.pt",
+                   help="continue this H (trained on the same labels and --val) for --epochs more: a warm restart")
     b.add_argument("--no-ship", action="store_true")
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
     c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and rewrite its card")
@@ -339,7 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.cmd == "label":
         label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)
     else:
-        fit(args.out, epochs=args.epochs, val=args.val, ship=not args.no_ship, ceiling=not args.no_ceiling)
+        fit(args.out, epochs=args.epochs, val=args.val, lr=args.lr, init=args.init, ship=not args.no_ship,
+            ceiling=not args.no_ceiling)
 
 
 if __name__ == "__main__":

@@ -81,7 +81,7 @@ def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):
     H = load_regressor(tmp_path / "attribute_regressor.pt")  # a negligible step: the weights it started from
     weights = [k for k, v in H0.state_dict().items() if v.is_floating_point() and "running" not in k]
     assert all(torch.allclose(H.state_dict()[k], H0.state_dict()[k], atol=1e-6) for k in weights)
-    assert "in 1 + 2 (each run a one-cycle schedule" in tr.card_markdown(report)
+    assert "3 epochs — 1 at peak lr 0.003, then 2 more at 0.001 warm-started" in tr.card_markdown(report)
     assert "Held-out r after each epoch" in tr.card_markdown(report)
     with pytest.raises(ValueError, match="trained on 450 faces with 150 held out.*from scratch"):
         tr.fit(tmp_path, epochs=1, val=100, ship=False, ceiling=False, init=start)  # another split

@@ -326,9 +326,9 @@ def card_markdown(report: dict) -> str:
                  "training faces (unaugmented): when it is no higher than the held-out r, H is underfitting "
                  "rather than memorising, and more epochs or a wider H, not more faces, are the next step.", ""]
     runs = report.get("runs", [])
-    schedule = ("" if len(runs) < 2 else " in " + " + ".join(str(r["epochs"]) for r in runs) + " (each run a one-cycle "
-                "schedule, peak lr " + " / ".join(f"{r['lr']:g}" for r in runs) + "; each later run warm-started "
-                "from the H before it with a fresh optimiser)")
+    schedule = ("," if len(runs) < 2 else f" — {runs[0]['epochs']} at peak lr {runs[0]['lr']:g}" + "".join(
+        f", then {r['epochs']} more at {r['lr']:g} warm-started from that H with a fresh optimiser" for r in runs[1:])
+        + ", each run a one-cycle schedule —")
     curve = report.get("curve", [])
     if curve:  # the held-out r after each recorded epoch: where it flattens
         note += ["Held-out r after each epoch (" + ", ".join(f"{a}" for a in CURVE) + "): " + "; ".join(
@@ -336,7 +336,7 @@ def card_markdown(report: dict) -> str:
     cpu = report["cpu"]
     return "\n".join([
         f"Held-out agreement with the teacher labelers on {report['val_faces']} world faces never used in "
-        f"training (H trained on {report['train_faces']} faces, {report['epochs']} epochs{schedule}, "
+        f"training (H trained on {report['train_faces']} faces for {report['epochs']} epochs{schedule} "
         f"{report['train_minutes']} min on CPU). Rows without a detected face are excluded per attribute.",
         "", *rows, "", *note,
         f"CPU speed ({cpu['threads']} threads, batch 64): {cpu['forward_ms_per_image']} ms per image forward, "

@@ -52,8 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     _, val_fake, val_real = codes_and_w(world, E, args.faces // 4, seed=2)
     print(f"{world.name}: encoder of {E.meta['steps']} steps, {E.stage} open layers; {args.faces} training faces, "
           f"{args.faces // 4} held out; {steps} discriminator steps, batch {cfg.batch}, R1 {cfg.r1}")
-    print("| discriminator lr | held-out balanced accuracy | mean loss, last 200 steps (chance 1.386) |")
-    print("|---|---|---|")
+    print("| discriminator lr | held-out balanced accuracy | held-out mean abs. logit | mean loss, last 200 steps "
+          "(chance 1.386) |")
+    print("|---|---|---|---|")
     for lr in (float(x) for x in args.lrs.split(",")):
         torch.manual_seed(0)
         D = LatentDiscriminator(world.G.w_dim)
@@ -64,8 +65,11 @@ def main(argv: list[str] | None = None) -> None:
             idx = torch.randint(0, train_ws.shape[0], (cfg.batch,), generator=gen)
             losses.append(_discriminator_step(D, opt, train_ws[idx], world.G, E.stage, step, cfg, gen))
         with torch.no_grad():
-            acc = ((D(val_real) > 0).float().mean() + (D(val_fake) < 0).float().mean()) / 2
-        print(f"| {lr:g} | {float(acc):.3f} | {sum(losses[-200:]) / len(losses[-200:]):.3f} |", flush=True)
+            real, fake = D(val_real), D(val_fake)
+        acc = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
+        logit = torch.cat([real, fake]).abs().mean()
+        print(f"| {lr:g} | {float(acc):.3f} | {float(logit):.3f} | {sum(losses[-200:]) / len(losses[-200:]):.3f} |",
+              flush=True)
 
 
 if __name__ == "__main__":

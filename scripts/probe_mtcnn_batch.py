@@ -1,0 +1,53 @@
+"""Does a face's MTCNN detection depend on the other faces in its batch? A probe of the teacher's detector.
+
+    python scripts/probe_mtcnn_batch.py [--faces 500] [--seed 0] [--batches 64,50,1]
+
+Renders ``--faces`` world64 faces as the label stage does (:func:`facelab.train.regressor.render_chunk`,
+stored as uint8 like its chunks) and runs :func:`facelab.nets.attributes.detect_faces` on them in
+batches of each size. For each size it prints how many faces' boxes or landmarks differ from the
+first size's by more than 10⁻³ px, the largest box difference, and the detection time. A face's
+labels (age, gender, smile crops, pose) all start from its box and landmarks, so a face whose box
+moves with the batch gets batch-dependent labels.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from facelab.hub import load_generator
+from facelab.nets.attributes import detect_faces
+from facelab.train.regressor import render_chunk, to_float
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--faces", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batches", default="64,50,1")
+    args = p.parse_args(argv)
+    G = load_generator("world64", device="cpu").eval()
+    images = torch.cat([x for x, _ in render_chunk(G, 0, psi_min=0.5, seed=args.seed)])[:args.faces]
+    x = to_float(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))  # as the label stage stores them
+    runs = []
+    for bs in (int(b) for b in args.batches.split(",")):
+        t0 = time.perf_counter()
+        found = [detect_faces(chunk) for chunk in x.split(bs)]
+        seconds = time.perf_counter() - t0
+        runs.append((bs, torch.cat([f.boxes for f in found]), torch.cat([f.points for f in found]), seconds))
+    (ref, boxes0, points0, seconds0), *others = runs
+    print(f"{x.shape[0]} world64 faces, {torch.get_num_threads()} threads; reference: batches of {ref}")
+    print("| batch | faces whose box or landmarks move > 1e-3 px | largest box move (px) | detection seconds |")
+    print("|---|---|---|---|")
+    print(f"| {ref} | – | – | {seconds0:.1f} |")
+    for bs, boxes, points, seconds in others:
+        moved = torch.maximum((boxes - boxes0).abs().amax(1), (points - points0).abs().flatten(1).amax(1))
+        both = ~torch.isnan(moved)  # found in both runs (a face found in one only counts as moved)
+        n_moved = int((moved[both] > 1e-3).sum()) + int((torch.isnan(boxes[:, 0]) != torch.isnan(boxes0[:, 0])).sum())
+        largest = float(moved[both].max()) if both.any() else float("nan")
+        print(f"| {bs} | {n_moved} of {x.shape[0]} | {largest:.2f} | {seconds:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

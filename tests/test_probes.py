@@ -1,0 +1,35 @@
+"""The diagnostic probes in scripts/ run and print their tables (their numbers go into model cards and notes)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+
+
+def probe(script: str, *args: str) -> list[list[str]]:
+    """Run ``scripts/SCRIPT`` and return the cells of its table's data rows."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ")]
+    return [[c.strip() for c in r] for r in rows[1:] if not r[0].startswith("-")]  # no header, no rule
+
+
+@pytest.mark.skipif(not (ROOT / "facelab/weights/encoder_world64.pt").is_file(), reason="no shipped encoder")
+def test_latent_discriminator_probe_reports_one_row_per_learning_rate():
+    rows = probe("probe_latent_disc.py", "--faces", "40", "--steps", "20", "--lrs", "2e-5,2e-3")
+    assert [r[0] for r in rows] == ["2e-05", "0.002"]
+    assert all(0 <= float(r[1]) <= 1 and float(r[2]) >= 0 for r in rows)  # balanced accuracy, mean |logit|
+
+
+def test_mtcnn_batch_probe_compares_each_batch_size_with_the_first():
+    pytest.importorskip("facenet_pytorch")
+    rows = probe("probe_mtcnn_batch.py", "--faces", "12", "--batches", "12,12,1")
+    assert [r[0] for r in rows] == ["12", "12", "1"] and rows[0][1] == "–"
+    assert rows[1][1] == "0 of 12"  # the same batches twice: the same boxes (the probe can tell)
+    moved = int(rows[2][1].split()[0])
+    assert 0 <= moved <= 12

@@ -223,8 +223,9 @@ def cpu_speed(H: AttributeRegressor, batch: int = 64, repeats: int = 10) -> dict
 def warm_start(init: str | Path, *, train_faces: int, val: int) -> tuple[AttributeRegressor, list[dict], list[dict]]:
     """An H to continue training from, with its earlier runs and held-out curve.
 
-    It must have been trained on the same split (the same number of training and held-out faces of
-    the same chunks), or its held-out faces could be in this training set and its numbers would lie.
+    It must have been trained on the same labels and split, or its held-out faces could be in this
+    training set and its numbers would lie. The counts of training and held-out faces are checked;
+    that they are the same chunks is the caller's word (the build passes its own work folder).
     """
     H = load_regressor(init)
     meta = H.meta

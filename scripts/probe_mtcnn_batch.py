@@ -2,8 +2,8 @@
 
     python scripts/probe_mtcnn_batch.py [--faces 500] [--seed 0] [--batches 64,50,1]
 
-Renders ``--faces`` world64 faces as the label stage does (:func:`facelab.train.regressor.render_chunk`,
-stored as uint8 like its chunks) and runs :func:`facelab.nets.attributes.detect_faces` on them in
+Renders ``--faces`` world64 faces as the label stage does (:func:`facelab.train.regressor.render_chunk`)
+and runs :func:`facelab.nets.attributes.detect_faces` on them in
 batches of each size. For each size it prints how many faces' boxes or landmarks differ from the
 first size's by more than 10⁻³ px, the largest box difference, and the detection time. A face's
 labels (age, gender, smile crops, pose) all start from its box and landmarks, so a face whose box
@@ -18,7 +18,7 @@ import torch
 
 from facelab.hub import load_generator
 from facelab.nets.attributes import detect_faces
-from facelab.train.regressor import render_chunk, to_float
+from facelab.train.regressor import render_chunk
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batches", default="64,50,1")
     args = p.parse_args(argv)
     G = load_generator("world64", device="cpu").eval()
-    images = torch.cat([x for x, _ in render_chunk(G, 0, psi_min=0.5, seed=args.seed)])[:args.faces]
-    x = to_float(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8))  # as the label stage stores them
+    # detect_faces quantises to uint8 itself, exactly as the label stage stores its faces
+    x = torch.cat([x for x, _ in render_chunk(G, 0, psi_min=0.5, seed=args.seed)])[:args.faces]
     runs = []
     for bs in (int(b) for b in args.batches.split(",")):
         t0 = time.perf_counter()

@@ -15,8 +15,8 @@ def probe(script: str, *args: str) -> list[list[str]]:
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
                          cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
-    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ")]
-    return [[c.strip() for c in r] for r in rows[1:] if not r[0].startswith("-")]  # no header, no rule
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| ")]  # not the |---| rule
+    return [[c.strip() for c in r] for r in rows[1:]]  # after the header
 
 
 @pytest.mark.skipif(not (ROOT / "facelab/weights/encoder_world64.pt").is_file(), reason="no shipped encoder")

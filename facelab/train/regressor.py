@@ -227,7 +227,7 @@ def warm_start(init: str | Path, *, train_faces: int, val: int) -> tuple[Attribu
     training set and its numbers would lie. The counts of training and held-out faces are checked;
     that they are the same chunks is the caller's word (the build passes its own work folder).
     """
-    H = load_regressor(init)
+    H = load_regressor(init, device="cpu")  # fit trains on the CPU, where its faces are
     meta = H.meta
     if (meta.get("train_faces"), meta.get("val_faces")) != (train_faces, val):
         raise ValueError(f"{init} was trained on {meta.get('train_faces')} faces with {meta.get('val_faces')} held "

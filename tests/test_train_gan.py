@@ -201,17 +201,18 @@ def test_a_cpu_time_budget_stops_the_invocation(tmp_path):
 
 
 def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
-    from facelab.train.gan import commit_checkpoint
+    from facelab.train.gan import commit_checkpoint, read_committed_log
 
     run = tmp_path / "run"
     trainer = train(run, config(disc="both"), device="cpu", max_steps=2, progress=False)
     stats = commit_checkpoint(run, tmp_path / "committed")
     small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)
     assert stats["mib"] * 2 ** 20 < 0.75 * (run / CHECKPOINT).stat().st_size
-    log = (tmp_path / "committed" / "log.jsonl").read_text().splitlines()
+    log = read_committed_log(tmp_path / "committed")
+    assert log and not (tmp_path / "committed" / "log.jsonl").exists()  # only the gzip copy is committed
     train(run, config(disc="both"), device="cpu", max_steps=10, progress=False)  # the run goes on...
     commit_checkpoint(run, tmp_path / "committed")                               # ...and is committed again
-    steps = [json.loads(line)["step"] for line in (tmp_path / "committed" / "log.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in read_committed_log(tmp_path / "committed")]
     assert steps[:len(log)] == [json.loads(line)["step"] for line in log] and steps == sorted(set(steps))
     assert steps[-1] == 10  # logged every 10 steps
     assert small["G"]["synthesis.b32.torgb.weight"].dtype == torch.float16
@@ -228,3 +229,22 @@ def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
     torch.testing.assert_close(resumed.G.state_dict()["synthesis.b32.torgb.weight"],
                                trainer.G.state_dict()["synthesis.b32.torgb.weight"], rtol=1e-2, atol=1e-2)
     assert math.isfinite(resumed.step()["loss_g"])
+
+
+def test_the_committed_log_is_gzip_deterministic_and_takes_over_a_plain_one(tmp_path):
+    from facelab.train.gan import COMMITTED_LOG, _append_log, read_committed_log
+
+    run, a, b = tmp_path / "run", tmp_path / "a", tmp_path / "b"
+    for d in (run, a, b):
+        d.mkdir()
+    lines = [json.dumps({"step": s, "kimg": s * 0.016}) for s in (1, 10, 20, 30)]
+    (a / "log.jsonl").write_text("".join(line + "\n" for line in lines[:2]))  # an older commit's plain log
+    (run / "log.jsonl").write_text("".join(line + "\n" for line in lines[1:]))  # overlaps at step 10
+    _append_log(run / "log.jsonl", a)
+    assert read_committed_log(a) == lines and not (a / "log.jsonl").exists()
+    (b / "log.jsonl").write_text("".join(line + "\n" for line in lines[:2]))
+    import time
+
+    time.sleep(1.1)  # a gzip header with the time in it would now differ
+    _append_log(run / "log.jsonl", b)
+    assert (a / COMMITTED_LOG).read_bytes() == (b / COMMITTED_LOG).read_bytes()

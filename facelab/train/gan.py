@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
 import json
 import math
 import os
@@ -457,6 +458,9 @@ def compact_state(ckpt: dict) -> dict:
             "compact": {k: str(dtype) for k, dtype in COMPACT.items()}}
 
 
+COMMITTED_LOG = "log.jsonl.gz"
+
+
 def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
     """Write a compact copy of ``run_dir``'s checkpoint, with its log and config, into ``dest``."""
     import shutil
@@ -468,7 +472,7 @@ def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
     atomic_torch_save(small, dest / CHECKPOINT)
     if (run_dir / "train_config.json").exists():
         shutil.copyfile(run_dir / "train_config.json", dest / "train_config.json")
-    _append_log(run_dir / "log.jsonl", dest / "log.jsonl")
+    _append_log(run_dir / "log.jsonl", dest)
     g, g16 = ckpt["G"], small["G"]
     floats = [k for k, v in g.items() if v.is_floating_point() and v.ndim > 0]
     rounding = torch.cat([(g16[k].float() - g[k]).abs().flatten() for k in floats]).mean().item()
@@ -478,13 +482,30 @@ def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
 
 
 def _append_log(src: Path, dest: Path) -> None:
-    """Extend ``dest`` with the lines of ``src`` past its last step: one log for the whole history."""
+    """Extend the gzip log in ``dest`` with the lines of ``src`` past its last step: one log for the
+    whole history. Gzip keeps the tracked tree small (the log grows with every committed run); a plain
+    ``log.jsonl`` left by an older commit is folded in and removed."""
     if not src.exists():
         return
-    old = dest.read_text().splitlines() if dest.exists() else []
+    old = read_committed_log(dest)
     last = json.loads(old[-1])["step"] if old else -1
     new = [line for line in src.read_text().splitlines() if line and json.loads(line)["step"] > last]
-    dest.write_text("".join(line + "\n" for line in old + new))
+    text = "".join(line + "\n" for line in old + new).encode()
+    tmp = dest / (COMMITTED_LOG + ".tmp")
+    with open(tmp, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as z:
+        z.write(text)  # mtime=0 and no name: the same lines give the same bytes
+    os.replace(tmp, dest / COMMITTED_LOG)
+    (dest / "log.jsonl").unlink(missing_ok=True)
+
+
+def read_committed_log(dest: str | Path) -> list[str]:
+    """The lines of a committed log (``log.jsonl.gz``, or a plain ``log.jsonl`` from before it)."""
+    dest = Path(dest)
+    if (dest / COMMITTED_LOG).exists():
+        return gzip.decompress((dest / COMMITTED_LOG).read_bytes()).decode().splitlines()
+    if (dest / "log.jsonl").exists():
+        return (dest / "log.jsonl").read_text().splitlines()
+    return []
 
 
 # ---------------------------------------------------------------------------------------------

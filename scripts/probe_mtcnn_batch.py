@@ -3,21 +3,25 @@
     python scripts/probe_mtcnn_batch.py [--faces 500] [--seed 0] [--batches 64,50,1]
 
 Renders ``--faces`` world64 faces as the label stage does (:func:`facelab.train.regressor.render_chunk`)
-and runs :func:`facelab.nets.attributes.detect_faces` on them in
-batches of each size. For each size it prints how many faces' boxes or landmarks differ from the
-first size's by more than 10⁻³ px, the largest box difference, and the detection time. A face's
-labels (age, gender, smile crops, pose) all start from its box and landmarks, so a face whose box
-moves with the batch gets batch-dependent labels.
+and runs facenet-pytorch's own batched ``MTCNN.detect`` on them in batches of each size, and
+:func:`facelab.nets.attributes.detect_faces` (one image at a time, the reference). For each it prints
+how many faces' boxes or landmarks differ from the reference's by more than 10⁻³ px, the largest box
+difference, and the detection time. A face's labels (age, gender, smile crops, pose) all start from
+its box and landmarks, so a face whose box moves with the batch gets batch-dependent labels: this
+probe is why ``detect_faces`` detects one image at a time.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
+import numpy as np
 import torch
 
 from facelab.hub import load_generator
-from facelab.nets.attributes import detect_faces
+from facelab.imaging import to_uint8
+from facelab.nets.attributes import Faces, detect_faces, load_mtcnn
 from facelab.train.regressor import render_chunk
 
 
@@ -30,24 +34,39 @@ def main(argv: list[str] | None = None) -> None:
     G = load_generator("world64", device="cpu").eval()
     # detect_faces quantises to uint8 itself, exactly as the label stage stores its faces
     x = torch.cat([x for x, _ in render_chunk(G, 0, psi_min=0.5, seed=args.seed)])[:args.faces]
-    runs = []
-    for bs in (int(b) for b in args.batches.split(",")):
+    runs = [("one at a time (detect_faces)", lambda chunk: detect_faces(chunk), 1)]
+    runs += [(f"batches of {bs} (MTCNN.detect)", batched, bs) for bs in (int(b) for b in args.batches.split(","))]
+    detect_faces(x[:1])  # build MTCNN before any clock starts
+    results = []
+    for name, detect, bs in runs:
         t0 = time.perf_counter()
-        found = [detect_faces(chunk) for chunk in x.split(bs)]
-        seconds = time.perf_counter() - t0
-        runs.append((bs, torch.cat([f.boxes for f in found]), torch.cat([f.points for f in found]), seconds))
-    (ref, boxes0, points0, seconds0), *others = runs
-    print(f"{x.shape[0]} world64 faces, {torch.get_num_threads()} threads; reference: batches of {ref}")
-    print("| batch | faces whose box or landmarks move > 1e-3 px | largest box move (px) | detection seconds |")
+        found = [detect(chunk) for chunk in x.split(bs)]
+        results.append((name, torch.cat([f.boxes for f in found]), torch.cat([f.points for f in found]),
+                        time.perf_counter() - t0))
+    (ref, boxes0, points0, seconds0), *others = results
+    print(f"{x.shape[0]} world64 faces, {torch.get_num_threads()} threads; reference: {ref}")
+    print("| detection | faces whose box or landmarks move > 1e-3 px | largest box move (px) | seconds |")
     print("|---|---|---|---|")
     print(f"| {ref} | – | – | {seconds0:.1f} |")
-    for bs, boxes, points, seconds in others:
+    for name, boxes, points, seconds in others:
         moved = torch.maximum((boxes - boxes0).abs().amax(1), (points - points0).abs().flatten(1).amax(1))
         both = ~torch.isnan(moved)  # found in both runs (a face found in one only counts as moved)
         n_moved = int((moved[both] > 1e-3).sum()) + int((torch.isnan(boxes[:, 0]) != torch.isnan(boxes0[:, 0])).sum())
         largest = float(moved[both].max()) if both.any() else float("nan")
-        print(f"| {bs} | {n_moved} of {x.shape[0]} | {largest:.2f} | {seconds:.1f} |")
+        print(f"| {name} | {n_moved} of {x.shape[0]} | {largest:.2f} | {seconds:.1f} |")
 
+
+def batched(chunk: torch.Tensor) -> Faces:
+    """facenet-pytorch's MTCNN over the whole chunk at once (what ``detect_faces`` did before)."""
+    n = chunk.shape[0]
+    conf, boxes, points = torch.zeros(n), torch.full((n, 4), math.nan), torch.full((n, 5, 2), math.nan)
+    found_boxes, probs, marks = load_mtcnn("cpu").detect(to_uint8(chunk), landmarks=True)
+    for i in range(n):
+        if marks[i] is not None:
+            conf[i] = float(probs[i][0])
+            boxes[i] = torch.from_numpy(np.asarray(found_boxes[i], dtype=np.float32)[0])
+            points[i] = torch.from_numpy(np.asarray(marks[i], dtype=np.float32)[0])
+    return Faces(conf, boxes, points)
 
 if __name__ == "__main__":
     main()

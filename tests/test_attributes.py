@@ -229,3 +229,15 @@ def test_missing_optional_packages_name_the_fix(monkeypatch):
     finally:
         A._age_gender_models.cache_clear()
         A.load_expression_net.cache_clear()
+
+
+def test_a_faces_detection_does_not_depend_on_the_faces_beside_it():
+    """World64 face 45 of the label stage's first chunk: MTCNN batched over these 64 faces put its box
+    7.6 px away from where it puts it alone (``scripts/probe_mtcnn_batch.py``, on the CPU)."""
+    from facelab.train.regressor import render_chunk
+
+    G = fl.load_generator("world64", device="cpu").eval()
+    x = next(render_chunk(G, 0, psi_min=0.5, seed=0))[0][:64]
+    together, alone = A.detect_faces(x), A.detect_faces(x[45:46])
+    assert bool(alone.found[0])
+    assert torch.equal(together.boxes[45], alone.boxes[0]) and torch.equal(together.points[45], alone.points[0])

@@ -176,19 +176,26 @@ def load_mtcnn(device=None):
 
 @torch.no_grad()
 def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
-    """MTCNN on images [N, 3, H, W] in [-1, 1] (as uint8, like ``train.evaluate``): the largest face of each."""
+    """MTCNN on images [N, 3, H, W] in [-1, 1] (as uint8, like ``train.evaluate``): the largest face of each.
+
+    One image at a time, so that a face's box never depends on the faces beside it: MTCNN batches its
+    candidate boxes across images, and its score thresholds and non-maximum suppression turn the
+    last-bit differences of a differently sized batch into moved boxes (``scripts/probe_mtcnn_batch.py``
+    found 4 of 500 world64 faces moving by up to 7.6 px between batches of 64 and of 1). Every face's
+    labels start from its box and landmarks, so that is worth the cost: about a fifth more time on a
+    CPU (7.7 s rather than 6.3 s for those 500 faces at one thread).
+    """
     check_images(images)
     n = images.shape[0]
     conf, boxes, points = torch.zeros(n), torch.full((n, 4), math.nan), torch.full((n, 5, 2), math.nan)
-    if n == 0:
-        return Faces(conf, boxes, points)
-    found_boxes, probs, marks = load_mtcnn(device).detect(to_uint8(images), landmarks=True)  # uint8 [N, H, W, 3]
-    for i in range(n):
-        if marks[i] is None:
+    mtcnn = load_mtcnn(device)
+    for i, image in enumerate(to_uint8(images)):  # uint8 [H, W, 3]
+        found_boxes, probs, marks = mtcnn.detect(image[None], landmarks=True)
+        if marks[0] is None:
             continue
-        conf[i] = float(np.asarray(probs[i], dtype=np.float64)[0])
-        boxes[i] = torch.from_numpy(np.asarray(found_boxes[i], dtype=np.float32)[0])
-        points[i] = torch.from_numpy(np.asarray(marks[i], dtype=np.float32)[0])
+        conf[i] = float(np.asarray(probs[0], dtype=np.float64)[0])
+        boxes[i] = torch.from_numpy(np.asarray(found_boxes[0], dtype=np.float32)[0])
+        points[i] = torch.from_numpy(np.asarray(marks[0], dtype=np.float32)[0])
     return Faces(conf, boxes, points)
 
 
@@ -465,8 +472,8 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     """Label images [N, 3, H, W] in [-1, 1] with the teacher models: ``{name: float32 [N]}``.
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
-    optional packages named in their error messages). MTCNN runs once per batch and its faces are
-    shared by every labeler. ``face_conf`` is always returned, so rows without a face (NaN
+    optional packages named in their error messages). MTCNN finds each face once (see
+    :func:`detect_faces`) and every labeler shares it. ``face_conf`` is always returned, so rows without a face (NaN
     elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
     mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:
     ``get_device()``); the ONNX models run on the CPU whatever ``device`` is.

@@ -1,6 +1,7 @@
 """The e4e-style encoder (facelab.nets.encoder, facelab.encoder, facelab.train.encoder) on the tiny generator."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,31 @@ def test_recard_reevaluates_the_shipped_encoder_without_changing_its_weights(G, 
     path.unlink()
     with pytest.raises(SystemExit, match="no shipped encoder at .*train one with"):
         tenc.main(["--world", "tiny", "--recard", "--device", "cpu"])
+
+
+def test_a_variant_is_trained_with_set_and_judged_with_report_without_shipping(G, tmp_path, monkeypatch):
+    """``--set disc_lr=2e-4 --report``: the run's config carries the change, its evaluation lands in the
+    run folder, and nothing is shipped."""
+    from facelab.train import encoder as tenc
+
+    class World:
+        name, crop, device = "tiny", "chip", torch.device("cpu")
+
+    World.G = G
+    report = {"world faces": [{"n": 2, "method": "encoder", "w_distance": 1.0}]}
+    monkeypatch.setattr(tenc, "load_world", lambda *a, **k: World)
+    monkeypatch.setattr(tenc, "PRESETS", {"cpu": enc.E4EConfig(lpips=0, id=0, latent=1.0, batch=2,
+                                                                progressive_start=2, progressive_every=1)})
+    monkeypatch.setattr(tenc, "evaluate", lambda world, E_: report)
+    monkeypatch.setattr(tenc, "ship_file", lambda *a, **k: pytest.fail("--report must not ship"))
+    monkeypatch.setattr(tenc, "card_markdown", lambda rep, meta: f"{meta['steps']} steps, disc_lr {meta['config']['disc_lr']}")
+    out = tmp_path / "variant"
+    tenc.main(["--world", "tiny", "--out", str(out), "--steps", "3", "--set", "disc_lr=2e-4", "--set", "r1=0",
+               "--report", "--device", "cpu"])
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["config"]["disc_lr"] == 2e-4
+    assert (out / "card.md").read_text().strip() == "3 steps, disc_lr 0.0002"
+    assert json.loads((out / "evaluation.json").read_text()) == report
+    with pytest.raises(SystemExit, match="--set takes NAME=VALUE"):
+        tenc.main(["--world", "tiny", "--out", str(out), "--set", "disc_lr"])
+    with pytest.raises(SystemExit, match="E4EConfig has no dics_lr"):
+        tenc.main(["--world", "tiny", "--out", str(out), "--set", "dics_lr=1"])

@@ -3,6 +3,7 @@
     python -m facelab.train.encoder --world world64 --out runs/encoder --minutes 60   # resumable, Ctrl-C safe
     python -m facelab.train.encoder --world world64 --out runs/encoder --ship         # evaluate, then ship
     python -m facelab.train.encoder --world world64 --recard   # re-evaluate the shipped one (a new H)
+    python -m facelab.train.encoder --out runs/enc-d --set disc_lr=2e-4 --steps 3716 --report  # a variant, judged
 
 Each step draws a batch of latents (z ~ N(0, I) mapped with truncation ``psi``; with probability
 ``mix`` a face is a style mix of two latents at a random layer, so W+ codes are seen), renders the
@@ -15,6 +16,9 @@ Checkpoints (``OUT/checkpoint.pt``, every ``--every`` steps and on Ctrl-C / SIGT
 encoder, the discriminator, both optimisers, the RNG and the history; rerunning resumes. ``--ship``
 (world64) evaluates the encoder against W and W+ projection (:func:`evaluate`), writes
 ``facelab/weights/encoder_world64.pt`` (float16 weights) and the metrics section of its card.
+``--set NAME=VALUE`` changes one field of the preset's :class:`~facelab.encoder.E4EConfig` (repeatable;
+the checkpoint and the card record the whole config); ``--report`` evaluates a run the same way
+without shipping it, into ``OUT/card.md`` and ``OUT/evaluation.json``, to compare with the shipped card.
 """
 from __future__ import annotations
 
@@ -222,6 +226,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--device", default=None)
     p.add_argument("--ship", action="store_true", help="evaluate and copy into facelab/weights/ (world64)")
+    p.add_argument("--report", action="store_true",
+                   help="evaluate as --ship does, into OUT/card.md and OUT/evaluation.json, without shipping")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
+                   help="change one E4EConfig field of the preset, e.g. --set disc_lr=2e-4 (repeatable)")
     p.add_argument("--recard", action="store_true",
                    help="re-evaluate the shipped encoder and rewrite its card, no training (after a new H or new "
                         "boundaries: the encoder is not trained through them, its edit columns are measured with them)")
@@ -233,16 +241,40 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"no shipped encoder at {path}; train one with: python -m facelab.train.encoder --ship")
         ship(world, load_encoder(path, device=world.device), path)
         return
-    cfg = PRESETS[args.preset]
+    cfg = with_overrides(PRESETS[args.preset], args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every)
     path = args.out / "encoder.pt"
     save_encoder(E, path, meta=E.meta)
     E = load_encoder(path, device=world.device)  # evaluate what ships: the rounded weights
+    if args.report:
+        report = evaluate(world, E)
+        (args.out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "card.md").write_text(card_markdown(report, E.meta) + "\n")
+        print(f"encoder: {path} ({E.meta['steps']} steps) evaluated into {args.out / 'card.md'}; not shipped")
     if not args.ship:
-        print(f"encoder: {path} ({E.meta['steps']} steps); --ship evaluates it and ships it")
+        if not args.report:
+            print(f"encoder: {path} ({E.meta['steps']} steps); --ship evaluates it and ships it")
         return
     ship(world, E, path)
+
+
+def with_overrides(cfg: E4EConfig, overrides: list[str]) -> E4EConfig:
+    """``cfg`` with each ``NAME=VALUE`` applied, VALUE read as the field's type (int or float)."""
+    changes = {}
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set takes NAME=VALUE (e.g. --set disc_lr=2e-4), got {item!r}")
+        kind = type(getattr(cfg, name, 0.0))
+        try:
+            changes[name] = kind(float(value)) if kind is int and float(value).is_integer() else kind(value)
+        except ValueError:
+            raise SystemExit(f"--set {name}: {value!r} is not {'an integer' if kind is int else 'a number'}") from None
+    try:
+        return cfg.replace(**changes)
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"--set: {e}") from None
 
 
 def ship(world, E: Encoder, path: Path) -> None:

@@ -86,9 +86,10 @@ def invert(world, face: torch.Tensor, *, method: str = "pti", budget=None, progr
     return Inversion(ws.detach(), G, method, time.perf_counter() - t0)
 
 
-def editor(world, changes: dict[str, float], *, by: str = "interfacegan"):
+def editor(world, changes: dict[str, float], *, by: str = "interfacegan", stacklevel: int = 2):
     """A function ``ws -> edited ws`` for ``changes`` ``{attribute: change in its units}`` (see the module
-    docstring); the InterFaceGAN steps are measured once here, so a folder of photos shares them."""
+    docstring); the InterFaceGAN steps are measured once here, so a folder of photos shares them.
+    ``stacklevel`` is the warnings module's: a too-large change is reported at the caller's line."""
     if by not in EDITORS:
         raise ValueError(f"unknown editor {by!r}; use one of {', '.join(EDITORS)}")
     changes = {k: float(v) for k, v in changes.items() if v}
@@ -109,7 +110,7 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan"):
         if std and abs(steps[name]) > MAX_STDS * std:
             warnings.warn(f"{name} {change:+g} asks for {steps[name] / std:+.1f} std along its boundary (the world "
                           f"moves {name} by {slope * std:.3g} per std); beyond +-{MAX_STDS} std faces may break",
-                          stacklevel=2)
+                          stacklevel=stacklevel)
 
     def edit(ws: torch.Tensor) -> torch.Tensor:
         for name, step in steps.items():
@@ -121,7 +122,7 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan"):
 
 def apply_edits(world, ws: torch.Tensor, changes: dict[str, float], *, by: str = "interfacegan") -> torch.Tensor:
     """Edit W+ latents ``ws`` by ``changes`` ``{attribute: change in its units}``: :func:`editor` applied once."""
-    return editor(world, changes, by=by)(ws)
+    return editor(world, changes, by=by, stacklevel=3)(ws)  # warnings point at the caller, not here
 
 
 # --- the commands ---------------------------------------------------------------------------

@@ -120,8 +120,10 @@ def test_several_photos_need_an_output_folder(tmp_path, photo):
 def test_interfacegan_edits_are_calibrated_and_warn_when_far():
     world = cli.load_world("world64", device="cpu")
     ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))
-    with pytest.warns(UserWarning, match=r"age \+60 asks for .* std along its boundary"):
+    with pytest.warns(UserWarning, match=r"age \+60 asks for .* std along its boundary") as caught:
         far = cli.editor(world, {"age": 60})
+        cli.apply_edits(world, ws, {"age": 60})
+    assert [Path(w.filename).name for w in caught] == ["test_cli.py"] * 2  # the caller's line, not cli.py's
     near = cli.editor(world, {"age": 1})
     b = world.boundaries("w")["age"]
     moved = lambda e: (b.distance(e(ws)[:, 0]) - b.distance(ws[:, 0])).mean()  # noqa: E731

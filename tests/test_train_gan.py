@@ -248,3 +248,19 @@ def test_the_committed_log_is_gzip_deterministic_and_takes_over_a_plain_one(tmp_
     time.sleep(1.1)  # a gzip header with the time in it would now differ
     _append_log(run / "log.jsonl", b)
     assert (a / COMMITTED_LOG).read_bytes() == (b / COMMITTED_LOG).read_bytes()
+
+
+def test_any_checkpoint_exports_its_ema_generator_for_evaluation(tmp_path):
+    from facelab.hub import load_generator
+    from facelab.train.gan import commit_checkpoint, main
+
+    run = tmp_path / "run"
+    trainer = train(run, config(disc="both"), device="cpu", max_steps=2, progress=False)
+    commit_checkpoint(run, tmp_path / "committed")
+    for src in (run, tmp_path / "committed"):  # a run's own checkpoint and the compact committed copy
+        main(["--out", str(src), "--export-ema", str(tmp_path / "g.pt")])
+        G = load_generator(tmp_path / "g.pt", device="cpu")
+        assert all(torch.equal(G.state_dict()[k], v) for k, v in trainer.G_ema.state_dict().items())
+        assert G.meta["kimg"] == trainer.meta()["kimg"] and G.meta["exported_from"].endswith(CHECKPOINT)
+    with pytest.raises(SystemExit, match="no checkpoint.pt in .*--out must be a run directory"):
+        main(["--out", str(tmp_path / "nothing"), "--export-ema", str(tmp_path / "g.pt")])

@@ -481,6 +481,19 @@ def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
             "rounding": rounding, "adam_step": lr}
 
 
+def export_ema(path: str | Path, dest: str | Path) -> Path:
+    """Write checkpoint ``path``'s EMA generator as a facelab generator file at ``dest`` (what
+    ``facelab.train.evaluate`` and ``load_generator`` read), so any checkpoint, the committed compact
+    one included (its EMA is kept in float32), can be measured without training on."""
+    ckpt = load_file(path)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a facelab GAN checkpoint; pass a run's or checkpoints/world64's checkpoint.pt")
+    trainer = Trainer(TrainConfig.from_dict(ckpt["train_config"]), Path(dest).parent, device="cpu", progress=False)
+    trainer.load(path)
+    meta = {**trainer.meta(), "device": f"see {Path(path).name}'s history", "exported_from": str(path)}
+    return export_generator(trainer.G_ema, dest, meta=meta)
+
+
 def _append_log(src: Path, dest: Path) -> None:
     """Extend the gzip log in ``dest`` with the lines of ``src`` past its last step: one log for the
     whole history. Gzip keeps the tracked tree small (the log grows with every committed run); a plain
@@ -586,7 +599,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--commit-to", default=None, metavar="DIR",
                    help="no training: write a compact copy of --out's checkpoint, log and config to DIR")
+    p.add_argument("--export-ema", default=None, metavar="FILE",
+                   help="no training: write the EMA generator of --out's checkpoint to FILE (for evaluate)")
     a = p.parse_args(argv)
+    if a.export_ema:
+        if not (Path(a.out) / CHECKPOINT).is_file():
+            raise SystemExit(f"error: no {CHECKPOINT} in {a.out}; --out must be a run directory or checkpoints/world64")
+        path = export_ema(Path(a.out) / CHECKPOINT, a.export_ema)
+        print(f"wrote {path}: the EMA generator at {load_file(path)['meta']['kimg']} kimg")
+        return
     if a.commit_to:
         stats = commit_checkpoint(a.out, a.commit_to)
         print(f"wrote {stats['path']}: {stats['mib']:.1f} MiB; float16 rounding of G, mean "

@@ -34,3 +34,11 @@ def test_mtcnn_batch_probe_compares_each_batch_size_with_one_at_a_time():
     assert rows[1][1] == "0 of 12"  # facenet's own call on one image is detect_faces (the probe can tell)
     moved = int(rows[2][1].split()[0])
     assert 0 <= moved <= 12
+
+
+@pytest.mark.skipif(not (ROOT / "facelab/weights/encoder_world64.pt").is_file(), reason="no shipped encoder")
+def test_encoder_comparison_finds_no_difference_between_an_encoder_and_itself():
+    shipped = "facelab/weights/encoder_world64.pt"
+    rows = probe("compare_encoders.py", shipped, shipped, "--n", "8")
+    assert len(rows) == 5 and all(r[5] == "**inconclusive**" for r in rows)  # every paired difference is 0
+    assert all("tested: 0 [0, 0]" in r[2] for r in rows)

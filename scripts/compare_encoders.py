@@ -1,0 +1,80 @@
+"""Compare encoders face by face on held-out world faces: is a variant better than the reference?
+
+    python scripts/compare_encoders.py REFERENCE.pt VARIANT.pt [VARIANT.pt ...] [--n 256] [--seed 10000]
+
+Every encoder inverts the same ``--n`` held-out world64 faces (seeds from ``--seed``, never drawn in
+training, as :func:`facelab.train.encoder.evaluate` draws them; its card table uses the first 32).
+Per face it measures the reconstruction's MSE, dlib-lpips and identity to the target
+(:func:`facelab.metrics.distortion`), how far the code's W-distance (:func:`facelab.latents.w_distance`:
+about 1 for a sample of W) is from its true code's (each face's true code is a sample of W, so a
+code "close to W" in e4e's sense has the same; a code pulled to the mean of W would have a lower
+W-distance and is no closer to W), and the code's error to that true code (mean squared error over
+the layers; the encoders trained on such a term, so it is reported, not judged alone). For each variant and metric the table gives the paired claim "better
+than the reference", judged by :mod:`facelab.claims` (95 % interval of the mean paired difference:
+holds / does not hold / inconclusive).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from facelab import claims
+from facelab.encoder import encode
+from facelab.hub import load_encoder
+from facelab.latents import w_distance
+from facelab.metrics import distortion
+from facelab.worlds import load_world
+
+# metric: (higher is better, what it is)
+METRICS = {"mse": (False, "MSE"), "perceptual": (False, "dlib-lpips"), "identity": (True, "identity to the target"),
+           "w_gap": (False, "W-distance gap to the true code's"), "latent_error": (False, "error to the true code")}
+
+
+@torch.no_grad()
+def measure(world, E, target: torch.Tensor, true_ws: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-face metrics of encoder ``E`` on ``target`` faces whose true W+ codes are ``true_ws``."""
+    ws = encode(E, target, G=world.G)
+    d = distortion(world.G.synthesis(ws, noise_mode="const").clamp(-1, 1), target)
+    wd = w_distance(ws, world.G).cpu()
+    return {"mse": d["mse"], "perceptual": d["perceptual"], "identity": d["identity"], "w_distance": wd,
+            "w_gap": (wd - w_distance(true_ws, world.G).cpu()).abs(),
+            "latent_error": (ws - true_ws).square().mean((1, 2)).cpu()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("encoders", nargs="+", type=Path, help="the reference first, then the variants")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--seed", type=int, default=10_000)
+    p.add_argument("--world", default="world64")
+    args = p.parse_args(argv)
+    if len(args.encoders) < 2:
+        p.error("give the reference encoder and at least one variant")
+    world = load_world(args.world, device="cpu")
+    G = world.G
+    with torch.no_grad():
+        z = torch.randn(args.n, G.z_dim, generator=torch.Generator().manual_seed(args.seed))
+        true_ws = G.mapping(z)
+        target = G.synthesis(true_ws, noise_mode="random")
+    results = {path: measure(world, load_encoder(path, device="cpu"), target, true_ws) for path in args.encoders}
+    reference, *variants = args.encoders
+    print(f"{args.n} held-out {args.world} faces (seeds from {args.seed}); reference: {reference}")
+    print(f"mean W-distance: true codes {w_distance(true_ws, G).mean():.3f}; "
+          + "; ".join(f"{path} {r['w_distance'].mean():.3f}" for path, r in results.items()))
+    for variant in variants:
+        rows = []
+        for key, (higher, name) in METRICS.items():
+            claim = claims.paired_greater if higher else claims.paired_less
+            word = "higher" if higher else "lower"
+            rows.append(claim(f"{name}: {word} than the reference's", results[variant][key].numpy(),
+                              results[reference][key].numpy()))
+        print(f"\n{variant} (steps {load_encoder(variant).meta.get('steps')}, config "
+              f"{load_encoder(variant).meta.get('config')})\n")
+        out = claims.table(rows)
+        print(getattr(out, "data", out))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,10 @@ Per face it measures the reconstruction's MSE, dlib-lpips and identity to the ta
 about 1 for a sample of W) is from its true code's (each face's true code is a sample of W, so a
 code "close to W" in e4e's sense has the same; a code pulled to the mean of W would have a lower
 W-distance and is no closer to W), and the code's error to that true code (mean squared error over
-the layers; the encoders trained on such a term, so it is reported, not judged alone). For each variant and metric the table gives the paired claim "better
+the layers; the encoders trained on such a term, so it is reported, not judged alone). As a baseline
+for the W-distance it also prints the W-distance of the true codes plus isotropic Gaussian noise of
+each encoder's mean squared error: what an encoder whose errors point in no particular direction
+would show. For each variant and metric the table gives the paired claim "better
 than the reference", judged by :mod:`facelab.claims` (95 % interval of the mean paired difference:
 holds / does not hold / inconclusive).
 """
@@ -57,12 +60,18 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         z = torch.randn(args.n, G.z_dim, generator=torch.Generator().manual_seed(args.seed))
         true_ws = G.mapping(z)
+        torch.manual_seed(args.seed)  # the per-layer noise: the same faces on every run
         target = G.synthesis(true_ws, noise_mode="random")
     results = {path: measure(world, load_encoder(path, device="cpu"), target, true_ws) for path in args.encoders}
     reference, *variants = args.encoders
     print(f"{args.n} held-out {args.world} faces (seeds from {args.seed}); reference: {reference}")
     print(f"mean W-distance: true codes {w_distance(true_ws, G).mean():.3f}; "
           + "; ".join(f"{path} {r['w_distance'].mean():.3f}" for path, r in results.items()))
+    gen = torch.Generator().manual_seed(args.seed)
+    noisy = {path: w_distance(true_ws + r["latent_error"].mean().sqrt() * torch.randn(true_ws.shape, generator=gen), G)
+             for path, r in results.items()}
+    print("mean W-distance of the true codes plus isotropic noise as large as each encoder's error (a code "
+          "whose error points nowhere in particular): " + "; ".join(f"{path} {d.mean():.3f}" for path, d in noisy.items()))
     for variant in variants:
         rows = []
         for key, (higher, name) in METRICS.items():

@@ -473,8 +473,8 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
     optional packages named in their error messages). MTCNN finds each face once (see
-    :func:`detect_faces`) and every labeler shares it. ``face_conf`` is always returned, so rows without a face (NaN
-    elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
+    :func:`detect_faces`) and every labeler shares it. ``face_conf`` is always returned, so rows
+    without a face (NaN elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
     mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:
     ``get_device()``); the ONNX models run on the CPU whatever ``device`` is.
     """

@@ -22,6 +22,9 @@ Discriminators (``--disc``): ``stylegan2`` (the residual StyleGAN2 discriminator
 counters (and its discriminator when both use one), so recipes can be compared from the same start.
 ``--cpu-minutes`` budgets processor time rather than wall time, which stays fair when the machine is
 shared; the log and the exported generator record both.
+``--commit-to DIR`` writes a compact copy of the run's checkpoint and its gzipped log into the
+repository (``checkpoints/world64``); ``--export-ema FILE`` writes any checkpoint's EMA generator as
+a generator file, so ``facelab.train.evaluate`` can measure it before anything ships.
 
 Several processes (GPUs, or CPU processes with the gloo backend) train one run together under
 ``torchrun --standalone --nproc_per_node=N -m facelab.train.gan ...``: ``--batch`` stays the global

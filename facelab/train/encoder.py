@@ -234,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="re-evaluate the shipped encoder and rewrite its card, no training (after a new H or new "
                         "boundaries: the encoder is not trained through them, its edit columns are measured with them)")
     args = p.parse_args(argv)
+    if args.report and args.ship:
+        p.error("--report evaluates without shipping and --ship evaluates and ships: pick one")
     world = load_world(args.world, device=get_device(args.device))
     if args.recard:
         path = PACKAGE_WEIGHTS / f"encoder_{world.name}.pt"
@@ -252,9 +254,9 @@ def main(argv: list[str] | None = None) -> None:
         (args.out / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "card.md").write_text(card_markdown(report, E.meta) + "\n")
         print(f"encoder: {path} ({E.meta['steps']} steps) evaluated into {args.out / 'card.md'}; not shipped")
+        return
     if not args.ship:
-        if not args.report:
-            print(f"encoder: {path} ({E.meta['steps']} steps); --ship evaluates it and ships it")
+        print(f"encoder: {path} ({E.meta['steps']} steps); --ship evaluates it and ships it")
         return
     ship(world, E, path)
 

@@ -182,8 +182,8 @@ def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
     candidate boxes across images, and its score thresholds and non-maximum suppression turn the
     last-bit differences of a differently sized batch into moved boxes (``scripts/probe_mtcnn_batch.py``
     found 4 of 500 world64 faces moving by up to 7.6 px between batches of 64 and of 1). Every face's
-    labels start from its box and landmarks, so that is worth the cost: about a fifth more time on a
-    CPU (7.7 s rather than 6.3 s for those 500 faces at one thread).
+    labels start from its box and landmarks, so that is worth the extra CPU time the probe also
+    prints (measured in ``facelab/weights/attribute_regressor.md``).
     """
     check_images(images)
     n = images.shape[0]

@@ -36,13 +36,14 @@ METRICS = {"mse": (False, "MSE"), "perceptual": (False, "dlib-lpips"), "identity
 
 
 @torch.no_grad()
-def measure(world, E, target: torch.Tensor, true_ws: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-face metrics of encoder ``E`` on ``target`` faces whose true W+ codes are ``true_ws``."""
+def measure(world, E, target: torch.Tensor, true_ws: torch.Tensor, true_wd: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-face metrics of encoder ``E`` on ``target`` faces whose true W+ codes are ``true_ws`` (W-distance
+    ``true_wd``)."""
     ws = encode(E, target, G=world.G)
     d = distortion(world.G.synthesis(ws, noise_mode="const").clamp(-1, 1), target)
     wd = w_distance(ws, world.G).cpu()
     return {"mse": d["mse"], "perceptual": d["perceptual"], "identity": d["identity"], "w_distance": wd,
-            "w_gap": (wd - w_distance(true_ws, world.G).cpu()).abs(),
+            "w_gap": (wd - true_wd).abs(),
             "latent_error": (ws - true_ws).square().mean((1, 2)).cpu()}
 
 
@@ -62,10 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         true_ws = G.mapping(z)
         torch.manual_seed(args.seed)  # the per-layer noise: the same faces on every run
         target = G.synthesis(true_ws, noise_mode="random")
-    results = {path: measure(world, load_encoder(path, device="cpu"), target, true_ws) for path in args.encoders}
+    true_wd = w_distance(true_ws, G).cpu()
+    encoders = {path: load_encoder(path, device="cpu") for path in args.encoders}
+    results = {path: measure(world, E, target, true_ws, true_wd) for path, E in encoders.items()}
     reference, *variants = args.encoders
     print(f"{args.n} held-out {args.world} faces (seeds from {args.seed}); reference: {reference}")
-    print(f"mean W-distance: true codes {w_distance(true_ws, G).mean():.3f}; "
+    print(f"mean W-distance: true codes {true_wd.mean():.3f}; "
           + "; ".join(f"{path} {r['w_distance'].mean():.3f}" for path, r in results.items()))
     gen = torch.Generator().manual_seed(args.seed)
     noisy = {path: w_distance(true_ws + r["latent_error"].mean().sqrt() * torch.randn(true_ws.shape, generator=gen), G)
@@ -79,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             word = "higher" if higher else "lower"
             rows.append(claim(f"{name}: {word} than the reference's", results[variant][key].numpy(),
                               results[reference][key].numpy()))
-        print(f"\n{variant} (steps {load_encoder(variant).meta.get('steps')}, config "
-              f"{load_encoder(variant).meta.get('config')})\n")
+        meta = encoders[variant].meta
+        print(f"\n{variant} (steps {meta.get('steps')}, config {meta.get('config')})\n")
         out = claims.table(rows)
         print(getattr(out, "data", out))
 

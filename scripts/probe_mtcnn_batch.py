@@ -13,15 +13,13 @@ probe is why ``detect_faces`` detects one image at a time.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
-import numpy as np
 import torch
 
 from facelab.hub import load_generator
 from facelab.imaging import to_uint8
-from facelab.nets.attributes import Faces, detect_faces, load_mtcnn
+from facelab.nets.attributes import Faces, _faces_from_mtcnn, detect_faces, load_mtcnn
 from facelab.train.regressor import render_chunk
 
 
@@ -58,15 +56,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def batched(chunk: torch.Tensor) -> Faces:
     """facenet-pytorch's MTCNN over the whole chunk at once (what ``detect_faces`` did before)."""
-    n = chunk.shape[0]
-    conf, boxes, points = torch.zeros(n), torch.full((n, 4), math.nan), torch.full((n, 5, 2), math.nan)
-    found_boxes, probs, marks = load_mtcnn("cpu").detect(to_uint8(chunk), landmarks=True)
-    for i in range(n):
-        if marks[i] is not None:
-            conf[i] = float(probs[i][0])
-            boxes[i] = torch.from_numpy(np.asarray(found_boxes[i], dtype=np.float32)[0])
-            points[i] = torch.from_numpy(np.asarray(marks[i], dtype=np.float32)[0])
-    return Faces(conf, boxes, points)
+    return _faces_from_mtcnn(*load_mtcnn("cpu").detect(to_uint8(chunk), landmarks=True))
 
 if __name__ == "__main__":
     main()

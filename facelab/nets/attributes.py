@@ -174,6 +174,20 @@ def load_mtcnn(device=None):
     return _mtcnn(str(get_device(device)))
 
 
+def _faces_from_mtcnn(found_boxes, probs, marks) -> Faces:
+    """facenet-pytorch's ``MTCNN.detect(uint8 [N, H, W, 3], landmarks=True)`` as :class:`Faces`: the first
+    (largest) face of each image, NaN boxes and landmarks and confidence 0 where none was found."""
+    n = len(marks)
+    conf, boxes, points = torch.zeros(n), torch.full((n, 4), math.nan), torch.full((n, 5, 2), math.nan)
+    for i in range(n):
+        if marks[i] is None:
+            continue
+        conf[i] = float(np.asarray(probs[i], dtype=np.float64)[0])
+        boxes[i] = torch.from_numpy(np.asarray(found_boxes[i], dtype=np.float32)[0])
+        points[i] = torch.from_numpy(np.asarray(marks[i], dtype=np.float32)[0])
+    return Faces(conf, boxes, points)
+
+
 @torch.no_grad()
 def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
     """MTCNN on images [N, 3, H, W] in [-1, 1] (as uint8, like ``train.evaluate``): the largest face of each.
@@ -186,17 +200,12 @@ def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
     prints (measured in ``facelab/weights/attribute_regressor.md``).
     """
     check_images(images)
-    n = images.shape[0]
-    conf, boxes, points = torch.zeros(n), torch.full((n, 4), math.nan), torch.full((n, 5, 2), math.nan)
     mtcnn = load_mtcnn(device)
-    for i, image in enumerate(to_uint8(images)):  # uint8 [H, W, 3]
-        found_boxes, probs, marks = mtcnn.detect(image[None], landmarks=True)
-        if marks[0] is None:
-            continue
-        conf[i] = float(np.asarray(probs[0], dtype=np.float64)[0])
-        boxes[i] = torch.from_numpy(np.asarray(found_boxes[0], dtype=np.float32)[0])
-        points[i] = torch.from_numpy(np.asarray(marks[0], dtype=np.float32)[0])
-    return Faces(conf, boxes, points)
+    found = [_faces_from_mtcnn(*mtcnn.detect(image[None], landmarks=True)) for image in to_uint8(images)]
+    if not found:
+        return _faces_from_mtcnn([], [], [])
+    return Faces(torch.cat([f.conf for f in found]), torch.cat([f.boxes for f in found]),
+                 torch.cat([f.points for f in found]))
 
 
 def face_geometry(points: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -1,6 +1,8 @@
 """H, the attribute regressor: shapes, units, loading, and that its training recipe learns a label."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -99,7 +101,15 @@ def test_card_section_is_replaced_not_duplicated(tmp_path):
     assert text.startswith("# H\n\nintro") and text.count("metrics:start") == 1 and "| age | years | 10 |" in text
     report["ceiling"] = {"age": {"n": 10, "mirror_r": 0.64, "ceiling": 0.8}}
     tr.update_card(card, report)
-    assert "| age | years | 10 | 0.500 | 0.800 | 0.625 |" in card.read_text()  # r / ceiling
+    # r / ceiling, then the two-crop ceiling √(2·0.64 / 1.64) and r against it
+    assert "| age | years | 10 | 0.500 | 0.800 | 0.625 | 0.883 | 0.566 |" in card.read_text()
+
+
+def test_the_two_crop_ceiling_is_stricter_and_only_for_mirror_averaged_labels():
+    for m in (0.3, 0.623, 0.9):
+        assert math.sqrt(m) < tr.two_crop_ceiling(m) < 1
+    assert tr.two_crop_ceiling(1.0) == 1.0 and tr.two_crop_ceiling(-0.1) == 0.0
+    assert {"age", "male", "smile"} <= tr.MIRROR_AVERAGED and not {"yaw", "roll", "mouth_width"} & tr.MIRROR_AVERAGED
 
 
 def test_the_mirror_ceiling_measures_the_teacher_against_itself():

@@ -473,6 +473,9 @@ class SmileLabeler:
 # ---------------------------------------------------------------------------------------------
 
 LABELERS = MappingProxyType({cls: cls.names for cls in (FaceGeometryLabeler, AgeGenderLabeler, SmileLabeler)})
+# the attributes whose networks average a crop and its mirror image when ``mirror=True`` (the landmark
+# geometry is measured once)
+MIRROR_AVERAGED = frozenset(a for cls, names in LABELERS.items() if cls is not FaceGeometryLabeler for a in names)
 
 
 def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...] | None = None,

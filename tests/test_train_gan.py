@@ -250,6 +250,22 @@ def test_the_committed_log_is_gzip_deterministic_and_takes_over_a_plain_one(tmp_
     assert (a / COMMITTED_LOG).read_bytes() == (b / COMMITTED_LOG).read_bytes()
 
 
+def test_a_run_that_branches_from_an_earlier_state_replaces_the_abandoned_log_tail(tmp_path, capsys):
+    from facelab.train.gan import _append_log, read_committed_log
+
+    run, dest = tmp_path / "run", tmp_path / "committed"
+    run.mkdir(), dest.mkdir()
+    line = lambda s, loss: json.dumps({"step": s, "loss": loss})  # noqa: E731
+    trunk = [line(s, 1.0) for s in (1, 10, 20)]
+    (run / "log.jsonl").write_text("".join(x + "\n" for x in trunk + [line(30, 1.0), line(40, 1.0)]))
+    _append_log(run / "log.jsonl", dest)                       # the committed run reached step 40
+    branch = [line(30, 2.0), line(40, 2.0), line(50, 2.0)]     # warm-started again from step 20's state
+    (run / "log.jsonl").write_text("".join(x + "\n" for x in branch))
+    _append_log(run / "log.jsonl", dest)
+    assert read_committed_log(dest) == trunk + branch
+    assert "branches at step 30; 2 committed lines" in capsys.readouterr().out
+
+
 def test_any_checkpoint_exports_its_ema_generator_for_evaluation(tmp_path):
     from facelab.hub import load_generator
     from facelab.train.gan import commit_checkpoint, main

@@ -498,15 +498,23 @@ def export_ema(path: str | Path, dest: str | Path) -> Path:
 
 
 def _append_log(src: Path, dest: Path) -> None:
-    """Extend the gzip log in ``dest`` with the lines of ``src`` past its last step: one log for the
-    whole history. Gzip keeps the tracked tree small (the log grows with every committed run); a plain
-    ``log.jsonl`` left by an older commit is folded in and removed."""
+    """Make the gzip log in ``dest`` the history of the checkpoint committed beside it: its lines
+    before ``src``'s first step, then ``src``'s. A run that continues the committed one only adds
+    lines; a run warm-started from an *earlier* state (a branch) replaces the abandoned lines from its
+    first step on, which stay in git history (it says how many). Gzip keeps the tracked tree small
+    (the log grows with every committed run); a plain ``log.jsonl`` left by an older commit is folded
+    in and removed."""
     if not src.exists():
         return
     old = read_committed_log(dest)
-    last = json.loads(old[-1])["step"] if old else -1
-    new = [line for line in src.read_text().splitlines() if line and json.loads(line)["step"] > last]
-    text = "".join(line + "\n" for line in old + new).encode()
+    new = [line for line in src.read_text().splitlines() if line]
+    first = json.loads(new[0])["step"] if new else math.inf
+    kept = [line for line in old if json.loads(line)["step"] < first]
+    abandoned = [line for line in old[len(kept):] if line not in set(new)]
+    if abandoned:
+        print(f"log: this run branches at step {first}; {len(abandoned)} committed lines of the abandoned "
+              "branch are replaced by its own (git history keeps them)")
+    text = "".join(line + "\n" for line in kept + new).encode()
     tmp = dest / (COMMITTED_LOG + ".tmp")
     with open(tmp, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as z:
         z.write(text)  # mtime=0 and no name: the same lines give the same bytes

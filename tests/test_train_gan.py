@@ -263,7 +263,7 @@ def test_a_run_that_branches_from_an_earlier_state_replaces_the_abandoned_log_ta
     (run / "log.jsonl").write_text("".join(x + "\n" for x in branch))
     _append_log(run / "log.jsonl", dest)
     assert read_committed_log(dest) == trunk + branch
-    assert "branches at step 30; 2 committed lines" in capsys.readouterr().out
+    assert "leaves the committed one at step 30; 2 committed lines" in capsys.readouterr().out
 
 
 def test_any_checkpoint_exports_its_ema_generator_for_evaluation(tmp_path):

@@ -512,8 +512,9 @@ def _append_log(src: Path, dest: Path) -> None:
     kept = [line for line in old if json.loads(line)["step"] < first]
     abandoned = [line for line in old[len(kept):] if line not in set(new)]
     if abandoned:
-        print(f"log: this run branches at step {first}; {len(abandoned)} committed lines of the abandoned "
-              "branch are replaced by its own (git history keeps them)")
+        print(f"log: this run's history leaves the committed one at step {json.loads(abandoned[0])['step']}; "
+              f"{len(abandoned)} committed lines of the abandoned branch are replaced by its own (git history "
+              "keeps them)")
     text = "".join(line + "\n" for line in kept + new).encode()
     tmp = dest / (COMMITTED_LOG + ".tmp")
     with open(tmp, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as z:

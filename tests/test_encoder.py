@@ -202,3 +202,16 @@ def test_a_variant_is_trained_with_set_and_judged_with_report_without_shipping(G
         tenc.main(["--world", "tiny", "--out", str(out), "--set", "disc_lr"])
     with pytest.raises(SystemExit, match="E4EConfig has no dics_lr"):
         tenc.main(["--world", "tiny", "--out", str(out), "--set", "dics_lr=1"])
+
+
+def test_held_out_faces_are_the_same_whatever_the_callers_random_state(G):
+    from facelab.train.encoder import _held_out
+
+    torch.manual_seed(1)
+    a = _held_out(G, 3, seed=10_000)
+    after_a = torch.rand(1)
+    torch.manual_seed(2)
+    b = _held_out(G, 3, seed=10_000)
+    torch.manual_seed(1)
+    assert torch.equal(a, b) and torch.equal(torch.rand(1), after_a)  # the caller's RNG is not consumed
+    assert not torch.equal(a, _held_out(G, 3, seed=10_001))

@@ -159,8 +159,13 @@ def _rows(world, name: str, ws: torch.Tensor, noise, recon: torch.Tensor, target
 
 @torch.no_grad()
 def _held_out(G, n: int, seed: int) -> torch.Tensor:
-    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.mapping.w_avg.device)
-    return G.synthesis(G.mapping(z), noise_mode="random")
+    """``n`` held-out world faces, the same on every call: latents and per-layer noise both from ``seed``
+    (the caller's random state is left alone), so cards of different encoders compare the same faces."""
+    device = G.mapping.w_avg.device
+    z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return G.synthesis(G.mapping(z), noise_mode="random")
 
 
 def evaluate(world, E: Encoder, *, n: int = 32, seed: int = 10_000, photos: bool = True) -> dict:

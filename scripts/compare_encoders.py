@@ -28,6 +28,7 @@ from facelab.encoder import encode
 from facelab.hub import load_encoder
 from facelab.latents import w_distance
 from facelab.metrics import distortion
+from facelab.train.encoder import held_out
 from facelab.worlds import load_world
 
 # metric: (higher is better, what it is)
@@ -58,11 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error("give the reference encoder and at least one variant")
     world = load_world(args.world, device="cpu")
     G = world.G
-    with torch.no_grad():
-        z = torch.randn(args.n, G.z_dim, generator=torch.Generator().manual_seed(args.seed))
-        true_ws = G.mapping(z)
-        torch.manual_seed(args.seed)  # the per-layer noise: the same faces on every run
-        target = G.synthesis(true_ws, noise_mode="random")
+    true_ws, target = held_out(G, args.n, args.seed)  # the encoder card's held-out faces
     true_wd = w_distance(true_ws, G).cpu()
     encoders = {path: load_encoder(path, device="cpu") for path in args.encoders}
     results = {path: measure(world, E, target, true_ws, true_wd) for path, E in encoders.items()}

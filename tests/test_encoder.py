@@ -205,13 +205,13 @@ def test_a_variant_is_trained_with_set_and_judged_with_report_without_shipping(G
 
 
 def test_held_out_faces_are_the_same_whatever_the_callers_random_state(G):
-    from facelab.train.encoder import _held_out
+    from facelab.train.encoder import held_out
 
     torch.manual_seed(1)
-    a = _held_out(G, 3, seed=10_000)
+    ws, a = held_out(G, 3, seed=10_000)
     after_a = torch.rand(1)
     torch.manual_seed(2)
-    b = _held_out(G, 3, seed=10_000)
+    _, b = held_out(G, 3, seed=10_000)
     torch.manual_seed(1)
     assert torch.equal(a, b) and torch.equal(torch.rand(1), after_a)  # the caller's RNG is not consumed
-    assert not torch.equal(a, _held_out(G, 3, seed=10_001))
+    assert not torch.equal(a, held_out(G, 3, seed=10_001)[1]) and ws.shape == (3, G.num_ws, G.w_dim)

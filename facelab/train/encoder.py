@@ -158,14 +158,16 @@ def _rows(world, name: str, ws: torch.Tensor, noise, recon: torch.Tensor, target
 
 
 @torch.no_grad()
-def _held_out(G, n: int, seed: int) -> torch.Tensor:
-    """``n`` held-out world faces, the same on every call: latents and per-layer noise both from ``seed``
-    (the caller's random state is left alone), so cards of different encoders compare the same faces."""
+def held_out(G, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` held-out world faces and their true W+ codes ``(ws, faces)``, the same on every call:
+    latents and per-layer noise both from ``seed`` (the caller's random state is left alone), so cards
+    and comparisons of different encoders see the same faces."""
     device = G.mapping.w_avg.device
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    ws = G.mapping(z)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        return G.synthesis(G.mapping(z), noise_mode="random")
+        return ws, G.synthesis(ws, noise_mode="random")
 
 
 def evaluate(world, E: Encoder, *, n: int = 32, seed: int = 10_000, photos: bool = True) -> dict:
@@ -175,7 +177,7 @@ def evaluate(world, E: Encoder, *, n: int = 32, seed: int = 10_000, photos: bool
     from ..projector import ProjectConfig, project
 
     G, budget = world.G, world.budget("cpu")
-    sets = {"world faces": _held_out(G, n, seed)}
+    sets = {"world faces": held_out(G, n, seed)[1]}
     if photos:
         faces = [world.align(p.image) for p in sample_photos().values()]
         if faces:

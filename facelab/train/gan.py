@@ -510,7 +510,8 @@ def _append_log(src: Path, dest: Path) -> None:
     new = [line for line in src.read_text().splitlines() if line]
     first = json.loads(new[0])["step"] if new else math.inf
     kept = [line for line in old if json.loads(line)["step"] < first]
-    abandoned = [line for line in old[len(kept):] if line not in set(new)]
+    ours = set(new)
+    abandoned = [line for line in old[len(kept):] if line not in ours]
     if abandoned:
         print(f"log: this run's history leaves the committed one at step {json.loads(abandoned[0])['step']}; "
               f"{len(abandoned)} committed lines of the abandoned branch are replaced by its own (git history "

@@ -154,8 +154,8 @@ def test_recard_reevaluates_the_shipped_encoder_without_changing_its_weights(G, 
     World.G = G
     path = tmp_path / "encoder_tiny.pt"
     save_encoder(E, path, meta={"steps": 7})
-    report = {"world faces": [{"n": 2, "method": "encoder", "mse": 0.1, "perceptual": 0.5, "identity": 0.9,
-                               "w_distance": 1.0, "edit_change": {"age": 1.0}, "edit_identity": 0.9,
+    report = {"world faces": [{"n": 2, "method": "encoder", "mse": 0.1, "mse_worst": 0.2, "perceptual": 0.5,
+                               "identity": 0.9, "w_distance": 1.0, "edit_change": {"age": 1.0}, "edit_identity": 0.9,
                                "seconds_per_face": 0.01}]}
     monkeypatch.setattr(tenc, "load_world", lambda *a, **k: World)
     monkeypatch.setattr(tenc, "PACKAGE_WEIGHTS", tmp_path)

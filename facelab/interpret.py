@@ -25,7 +25,9 @@ SVM's offset, so :func:`edit_to_distance` measures the distance to the fitted hy
 to a parallel one through the origin; :func:`project_boundary` works for any number of conditions
 by least squares and refuses a primal that lies in the conditions' span instead of dividing by ~0;
 :func:`train_boundary` reports the accuracy on *all* samples and the correlation between the signed
-distance and the score besides the reference's validation and "remaining" accuracies.
+distance and the score besides the reference's validation and "remaining" accuracies. One addition:
+:func:`activation_pattern` turns a boundary into the direction its latents vary along, which in W
+edits far more per std than the normal (the reference edits along the normal only).
 """
 from __future__ import annotations
 
@@ -49,8 +51,8 @@ MIN_PER_SIDE = 5  # fewest positives (and negatives) train_boundary accepts
 _BLOCK = 1000  # latents are drawn in seeded blocks of this many rows (see sample_latents)
 
 __all__ = [
-    "Boundary", "BoundaryReport", "Latents", "Rescore", "attribute_correlation", "attribute_slope", "boundary_cosines",
-    "check_space",
+    "Boundary", "BoundaryReport", "Latents", "Rescore", "activation_pattern", "attribute_correlation",
+    "attribute_slope", "boundary_cosines", "check_space",
     "edit", "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
     "rescore", "resolve_labeler", "sample_latents", "save_boundaries", "signed_distance", "train_boundary",
 ]
@@ -477,6 +479,67 @@ def _unit(v, what: str) -> tuple[torch.Tensor, float]:
     return t / norm, 0.0
 
 
+def activation_pattern(boundary: Boundary, codes, scores=None) -> Boundary:
+    """The direction in which the latents *vary with* a boundary's signed distance: its activation
+    pattern ``p = S n / |S n|``, ``S`` the covariance of ``codes`` (Haufe et al., "On the
+    interpretation of weight vectors of linear models in multivariate neuroimaging", NeuroImage 2014).
+
+    An SVM's normal ``n`` is a *filter*: the direction to read the attribute off a latent, which leans
+    away from the attribute's own direction wherever that cancels variation unrelated to it. The
+    pattern is the covariance between the latents and the signed distance, the direction in which
+    faces of different distances actually differ: for codes ``x = a p + e`` (``e`` independent of the
+    attribute ``a``) the pattern of the least-squares filter that reads ``a`` is exactly ``p`` (Haufe's
+    forward model), and an SVM's comes close; in an isotropic space such as Z it is the normal itself.
+    Edit along it by steps of its own distance std, as along a normal. The reference code edits along
+    the normal; world64's card measures both (in its W a step along the normal leaves the codes'
+    distribution much further and moves the attribute much less).
+
+    codes: latents of the boundary's space ([N, D], or W+ [N, num_ws, w_dim]) sampled as the
+    boundary's were. scores: optional [N] attribute scores of those latents, for the report's
+    correlation. Returns a :class:`Boundary` (same attribute and space) whose hyperplane passes
+    through the point of the SVM's hyperplane nearest the codes' mean, with a report whose distance
+    mean, std and score correlation are measured along ``p`` over ``codes`` and whose accuracies are
+    NaN (the pattern is not a classifier). ``meta["direction"]`` is ``"pattern"``.
+    """
+    if not isinstance(boundary, Boundary):
+        raise TypeError(f"activation_pattern needs a Boundary, got {type(boundary).__name__}")
+    if boundary.conditions:
+        raise ValueError(f"{boundary.name!r} is already projected off its conditions; take the pattern of the "
+                         "unprojected boundary first, then project_boundary() it off the conditions' normals")
+    x = _as_numpy_codes(codes)
+    if x.shape[1] != boundary.dim:
+        raise ValueError(f"codes have dimension {x.shape[1]}, the boundary {boundary.dim}; pass latents of "
+                         f"its space ({boundary.space!r})")
+    if len(x) < 2:
+        raise ValueError(f"need at least 2 codes to measure a covariance, got {len(x)}")
+    n = boundary.normal.double().numpy()
+    mu = x.mean(0)
+    xc = x - mu
+    sn = xc.T @ (xc @ n) / (len(x) - 1)  # S n without forming S
+    norm = float(np.linalg.norm(sn))
+    if norm == 0 or not np.isfinite(norm):
+        raise ValueError("the codes do not vary along the boundary's normal (are they all the same latent?)")
+    pattern = sn / norm
+    x0 = mu - (float(mu @ n) + boundary.offset) * n  # nearest point of the SVM's hyperplane to the mean
+    offset = -float(pattern @ x0)
+    dist = x @ pattern + offset
+    r = float("nan")
+    if scores is not None:
+        s = torch.as_tensor(scores).detach().cpu().double().numpy()
+        if s.shape != (len(x),):
+            raise ValueError(f"scores must be [N] with N = {len(x)} (one per code), got shape {list(s.shape)}")
+        ok = np.isfinite(s)
+        r = float(np.corrcoef(dist[ok], s[ok])[0, 1]) if ok.sum() > 2 else r
+    report = None
+    if boundary.report is not None:
+        nan = float("nan")
+        report = replace(boundary.report, train_accuracy=nan, val_accuracy=nan, remaining_accuracy=nan,
+                         all_accuracy=nan, score_correlation=r, distance_mean=float(dist.mean()),
+                         distance_std=float(dist.std()))
+    return replace(boundary, normal=torch.from_numpy(pattern).float(), offset=offset, report=report,
+                   meta={**boundary.meta, "direction": "pattern", "pattern_codes": len(x)})
+
+
 def project_boundary(primal, *conditions):
     """Conditional manipulation: the direction of ``primal`` with every condition's component removed.
 
@@ -716,8 +779,9 @@ def attribute_correlation(scores: Mapping[str, torch.Tensor]) -> torch.Tensor:
 class Rescore:
     """Mean change of each attribute per unit step along each boundary.
 
-    change: [n_boundaries, n_attributes]; ``change[i, j]`` is in attribute j's units per latent unit
-    (or per ``distance_std`` of boundary i when ``step="std"``). per_sample: [n_boundaries, N,
+    change: [n_boundaries, n_attributes]; ``change[i, j]`` is in attribute j's units per latent unit,
+    whatever the step the difference was taken over (``step``; with ``step="std"`` each boundary's
+    ``distance_std``: multiply by it for the change per std). per_sample: [n_boundaries, N,
     n_attributes], the same per face (NaN where the labeler found no face); ``change`` is its NaN-mean
     over faces. identity: [n_boundaries] mean identity similarity between the faces and their
     ``+step`` edits, when an identity function was given, and per_sample_identity [n_boundaries, N].
@@ -788,7 +852,7 @@ def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str =
             ids.append(torch.as_tensor(identity(base, edited)).float().cpu())
     per_sample = torch.stack(rows).float()  # [n_boundaries, N, n_attributes]
     return Rescore(change=per_sample.nanmean(1), boundaries=names, attributes=attrs, step=steps,
-                   unit="per distance_std" if step == "std" else "per latent unit",
+                   unit="per latent unit",
                    identity=torch.stack(ids).nanmean(1) if ids else None, per_sample=per_sample,
                    per_sample_identity=torch.stack(ids) if ids else None)
 

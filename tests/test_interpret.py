@@ -270,7 +270,11 @@ def test_edit_grid_and_rescore_on_a_tiny_generator(G):
     assert r.change.shape == (2, 2) and r.attributes == ["brightness", "red"] and r.boundaries == ["bright", "dark"]
     assert r.change[0, 0] > 0 and r.change[1, 0] < 0
     torch.testing.assert_close(r.change[0], -r.change[1], atol=1e-5, rtol=1e-4)
-    assert r.step == [pytest.approx(b.report.distance_std)] * 2 and r.unit == "per distance_std"
+    assert r.step == [pytest.approx(b.report.distance_std)] * 2 and r.unit == "per latent unit"
+    # step="std" only picks the difference's step: the change is per latent unit either way
+    numeric = I.rescore(G, lat.w[:16], {"bright": b}, two_scores, step=b.report.distance_std)
+    torch.testing.assert_close(numeric.change[0], r.change[0])
+    assert numeric.unit == r.unit
     assert r.identity.shape == (2,) and (r.identity < 1).all()
     assert "| bright |" in r.to_markdown()
 
@@ -482,3 +486,66 @@ def test_attribute_slope_is_signed_and_per_latent_unit(G):
     assert abs(up) > 1e-4
     with pytest.raises(ValueError, match="measures W boundaries"):
         I.attribute_slope(G, I.Boundary(torch.nn.functional.normalize(torch.randn(G.z_dim), dim=0), attribute="bright", space="z"), H)
+
+
+# --- activation patterns (Haufe et al. 2014) ---------------------------------------------------
+
+
+def _distractor_codes(n: int = 4000, seed: int = 0):
+    """Codes ``x = a p + d q``: the attribute ``a`` enters along ``p``; a strong distractor ``d``
+    (independent of ``a``) along ``q``, which overlaps ``p``, so the best filter leans away from ``p``."""
+    rng = np.random.default_rng(seed)
+    D = 6
+    p = np.eye(D)[0]
+    q = np.zeros(D); q[:2] = 1 / math.sqrt(2)
+    a, d = rng.standard_normal(n), 3 * rng.standard_normal(n)
+    x = a[:, None] * p + d[:, None] * q + 0.05 * rng.standard_normal((n, D))
+    return x, a, p
+
+
+def test_activation_pattern_recovers_the_forward_model_where_the_normal_leans_away():
+    x, a, p = _distractor_codes()
+    b = I.train_boundary(x, a, ratio=0.1, attribute="age")
+    pat = I.activation_pattern(b, x, scores=a)
+    n, v = b.normal.double().numpy(), pat.normal.double().numpy()
+    assert abs(n @ p) < 0.85            # the filter cancels the distractor: it is not p
+    assert v @ p > 0.99                 # the pattern is p (Haufe's forward model)
+    sn = np.cov(x, rowvar=False) @ n
+    torch.testing.assert_close(pat.normal.double(), torch.from_numpy(sn / np.linalg.norm(sn)), atol=1e-6, rtol=0)
+    assert pat.attribute == "age" and pat.space == "w" and pat.meta["direction"] == "pattern"
+    # its report is measured along the pattern; it is not a classifier, so no accuracies
+    dist = x @ v + pat.offset
+    assert math.isclose(pat.report.distance_std, float(dist.std()), rel_tol=1e-5)
+    assert math.isclose(pat.report.distance_mean, float(dist.mean()), rel_tol=1e-4, abs_tol=1e-6)
+    assert math.isclose(pat.report.score_correlation, float(np.corrcoef(dist, a)[0, 1]), rel_tol=1e-5)
+    assert math.isnan(pat.report.val_accuracy) and math.isnan(pat.report.all_accuracy)
+    assert pat.report.n_chosen == b.report.n_chosen  # how the SVM was fitted is kept
+    # its hyperplane passes through the SVM hyperplane's point nearest the codes' mean
+    mu = x.mean(0)
+    x0 = mu - (mu @ n + b.offset) * n
+    assert abs(x0 @ v + pat.offset) < 1e-6 and abs(x0 @ n + b.offset) < 1e-6
+
+
+def test_activation_pattern_of_isotropic_codes_is_the_normal():
+    gen = torch.Generator().manual_seed(5)
+    z = torch.randn(50_000, 8, generator=gen)
+    b = I.Boundary(unit(torch.randn(8, generator=gen)), offset=0.3, attribute="smile", space="z")
+    pat = I.activation_pattern(b, z)
+    assert float(pat.normal @ b.normal) > 0.995
+    assert pat.report is None and pat.space == "z"  # a boundary without a report gets none
+
+
+def test_activation_pattern_refuses_what_it_cannot_measure():
+    gen = torch.Generator().manual_seed(6)
+    b = I.Boundary(unit(torch.randn(8, generator=gen)), attribute="age")
+    c = I.Boundary(unit(torch.randn(8, generator=gen)), attribute="male")
+    with pytest.raises(ValueError, match="project_boundary"):
+        I.activation_pattern(I.project_boundary(b, c), torch.randn(10, 8))
+    with pytest.raises(ValueError, match="dimension 4, the boundary 8"):
+        I.activation_pattern(b, torch.randn(10, 4))
+    with pytest.raises(ValueError, match="do not vary"):
+        I.activation_pattern(b, torch.ones(10, 8))
+    with pytest.raises(ValueError, match=r"scores must be \[N\]"):
+        I.activation_pattern(b, torch.randn(10, 8), scores=torch.randn(9))
+    with pytest.raises(TypeError, match="needs a Boundary"):
+        I.activation_pattern(b.normal, torch.randn(10, 8))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from facelab import claims as C
@@ -43,10 +44,27 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     pytest.importorskip("onnxruntime")
     from facelab.worlds import load_world
     world = load_world("world64", device="cpu")
-    rows = T.edit_claims(world.G, world.boundaries("w"), n=8, device="cpu")
-    assert len(rows) == 2 * len(T.EDITED)
+    rows, patterns = (T.edit_claims(world.G, world.boundaries("w"), n=8, device="cpu", direction=d,
+                                    pattern_codes=2000) for d in ("normal", "pattern"))
+    assert len(rows) == len(patterns) == 2 * len(T.EDITED)  # an edit row and an identity row each
+    assert all("activation pattern" in r.statement for r in patterns)
+    assert not any("activation pattern" in r.statement for r in rows)
+    # the step is two of each direction's own distance std; the pattern's leaves the distribution less
+    mahalanobis = [float(r.note.split(" Mahalanobis")[0].rsplit(" ", 1)[1]) for r in (rows[0], patterns[0])]
+    assert mahalanobis[1] < mahalanobis[0]
+    rows = rows + patterns
     assert all(r.verdict in (C.HOLDS, C.DOES_NOT_HOLD, C.INCONCLUSIVE) for r in rows)
-    assert all(6 <= r.n <= 16 for r in rows)  # faces MTCNN found; identity pairs +-2 std
-    assert all("teacher std per unit" in r.note for r in rows[::2])  # each edit row: its boundary's strength
-    text = T.targets_markdown(rows, {"metrics": "m", "h": "h", "edits_n": 8})
-    assert f"of {len(rows)} targets hold" in text and "| claim | n |" in text
+    assert all(4 <= r.n <= 16 for r in rows)  # faces MTCNN found (fewer after longer steps); identity pairs +-2 std
+    assert all("teacher std per unit" in r.note and "Mahalanobis units" in r.note for r in rows[::2])
+    text = T.targets_markdown(rows[:6], {"metrics": "m", "h": "h", "edits_n": 8}, patterns=rows[6:])
+    assert "of 6 targets hold" in text and "| claim | n |" in text and "activation pattern" in text
+    with pytest.raises(ValueError, match="direction must be"):
+        T.edit_claims(world.G, world.boundaries("w"), n=8, direction="svm")
+
+
+def test_mahalanobis_length_is_one_std_along_each_axis():
+    rng = np.random.default_rng(0)
+    codes = rng.standard_normal((20_000, 3)) * np.array([4.0, 1.0, 0.25])
+    length = T._mahalanobis_length(codes)
+    for axis, sd in enumerate((4.0, 1.0, 0.25)):
+        assert math.isclose(length(np.eye(3)[axis]) * sd, 1.0, rel_tol=0.03)

@@ -123,9 +123,10 @@ def card_markdown(boundaries: list[I.Boundary], corr: torch.Tensor, names: list[
                 lines.append(f"| {names[i]} / {names[j]} | {fmt(float(corr[i, j]), 2)} | {fmt(float(cos[i, j]), 2)} |")
     if rescored is not None:
         lines += ["", "## Re-scoring", "",
-                  f"Mean change of each attribute (columns, in its own units) per `distance_std` step along each "
-                  f"W boundary (rows), central difference over {meta.get('rescore latents', '?')} held-out "
-                  "latents. The diagonal is the intended edit; the rest is entanglement.", "",
+                  f"Mean change of each attribute (columns, in its own units) per latent unit along each W "
+                  f"boundary (rows; times its distance std for the change per std), central differences over "
+                  f"steps of one distance std on {meta.get('rescore latents', '?')} held-out latents. The "
+                  "diagonal is the intended edit; the rest is entanglement.", "",
                   rescored.to_markdown()]
     return "\n".join(lines)
 

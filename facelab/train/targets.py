@@ -22,7 +22,10 @@ hold when it lies wholly on the other side, else inconclusive).
   least 1; and the edited faces must stay more like themselves (dlib identity) than different
   people are. The note beside each edit row also gives the step in latent units and the mean change
   per unit: a boundary's strength, which does not depend on its distance std (the unit the target
-  counts steps in).
+  counts steps in), and the step's Mahalanobis length (how far it leaves the latents' distribution).
+  The same edits are then measured along each boundary's activation pattern (the direction the
+  latents vary along with the signed distance, :func:`facelab.interpret.activation_pattern`), by the
+  same rule and unit; the issue's target is the normal's.
 """
 from __future__ import annotations
 
@@ -105,45 +108,76 @@ def h_claims(report: dict) -> list[C.Claim]:
 
 
 @torch.no_grad()
-def edit_claims(G, boundaries: dict, *, n: int = 200, seed: int = 31, device=None) -> list[C.Claim]:
-    """The edit targets, measured on ``n`` fresh faces (see the module docstring)."""
-    from ..interpret import edit, render, sample_latents
+def edit_claims(G, boundaries: dict, *, n: int = 200, seed: int = 31, device=None, direction: str = "normal",
+                pattern_codes: int = 20_000) -> list[C.Claim]:
+    """The edit targets, measured on ``n`` fresh faces (see the module docstring), along each boundary's
+    ``direction``: ``"normal"`` (InterFaceGAN's edit, the issue's target) or ``"pattern"``, its
+    activation pattern (:func:`facelab.interpret.activation_pattern`, measured over ``pattern_codes``
+    latents of the stream the boundaries were fitted on)."""
+    from ..interpret import activation_pattern, edit, render, sample_latents
     from ..metrics import different_people_identity, judged_identity
     from ..nets.attributes import label_images
 
+    if direction not in ("normal", "pattern"):
+        raise ValueError(f"direction must be 'normal' or 'pattern', got {direction!r}")
     device = get_device(device)
     G = G.to(device)
     w = sample_latents(G, n, space="w", seed=seed).w.to(device)
     faces = render(G, w)  # each face set is rendered once and serves the teacher and the identity judge
     base = label_images(faces, attributes=list(EDITED), progress=False)
     other = different_people_identity(G, n=n, seed=seed + 1, device=device).values.numpy()
+    codes = sample_latents(G, pattern_codes, space="w", seed=0).w.double().numpy()
+    mahalanobis = _mahalanobis_length(codes)
+    how = "" if direction == "normal" else " along its activation pattern"
     out = []
     for a in EDITED:
-        b = boundaries[a]
+        b = boundaries[a] if direction == "normal" else activation_pattern(boundaries[a], codes)
         h = EDIT_STEP * b.report.distance_std
         sigma = float(np.nanstd(base[a].numpy()))
         plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
         s_plus, s_minus = (label_images(x, attributes=[a], progress=False)[a].numpy() for x in (plus, minus))
         change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
         per_unit = float(np.nanmean(change)) / h  # the boundary's strength, free of its distance std
-        out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits move the teacher's {a} by ≥ 1 teacher std",
-                             change, 1.0, note=f"teacher std {sigma:.3g} over the unedited faces; step "
-                                               f"{h:.3g} latent units (distance std {b.report.distance_std:.3g}), "
-                                               f"{per_unit:.3g} teacher std per unit"))
+        out.append(C.greater(
+            f"±{EDIT_STEP:g}-std W {a} edits{how} move the teacher's {a} by ≥ 1 teacher std", change, 1.0,
+            note=f"teacher std {sigma:.3g} over the unedited faces; step {h:.3g} latent units (distance std "
+                 f"{b.report.distance_std:.3g}), {h * mahalanobis(b.normal):.3g} Mahalanobis units; "
+                 f"{per_unit:.3g} teacher std per unit"))
         kept = np.concatenate([judged_identity(faces, x).values.numpy() for x in (plus, minus)])
-        out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits keep identity above different people's", kept, other))
+        out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
+                             kept, other))
     return out
 
 
-def targets_markdown(rows: list[C.Claim], sources: dict) -> str:
+def _mahalanobis_length(codes: np.ndarray):
+    """``v -> sqrt(v' S^-1 v)`` for the covariance ``S`` of ``codes``: the length of one latent unit along
+    ``v`` in stds of the codes' own distribution (eigenvalues floored at 1e-9 of the largest)."""
+    ev, U = np.linalg.eigh(np.cov(codes, rowvar=False))
+    ev = np.maximum(ev, 1e-9 * ev.max())
+    return lambda v: float(np.linalg.norm((U.T @ np.asarray(v, np.float64)) / np.sqrt(ev)))
+
+
+def _table(rows: list[C.Claim]) -> str:
     table = C.table(rows)
-    text = getattr(table, "data", table)
-    held = sum(r.verdict == C.HOLDS for r in rows)
-    return "\n".join([
-        f"{held} of {len(rows)} targets hold. Written by `python -m facelab.train.targets` "
-        f"(rule: `facelab.claims`; generator numbers from {sources['metrics']}, H's from "
-        f"{sources['h']}, edits measured on {sources['edits_n']} fresh faces with the teacher labelers).",
-        "", text])
+    return getattr(table, "data", table)
+
+
+def _held(rows: list[C.Claim]) -> int:
+    return sum(r.verdict == C.HOLDS for r in rows)
+
+
+def targets_markdown(rows: list[C.Claim], sources: dict, patterns: list[C.Claim] | None = None) -> str:
+    """The targets table (and, given ``patterns``, the edits along the activation patterns below it)."""
+    out = [f"{_held(rows)} of {len(rows)} targets hold. Written by `python -m facelab.train.targets` "
+           f"(rule: `facelab.claims`; generator numbers from {sources['metrics']}, H's from "
+           f"{sources['h']}, edits measured on {sources['edits_n']} fresh faces with the teacher labelers).",
+           "", _table(rows)]
+    if patterns:
+        out += ["", f"The same edits along each boundary's activation pattern "
+                    f"(`facelab.interpret.activation_pattern`), not the issue's target, which is InterFaceGAN's "
+                    f"normal; same faces, rule and step unit: {_held(patterns)} of {len(patterns)} hold.",
+                "", _table(patterns)]
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -162,9 +196,11 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {metrics} not found; run `python -m facelab.train.evaluate {a.world} --json "
                          f"{metrics}` first")
     world = load_world(a.world, device=get_device(a.device))
-    rows = (generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta)
-            + edit_claims(world.G, world.boundaries("w"), n=a.n, device=world.device))
-    text = targets_markdown(rows, {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n})
+    edits = {d: edit_claims(world.G, world.boundaries("w"), n=a.n, device=world.device, direction=d)
+             for d in ("normal", "pattern")}
+    rows = generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta) + edits["normal"]
+    text = targets_markdown(rows, {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n},
+                            patterns=edits["pattern"])
     print(text)
     card = Path(a.card) if a.card else PACKAGE_WEIGHTS / f"{a.world}.md"
     write_card_section(card, text, tag="targets")

@@ -8,10 +8,13 @@
 The walk is the course's: the face is found and aligned into the world's crop
 (:meth:`facelab.World.align`), inverted (``--method``: ``encoder`` one pass of the world's e4e-style
 encoder; ``w`` / ``w+`` the StyleGAN2 projector; ``pti`` encoder pivots + pivotal tuning), edited
-(``--by``: ``interfacegan`` moves along the world's W boundaries, ``mapper`` asks the Latent-to-Latent
-mapper) and rendered. Edits are in the attribute's own units (``--age +10`` years, ``--smile +0.3``
-probability); for InterFaceGAN they become a step along the normal through the world's average
-slope (:func:`facelab.interpret.attribute_slope`), so a single face may move more or less.
+(``--by``: ``interfacegan`` moves along the world's W boundaries, ``pattern`` along their activation
+patterns, the directions the world's faces vary along, which move attributes further per std in an
+anisotropic W (:func:`facelab.interpret.activation_pattern`, notebook 01), ``mapper`` asks the
+Latent-to-Latent mapper) and rendered. Edits are in the attribute's own units (``--age +10`` years,
+``--smile +0.3`` probability); for InterFaceGAN they become a step along the normal (or pattern)
+through the world's average slope (:func:`facelab.interpret.attribute_slope`), so a single face may
+move more or less.
 Step budgets are the papers' (``--budget paper``, the default: PTI tunes up to 350 steps with early
 stop, the projector runs 1000 steps) or the notebooks' (``--budget cpu``, a quick look).
 
@@ -42,7 +45,8 @@ from .projector import ProjectConfig, project
 from .worlds import ARTIFACTS, PRESETS, load_world, worlds_dir
 
 METHODS = ("encoder", "w", "w+", "pti")
-EDITORS = ("interfacegan", "mapper")
+EDITORS = ("interfacegan", "pattern", "mapper")
+PATTERN_CODES = 10_000  # latents each boundary's activation pattern is measured over (--by pattern)
 ATTRIBUTES = tuple(a for a in OUTPUTS if a != "face_conf")  # what can be asked for: H's attributes
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_STDS = 3  # InterFaceGAN edits beyond this many std of the signed distance leave the data the boundary saw
@@ -98,9 +102,13 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan", stackl
     if by == "mapper":
         return lambda ws: world.mapper.edit(ws, **changes)
     boundaries, steps = world.boundaries("w"), {}
-    for name, change in changes.items():
+    for name in changes:
         if name not in boundaries:
             raise KeyError(f"world {world.name!r} has no boundary for {name!r}; it has {', '.join(boundaries)}")
+    if by == "pattern":  # each normal's activation pattern: the direction the world's faces vary along
+        codes = interpret.sample_latents(world.G, PATTERN_CODES, space="w", seed=0).w
+        boundaries = {name: interpret.activation_pattern(boundaries[name], codes) for name in changes}
+    for name, change in changes.items():
         b = boundaries[name]
         slope = interpret.attribute_slope(world.G, b, world.H)
         if abs(slope) < 1e-6:
@@ -281,7 +289,8 @@ def parser() -> argparse.ArgumentParser:
     for a in ATTRIBUTES:
         e.add_argument(f"--{a.replace('_', '-')}", dest=a, type=_signed, metavar="CHANGE",
                        help=f"change of {a} ({OUTPUTS[a]['unit']})")
-    e.add_argument("--by", choices=EDITORS, default="interfacegan", help="how to edit (default interfacegan)")
+    e.add_argument("--by", choices=EDITORS, default="interfacegan", help="how to edit: interfacegan (along the boundaries' normals, the default), pattern (along "
+                        "their activation patterns) or mapper")
     e.add_argument("--compare", action="store_true", help="save the crop, the inversion and the edit side by side")
     e.set_defaults(run=cmd_edit)
 

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from facelab import cli
+from facelab import interpret as I
 from facelab.photos import sample_photos
 
 
@@ -129,3 +130,19 @@ def test_interfacegan_edits_are_calibrated_and_warn_when_far():
     moved = lambda e: (b.distance(e(ws)[:, 0]) - b.distance(ws[:, 0])).mean()  # noqa: E731
     assert 0 < moved(near) < moved(far)  # older means further along the age normal, in proportion
     assert float(moved(far) / moved(near)) == pytest.approx(60, rel=1e-3)
+
+
+def test_pattern_edits_move_along_the_activation_pattern_in_fewer_stds():
+    world = cli.load_world("world64", device="cpu")
+    ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))
+    normal = world.boundaries("w")["age"]
+    codes = I.sample_latents(world.G, cli.PATTERN_CODES, space="w", seed=0).w
+    pattern = I.activation_pattern(normal, codes)
+    with pytest.warns(UserWarning, match=r"age \+2 asks for .* std"):  # two years are far along the normal
+        moves = {"interfacegan": cli.apply_edits(world, ws, {"age": 2}) - ws}
+    moves["pattern"] = cli.apply_edits(world, ws, {"age": 2}, by="pattern") - ws  # and near along the pattern
+    along = moves["pattern"][:, 0] / moves["pattern"][:, 0].norm(dim=1, keepdim=True)
+    assert torch.allclose(along @ pattern.normal, torch.ones(4), atol=1e-4)  # every face, every layer, same step
+    # the same two years ask for fewer of the direction's own stds along the pattern than along the normal
+    stds = {by: float(m[0, 0].norm()) / b.report.distance_std for (by, m), b in zip(moves.items(), (normal, pattern))}
+    assert stds["pattern"] < stds["interfacegan"] / 2

@@ -10,11 +10,11 @@ The walk is the course's: the face is found and aligned into the world's crop
 encoder; ``w`` / ``w+`` the StyleGAN2 projector; ``pti`` encoder pivots + pivotal tuning), edited
 (``--by``: ``interfacegan`` moves along the world's W boundaries, ``pattern`` along their activation
 patterns, the directions the world's faces vary along, which move attributes further per std in an
-anisotropic W (:func:`facelab.interpret.activation_pattern`, notebook 01), ``mapper`` asks the
-Latent-to-Latent mapper) and rendered. Edits are in the attribute's own units (``--age +10`` years,
-``--smile +0.3`` probability); for InterFaceGAN they become a step along the normal (or pattern)
-through the world's average slope (:func:`facelab.interpret.attribute_slope`), so a single face may
-move more or less.
+anisotropic W but less cleanly (:func:`facelab.interpret.activation_pattern`, notebooks 01 and 04),
+``mapper`` asks the Latent-to-Latent mapper) and rendered. Edits are in the attribute's own units
+(``--age +10`` years, ``--smile +0.3`` probability); for InterFaceGAN they become a step along the
+normal (or pattern) through the world's average slope (:func:`facelab.interpret.attribute_slope`),
+so a single face may move more or less.
 Step budgets are the papers' (``--budget paper``, the default: PTI tunes up to 350 steps with early
 stop, the projector runs 1000 steps) or the notebooks' (``--budget cpu``, a quick look).
 

@@ -492,7 +492,9 @@ def activation_pattern(boundary: Boundary, codes, scores=None) -> Boundary:
     forward model), and an SVM's comes close; in an isotropic space such as Z it is the normal itself.
     Edit along it by steps of its own distance std, as along a normal. The reference code edits along
     the normal; world64's card measures both (in its W a step along the normal leaves the codes'
-    distribution much further and moves the attribute much less).
+    distribution much further and moves the attribute much less). A pattern is made of correlations:
+    it also carries what co-varies with the attribute, so at equal change of the attribute the normal
+    is the cleaner edit (notebook 04 measures both).
 
     codes: latents of the boundary's space ([N, D], or W+ [N, num_ws, w_dim]) sampled as the
     boundary's were. scores: optional [N] attribute scores of those latents, for the report's

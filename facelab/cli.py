@@ -289,8 +289,9 @@ def parser() -> argparse.ArgumentParser:
     for a in ATTRIBUTES:
         e.add_argument(f"--{a.replace('_', '-')}", dest=a, type=_signed, metavar="CHANGE",
                        help=f"change of {a} ({OUTPUTS[a]['unit']})")
-    e.add_argument("--by", choices=EDITORS, default="interfacegan", help="how to edit: interfacegan (along the boundaries' normals, the default), pattern (along "
-                        "their activation patterns) or mapper")
+    e.add_argument("--by", choices=EDITORS, default="interfacegan",
+                   help="how to edit: interfacegan (along the boundaries' normals, the default), pattern (along their "
+                        "activation patterns) or mapper")
     e.add_argument("--compare", action="store_true", help="save the crop, the inversion and the edit side by side")
     e.set_defaults(run=cmd_edit)
 

@@ -35,7 +35,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -428,6 +428,14 @@ def load_regressor(name: str | Path = "attribute_regressor", *, device=None) -> 
     return H.eval().requires_grad_(False).to(get_device(device))
 
 
+def half_weights(state: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float16) -> dict:
+    """A state dict for storage: matrices and kernels (``ndim >= 2``) in ``dtype`` (half the size),
+    other floating tensors float32, integer buffers as they are. Loading casts them back to float32
+    (``load_state_dict`` copies into the module's float32 tensors), so each weight is rounded once."""
+    return {k: ((v.to(dtype) if v.ndim >= 2 else v.float()) if v.is_floating_point() else v).detach().cpu().clone()
+            for k, v in state.items()}
+
+
 def save_encoder(E: Encoder, path: str | Path, *, meta: dict | None = None,
                  weight_dtype: torch.dtype = torch.float16) -> Path:
     """Save an encoder as ``{"format", "config", "num_ws", "w_dim", "stage", "state_dict", "meta"}``.
@@ -436,8 +444,7 @@ def save_encoder(E: Encoder, path: str | Path, *, meta: dict | None = None,
     size; loading casts them back to float32, so each weight is rounded once); biases and ``w_avg``
     stay float32.
     """
-    state = {k: (v.to(weight_dtype) if v.ndim >= 2 else v.float()).detach().cpu().clone()
-             for k, v in E.state_dict().items()}
+    state = half_weights(E.state_dict(), weight_dtype)
     meta = json.loads(json.dumps(meta or {}, default=str))
     return atomic_torch_save({"format": ENCODER_FORMAT, "config": E.config.to_dict(), "num_ws": E.num_ws,
                               "w_dim": E.w_dim, "stage": int(E.stage), "state_dict": state, "meta": meta}, path)

@@ -64,6 +64,14 @@ def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
     assert "r on training faces" in tr.card_markdown(report)
     H = load_regressor(tmp_path / "attribute_regressor.pt")  # the run's file loads
     assert H.names == tuple(ATTRIBUTES)
+    # stored at half the size: kernels and matrices float16, the rest float32, integer counters as they were
+    state = torch.load(tmp_path / "attribute_regressor.pt", weights_only=True)["state_dict"]
+    assert {str(v.dtype) for k, v in state.items() if v.ndim >= 2} == {"torch.float16"}
+    assert {str(v.dtype) for k, v in state.items() if v.ndim < 2} <= {"torch.float32", "torch.int64"}
+    assert all(p.dtype == torch.float32 for p in H.parameters())  # computed in float32
+    again = tmp_path / "again.pt"
+    tr.save(H, report, again, ship=False)  # rounding rounded weights changes nothing
+    assert all(torch.equal(load_regressor(again).state_dict()[k], v) for k, v in H.state_dict().items())
 
 
 def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):

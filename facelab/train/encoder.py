@@ -152,8 +152,9 @@ def _rows(world, name: str, ws: torch.Tensor, noise, recon: torch.Tensor, target
     e = editability(world.G, ws, {a: B[a] for a in EDIT_ATTRIBUTES}, world.H, noise=noise, realism=False)
     mean = lambda metric: sum(e["mean"][a][metric] for a in EDIT_ATTRIBUTES) / len(EDIT_ATTRIBUTES)  # noqa: E731
     return {"method": name, "n": int(target.shape[0]), "mse": float(d["mse"].mean()),
-            "mse_worst": float(d["mse"].max()), "perceptual": float(d["perceptual"].mean()), "identity": float(d["identity"].mean()),
-            "edit_change": {a: e["mean"][a]["change"] for a in EDIT_ATTRIBUTES}, "edit_identity": mean("identity"),
+            "mse_worst": float(d["mse"].max()), "perceptual": float(d["perceptual"].mean()),
+            "identity": float(d["identity"].mean()), "edit_change": {a: e["mean"][a]["change"] for a in EDIT_ATTRIBUTES},
+            "edit_identity": mean("identity"),
             "w_distance": float(e["base"]["w_distance"].mean()), "seconds_per_face": seconds / target.shape[0]}
 
 
@@ -208,10 +209,12 @@ def card_markdown(report: dict, meta: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in meta["config"].items()) + ".", ""]
     for name, rows in report.items():
         lines += [f"**{name}** (n = {rows[0]['n']}):", "",
-                  "| inversion | MSE ↓ (worst face) | dlib-lpips ↓ | identity ↑ | W-distance | H change per latent unit: age / male / "
-                  "smile | identity after edit ↑ | seconds per face |", "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['method']} | {r['mse']:.4f} ({r['mse_worst']:.3f}) | {r['perceptual']:.3f} | {r['identity']:.3f} | "
-                  f"{r['w_distance']:.2f} | " + " / ".join(f"{v:.3g}" for v in r["edit_change"].values())
+                  "| inversion | MSE ↓ (worst face) | dlib-lpips ↓ | identity ↑ | W-distance | H change per latent "
+                  "unit: age / male / smile | identity after edit ↑ | seconds per face |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['method']} | {r['mse']:.4f} ({r['mse_worst']:.3f}) | {r['perceptual']:.3f} | "
+                  f"{r['identity']:.3f} | {r['w_distance']:.2f} | "
+                  + " / ".join(f"{v:.3g}" for v in r["edit_change"].values())
                   + f" | {r['edit_identity']:.3f} | {r['seconds_per_face']:.2f} |" for r in rows]
         lines.append("")
     lines.append("Identity: dlib-port cosine to the target (the encoder was trained through this network, weight "

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_generator, load_regressor, ship_file
+from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, half_weights, load_generator, load_regressor, ship_file
 from ..nets.attributes import MIRROR_AVERAGED
 from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor, input_size
 from ..utils import get_device, seed_all, write_card_section
@@ -294,6 +294,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
         bar.write(f"epoch {done + epoch + 1}: held-out r " + ", ".join(f"{a} {curve[-1][a]:.3f}" for a in CURVE))
     bar.close()
     H.eval()
+    H.load_state_dict(half_weights(H.state_dict()))  # what ships: the numbers below measure the rounded weights
     runs.append({"epochs": epochs, "lr": lr, "minutes": round((time.time() - t0) / 60, 1)})
     report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": done + epochs,
               "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
@@ -302,14 +303,21 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
         report["ceiling"] = mirror_ceiling(va_x)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    path = atomic_torch_save({"format": REGRESSOR_FORMAT, "state_dict": H.state_dict(), "config": H.config(),
-                              "meta": report}, out / "attribute_regressor.pt")
+    save(H, report, out / "attribute_regressor.pt", ship=ship)
+    return report
+
+
+def save(H: AttributeRegressor, report: dict, path: Path, *, ship: bool) -> Path:
+    """Write H (weights in float16, :func:`facelab.hub.half_weights`) with ``report`` as its meta; with
+    ``ship``, copy it into the package and rewrite its card."""
+    atomic_torch_save({"format": REGRESSOR_FORMAT, "state_dict": half_weights(H.state_dict()), "config": H.config(),
+                       "meta": report}, path)
     load_regressor(path)  # refuse to ship something that does not load
     if ship:
         ship_file(path, "attribute_regressor", kind="regressor", card="attribute_regressor.md",
                   description="H: 64 px face -> teacher attributes, trained on teacher labels of world64 faces")
         update_card(PACKAGE_WEIGHTS / "attribute_regressor.md", report)
-    return report
+    return path
 
 
 def card_markdown(report: dict) -> str:
@@ -368,13 +376,15 @@ def update_card(card: Path, report: dict) -> None:
 
 
 def recard(out: Path, *, val: int = 2000) -> dict:
-    """Re-evaluate the shipped H on the held-out faces of ``out`` (and as many training faces) and rewrite
-    its card (no training)."""
+    """Re-evaluate the shipped H on the held-out faces of ``out`` (and as many training faces) and ship it
+    again (no training): stored in float16 if it was not, its report and card measured with the weights
+    that ship."""
     images, labels = load_chunks(out)
     H = load_regressor()
+    H.load_state_dict(half_weights(H.state_dict()))
     report = dict(H.meta)
     report.update(split_agreement(H, images, labels, val))
-    update_card(PACKAGE_WEIGHTS / "attribute_regressor.md", report)
+    save(H, report, out / "attribute_regressor.pt", ship=True)
     return report
 
 
@@ -397,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="continue this H (trained on the same labels and --val) for --epochs more: a warm restart")
     b.add_argument("--no-ship", action="store_true")
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
-    c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and rewrite its card")
+    c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and ship it again (float16 "
+                                    "weights, new card)")
     c.add_argument("--out", type=Path, default=Path("runs/regressor"))
     c.add_argument("--val", type=int, default=2000)
     args = p.parse_args(argv)

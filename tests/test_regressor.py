@@ -74,6 +74,18 @@ def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
     assert all(torch.equal(load_regressor(again).state_dict()[k], v) for k, v in H.state_dict().items())
 
 
+def test_fit_trains_an_H_of_the_asked_width_and_a_warm_start_keeps_its_own(tmp_path):
+    _fake_chunks(tmp_path)
+    report = tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False, width=8)
+    H = load_regressor(tmp_path / "attribute_regressor.pt")
+    assert H.width == report["width"] == 8
+    assert sum(p.numel() for p in H.parameters()) < sum(p.numel() for p in AttributeRegressor().parameters()) / 2
+    start = tmp_path / "narrow.pt"
+    (tmp_path / "attribute_regressor.pt").rename(start)
+    tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False, init=start, width=16)
+    assert load_regressor(tmp_path / "attribute_regressor.pt").width == 8
+
+
 def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):
     _fake_chunks(tmp_path)
     first = tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)

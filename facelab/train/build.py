@@ -2,7 +2,7 @@
 
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
-        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-init H.pt]
+        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt]
         [--mapper-steps N] [--encoder-steps N | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
@@ -119,7 +119,7 @@ def stage_h(t: Target, args) -> None:
     from .regressor import fit
 
     fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
-        ship=t.ship)
+        width=args.h_width, ship=t.ship)
     if not t.ship:
         shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
 
@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="latents labelled by H for the boundaries (default --n-samples)")
     p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
     p.add_argument("--h-lr", type=float, default=2e-3, help="peak learning rate of H's one-cycle schedule")
+    p.add_argument("--h-width", type=int, default=16, help="base width of a fresh H (16: 0.56 M parameters)")
     p.add_argument("--h-init", default=None, metavar="H.pt",
                    help="warm-start H from this one (the same labels) and train --h-epochs more")
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")

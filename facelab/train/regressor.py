@@ -249,13 +249,15 @@ def warm_start(init: str | Path, *, train_faces: int, val: int) -> tuple[Attribu
 
 
 def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: float = 2e-3, seed: int = 0,
-        ship: bool = True, ceiling: bool = True, init: str | Path | None = None) -> dict:
+        ship: bool = True, ceiling: bool = True, init: str | Path | None = None, width: int = 16) -> dict:
     """Train H on the chunks in ``out`` (the last ``val`` faces held out), report, and ship it.
 
     ``ceiling``: also label the held-out faces and their mirror images with the teacher to measure
     :func:`mirror_ceiling` (two labelling passes over ``val`` faces). ``init``: continue an earlier H
     of the same labels (:func:`warm_start`) for ``epochs`` more, with a fresh one-cycle schedule
     peaking at ``lr`` (a warm restart); the report counts all its epochs and keeps one held-out curve.
+    ``width``: the network's base width (:class:`~facelab.nets.regressor.AttributeRegressor`) for a
+    fresh H; a warm start keeps its own.
     """
     images, labels = load_chunks(out)
     if images.shape[0] <= val:
@@ -264,7 +266,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     mean, std = tr_y.nanmean(0), torch.from_numpy(np.nanstd(tr_y.numpy(), 0))
     gen = seed_all(seed)
     if init is None:
-        H, runs, curve = AttributeRegressor(mean=mean, std=std), [], []
+        H, runs, curve = AttributeRegressor(width=width, mean=mean, std=std), [], []
     else:
         H, runs, curve = warm_start(init, train_faces=int(tr_x.shape[0]), val=val)
         mean, std = H.mean, H.std  # the same labels give the same statistics; keep H's own exactly
@@ -296,7 +298,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     H.eval()
     H.load_state_dict(half_weights(H.state_dict()))  # what ships: the numbers below measure the rounded weights
     runs.append({"epochs": epochs, "lr": lr, "minutes": round((time.time() - t0) / 60, 1)})
-    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "epochs": done + epochs,
+    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "width": H.width, "epochs": done + epochs,
               "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
               **split_agreement(H, images, labels, val), "cpu": cpu_speed(H)}
     if ceiling:
@@ -405,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     b.add_argument("--init", default=None, metavar="H.pt",
                    help="continue this H (trained on the same labels and --val) for --epochs more: a warm restart")
+    b.add_argument("--width", type=int, default=16, help="base width of a fresh H (16: 0.56 M parameters)")
     b.add_argument("--no-ship", action="store_true")
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
     c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and ship it again (float16 "
@@ -418,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
         label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)
     else:
         fit(args.out, epochs=args.epochs, val=args.val, lr=args.lr, init=args.init, ship=not args.no_ship,
-            ceiling=not args.no_ceiling)
+            ceiling=not args.no_ceiling, width=args.width)
 
 
 if __name__ == "__main__":

@@ -101,13 +101,12 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan", stackl
         return lambda ws: ws
     if by == "mapper":
         return lambda ws: world.mapper.edit(ws, **changes)
-    boundaries, steps = world.boundaries("w"), {}
+    # "pattern": each normal's activation pattern, the direction the world's faces vary along
+    boundaries = world.boundaries("w") if by == "interfacegan" else world.patterns("w", n=PATTERN_CODES)
+    steps = {}
     for name in changes:
         if name not in boundaries:
             raise KeyError(f"world {world.name!r} has no boundary for {name!r}; it has {', '.join(boundaries)}")
-    if by == "pattern":  # each normal's activation pattern: the direction the world's faces vary along
-        codes = interpret.sample_latents(world.G, PATTERN_CODES, space="w", seed=0).w
-        boundaries = {name: interpret.activation_pattern(boundaries[name], codes) for name in changes}
     for name, change in changes.items():
         b = boundaries[name]
         slope = interpret.attribute_slope(world.G, b, world.H)

@@ -213,7 +213,8 @@ def save_mapper(m: LatentMapper, path, *, weight_dtype: torch.dtype = torch.floa
 
     The matrices are the bulk of the file (three of about 1286 x 1286 for world64); loading casts
     them back to float32 for computing, so a half-precision file only rounds each weight once
-    (relative error below 5e-4). Biases and the statistics buffers are always float32.
+    (relative error below 5e-4). Biases and the statistics buffers are always float32 (so not
+    :func:`facelab.hub.half_weights`, which would round the 2-D ``correction`` buffer too).
     """
     from .hub import atomic_torch_save
 

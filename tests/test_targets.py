@@ -44,8 +44,9 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     pytest.importorskip("onnxruntime")
     from facelab.worlds import load_world
     world = load_world("world64", device="cpu")
-    rows, patterns = (T.edit_claims(world.G, world.boundaries("w"), n=8, device="cpu", direction=d,
-                                    pattern_codes=2000) for d in ("normal", "pattern"))
+    edits = T.edit_claims(world.G, {"normal": world.boundaries("w"), "pattern": world.patterns("w", n=2000)}, n=8,
+                          device="cpu", mahalanobis_codes=2000)
+    rows, patterns = edits["normal"], edits["pattern"]
     assert len(rows) == len(patterns) == 2 * len(T.EDITED)  # an edit row and an identity row each
     assert all("activation pattern" in r.statement for r in patterns)
     assert not any("activation pattern" in r.statement for r in rows)
@@ -58,8 +59,6 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     assert all("teacher std per unit" in r.note and "Mahalanobis units" in r.note for r in rows[::2])
     text = T.targets_markdown(rows[:6], {"metrics": "m", "h": "h", "edits_n": 8}, patterns=rows[6:])
     assert "of 6 targets hold" in text and "| claim | n |" in text and "activation pattern" in text
-    with pytest.raises(ValueError, match="direction must be"):
-        T.edit_claims(world.G, world.boundaries("w"), n=8, direction="svm")
 
 
 def test_mahalanobis_length_is_one_std_along_each_axis():

@@ -44,6 +44,7 @@ from .regressor import two_crop_ceiling
 
 EDITED = ("age", "male", "smile")
 EDIT_STEP = 2.0  # in each boundary's distance std
+PATTERN_CODES = 20_000  # W latents the card's activation patterns are measured over
 
 
 def _estimate(value: float, sd: float, n: int, how: str) -> C.Estimate:
@@ -108,44 +109,46 @@ def h_claims(report: dict) -> list[C.Claim]:
 
 
 @torch.no_grad()
-def edit_claims(G, boundaries: dict, *, n: int = 200, seed: int = 31, device=None, direction: str = "normal",
-                pattern_codes: int = 20_000) -> list[C.Claim]:
-    """The edit targets, measured on ``n`` fresh faces (see the module docstring), along each boundary's
-    ``direction``: ``"normal"`` (InterFaceGAN's edit, the issue's target) or ``"pattern"``, its
-    activation pattern (:func:`facelab.interpret.activation_pattern`, measured over ``pattern_codes``
-    latents of the stream the boundaries were fitted on)."""
-    from ..interpret import activation_pattern, edit, render, sample_latents
+def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31, device=None,
+                mahalanobis_codes: int = 20_000) -> dict[str, list[C.Claim]]:
+    """The edit targets (see the module docstring), measured along each set of ``directions``
+    ``{label: {attribute: Boundary}}`` on the same ``n`` fresh faces, whose unedited teacher labels and
+    different-people baseline are measured once: e.g. ``{"normal": world.boundaries("w"), "pattern":
+    world.patterns("w")}`` (InterFaceGAN's normals, the issue's target, and their activation patterns).
+    A boundary whose ``meta["direction"]`` is ``"pattern"`` is named so in its rows. Steps' Mahalanobis
+    lengths are measured over ``mahalanobis_codes`` W latents of the stream the boundaries were fitted on.
+    Returns ``{label: [edit row, identity row] per attribute of EDITED}``."""
+    from ..interpret import edit, render, sample_latents
     from ..metrics import different_people_identity, judged_identity
     from ..nets.attributes import label_images
 
-    if direction not in ("normal", "pattern"):
-        raise ValueError(f"direction must be 'normal' or 'pattern', got {direction!r}")
     device = get_device(device)
     G = G.to(device)
     w = sample_latents(G, n, space="w", seed=seed).w.to(device)
     faces = render(G, w)  # each face set is rendered once and serves the teacher and the identity judge
     base = label_images(faces, attributes=list(EDITED), progress=False)
     other = different_people_identity(G, n=n, seed=seed + 1, device=device).values.numpy()
-    codes = sample_latents(G, pattern_codes, space="w", seed=0).w.double().numpy()
-    mahalanobis = _mahalanobis_length(codes)
-    how = "" if direction == "normal" else " along its activation pattern"
-    out = []
-    for a in EDITED:
-        b = boundaries[a] if direction == "normal" else activation_pattern(boundaries[a], codes)
-        h = EDIT_STEP * b.report.distance_std
-        sigma = float(np.nanstd(base[a].numpy()))
-        plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
-        s_plus, s_minus = (label_images(x, attributes=[a], progress=False)[a].numpy() for x in (plus, minus))
-        change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
-        per_unit = float(np.nanmean(change)) / h  # the boundary's strength, free of its distance std
-        out.append(C.greater(
-            f"±{EDIT_STEP:g}-std W {a} edits{how} move the teacher's {a} by ≥ 1 teacher std", change, 1.0,
-            note=f"teacher std {sigma:.3g} over the unedited faces; step {h:.3g} latent units (distance std "
-                 f"{b.report.distance_std:.3g}), {h * mahalanobis(b.normal):.3g} Mahalanobis units; "
-                 f"{per_unit:.3g} teacher std per unit"))
-        kept = np.concatenate([judged_identity(faces, x).values.numpy() for x in (plus, minus)])
-        out.append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
-                             kept, other))
+    mahalanobis = _mahalanobis_length(sample_latents(G, mahalanobis_codes, space="w", seed=0).w.double().numpy())
+    out = {}
+    for label, boundaries in directions.items():
+        out[label] = []
+        for a in EDITED:
+            b = boundaries[a]
+            how = " along its activation pattern" if b.meta.get("direction") == "pattern" else ""
+            h = EDIT_STEP * b.report.distance_std
+            sigma = float(np.nanstd(base[a].numpy()))
+            plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
+            s_plus, s_minus = (label_images(x, attributes=[a], progress=False)[a].numpy() for x in (plus, minus))
+            change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
+            per_unit = float(np.nanmean(change)) / h  # the boundary's strength, free of its distance std
+            out[label].append(C.greater(
+                f"±{EDIT_STEP:g}-std W {a} edits{how} move the teacher's {a} by ≥ 1 teacher std", change, 1.0,
+                note=f"teacher std {sigma:.3g} over the unedited faces; step {h:.3g} latent units (distance std "
+                     f"{b.report.distance_std:.3g}), {h * mahalanobis(b.normal):.3g} Mahalanobis units; "
+                     f"{per_unit:.3g} teacher std per unit"))
+            kept = np.concatenate([judged_identity(faces, x).values.numpy() for x in (plus, minus)])
+            out[label].append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
+                                        kept, other))
     return out
 
 
@@ -196,8 +199,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {metrics} not found; run `python -m facelab.train.evaluate {a.world} --json "
                          f"{metrics}` first")
     world = load_world(a.world, device=get_device(a.device))
-    edits = {d: edit_claims(world.G, world.boundaries("w"), n=a.n, device=world.device, direction=d)
-             for d in ("normal", "pattern")}
+    edits = edit_claims(world.G, {"normal": world.boundaries("w"), "pattern": world.patterns("w", n=PATTERN_CODES)},
+                        n=a.n, device=world.device)
     rows = generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta) + edits["normal"]
     text = targets_markdown(rows, {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n},
                             patterns=edits["pattern"])

@@ -259,6 +259,20 @@ class World:
                                    if not b.conditions}
         return dict(self._patterns[key])
 
+    def with_files(self, **files: str | Path) -> World:
+        """This world with some artifacts swapped (``regressor=``, ``boundaries=``, ``mapper=``,
+        ``encoder=``: a weights name or a file), e.g. a candidate H and the boundaries fitted with it,
+        judged before they ship. The generator, if already loaded, is shared; nothing else is."""
+        unknown = sorted(set(files) - set(ARTIFACTS))
+        if unknown:
+            raise ValueError(f"unknown world artifact(s) {', '.join(map(repr, unknown))}; one of {ARTIFACTS}")
+        world = World(self.name, generator=self.generator, crop=self.crop, files={**self.files, **files},
+                      resolution=self._resolution, folder=self.folder, device=self.device)
+        world.budgets = dict(self.budgets)
+        if "G" in self.__dict__:
+            world.G = self.G
+        return world
+
     def align(self, photo, **kw):
         """The face in ``photo`` aligned for this world: ``[3, R, R]`` in [-1, 1], R = :attr:`resolution`.
 

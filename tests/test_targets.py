@@ -61,6 +61,11 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     assert "of 6 targets hold" in text and "| claim | n |" in text and "activation pattern" in text
 
 
+def test_judging_a_candidate_needs_its_own_card(tmp_path):
+    with pytest.raises(SystemExit, match="candidate --regressor or --boundaries needs --card"):
+        T.main(["world64", "--regressor", str(tmp_path / "H.pt")])
+
+
 def test_mahalanobis_length_is_one_std_along_each_axis():
     rng = np.random.default_rng(0)
     codes = rng.standard_normal((20_000, 3)) * np.array([4.0, 1.0, 0.25])

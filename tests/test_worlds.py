@@ -36,6 +36,25 @@ def test_world64_serves_what_the_notebooks_load():
     assert world.G is world.G  # loaded once
 
 
+def test_with_files_swaps_artifacts_and_keeps_the_rest(G, tmp_path):
+    folder = tmp_path / "mini"
+    build_world(folder, G)
+    world = load_world(folder)
+    _ = world.G, world.H  # loaded before the swap
+    torch.manual_seed(1)
+    H = AttributeRegressor(width=2)
+    atomic_torch_save({"format": REGRESSOR_FORMAT, "state_dict": H.state_dict(), "config": H.config(), "meta": {}},
+                      tmp_path / "candidate.pt")
+    swapped = world.with_files(regressor=tmp_path / "candidate.pt")
+    assert swapped.G is world.G and swapped.H.width == 2 and world.H.width == 4  # the original is untouched
+    assert swapped.files["mapper"] == world.files["mapper"] and swapped.budget("cpu").project_steps == 7
+    assert torch.equal(swapped.boundaries("w")["age"].normal, world.boundaries("w")["age"].normal)
+    with pytest.raises(ValueError, match="unknown world artifact.*'labels'"):
+        world.with_files(labels="x.pt")
+    with pytest.raises(FileNotFoundError, match="has no regressor yet.*facelab.train.build mini"):
+        world.with_files(regressor=tmp_path / "missing.pt").H
+
+
 def test_a_worlds_patterns_are_its_boundaries_activation_patterns_taken_once():
     world = fl.load_world("world64", device="cpu")
     codes = I.sample_latents(world.G, 2000, space="w", seed=0).w

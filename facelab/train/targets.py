@@ -192,18 +192,28 @@ def main(argv: list[str] | None = None) -> None:
                    help="evaluate's JSON for this world (default docs/NAME/metrics.json)")
     p.add_argument("--n", type=int, default=200, help="faces for the edit targets")
     p.add_argument("--card", default=None, help="model card to update (default facelab/weights/NAME.md)")
+    p.add_argument("--regressor", type=Path, default=None, metavar="H.pt",
+                   help="judge a candidate H instead of the world's (its fit report gives the H rows); needs --card")
+    p.add_argument("--boundaries", type=Path, default=None, metavar="B.pt",
+                   help="judge candidate boundaries (e.g. fitted with --regressor) instead of the world's; needs --card")
     p.add_argument("--device", default=None)
     a = p.parse_args(argv)
+    candidates = {k: v for k, v in (("regressor", a.regressor), ("boundaries", a.boundaries)) if v is not None}
+    if candidates and a.card is None:
+        raise SystemExit("error: judging a candidate --regressor or --boundaries needs --card FILE, so that the "
+                         "world's own card keeps its numbers")
     metrics = Path(a.metrics or f"docs/{a.world}/metrics.json")
     if not metrics.is_file():
         raise SystemExit(f"error: {metrics} not found; run `python -m facelab.train.evaluate {a.world} --json "
                          f"{metrics}` first")
-    world = load_world(a.world, device=get_device(a.device))
+    world = load_world(a.world, device=get_device(a.device)).with_files(**candidates)
     edits = edit_claims(world.G, {"normal": world.boundaries("w"), "pattern": world.patterns("w", n=PATTERN_CODES)},
                         n=a.n, device=world.device)
     rows = generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta) + edits["normal"]
-    text = targets_markdown(rows, {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n},
-                            patterns=edits["pattern"])
+    sources = {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n}
+    if candidates:
+        sources["h"] += "; candidate files: " + ", ".join(f"{k} `{v}`" for k, v in candidates.items())
+    text = targets_markdown(rows, sources, patterns=edits["pattern"])
     print(text)
     card = Path(a.card) if a.card else PACKAGE_WEIGHTS / f"{a.world}.md"
     write_card_section(card, text, tag="targets")

@@ -86,6 +86,22 @@ def test_fit_trains_an_H_of_the_asked_width_and_a_warm_start_keeps_its_own(tmp_p
     assert load_regressor(tmp_path / "attribute_regressor.pt").width == 8
 
 
+def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(tmp_path, monkeypatch):
+    _fake_chunks(tmp_path)
+    tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False)
+    candidate = tmp_path / "candidate.pt"
+    (tmp_path / "attribute_regressor.pt").rename(candidate)
+    calls = []
+    monkeypatch.setattr(tr, "mirror_ceiling", lambda x: calls.append(len(x)) or {"age": {"ceiling": 0.5}})
+    shipped = (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes()
+    report = tr.recard(tmp_path, val=150, regressor=candidate, ship=False)
+    assert calls == [150] and report["ceiling"] == {"age": {"ceiling": 0.5}}  # measured on the held-out faces
+    assert report["val"]["age"]["n"] == 150 and report["train"]["age"]["n"] == 150
+    again = tr.recard(tmp_path, val=150, regressor=tmp_path / "attribute_regressor.pt", ship=False)
+    assert calls == [150] and again["val"]["age"] == report["val"]["age"]  # the stored ceiling is kept, H unchanged
+    assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # not shipped
+
+
 def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):
     _fake_chunks(tmp_path)
     first = tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)

@@ -377,16 +377,20 @@ def update_card(card: Path, report: dict) -> None:
     write_card_section(card, card_markdown(report))
 
 
-def recard(out: Path, *, val: int = 2000) -> dict:
-    """Re-evaluate the shipped H on the held-out faces of ``out`` (and as many training faces) and ship it
-    again (no training): stored in float16 if it was not, its report and card measured with the weights
-    that ship."""
+def recard(out: Path, *, val: int = 2000, regressor: str | Path | None = None, ship: bool = True) -> dict:
+    """Re-evaluate an H on the held-out faces of ``out`` (and as many training faces), no training: the
+    shipped H (``regressor`` None), stored in float16 if it was not, and shipped again; or a candidate
+    file, whose report is rewritten in place (``ship=False`` leaves the package alone). The teacher's
+    mirror ceiling is measured on those held-out faces if the H's report has none (a fit run with
+    ``--no-ceiling``). Writes ``out/attribute_regressor.pt``."""
     images, labels = load_chunks(out)
-    H = load_regressor()
+    H = load_regressor(regressor) if regressor is not None else load_regressor()
     H.load_state_dict(half_weights(H.state_dict()))
     report = dict(H.meta)
     report.update(split_agreement(H, images, labels, val))
-    save(H, report, out / "attribute_regressor.pt", ship=True)
+    if "ceiling" not in report:
+        report["ceiling"] = mirror_ceiling(images[-val:])
+    save(H, report, out / "attribute_regressor.pt", ship=ship)
     return report
 
 
@@ -411,12 +415,14 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--no-ship", action="store_true")
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
     c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and ship it again (float16 "
-                                    "weights, new card)")
+                                    "weights, new card), or re-evaluate a candidate (--regressor, --no-ship)")
     c.add_argument("--out", type=Path, default=Path("runs/regressor"))
     c.add_argument("--val", type=int, default=2000)
+    c.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
+    c.add_argument("--no-ship", action="store_true", help="write out/attribute_regressor.pt only")
     args = p.parse_args(argv)
     if args.cmd == "card":
-        recard(args.out, val=args.val)
+        recard(args.out, val=args.val, regressor=args.regressor, ship=not args.no_ship)
     elif args.cmd == "label":
         label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)
     else:

@@ -102,6 +102,31 @@ def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(tmp_pa
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # not shipped
 
 
+def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(tmp_path, monkeypatch):
+    train, fresh = tmp_path / "train", tmp_path / "fresh"
+    train.mkdir(), fresh.mkdir()
+    _fake_chunks(train)
+    _fake_chunks(fresh, seed=1)
+    tr.fit(train, epochs=2, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
+    candidate = train / "attribute_regressor.pt"
+    calls = []
+    monkeypatch.setattr(tr, "mirror_ceiling", lambda x: calls.append(len(x)) or {"age": {"n": len(x), "mirror_r": 0.81,
+                                                                                        "ceiling": 0.9}})
+    shipped = (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes()
+    report = tr.test(fresh, regressor=candidate)
+    assert calls == [600] and report["test"]["faces"] == 600 and report["test"]["folder"] == "fresh"
+    assert report["test"]["agreement"]["age"]["r"] > 0.8  # brightness, learnt on other faces
+    assert report["val"]["age"]["n"] == 150  # the fit's own numbers are kept
+    stored = load_regressor(candidate).meta["test"]  # written into the candidate's file
+    assert stored["agreement"]["age"] == report["test"]["agreement"]["age"]
+    assert stored["ceiling"] == report["test"]["ceiling"]
+    assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # and nothing shipped
+    tr.test(fresh, regressor=candidate)
+    assert calls == [600]  # the ceiling depends on the faces only: kept in ceiling.json
+    text = tr.card_markdown(report)
+    assert "On a fresh test set** of 600 world faces (`fresh`" in text and "| age | 600 |" in text
+
+
 def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):
     _fake_chunks(tmp_path)
     first = tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)

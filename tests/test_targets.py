@@ -34,6 +34,13 @@ def test_h_targets_use_the_measured_ceiling_and_say_when_there_is_none():
     rows = T.h_claims(report)
     # bounds 0.70, 0.765, 0.81: 0.56 is far below; 0.77 is within its interval (+-0.02); 0.87 is clear
     assert [r.verdict for r in rows] == [C.DOES_NOT_HOLD, C.INCONCLUSIVE, C.HOLDS]
+    # a fresh test set, when H's report has one, is what the targets are judged on
+    tested = dict(report, test={"faces": 10_000, "folder": "h-test",
+                                "agreement": {a: {"n": 9800, "r": r} for a, r in zip(T.EDITED, (0.75, 0.70, 0.87))},
+                                "ceiling": report["ceiling"]})
+    rows = T.h_claims(tested)
+    assert [r.verdict for r in rows] == [C.HOLDS, C.DOES_NOT_HOLD, C.HOLDS]  # +-0.01 at n = 9800
+    assert all("10000 fresh test faces" in r.statement and r.n == 9800 for r in rows)
     del report["ceiling"]
     assert {r.verdict for r in T.h_claims(report)} == {C.INCONCLUSIVE}
     r = T.fisher_interval(0.5, 103)

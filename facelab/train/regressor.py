@@ -2,6 +2,7 @@
 
     python -m facelab.train.regressor label --out runs/regressor --n 20000   # teacher labels (slow, resumable)
     python -m facelab.train.regressor fit   --out runs/regressor             # train H, evaluate, ship
+    python -m facelab.train.regressor test  --out runs/h-test                # judge H on a fresh test set
 
 ``label`` draws latents from the world (seeded, chunk by chunk, truncation psi drawn uniformly from
 [``--psi-min``, 1] per face so that H also sees the truncated and edited faces it will be asked
@@ -15,6 +16,10 @@ held-out agreement with the teacher (Pearson r per attribute, accuracy for the p
 attributes at 0.5, mean absolute error in the attribute's unit) and the CPU speed into the model
 card ``facelab/weights/attribute_regressor.md``, beside the ceiling the teacher's own noise allows
 (:func:`mirror_ceiling`).
+
+``test`` judges H on faces from another seed (``label --out runs/h-test --n 10000 --seed 1``) that no
+fit trains on or chooses by; the card's test table and issue #17's H targets
+(:mod:`facelab.train.targets`) read that result when it is there.
 """
 from __future__ import annotations
 
@@ -361,6 +366,20 @@ def card_markdown(report: dict) -> str:
     if curve:  # the held-out r after each recorded epoch: where it flattens
         note += ["Held-out r after each epoch (" + ", ".join(f"{a}" for a in CURVE) + "): " + "; ".join(
             f"{c['epoch']}: " + " / ".join(f"{c[a]:.3f}" for a in CURVE) for c in curve) + ".", ""]
+    test_set = report.get("test")
+    if test_set:  # a fresh test set (``regressor test``): the H targets are judged on it
+        note += [f"**On a fresh test set** of {test_set['faces']} world faces (`{test_set['folder']}`, drawn from "
+                 "another seed than the training faces and never used to train or choose H; "
+                 "`python -m facelab.train.regressor test`), with the ceiling measured on those faces:", "",
+                 "| attribute | test faces | Pearson r | ceiling √(mirror r) | r / ceiling | two-crop ceiling | "
+                 "r / two-crop ceiling | mean abs. error |", "|---|---|---|---|---|---|---|---|"]
+        for a, r in test_set["agreement"].items():
+            c = test_set["ceiling"].get(a)
+            two = two_crop_ceiling(c["mirror_r"]) if c and a in MIRROR_AVERAGED else 0.0
+            lim = f"{c['ceiling']:.3f} | {r['r'] / c['ceiling']:.3f}" if c and c["ceiling"] > 0 else "– | –"
+            lim += f" | {two:.3f} | {r['r'] / two:.3f}" if two > 0 else " | – | –"
+            note.append(f"| {a} | {r['n']} | {r['r']:.3f} | {lim} | {r['mae']:.3f} |")
+        note.append("")
     cpu = report["cpu"]
     return "\n".join([
         f"Held-out agreement with the teacher labelers on {report['val_faces']} world faces never used in "
@@ -394,6 +413,32 @@ def recard(out: Path, *, val: int = 2000, regressor: str | Path | None = None, s
     return report
 
 
+def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True) -> dict:
+    """Judge an H on a fresh test set: every face in ``folder``, labelled by :func:`label` from a seed the
+    training faces were not drawn from (``--seed 1``; fit's were seed 0) and never used to train or to
+    choose an H. The teacher's mirror ceiling on those faces does not depend on H: it is measured once
+    and kept in ``folder/ceiling.json``. The result becomes the ``test`` entry of the H's report: the
+    shipped H (``regressor`` None) is shipped again with it (``ship``) and its card gains the test
+    table; a candidate file is rewritten in place and never shipped."""
+    images, labels = load_chunks(folder)
+    H = load_regressor(regressor) if regressor is not None else load_regressor()
+    cache = folder / "ceiling.json"
+    if cache.is_file():
+        ceiling = json.loads(cache.read_text())
+    else:
+        ceiling = mirror_ceiling(images)
+        cache.write_text(json.dumps(ceiling, indent=1))
+    report = dict(H.meta)
+    report["test"] = {"faces": int(images.shape[0]), "folder": folder.name,
+                      "agreement": agreement(predict(H, images), labels), "ceiling": ceiling}
+    print(json.dumps(report["test"], indent=1))
+    if regressor is not None:
+        save(H, report, Path(regressor), ship=False)
+    else:
+        save(H, report, folder / "attribute_regressor.pt", ship=ship)
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -420,8 +465,15 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--val", type=int, default=2000)
     c.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
     c.add_argument("--no-ship", action="store_true", help="write out/attribute_regressor.pt only")
+    t = sub.add_parser("test", help="judge H on a fresh test set (label one with --seed 1) and keep the result in "
+                                    "its report; the shipped H is shipped again with it, a --regressor file rewritten")
+    t.add_argument("--out", type=Path, required=True, help="the test set's labelled chunks")
+    t.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
+    t.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
     args = p.parse_args(argv)
-    if args.cmd == "card":
+    if args.cmd == "test":
+        test(args.out, regressor=args.regressor, ship=not args.no_ship)
+    elif args.cmd == "card":
         recard(args.out, val=args.val, regressor=args.regressor, ship=not args.no_ship)
     elif args.cmd == "label":
         label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)

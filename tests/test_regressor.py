@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from facelab import claims as C
 from facelab import hub
 from facelab.hub import load_regressor
 from facelab.nets.regressor import MIRROR_SIGN, AttributeRegressor
@@ -125,6 +126,21 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(tmp_path,
     assert calls == [600]  # the ceiling depends on the faces only: kept in ceiling.json
     text = tr.card_markdown(report)
     assert "On a fresh test set** of 600 world faces (`fresh`" in text and "| age | 600 |" in text
+
+
+def test_compare_finds_the_closer_imitator_by_a_paired_interval(tmp_path, capsys):
+    _fake_chunks(tmp_path)
+    tr.fit(tmp_path, epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
+    good = tmp_path / "good.pt"
+    (tmp_path / "attribute_regressor.pt").rename(good)
+    tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=1e-12, ship=False, ceiling=False)  # barely trained
+    rows = tr.compare(tmp_path, good, baseline=tmp_path / "attribute_regressor.pt", val=150)
+    age = rows[list(ATTRIBUTES).index("age")]
+    assert age.verdict == C.HOLDS and age.n == 150 and age.measured.low > 0
+    same = tr.compare(tmp_path, good, baseline=good, val=150)[list(ATTRIBUTES).index("age")]
+    assert same.verdict == C.INCONCLUSIVE and same.measured.value == 0  # paired: no gain, no spread
+    tr.main(["compare", str(good), "--baseline", str(good), "--out", str(tmp_path), "--val", "150"])
+    assert "the candidate's r with the teacher is higher (age)" in capsys.readouterr().out
 
 
 def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):

@@ -2,6 +2,7 @@
 
     python -m facelab.train.regressor label --out runs/regressor --n 20000   # teacher labels (slow, resumable)
     python -m facelab.train.regressor fit   --out runs/regressor             # train H, evaluate, ship
+    python -m facelab.train.regressor compare H.pt --out runs/regressor      # a candidate H vs the shipped one
     python -m facelab.train.regressor test  --out runs/h-test                # judge H on a fresh test set
 
 ``label`` draws latents from the world (seeded, chunk by chunk, truncation psi drawn uniformly from
@@ -439,6 +440,30 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     return report
 
 
+def compare(out: Path, candidate: str | Path, *, baseline: str | Path | None = None, val: int = 2000) -> list:
+    """Is ``candidate`` a closer imitator of the teacher than ``baseline`` (None: the shipped H)? Per
+    attribute, the difference of their Pearson r on the same ``val`` held-out faces of ``out``, with a
+    paired bootstrap interval (the faces resampled once for both) and the course's verdict against 0.
+    Held-out faces are the validation split, where candidates are chosen; judge the chosen one on a
+    fresh test set (:func:`test`)."""
+    from .. import claims as C
+
+    images, labels = load_chunks(out)
+    x, y = images[-val:], labels[-val:]
+    preds = [predict(load_regressor(h) if h is not None else load_regressor(), x) for h in (candidate, baseline)]
+
+    def gain(p, q, t):
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant label has no r: NaN, left out
+            return np.corrcoef(p, t)[0, 1] - np.corrcoef(q, t)[0, 1]
+
+    rows = []
+    for j, a in enumerate(OUTPUTS):
+        ok = ~torch.isnan(y[:, j])
+        rows.append(C.bootstrap(f"the candidate's r with the teacher is higher ({a})", gain, preds[0][ok, j],
+                                preds[1][ok, j], y[ok, j], than=0.0))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -470,8 +495,18 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--out", type=Path, required=True, help="the test set's labelled chunks")
     t.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
     t.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
+    k = sub.add_parser("compare", help="a candidate H against the shipped one (or --baseline) on the held-out faces: "
+                                       "the gain in r per attribute, with a paired bootstrap interval")
+    k.add_argument("candidate", type=Path, metavar="H.pt")
+    k.add_argument("--baseline", type=Path, default=None, metavar="H.pt")
+    k.add_argument("--out", type=Path, default=Path("runs/regressor"), help="the labelled chunks both were fitted on")
+    k.add_argument("--val", type=int, default=2000)
     args = p.parse_args(argv)
-    if args.cmd == "test":
+    if args.cmd == "compare":
+        from ..claims import table
+        rows = compare(args.out, args.candidate, baseline=args.baseline, val=args.val)
+        print(getattr(table(rows), "data", table(rows)))
+    elif args.cmd == "test":
         test(args.out, regressor=args.regressor, ship=not args.no_ship)
     elif args.cmd == "card":
         recard(args.out, val=args.val, regressor=args.regressor, ship=not args.no_ship)

@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     edits = edit_claims(world.G, {"normal": world.boundaries("w"), "pattern": world.patterns("w", n=PATTERN_CODES)},
                         n=a.n, device=world.device)
     rows = generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta) + edits["normal"]
-    sources = {"metrics": f"`{metrics}`", "h": "H's fit report", "edits_n": a.n}
+    test = world.H.meta.get("test")
+    h_source = f"H's fresh test set of {test['faces']} faces (`regressor test`)" if test else "H's fit report"
+    sources = {"metrics": f"`{metrics}`", "h": h_source, "edits_n": a.n}
     if candidates:
         sources["h"] += "; candidate files: " + ", ".join(f"{k} `{v}`" for k, v in candidates.items())
     text = targets_markdown(rows, sources, patterns=edits["pattern"])

@@ -1,6 +1,7 @@
 """H, the attribute regressor: shapes, units, loading, and that its training recipe learns a label."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -254,4 +255,13 @@ def test_label_renders_on_the_device_and_stores_faces_at_H_input_size(tmp_path, 
     again, _ = tr.load_chunks(tmp_path / "b")
     assert torch.equal(again, images[:30])
     tr.label(tmp_path / "a", 60, generator=str(path), device="cpu")  # done chunks are kept, not redone
+    assert len(seen) == 6
+    stamp = json.loads((tmp_path / "a" / "labels.json").read_text())  # what the faces were drawn from
+    assert stamp["seed"] == 0 and stamp["generator_sha256"] == hub.sha256_file(path) and stamp["psi_min"] == 0.5
+    with pytest.raises(ValueError, match="drawn with another seed 0; label into a new folder"):
+        tr.label(tmp_path / "a", 90, generator=str(path), device="cpu", seed=1)  # a test set must not join them
+    G.mapping.w_avg.add_(1)
+    other = export_generator(G, tmp_path / "other.pt", meta={})
+    with pytest.raises(ValueError, match="another generator_sha256"):
+        tr.label(tmp_path / "a", 90, generator=str(other), device="cpu")
     assert len(seen) == 6

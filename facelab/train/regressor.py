@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, half_weights, load_generator, load_regressor, ship_file
+from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, half_weights, is_path, load_generator, load_regressor,
+                   sha256_file, ship_file, weights_path)
 from ..nets.attributes import MIRROR_AVERAGED
 from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor, input_size
 from ..utils import get_device, seed_all, write_card_section
@@ -77,6 +78,9 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: 
     from ..nets.attributes import label_images
 
     out.mkdir(parents=True, exist_ok=True)
+    gen_path = Path(generator) if is_path(generator) else weights_path(generator)
+    stamp_labels(out, {"generator": str(generator), "generator_sha256": sha256_file(gen_path), "seed": seed,
+                       "psi_min": psi_min})
     device = get_device(device)
     G = load_generator(generator, device=device).eval()
     batch = render_batch(G.img_resolution, device)
@@ -99,6 +103,21 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: 
                  **{k: torch.cat(v).numpy() for k, v in labels.items()})
         tmp.replace(path)
         print(f"{path.name}: {CHUNK} faces in {time.time() - t0:.0f} s", flush=True)
+
+
+def stamp_labels(out: Path, stamp: dict) -> None:
+    """Record what a folder's faces were drawn from (``labels.json``: the generator's sha256, the seed,
+    psi_min), or refuse to add faces drawn otherwise: chunks of two generators or seeds must not mix,
+    and a test set must be told apart from the training faces."""
+    path = out / "labels.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        differ = [k for k in ("generator_sha256", "seed", "psi_min") if old.get(k) != stamp[k]]
+        if differ:
+            was = ", ".join(f"{k} {old.get(k)}" for k in differ)
+            raise ValueError(f"{out} holds faces drawn with another {was}; label into a new folder")
+        return
+    path.write_text(json.dumps(stamp, indent=1))
 
 
 def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -430,7 +449,8 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
         ceiling = mirror_ceiling(images)
         cache.write_text(json.dumps(ceiling, indent=1))
     report = dict(H.meta)
-    report["test"] = {"faces": int(images.shape[0]), "folder": folder.name,
+    stamp = json.loads((folder / "labels.json").read_text()) if (folder / "labels.json").is_file() else {}
+    report["test"] = {"faces": int(images.shape[0]), "folder": folder.name, "drawn": stamp,
                       "agreement": agreement(predict(H, images), labels), "ceiling": ceiling}
     print(json.dumps(report["test"], indent=1))
     if regressor is not None:

@@ -408,7 +408,8 @@ def card_markdown(report: dict) -> str:
         "", *rows, "", *note,
         f"CPU speed ({cpu['threads']} threads, batch 64): {cpu['forward_ms_per_image']} ms per image forward, "
         f"{cpu['forward_backward_ms_per_image']} ms forward + backward.",
-        "", "Produced by `python -m facelab.train.regressor fit` (the table alone: `... regressor card`).",
+        "", "Produced by `python -m facelab.train.regressor fit` (the first table alone: `... regressor card`; "
+        "the test table: `... regressor test`).",
     ])
 
 

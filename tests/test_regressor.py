@@ -127,6 +127,21 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(tmp_path,
     assert calls == [600]  # the ceiling depends on the faces only: kept in ceiling.json
     text = tr.card_markdown(report)
     assert "On a fresh test set** of 600 world faces (`fresh`" in text and "| age | 600 |" in text
+    # a test set must be of H's world and of another seed than its training faces (from the folders' stamps)
+    stamp = {"generator": "g", "generator_sha256": "a" * 64, "seed": 0, "psi_min": 0.5}
+    tr.stamp_labels(train, stamp)
+    tr.fit(train, epochs=1, val=150, batch=32, ship=False, ceiling=False)
+    assert load_regressor(candidate).meta["drawn"] == stamp
+    tr.stamp_labels(fresh, {**stamp, "generator_sha256": "b" * 64, "seed": 1})
+    with pytest.raises(ValueError, match="trained on faces of generator aaaaaaaaaaaa.*label a test set of H's own"):
+        tr.test(fresh, regressor=candidate)
+    (fresh / "labels.json").unlink()
+    tr.stamp_labels(fresh, stamp)
+    with pytest.raises(ValueError, match="drawn with seed 0, as H's training faces were"):
+        tr.test(fresh, regressor=candidate)
+    (fresh / "labels.json").unlink()
+    tr.stamp_labels(fresh, {**stamp, "seed": 1})
+    assert tr.test(fresh, regressor=candidate)["test"]["drawn"]["seed"] == 1
 
 
 def test_compare_finds_the_closer_imitator_by_a_paired_interval(tmp_path, capsys):

@@ -2,12 +2,13 @@
 
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
-        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt]
+        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
         [--mapper-steps N] [--encoder-steps N | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
-the attribute regressor H for this world, with the teacher's mirror ceiling) -> ``boundaries``
+the attribute regressor H for this world, with the teacher's mirror ceiling; ``--h-test N`` also
+judges it on N fresh faces of the next seed, :func:`facelab.train.regressor.test`) -> ``boundaries``
 (InterFaceGAN boundaries in W and Z, on H's scores) -> ``mapper`` (the Latent-to-Latent mapper
 through H) -> ``encoder`` (the e4e-style encoder, :mod:`facelab.train.encoder`, CPU preset) ->
 ``cards``. Each stage leaves a stamp ``.done-STAGE`` in the work folder; a rerun skips stamped
@@ -116,12 +117,15 @@ def stage_label(t: Target, args) -> None:
 
 
 def stage_h(t: Target, args) -> None:
-    from .regressor import fit
+    from .regressor import fit, label, test
 
     fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
         width=args.h_width, ship=t.ship)
     if not t.ship:
         shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
+    if args.h_test:  # a fresh test set from the next seed, which no H trains on; kept for later rebuilds
+        label(t.work / "h-test", args.h_test, generator=t.generator, seed=args.seed + 1, device=args.device)
+        test(t.work / "h-test", regressor=None if t.ship else t.work / "regressor.pt", ship=t.ship)
 
 
 def stage_boundaries(t: Target, args) -> None:
@@ -310,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
     p.add_argument("--h-lr", type=float, default=2e-3, help="peak learning rate of H's one-cycle schedule")
     p.add_argument("--h-width", type=int, default=16, help="base width of a fresh H (16: 0.56 M parameters)")
+    p.add_argument("--h-test", type=int, default=0, metavar="N",
+                   help="also judge H on N fresh faces of the next seed (regressor test; world64's card used 10000)")
     p.add_argument("--h-init", default=None, metavar="H.pt",
                    help="warm-start H from this one (the same labels) and train --h-epochs more")
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")

@@ -120,6 +120,12 @@ def stamp_labels(out: Path, stamp: dict) -> None:
     path.write_text(json.dumps(stamp, indent=1))
 
 
+def drawn_from(out: Path) -> dict:
+    """A folder's :func:`stamp_labels` record ({} for folders labelled before stamps)."""
+    path = out / "labels.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """All labelled chunks: uint8 images [N, 3, S, S] (S = min(G's resolution, 64)) and labels [N, len(OUTPUTS)] (NaN: no face)."""
     files = sorted(out.glob("chunk*[0-9].npz"))
@@ -323,7 +329,8 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     H.eval()
     H.load_state_dict(half_weights(H.state_dict()))  # what ships: the numbers below measure the rounded weights
     runs.append({"epochs": epochs, "lr": lr, "minutes": round((time.time() - t0) / 60, 1)})
-    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "width": H.width, "epochs": done + epochs,
+    report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "width": H.width, "drawn": drawn_from(out),
+              "epochs": done + epochs,
               "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
               **split_agreement(H, images, labels, val), "cpu": cpu_speed(H)}
     if ceiling:
@@ -443,6 +450,13 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     table; a candidate file is rewritten in place and never shipped."""
     images, labels = load_chunks(folder)
     H = load_regressor(regressor) if regressor is not None else load_regressor()
+    stamp, trained = drawn_from(folder), H.meta.get("drawn") or {}
+    if stamp and trained and stamp["generator_sha256"] != trained["generator_sha256"]:
+        raise ValueError(f"H was trained on faces of generator {trained['generator_sha256'][:12]}, {folder} holds "
+                         f"faces of {stamp['generator_sha256'][:12]}; label a test set of H's own world (--seed 1)")
+    if stamp and trained and stamp["seed"] == trained["seed"]:
+        raise ValueError(f"{folder} was drawn with seed {stamp['seed']}, as H's training faces were: a test set needs "
+                         "faces H never saw; label one with another --seed")
     cache = folder / "ceiling.json"
     if cache.is_file():
         ceiling = json.loads(cache.read_text())
@@ -450,7 +464,6 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
         ceiling = mirror_ceiling(images)
         cache.write_text(json.dumps(ceiling, indent=1))
     report = dict(H.meta)
-    stamp = json.loads((folder / "labels.json").read_text()) if (folder / "labels.json").is_file() else {}
     report["test"] = {"faces": int(images.shape[0]), "folder": folder.name, "drawn": stamp,
                       "agreement": agreement(predict(H, images), labels), "ceiling": ceiling}
     print(json.dumps(report["test"], indent=1))

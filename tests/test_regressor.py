@@ -159,6 +159,35 @@ def test_compare_finds_the_closer_imitator_by_a_paired_interval(tmp_path, capsys
     assert "the candidate's r with the teacher is higher (age)" in capsys.readouterr().out
 
 
+def test_an_interrupted_fit_continues_from_its_last_epoch_exactly(tmp_path, monkeypatch):
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    for folder in (whole, stopped):
+        folder.mkdir()
+        _fake_chunks(folder)
+    kw = dict(epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
+    report = tr.fit(whole, **kw)
+    assert not (whole / tr.FIT_STATE).exists()  # gone when the fit ends
+    real, calls = tr.held_out_r, []
+
+    def stop_in_epoch_2(*a):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a)
+
+    monkeypatch.setattr(tr, "held_out_r", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit(stopped, **kw)
+    assert torch.load(stopped / tr.FIT_STATE, weights_only=True)["epoch"] == 1
+    with pytest.raises(ValueError, match="interrupted fit with another epochs 3.*delete the file"):
+        tr.fit(stopped, **{**kw, "epochs": 4})
+    monkeypatch.setattr(tr, "held_out_r", real)
+    again = tr.fit(stopped, **kw)
+    assert again["curve"] == report["curve"] and again["epochs"] == 3  # the same three epochs
+    a, b = (load_regressor(f / "attribute_regressor.pt").state_dict() for f in (whole, stopped))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise: the batches, flips and dropout all resumed
+
+
 def test_warm_start_continues_the_same_H_and_counts_all_its_epochs(tmp_path):
     _fake_chunks(tmp_path)
     first = tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)

@@ -41,6 +41,7 @@ from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT,
 from ..utils import get_device, seed_all, write_card_section
 
 CHUNK = 1000
+FIT_STATE = "fit-state.pt"  # fit's state after its last whole epoch; an interrupted fit continues from it
 
 
 # --- label -----------------------------------------------------------------------------------
@@ -288,7 +289,9 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     of the same labels (:func:`warm_start`) for ``epochs`` more, with a fresh one-cycle schedule
     peaking at ``lr`` (a warm restart); the report counts all its epochs and keeps one held-out curve.
     ``width``: the network's base width (:class:`~facelab.nets.regressor.AttributeRegressor`) for a
-    fresh H; a warm start keeps its own.
+    fresh H; a warm start keeps its own. After each epoch the whole training state is saved to
+    ``out/fit-state.pt``: a fit stopped by any means continues from its last whole epoch when rerun
+    with the same settings (exactly as if it had not stopped), and the file goes when the fit ends.
     """
     images, labels = load_chunks(out)
     if images.shape[0] <= val:
@@ -305,10 +308,27 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     opt = torch.optim.AdamW(H.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(tr_x.shape[0] / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    settings = {"faces": int(images.shape[0]), "val": val, "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
+                "width": H.width, "init": None if init is None else str(init)}
+    state_path, start, minutes = out / FIT_STATE, 0, 0.0
+    if state_path.is_file():  # an interrupted fit of the same settings: continue after its last whole epoch
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state["settings"] != settings:
+            was = state["settings"]
+            differ = ", ".join(f"{k} {was.get(k)}" for k in settings if was.get(k) != settings[k])
+            raise ValueError(f"{state_path} holds an interrupted fit with another {differ}; rerun with those settings "
+                             "to continue it, or delete the file to start over")
+        H.load_state_dict(state["H"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["rng"])  # dropout's
+        start, minutes, curve = state["epoch"], state["minutes"], state["curve"]
+        print(f"continuing an interrupted fit after epoch {done + start}", flush=True)
     from tqdm.auto import tqdm
     t0 = time.time()
-    bar = tqdm(total=steps, desc="H", unit="step")
-    for epoch in range(epochs):
+    bar = tqdm(total=steps, initial=start * math.ceil(tr_x.shape[0] / batch), desc="H", unit="step")
+    for epoch in range(start, epochs):
         H.train()
         perm = torch.randperm(tr_x.shape[0], generator=gen)
         for idx in perm.split(batch):
@@ -325,10 +345,13 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
             bar.set_postfix(epoch=done + epoch, loss=f"{loss.item():.3f}")
         curve.append({"epoch": done + epoch + 1, **held_out_r(H, va_x, va_y)})
         bar.write(f"epoch {done + epoch + 1}: held-out r " + ", ".join(f"{a} {curve[-1][a]:.3f}" for a in CURVE))
+        atomic_torch_save({"settings": settings, "epoch": epoch + 1, "minutes": minutes + (time.time() - t0) / 60,
+                           "curve": curve, "H": H.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                           "gen": gen.get_state(), "rng": torch.get_rng_state()}, state_path)
     bar.close()
     H.eval()
     H.load_state_dict(half_weights(H.state_dict()))  # what ships: the numbers below measure the rounded weights
-    runs.append({"epochs": epochs, "lr": lr, "minutes": round((time.time() - t0) / 60, 1)})
+    runs.append({"epochs": epochs, "lr": lr, "minutes": round(minutes + (time.time() - t0) / 60, 1)})
     report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "width": H.width, "drawn": drawn_from(out),
               "epochs": done + epochs,
               "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
@@ -338,6 +361,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     save(H, report, out / "attribute_regressor.pt", ship=ship)
+    state_path.unlink()
     return report
 
 

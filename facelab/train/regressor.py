@@ -407,8 +407,8 @@ def card_markdown(report: dict) -> str:
             if ceiling else [])
     if train:  # an r on training faces no higher than the held-out one: H underfits (train longer or wider)
         note += [f"The last column is the same agreement on {next(iter(train.values()))['n']} of H's own "
-                 "training faces (unaugmented): when it is no higher than the held-out r, H is underfitting "
-                 "rather than memorising, and more epochs or a wider H, not more faces, are the next step.", ""]
+                 "training faces (unaugmented): when it is no higher than the held-out r, H is not memorising its "
+                 "faces (the teacher's label noise caps both).", ""]
     runs = report.get("runs", [])
     schedule = ("," if len(runs) < 2 else f" — {runs[0]['epochs']} at peak lr {runs[0]['lr']:g}" + "".join(
         f", then {r['epochs']} more at {r['lr']:g} warm-started from that H with a fresh optimiser" for r in runs[1:])

@@ -99,7 +99,8 @@ def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(tmp_pa
     report = tr.recard(tmp_path, val=150, regressor=candidate, ship=False)
     assert calls == [150] and report["ceiling"] == {"age": {"ceiling": 0.5}}  # measured on the held-out faces
     assert report["val"]["age"]["n"] == 150 and report["train"]["age"]["n"] == 150
-    again = tr.recard(tmp_path, val=150, regressor=tmp_path / "attribute_regressor.pt", ship=False)
+    assert load_regressor(candidate).meta["ceiling"] == report["ceiling"]  # rewritten in place
+    again = tr.recard(tmp_path, val=150, regressor=candidate, ship=False)
     assert calls == [150] and again["val"]["age"] == report["val"]["age"]  # the stored ceiling is kept, H unchanged
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # not shipped
 

@@ -41,6 +41,7 @@ from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT,
 from ..utils import get_device, seed_all, write_card_section
 
 CHUNK = 1000
+SHIPPED = "attribute_regressor"  # the shipped H's registry name
 FIT_STATE = "fit-state.pt"  # fit's state after its last whole epoch; an interrupted fit continues from it
 
 
@@ -405,7 +406,7 @@ def card_markdown(report: dict) -> str:
              "(`two_crop_ceiling`, which assumes the crops' disagreements independent), for the attributes "
              "whose networks see both crops (yaw, roll and mouth width are measured once).", ""]
             if ceiling else [])
-    if train:  # an r on training faces no higher than the held-out one: H underfits (train longer or wider)
+    if train:  # an r on training faces no higher than the held-out one: H does not memorise
         note += [f"The last column is the same agreement on {next(iter(train.values()))['n']} of H's own "
                  "training faces (unaugmented): when it is no higher than the held-out r, H is not memorising its "
                  "faces (the teacher's label noise caps both).", ""]
@@ -453,15 +454,15 @@ def recard(out: Path, *, val: int = 2000, regressor: str | Path | None = None, s
     shipped H (``regressor`` None), stored in float16 if it was not, and shipped again; or a candidate
     file, whose report is rewritten in place (``ship=False`` leaves the package alone). The teacher's
     mirror ceiling is measured on those held-out faces if the H's report has none (a fit run with
-    ``--no-ceiling``). Writes ``out/attribute_regressor.pt``."""
+    ``--no-ceiling``)."""
     images, labels = load_chunks(out)
-    H = load_regressor(regressor) if regressor is not None else load_regressor()
+    H = load_regressor(regressor or SHIPPED)
     H.load_state_dict(half_weights(H.state_dict()))
     report = dict(H.meta)
     report.update(split_agreement(H, images, labels, val))
     if "ceiling" not in report:
         report["ceiling"] = mirror_ceiling(images[-val:])
-    save(H, report, out / "attribute_regressor.pt", ship=ship)
+    _save_report(H, report, regressor, out, ship=ship)
     return report
 
 
@@ -473,7 +474,7 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     shipped H (``regressor`` None) is shipped again with it (``ship``) and its card gains the test
     table; a candidate file is rewritten in place and never shipped."""
     images, labels = load_chunks(folder)
-    H = load_regressor(regressor) if regressor is not None else load_regressor()
+    H = load_regressor(regressor or SHIPPED)
     stamp, trained = drawn_from(folder), H.meta.get("drawn") or {}
     if stamp and trained and stamp["generator_sha256"] != trained["generator_sha256"]:
         raise ValueError(f"H was trained on faces of generator {trained['generator_sha256'][:12]}, {folder} holds "
@@ -491,11 +492,17 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     report["test"] = {"faces": int(images.shape[0]), "folder": folder.name, "drawn": stamp,
                       "agreement": agreement(predict(H, images), labels), "ceiling": ceiling}
     print(json.dumps(report["test"], indent=1))
+    _save_report(H, report, regressor, folder, ship=ship)
+    return report
+
+
+def _save_report(H: AttributeRegressor, report: dict, regressor: str | Path | None, out: Path, *, ship: bool) -> None:
+    """A candidate file is rewritten in place and never shipped; the shipped H is written to
+    ``out/attribute_regressor.pt`` and, with ``ship``, shipped again."""
     if regressor is not None:
         save(H, report, Path(regressor), ship=False)
     else:
-        save(H, report, folder / "attribute_regressor.pt", ship=ship)
-    return report
+        save(H, report, out / "attribute_regressor.pt", ship=ship)
 
 
 def compare(out: Path, candidate: str | Path, *, baseline: str | Path | None = None, val: int = 2000) -> list:
@@ -508,7 +515,7 @@ def compare(out: Path, candidate: str | Path, *, baseline: str | Path | None = N
 
     images, labels = load_chunks(out)
     x, y = images[-val:], labels[-val:]
-    preds = [predict(load_regressor(h) if h is not None else load_regressor(), x) for h in (candidate, baseline)]
+    preds = [predict(load_regressor(h or SHIPPED), x) for h in (candidate, baseline)]
 
     def gain(p, q, t):
         with np.errstate(invalid="ignore", divide="ignore"):  # a constant label has no r: NaN, left out
@@ -547,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--out", type=Path, default=Path("runs/regressor"))
     c.add_argument("--val", type=int, default=2000)
     c.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
-    c.add_argument("--no-ship", action="store_true", help="write out/attribute_regressor.pt only")
+    c.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
     t = sub.add_parser("test", help="judge H on a fresh test set (label one with --seed 1) and keep the result in "
                                     "its report; the shipped H is shipped again with it, a --regressor file rewritten")
     t.add_argument("--out", type=Path, required=True, help="the test set's labelled chunks")

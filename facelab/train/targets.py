@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n", type=int, default=200, help="faces for the edit targets")
     p.add_argument("--card", default=None, help="model card to update (default facelab/weights/NAME.md)")
     p.add_argument("--regressor", type=Path, default=None, metavar="H.pt",
-                   help="judge a candidate H instead of the world's (its fit report gives the H rows); needs --card")
+                   help="judge a candidate H instead of the world's (its report gives the H rows); needs --card")
     p.add_argument("--boundaries", type=Path, default=None, metavar="B.pt",
                    help="judge candidate boundaries (e.g. fitted with --regressor) instead of the world's; needs --card")
     p.add_argument("--device", default=None)

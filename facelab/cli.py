@@ -102,7 +102,8 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan", stackl
     if by == "mapper":
         return lambda ws: world.mapper.edit(ws, **changes)
     # "pattern": each normal's activation pattern, the direction the world's faces vary along
-    boundaries = world.boundaries("w") if by == "interfacegan" else world.patterns("w", n=PATTERN_CODES)
+    boundaries = (world.boundaries("w") if by == "interfacegan" else
+                  interpret.world_patterns(world, "w", n=PATTERN_CODES))
     steps = {}
     for name in changes:
         if name not in boundaries:

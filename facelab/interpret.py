@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -55,6 +56,7 @@ __all__ = [
     "attribute_slope", "boundary_cosines", "check_space",
     "edit", "edit_grid", "edit_to_distance", "label_latents", "load_boundaries", "project_boundary", "render",
     "rescore", "resolve_labeler", "sample_latents", "save_boundaries", "signed_distance", "train_boundary",
+    "world_patterns",
 ]
 
 
@@ -540,6 +542,27 @@ def activation_pattern(boundary: Boundary, codes, scores=None) -> Boundary:
                          distance_std=float(dist.std()))
     return replace(boundary, normal=torch.from_numpy(pattern).float(), offset=offset, report=report,
                    meta={**boundary.meta, "direction": "pattern", "pattern_codes": len(x)})
+
+
+_WORLD_PATTERNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # world -> {(space, n, seed): patterns}
+
+
+def world_patterns(world, space: str = "w", *, n: int = 10_000, seed: int = 0) -> dict[str, Boundary]:
+    """``{name: Boundary}``: each of a :class:`~facelab.worlds.World`'s boundaries in ``space`` (``"w"``
+    or ``"z"``) along its activation pattern (:func:`activation_pattern`), the direction the world's
+    faces vary along, measured over ``n`` latents of the seeded stream ``seed`` (0: the one the
+    shipped boundaries were fitted on). Boundaries already projected off others (``conditions``) are
+    left out: project a pattern instead. Computed once per world and ``(space, n, seed)``; each call
+    returns a new dict."""
+    if space not in ("w", "z"):
+        raise ValueError(f"patterns are taken in 'w' or 'z', got {space!r}; for W+ call "
+                         "activation_pattern with the style-mixed codes the boundary saw")
+    cache = _WORLD_PATTERNS.setdefault(world, {})
+    if (space, n, seed) not in cache:
+        codes = sample_latents(world.G, n, space="w", seed=seed).codes(space)
+        cache[space, n, seed] = {a: activation_pattern(b, codes) for a, b in world.boundaries(space).items()
+                                 if not b.conditions}
+    return dict(cache[space, n, seed])
 
 
 def project_boundary(primal, *conditions):

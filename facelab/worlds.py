@@ -8,7 +8,6 @@ step budgets (:class:`Budget`: a CPU preset and the papers' preset). Each artifa
     world = fl.load_world("world64")            # or "ffhq", a built world's name, or a path
     G, H = world.G, world.H                      # the generator; H: face -> attributes
     B = world.boundaries("w")                    # {name: Boundary}
-    P = world.patterns("w")                      # the same, along each one's activation pattern
     budget = world.budget()                      # paper steps on CUDA, the CPU preset elsewhere
 
 Names: ``"world64"`` (the 64 px world shipped in ``facelab/weights``), ``"ffhq"`` (NVIDIA's
@@ -30,8 +29,7 @@ Layering: this module sits between the core and the topic modules. Boundaries, m
 read by their topic modules (:func:`facelab.interpret.load_boundaries`, :func:`facelab.mapper.load_mapper`,
 :func:`facelab.encoder.load_encoder`),
 which register those readers here when they are imported (:func:`register_reader`); a world only
-keeps the files' locations. :meth:`World.patterns` is the one computation a world does itself, and it
-imports :mod:`facelab.interpret` only when called.
+keeps the files' locations.
 """
 from __future__ import annotations
 
@@ -181,7 +179,6 @@ class World:
         self.device = get_device(device)
         self._resolution = resolution
         self._boundaries: dict[str | None, dict] = {}  # space -> {name: Boundary}, read once
-        self._patterns: dict[tuple, dict] = {}  # (space, n, seed) -> {name: Boundary along its pattern}
 
     def __repr__(self) -> str:
         return (f"World({self.name!r}, generator={str(self.generator)!r}, crop={self.crop!r}, "
@@ -240,24 +237,6 @@ class World:
         if space not in self._boundaries:
             self._boundaries[space] = self._read("boundaries", space=space)
         return dict(self._boundaries[space])
-
-    def patterns(self, space: str = "w", *, n: int = 10_000, seed: int = 0) -> dict:
-        """``{name: Boundary}``: each boundary of ``space`` (``"w"`` or ``"z"``) along its activation
-        pattern, the direction this world's faces vary along (:func:`facelab.interpret.activation_pattern`),
-        measured over ``n`` latents of the seeded stream ``seed`` (0: the one the shipped boundaries were
-        fitted on). Boundaries already projected off others (``conditions``) are left out: project a pattern
-        instead. Computed once per ``(space, n, seed)``; each call returns a new dict."""
-        from .interpret import activation_pattern, sample_latents
-
-        if space not in ("w", "z"):
-            raise ValueError(f"patterns are taken in 'w' or 'z', got {space!r}; for W+ call "
-                             "facelab.interpret.activation_pattern with the style-mixed codes the boundary saw")
-        key = (space, n, seed)
-        if key not in self._patterns:
-            codes = sample_latents(self.G, n, space="w", seed=seed).codes(space)
-            self._patterns[key] = {a: activation_pattern(b, codes) for a, b in self.boundaries(space).items()
-                                   if not b.conditions}
-        return dict(self._patterns[key])
 
     def with_files(self, **files: str | Path) -> World:
         """This world with some artifacts swapped (``regressor=``, ``boundaries=``, ``mapper=``,

@@ -549,3 +549,17 @@ def test_activation_pattern_refuses_what_it_cannot_measure():
         I.activation_pattern(b, torch.randn(10, 8), scores=torch.randn(9))
     with pytest.raises(TypeError, match="needs a Boundary"):
         I.activation_pattern(b.normal, torch.randn(10, 8))
+
+
+def test_a_worlds_patterns_are_its_boundaries_activation_patterns_taken_once():
+    from facelab.worlds import load_world
+    world = load_world("world64", device="cpu")
+    codes = I.sample_latents(world.G, 2000, space="w", seed=0).w
+    got = I.world_patterns(world, "w", n=2000)
+    assert got.keys() == world.boundaries("w").keys()
+    want = I.activation_pattern(world.boundaries("w")["smile"], codes)
+    assert torch.equal(got["smile"].normal, want.normal) and got["smile"].meta["direction"] == "pattern"
+    assert I.world_patterns(world, "w", n=2000)["age"] is got["age"]  # computed once
+    assert I.world_patterns(world, "z", n=2000)["age"].space == "z"
+    with pytest.raises(ValueError, match="'w' or 'z'.*activation_pattern"):
+        I.world_patterns(world, "w+")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from facelab import claims as C
+from facelab import interpret as I
 from facelab.train import targets as T
 
 
@@ -51,8 +52,8 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     pytest.importorskip("onnxruntime")
     from facelab.worlds import load_world
     world = load_world("world64", device="cpu")
-    edits = T.edit_claims(world.G, {"normal": world.boundaries("w"), "pattern": world.patterns("w", n=2000)}, n=8,
-                          device="cpu", mahalanobis_codes=2000)
+    directions = {"normal": world.boundaries("w"), "pattern": I.world_patterns(world, "w", n=2000)}
+    edits = T.edit_claims(world.G, directions, n=8, device="cpu", mahalanobis_codes=2000)
     rows, patterns = edits["normal"], edits["pattern"]
     assert len(rows) == len(patterns) == 2 * len(T.EDITED)  # an edit row and an identity row each
     assert all("activation pattern" in r.statement for r in patterns)

@@ -55,19 +55,6 @@ def test_with_files_swaps_artifacts_and_keeps_the_rest(G, tmp_path):
         world.with_files(regressor=tmp_path / "missing.pt").H
 
 
-def test_a_worlds_patterns_are_its_boundaries_activation_patterns_taken_once():
-    world = fl.load_world("world64", device="cpu")
-    codes = I.sample_latents(world.G, 2000, space="w", seed=0).w
-    got = world.patterns("w", n=2000)
-    assert got.keys() == world.boundaries("w").keys()
-    want = I.activation_pattern(world.boundaries("w")["smile"], codes)
-    assert torch.equal(got["smile"].normal, want.normal) and got["smile"].meta["direction"] == "pattern"
-    assert world.patterns("w", n=2000)["age"] is got["age"]  # computed once
-    assert world.patterns("z", n=2000)["age"].space == "z"
-    with pytest.raises(ValueError, match="'w' or 'z'.*activation_pattern"):
-        world.patterns("w+")
-
-
 def build_world(folder, G, *, with_artifacts=True):
     gen = export_generator(G, folder / "generator.pt")
     fields = {"generator": gen, "crop": "world", "budgets": {"cpu": {"project_steps": 7}}}

@@ -281,6 +281,26 @@ def warm_start(init: str | Path, *, train_faces: int, val: int) -> tuple[Attribu
     return H.train().requires_grad_(True), runs, meta.get("curve", [])
 
 
+def _resume(state_path: Path, settings: dict, H, opt, sched, gen: torch.Generator, curve: list) -> tuple:
+    """``(first epoch to run, minutes already trained, held-out curve)``: from ``state_path`` (written
+    after each epoch) when an interrupted fit of the same ``settings`` left one, restoring H, the
+    optimiser, the schedule and both random streams in place; else ``(0, 0.0, curve)``."""
+    if not state_path.is_file():
+        return 0, 0.0, curve
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    if state["settings"] != settings:
+        was = state["settings"]
+        differ = ", ".join(f"{k} {was.get(k)}" for k in settings if was.get(k) != settings[k])
+        raise ValueError(f"{state_path} holds an interrupted fit with another {differ}; rerun with those settings "
+                         "to continue it, or delete the file to start over")
+    H.load_state_dict(state["H"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])  # dropout's
+    return state["epoch"], state["minutes"], state["curve"]
+
+
 def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: float = 2e-3, seed: int = 0,
         ship: bool = True, ceiling: bool = True, init: str | Path | None = None, width: int = 16) -> dict:
     """Train H on the chunks in ``out`` (the last ``val`` faces held out), report, and ship it.
@@ -311,20 +331,9 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     settings = {"faces": int(images.shape[0]), "val": val, "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
                 "width": H.width, "init": None if init is None else str(init)}
-    state_path, start, minutes = out / FIT_STATE, 0, 0.0
-    if state_path.is_file():  # an interrupted fit of the same settings: continue after its last whole epoch
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if state["settings"] != settings:
-            was = state["settings"]
-            differ = ", ".join(f"{k} {was.get(k)}" for k in settings if was.get(k) != settings[k])
-            raise ValueError(f"{state_path} holds an interrupted fit with another {differ}; rerun with those settings "
-                             "to continue it, or delete the file to start over")
-        H.load_state_dict(state["H"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        gen.set_state(state["gen"])
-        torch.set_rng_state(state["rng"])  # dropout's
-        start, minutes, curve = state["epoch"], state["minutes"], state["curve"]
+    state_path = out / FIT_STATE
+    start, minutes, curve = _resume(state_path, settings, H, opt, sched, gen, curve)
+    if start:
         print(f"continuing an interrupted fit after epoch {done + start}", flush=True)
     from tqdm.auto import tqdm
     t0 = time.time()

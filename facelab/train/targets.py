@@ -120,7 +120,7 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
     """The edit targets (see the module docstring), measured along each set of ``directions``
     ``{label: {attribute: Boundary}}`` on the same ``n`` fresh faces, whose unedited teacher labels and
     different-people baseline are measured once: e.g. ``{"normal": world.boundaries("w"), "pattern":
-    world.patterns("w")}`` (InterFaceGAN's normals, the issue's target, and their activation patterns).
+    world_patterns(world)}`` (InterFaceGAN's normals, the issue's target, and their activation patterns).
     A boundary whose ``meta["direction"]`` is ``"pattern"`` is named so in its rows. Steps' Mahalanobis
     lengths are measured over ``mahalanobis_codes`` W latents of the stream the boundaries were fitted on.
     Returns ``{label: [edit row, identity row] per attribute of EDITED}``."""
@@ -190,6 +190,7 @@ def targets_markdown(rows: list[C.Claim], sources: dict, patterns: list[C.Claim]
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..interpret import world_patterns
     from ..worlds import load_world
 
     p = argparse.ArgumentParser(prog="python -m facelab.train.targets", description=__doc__.split("\n")[0])
@@ -213,8 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {metrics} not found; run `python -m facelab.train.evaluate {a.world} --json "
                          f"{metrics}` first")
     world = load_world(a.world, device=get_device(a.device)).with_files(**candidates)
-    edits = edit_claims(world.G, {"normal": world.boundaries("w"), "pattern": world.patterns("w", n=PATTERN_CODES)},
-                        n=a.n, device=world.device)
+    directions = {"normal": world.boundaries("w"), "pattern": world_patterns(world, "w", n=PATTERN_CODES)}
+    edits = edit_claims(world.G, directions, n=a.n, device=world.device)
     rows = generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta) + edits["normal"]
     test = world.H.meta.get("test")
     h_source = f"H's fresh test set of {test['faces']} faces (`regressor test`)" if test else "H's fit report"

@@ -7,6 +7,11 @@ cost the most, so the next GPU run can find the bottleneck without guessing:
 
     python bench/train_step.py --device cuda --batches 64,256,1024 --profile 64
     python bench/train_step.py --device cpu --batches 4 --steps 2          # every path, on the CPU
+    python bench/train_step.py --batches 64,128,256 --layouts contiguous,channels_last --pick flags.txt
+
+``--layouts`` also times each batch with the activations in channels_last (``--channels-last`` of
+``facelab.train.gan``), and ``--pick FILE`` writes the fastest batch and layout as training flags,
+which ``scripts/gpu_world.sh run`` passes on.
 
 For each batch size it builds a :class:`facelab.train.gan.Trainer` with the committed run's recipe
 (``--disc both``, bfloat16 autocast on CUDA), warms up, then times ``--steps`` whole training steps
@@ -38,9 +43,9 @@ from facelab.utils import get_device  # noqa: E402
 CHECKPOINT = ROOT / "checkpoints" / "world64" / "checkpoint.pt"
 
 
-def trainer_for(batch: int, device, disc: str, scratch: Path) -> Trainer:
+def trainer_for(batch: int, device, disc: str, scratch: Path, *, channels_last: bool = False) -> Trainer:
     """A trainer with the committed run's weights; its run folder lies under ``scratch`` (step() writes nothing there)."""
-    cfg = TrainConfig(preset="world64", batch=batch, disc=disc)
+    cfg = TrainConfig(preset="world64", batch=batch, disc=disc, channels_last=channels_last)
     t = Trainer(cfg, scratch / f"batch{batch}", device=device, progress=False)
     if CHECKPOINT.exists():
         t.load(CHECKPOINT, warm_start=True)
@@ -89,6 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--profile", type=int, default=0, metavar="B", help="also profile steps at batch B")
     p.add_argument("--rows", type=int, default=25, help="operators in the profile table")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--layouts", default="contiguous", help="comma-separated: contiguous, channels_last")
+    p.add_argument("--pick", type=Path, default=None, metavar="FILE",
+                   help="write the fastest setting as training flags (e.g. '--batch 256 --channels-last') to FILE")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
     if a.threads:
@@ -97,13 +105,25 @@ def main(argv: list[str] | None = None) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"torch {torch.__version__}, {name}, disc {a.disc}, weights "
           f"{'checkpoints/world64' if CHECKPOINT.exists() else 'random'}")
-    print("\n| batch | ms / step | images / s |\n|---|---|---|")
+    layouts = a.layouts.split(",")
+    if not set(layouts) <= {"contiguous", "channels_last"}:
+        raise SystemExit(f"error: --layouts takes contiguous and/or channels_last, got {a.layouts!r}")
+    print("\n| batch | layout | ms / step | images / s |\n|---|---|---|---|")
     rows = []
     with tempfile.TemporaryDirectory(prefix="facelab-bench-") as scratch:
         for b in (int(x) for x in a.batches.split(",")):
-            sec = time_steps(trainer_for(b, device, a.disc, Path(scratch)), a.steps, a.warmup)
-            rows.append({"batch": b, "ms_per_step": round(sec * 1000, 1), "images_per_s": round(b / sec, 1)})
-            print(f"| {b} | {sec * 1000:.1f} | {b / sec:.1f} |", flush=True)
+            for layout in layouts:
+                t = trainer_for(b, device, a.disc, Path(scratch), channels_last=layout == "channels_last")
+                sec = time_steps(t, a.steps, a.warmup)
+                del t
+                rows.append({"batch": b, "layout": layout, "ms_per_step": round(sec * 1000, 1),
+                             "images_per_s": round(b / sec, 1)})
+                print(f"| {b} | {layout} | {sec * 1000:.1f} | {b / sec:.1f} |", flush=True)
+        if a.pick:
+            best = max(rows, key=lambda r: r["images_per_s"])
+            flags = f"--batch {best['batch']}" + (" --channels-last" if best["layout"] == "channels_last" else "")
+            a.pick.write_text(flags + "\n")
+            print(f"fastest: {flags} ({best['images_per_s']:.0f} images/s)")
         out = {"device": name, "torch": torch.__version__, "disc": a.disc, "rows": rows}
         if a.profile:
             table = profile(trainer_for(a.profile, device, a.disc, Path(scratch)), a.steps, a.rows)

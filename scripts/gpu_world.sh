@@ -19,7 +19,8 @@
 # plus .gpu/ must stay under the device's 64 MiB (tests/test_environment.py keeps the tree < 55 MiB).
 #
 # `run` warm-starts a new run (runs/gpu) from checkpoints/world64/checkpoint.pt with the recipe stored
-# in it (--disc ...), at batch $BATCH (default 64) with bfloat16 autocast, for MINUTES of wall time
+# in it (--disc ...), with bfloat16 autocast, at batch $BATCH if given, else at the batch (of
+# $BATCHES, default 64,128,256) and layout that bench/train_step.py --pick times fastest, for MINUTES of wall time
 # (on $NPROC GPUs with torchrun when NPROC > 1);
 # then it evaluates the EMA generator (n = 1000) and writes everything to $OUT, the checkpoint in
 # 15 MiB parts because the device returns files of at most 16 MiB. `adopt` reassembles the parts,
@@ -57,15 +58,25 @@ PY
 run)
   minutes=${2:?usage: gpu_world.sh run MINUTES}
   out=${OUT:-runs/gpu-out}
-  mkdir -p "$out"
+  mkdir -p "$out" runs
   export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
   disc=$(python3 -c "import torch; print(torch.load('$CKPT', weights_only=True)['train_config'].get('disc', 'stylegan2'))")
   nvidia-smi -L 2>/dev/null || true
   # NPROC > 1 (a machine with several GPUs): one run over NPROC processes (torchrun; BATCH is global).
   launch=(python3)
   [ "${NPROC:-1}" -gt 1 ] && launch=(python3 -m torch.distributed.run --standalone "--nproc_per_node=$NPROC")
+  # Unless BATCH is given: time batches and layouts first (about a minute) and train at the fastest.
+  if [ -n "${BATCH:-}" ]; then
+    flags="--batch $BATCH"
+  else
+    python3 bench/train_step.py --batches "${BATCHES:-64,128,256}" --layouts contiguous,channels_last \
+      --steps 8 --warmup 3 --profile 64 --rows 20 --pick runs/gpu-flags.txt 2>&1 | tee "$out/run.log" \
+      || echo "--batch 64" > runs/gpu-flags.txt  # a failed bench must not cost the training
+    flags=$(cat runs/gpu-flags.txt)
+  fi
+  # shellcheck disable=SC2086  # $flags is a list of flags
   "${launch[@]}" -m facelab.train.gan --preset world64 --out runs/gpu --init-from "$CKPT" --disc "$disc" \
-    --batch "${BATCH:-64}" --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee "$out/run.log"
+    $flags --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee -a "$out/run.log"
   python3 -m facelab.train.evaluate runs/gpu/generator.pt --n "${EVAL_N:-1000}" --device "${EVAL_DEVICE:-cuda}" \
     --json "$out/metrics.json" --figures runs/gpu 2>&1 | tail -40 | tee -a "$out/run.log"
   cp runs/gpu/generator.pt runs/gpu/log.jsonl runs/gpu/samples.png "$out/"  # at most 8 files come back

@@ -105,6 +105,23 @@ def test_regularisers_run_lazily(tmp_path):
     assert ["loss_pl" in s for s in seen] == [True, False, True]
 
 
+def test_channels_last_is_the_same_training_step_in_another_memory_layout(tmp_path):
+    # --channels-last changes only how activations are laid out: two steps from the same seed
+    # leave G and both discriminators where the default layout does (to float rounding).
+    runs = {}
+    for layout in (False, True):
+        t = Trainer(config(disc="both", channels_last=layout), tmp_path / str(layout), device="cpu", progress=False)
+        stats = [t.step() for _ in range(2)]
+        assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for s in stats for v in s.values())  # no host sync
+        runs[layout] = {**{f"G.{k}": v for k, v in t.G.state_dict().items()},
+                        **{f"D.{k}": v for k, v in t.D.state_dict().items()},
+                        **{f"P.{k}": v for k, v in t.P.heads.state_dict().items()}}
+    assert runs[True]["D.b32.conv0.weight"].is_contiguous(memory_format=torch.channels_last)
+    for k, v in runs[False].items():
+        # atol: a fifth of one Adam step (lr 0.0025), which sign-normalises even a rounding-sized gradient
+        torch.testing.assert_close(runs[True][k], v, rtol=1e-3, atol=5e-4, msg=lambda m, k=k: f"{k}: {m}")
+
+
 def test_loading_a_checkpoint_of_another_preset_names_it(run2, tmp_path):
     out = tmp_path / "other"
     shutil.copytree(run2[0], out)

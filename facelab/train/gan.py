@@ -61,7 +61,7 @@ CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
 DISCRIMINATORS = ("stylegan2", "projected", "both")
 # Settings that may change between invocations of one run (budgets and bookkeeping, not the recipe).
-INVOCATION_SETTINGS = ("kimg", "minutes", "cpu_minutes", "snap_kimg", "keep_snapshots")
+INVOCATION_SETTINGS = ("kimg", "minutes", "cpu_minutes", "snap_kimg", "keep_snapshots", "channels_last")
 NETWORK_STATES = ("G", "G_ema", "opt_G", "D", "opt_D", "P", "opt_P")  # what a checkpoint holds, when present
 
 
@@ -95,6 +95,7 @@ class TrainConfig(Config):
     amp: bool = True               # bfloat16 autocast, CUDA only (ignored on CPU)
     disc: str = "stylegan2"        # stylegan2 | projected | both (see the module docstring)
     keep_snapshots: bool = False   # also keep every snapshot's EMA generator (for learning curves)
+    channels_last: bool = False    # CUDA: activations of G and the discriminators in channels_last
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
@@ -150,6 +151,12 @@ class Trainer:
             self.P = ProjectedDiscriminator().to(self.device).train()
             self.opt_P = _lazy_adam(self.P.trainable_parameters(), cfg.d_lr, cfg.betas, 0)
         self.discs = [d for d in (self.D, self.P) if d is not None]
+        if cfg.channels_last:  # NHWC: the layout tensor cores convolve in, without a transpose per layer
+            self.G.synthesis.memory_format = "channels_last"
+            for d in self.discs:
+                d.to(memory_format=torch.channels_last)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: pick each convolution's fastest kernel once
         self.state = RunState()
         self.interrupted = False  # set when Ctrl-C or SIGTERM ended train()
         # Fixed latents for the sample grids, independent of the training RNG.
@@ -166,7 +173,11 @@ class Trainer:
         """This rank's share of n fresh teacher faces: [n / world, 3, R, R]."""
         with torch.no_grad():
             z = self.randn(n, self.teacher.z_dim)
-            return resize(self.teacher(z).clamp(-1, 1), self.G.img_resolution)
+            return self.layout(resize(self.teacher(z).clamp(-1, 1), self.G.img_resolution))
+
+    def layout(self, img: torch.Tensor) -> torch.Tensor:
+        """Images in the memory layout the discriminators run in (``cfg.channels_last``)."""
+        return img.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else img
 
     def sample_ws(self, n: int) -> torch.Tensor:
         """Latents for a training batch of n, with style mixing: [n / world, num_ws, w_dim]."""
@@ -194,6 +205,7 @@ class Trainer:
 
     def logits(self, img: torch.Tensor) -> list[torch.Tensor]:
         """Every discriminator's logits for images [N, 3, R, R]: [N, 1] (StyleGAN2) and/or [N, P]."""
+        img = self.layout(img)
         return [d(img) for d in self.discs]
 
     def set_training(self, *, generator: bool) -> None:
@@ -205,6 +217,12 @@ class Trainer:
     # -- one training step -------------------------------------------------------------------------
 
     def step(self) -> dict:
+        """One training step; returns its losses and logits as 0-d tensors on the device.
+
+        Nothing here reads a value back to the host except the path-length mean (every
+        ``pl_interval`` steps), so on a GPU the host queues the next kernels while the device
+        still runs these; ``train()`` converts the statistics with ``float()`` only when it logs.
+        """
         cfg, st = self.cfg, self.state
         G, D = self.G, self.D
         opts_d = [o for o in (self.opt_D, self.opt_P) if o is not None]
@@ -220,7 +238,7 @@ class Trainer:
         loss_g.backward()
         self.average_gradients(G)
         self.opt_G.step()
-        stats["loss_g"] = loss_g.item()
+        stats["loss_g"] = loss_g.detach()
 
         # Lazy path-length regularisation: keep |J_w^T y| constant for random image-space y.
         if cfg.pl_weight > 0 and st.step % cfg.pl_interval == 0:
@@ -237,7 +255,7 @@ class Trainer:
             loss_pl.backward()
             self.average_gradients(G)
             self.opt_G.step()
-            stats["loss_pl"] = loss_pl.item()
+            stats["loss_pl"] = loss_pl.detach()
 
         # Discriminators: softplus(D(fake)) + softplus(-D(real)); their parameters are disjoint, so
         # one backward pass of the summed loss gives each its own gradient.
@@ -254,10 +272,10 @@ class Trainer:
         self.average_gradients(*self.discs)
         for opt in opts_d:
             opt.step()
-        stats["loss_d"] = loss_d.item()
+        stats["loss_d"] = loss_d.detach()
         for prefix, f, r in zip(("d" if D is not None else "p", "p"), logits_fake, logits_real):
-            stats[f"{prefix}_real"] = r.float().mean().item()
-            stats[f"{prefix}_fake"] = f.float().mean().item()
+            stats[f"{prefix}_real"] = r.detach().float().mean()
+            stats[f"{prefix}_fake"] = f.detach().float().mean()
 
         # Lazy R1 (StyleGAN2 discriminator only): gamma/2 * |grad_x D(x)|^2 on real images, in float32.
         if D is not None and cfg.r1_gamma > 0 and st.step % cfg.r1_interval == 0:
@@ -270,7 +288,7 @@ class Trainer:
             loss_r1.backward()
             self.average_gradients(D)
             self.opt_D.step()
-            stats["r1"] = r1.mean().item()
+            stats["r1"] = r1.detach().mean()
 
         self.shard.average_(G.mapping.w_avg)  # a linear running mean: the ranks' average is the global one
         self.update_ema()  # the ramp-up uses the image count before this step, as in StyleGAN2-ADA
@@ -397,10 +415,10 @@ class Trainer:
                 if log_file is not None and (st.step % 10 == 0 or st.step == 1):
                     rec = {"step": st.step, "kimg": round(st.nimg / 1000, 3), "sec": round(st.seconds, 1),
                            "cpu": round(st.cpu_seconds, 1),
-                           **{k: round(v, 4) for k, v in stats.items()}}
+                           **{k: round(float(v), 4) for k, v in stats.items()}}
                     log_file.write(json.dumps(rec) + "\n")
                     log_file.flush()
-                    bar.set_postfix(kimg=f"{rec['kimg']:.1f}", g=f"{stats['loss_g']:.2f}", d=f"{stats['loss_d']:.2f}")
+                    bar.set_postfix(kimg=f"{rec['kimg']:.1f}", g=f"{rec['loss_g']:.2f}", d=f"{rec['loss_d']:.2f}")
                 bar.update(1)
                 if st.nimg / 1000 >= next_snap:
                     if leader:
@@ -609,6 +627,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: FACELAB_DEVICE or best available)")
     p.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
+    p.add_argument("--channels-last", action="store_true",
+                   help="run G's and the discriminators' activations in channels_last (speed only; "
+                        "bench/train_step.py --layouts says whether it pays on this device)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out")
     p.add_argument("--commit-to", default=None, metavar="DIR",
                    help="no training: write a compact copy of --out's checkpoint, log and config to DIR")
@@ -629,7 +650,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TrainConfig(preset=a.preset, batch=a.batch, g_lr=a.lr, d_lr=a.lr, r1_gamma=a.r1_gamma,
                       pl_weight=a.pl_weight, ema_kimg=a.ema_kimg, kimg=a.kimg, minutes=a.minutes,
                       snap_kimg=a.snap_kimg, seed=a.seed, amp=not a.no_amp, cpu_minutes=a.cpu_minutes,
-                      disc=a.disc, keep_snapshots=a.keep_snapshots)
+                      disc=a.disc, keep_snapshots=a.keep_snapshots, channels_last=a.channels_last)
     ckpt = Path(a.out) / CHECKPOINT
     if ckpt.exists() and not a.fresh:
         saved = TrainConfig.from_dict(load_file(ckpt)["train_config"])  # keys it lacks take today's defaults

@@ -1,9 +1,11 @@
 """How fast does the world train here, and where does a training step spend its time?
 
-One lent H200 trained world64 at only 294 images/s (batch 64, bfloat16), and a larger batch barely
-helped: about 410 images/s at batch 256 and 525 at 1024. So the time grew almost in step with the
-batch while the GPU sat nearly idle. This bench measures that scaling and names the operators that
-cost the most, so the next GPU run can find the bottleneck without guessing:
+The first lent H200 trained world64 at only 294 images/s (batch 64, bfloat16): at that batch a
+step is bound by the host launching kernels (the profile of a lent H100: about 55 ms of GPU work
+per step), and larger batches paid for NCHW <-> NHWC transposes around every convolution. cuDNN's
+autotuning, channels_last activations (``--channels-last``) and a step that never waits for the GPU
+took a lent H100 to about 1400 images/s at batch 256 (docs/gpu/README.md). This bench times batches
+and layouts and names the operators that cost the most:
 
     python bench/train_step.py --device cuda --batches 64,256,1024 --profile 64
     python bench/train_step.py --device cpu --batches 4 --steps 2          # every path, on the CPU
@@ -89,7 +91,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default=None, help="cpu or cuda (default: the best available)")
     p.add_argument("--batches", default="64,256", help="comma-separated batch sizes")
     p.add_argument("--steps", type=int, default=10, help="timed steps per batch size")
-    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=20,
+                   help="untimed steps first: enough for every shape of the step (path length every 4th, "
+                        "R1 every 16th) to be autotuned by cuDNN before the clock starts")
     p.add_argument("--disc", default="both", help="stylegan2, projected or both (the committed run's)")
     p.add_argument("--profile", type=int, default=0, metavar="B", help="also profile steps at batch B")
     p.add_argument("--rows", type=int, default=25, help="operators in the profile table")

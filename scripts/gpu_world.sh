@@ -7,10 +7,10 @@
 #   here, after:  bash scripts/gpu_world.sh adopt DIR        # DIR: the files that came back
 #   there, first: bash scripts/gpu_world.sh profile          # where a training step spends its time
 #
-# The first H200 run (2026-12-04) trained at only 294 images/s at batch 64 (410 at 256, 525 at 1024):
-# the step time grows with the batch while the GPU idles. `profile` (bench/train_step.py, about a
-# minute) times steps per batch size and prints the costliest operators; run it before `run`
-# (`bash scripts/gpu_world.sh profile; bash scripts/gpu_world.sh run 6`) until that is fixed.
+# The first two H200 runs (2026-12-04) trained at about 300 images/s (batch 64). With cuDNN's
+# autotuning, channels_last activations and no host sync per step, a lent H100 (2026-12-05) trained
+# at batch 256 at 5.4-5.7 steps/s, about 1400 images/s: 357 -> 977 kimg in 7.8 minutes
+# (docs/gpu/README.md). `profile` (bench/train_step.py) prints where a step's time goes.
 #
 # The GPU machine has Python 3.12, its own torch and no network: facelab runs from the source tree
 # (PYTHONPATH, no install), and .gpu/ carries the two packages it lacks: facenet-pytorch (MTCNN and
@@ -70,7 +70,7 @@ run)
     flags="--batch $BATCH"
   else
     python3 bench/train_step.py --batches "${BATCHES:-64,128,256}" --layouts contiguous,channels_last \
-      --steps 8 --warmup 3 --profile 64 --rows 20 --pick runs/gpu-flags.txt 2>&1 | tee "$out/run.log" \
+      --steps 8 --profile 64 --rows 20 --pick runs/gpu-flags.txt 2>&1 | tee "$out/run.log" \
       || echo "--batch 64" > runs/gpu-flags.txt  # a failed bench must not cost the training
     flags=$(cat runs/gpu-flags.txt)
   fi

@@ -222,8 +222,11 @@ def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
 
     run = tmp_path / "run"
     trainer = train(run, config(disc="both"), device="cpu", max_steps=2, progress=False)
+    (run / "train_config.json").unlink()  # as in a run folder brought back from a GPU: the checkpoint says it
     stats = commit_checkpoint(run, tmp_path / "committed")
     small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert json.loads((tmp_path / "committed" / "train_config.json").read_text()) == json.loads(
+        json.dumps(small["train_config"]))
     assert stats["mib"] * 2 ** 20 < 0.75 * (run / CHECKPOINT).stat().st_size
     log = read_committed_log(tmp_path / "committed")
     assert log and not (tmp_path / "committed" / "log.jsonl").exists()  # only the gzip copy is committed

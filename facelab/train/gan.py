@@ -484,15 +484,13 @@ COMMITTED_LOG = "log.jsonl.gz"
 
 def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
     """Write a compact copy of ``run_dir``'s checkpoint, with its log and config, into ``dest``."""
-    import shutil
-
     run_dir, dest = Path(run_dir), Path(dest)
     ckpt = load_file(run_dir / CHECKPOINT)
     small = compact_state(ckpt)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(small, dest / CHECKPOINT)
-    if (run_dir / "train_config.json").exists():
-        shutil.copyfile(run_dir / "train_config.json", dest / "train_config.json")
+    # From the checkpoint itself: a run folder brought back from a GPU may lack train_config.json.
+    (dest / "train_config.json").write_text(json.dumps(ckpt["train_config"], indent=2))
     _append_log(run_dir / "log.jsonl", dest)
     g, g16 = ckpt["G"], small["G"]
     floats = [k for k, v in g.items() if v.is_floating_point() and v.ndim > 0]

@@ -106,8 +106,13 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan", stackl
                   interpret.world_patterns(world, "w", n=PATTERN_CODES))
     steps = {}
     for name in changes:
-        if name not in boundaries:
-            raise KeyError(f"world {world.name!r} has no boundary for {name!r}; it has {', '.join(boundaries)}")
+        if name in boundaries:
+            continue
+        normal = world.boundaries("w").get(name)
+        if normal is not None and normal.conditions:  # world_patterns leaves projected boundaries out
+            raise KeyError(f"world {world.name!r}'s {name} boundary is projected off {', '.join(normal.conditions)}, "
+                           "and an activation pattern is taken of plain normals only; use --by interfacegan")
+        raise KeyError(f"world {world.name!r} has no boundary for {name!r}; it has {', '.join(boundaries)}")
     for name, change in changes.items():
         b = boundaries[name]
         slope = interpret.attribute_slope(world.G, b, world.H)

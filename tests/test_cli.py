@@ -132,6 +132,18 @@ def test_interfacegan_edits_are_calibrated_and_warn_when_far():
     assert float(moved(far) / moved(near)) == pytest.approx(60, rel=1e-3)
 
 
+def test_a_pattern_edit_of_a_projected_boundary_says_why_it_has_none(tmp_path):
+    world = cli.load_world("world64", device="cpu")
+    b = world.boundaries("w")
+    b["age|male"] = I.project_boundary(b["age"], b["male"])  # age with male held fixed
+    conditioned = world.with_files(boundaries=I.save_boundaries(tmp_path / "b.pt", b))
+    with pytest.raises(KeyError, match=r"age\|male boundary is projected off male.*use --by interfacegan"):
+        cli.editor(conditioned, {"age|male": 1}, by="pattern")
+    assert cli.editor(conditioned, {"age|male": 0.1})  # which --by interfacegan (the default) edits along
+    with pytest.raises(KeyError, match=r"has no boundary for 'beard'; it has .*smile"):
+        cli.editor(conditioned, {"beard": 1}, by="pattern")
+
+
 def test_pattern_edits_move_along_the_activation_pattern_in_fewer_stds():
     world = cli.load_world("world64", device="cpu")
     ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))

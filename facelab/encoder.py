@@ -86,9 +86,12 @@ class E4EConfig(Config):
 
 
 # "cpu": what facelab trains world64's encoder with on two CPU cores; it gets e4e's schedule
-# compressed to a few thousand steps and the pull towards the known latent.
+# compressed to a few thousand steps, the pull towards the known latent, and the latent
+# discriminator at 5x e4e's weight (w_disc 0.5: it won the comparison in encoder_world64.md, so a
+# rebuild, `python -m facelab.train.build`, trains the recipe that was shipped).
 PRESETS = {"paper": E4EConfig(),
-           "cpu": E4EConfig(progressive_start=600, progressive_every=100, latent=1.0, mix=0.5, lr=3e-4)}
+           "cpu": E4EConfig(progressive_start=600, progressive_every=100, latent=1.0, mix=0.5, lr=3e-4,
+                            w_disc=0.5)}
 
 
 def progressive_stage(step: int, num_ws: int, cfg: E4EConfig) -> int:

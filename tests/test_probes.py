@@ -1,6 +1,7 @@
 """The diagnostic probes in scripts/ run and print their tables (their numbers go into model cards and notes)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,19 @@ def test_encoder_comparison_finds_no_difference_between_an_encoder_and_itself():
     rows = probe("compare_encoders.py", shipped, shipped, "--n", "8")
     assert len(rows) == 5 and all(r[5] == "**inconclusive**" for r in rows)  # every paired difference is 0
     assert all("tested: 0 [0, 0]" in r[2] for r in rows)
+
+
+def test_ffhq_build_timing_runs_every_stage_and_estimates_each(tmp_path):
+    # The GPU script on a small random architecture and tiny counts: every stage after H runs with
+    # world64's H standing in, and the summary has one estimate per timed stage.
+    pytest.importorskip("facenet_pytorch")
+    env = {**os.environ, "PYTHON": sys.executable, "PRESET": "mini32", "HOME_DIR": str(tmp_path / "home"),
+           "OUT": str(tmp_path / "out"), "LABEL_N": "40", "BOUNDARY_N": "300", "MAPPER_STEPS": "2",
+           "ENCODER_STEPS": "2", "FACELAB_DEVICE": "cpu"}
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_ffhq_build.sh")], capture_output=True, text=True,
+                         cwd=ROOT, env=env, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-2000:]
+    rows = [line.split("|")[1:-1] for line in (tmp_path / "out" / "summary.md").read_text().splitlines()[2:]]
+    assert [r[0].strip() for r in rows] == ["label", "boundaries", "mapper", "encoder"]
+    assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows)
+    assert (tmp_path / "home" / "worlds" / "ffhq-random" / "world.json").is_file()  # the cards stage ran too

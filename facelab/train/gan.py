@@ -95,7 +95,7 @@ class TrainConfig(Config):
     amp: bool = True               # bfloat16 autocast, CUDA only (ignored on CPU)
     disc: str = "stylegan2"        # stylegan2 | projected | both (see the module docstring)
     keep_snapshots: bool = False   # also keep every snapshot's EMA generator (for learning curves)
-    channels_last: bool = False    # CUDA: activations of G and the discriminators in channels_last
+    channels_last: bool = False    # activations of G and the discriminators in channels_last (speed only)
 
     def __post_init__(self):
         object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list

@@ -4,6 +4,9 @@
 #   here, once:  bash scripts/gpu_world.sh prepare         # facenet-pytorch for the labelers -> .gpu/
 #   there:       bash scripts/gpu_ffhq_build.sh            # device tool: carry [".gpu"]; results in $OUT
 #
+# After `gpu_world.sh run` on the same warm machine, as a second call (each call returns at most 8
+# files); at the default counts it should take a few minutes of an H100 (not yet measured).
+#
 # NVIDIA's FFHQ network cannot be downloaded on the device, so this builds a world on the same
 # architecture (config-f, 1024 px) with random weights (seed 0): rendering, the labelers'
 # detection, the boundaries' scoring and the mapper's and encoder's steps do the work the trained
@@ -25,7 +28,7 @@ world=$home/worlds/ffhq-random
 mkdir -p "$out" "$home"
 export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
 py=${PYTHON:-python3}
-LABEL_N=${LABEL_N:-2000} BOUNDARY_N=${BOUNDARY_N:-10000} MAPPER_STEPS=${MAPPER_STEPS:-200} ENCODER_STEPS=${ENCODER_STEPS:-200}
+LABEL_N=${LABEL_N:-1000} BOUNDARY_N=${BOUNDARY_N:-4000} MAPPER_STEPS=${MAPPER_STEPS:-100} ENCODER_STEPS=${ENCODER_STEPS:-100}
 nvidia-smi -L 2>/dev/null || true
 
 "$py" - "$home/ffhq-random.pt" "${PRESET:-ffhq-config-f}" <<'PY'

@@ -9,7 +9,7 @@
 #
 # The first two H200 runs (2026-12-04) trained at about 300 images/s (batch 64). With cuDNN's
 # autotuning, channels_last activations and no host sync per step, a lent H100 (2026-12-05) trained
-# at batch 256 at 5.4-5.7 steps/s, about 1400 images/s: 357 -> 977 kimg in 7.8 minutes
+# at batch 256 at 5.3-5.7 steps/s, about 1400 images/s: 357 -> 977 kimg in 7.8 minutes
 # (docs/gpu/README.md). `profile` (bench/train_step.py) prints where a step's time goes.
 #
 # The GPU machine has Python 3.12, its own torch and no network: facelab runs from the source tree
@@ -59,6 +59,7 @@ run)
   minutes=${2:?usage: gpu_world.sh run MINUTES}
   out=${OUT:-runs/gpu-out}
   mkdir -p "$out" runs
+  : > "$out/run.log"  # the bench and the training append to it
   export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
   disc=$(python3 -c "import torch; print(torch.load('$CKPT', weights_only=True)['train_config'].get('disc', 'stylegan2'))")
   nvidia-smi -L 2>/dev/null || true
@@ -70,7 +71,7 @@ run)
     flags="--batch $BATCH"
   else
     python3 bench/train_step.py --batches "${BATCHES:-64,128,256}" --layouts contiguous,channels_last \
-      --steps 8 --profile 64 --rows 20 --pick runs/gpu-flags.txt 2>&1 | tee "$out/run.log" \
+      --steps 8 --profile 64 --rows 20 --pick runs/gpu-flags.txt 2>&1 | tee -a "$out/run.log" \
       || echo "--batch 64" > runs/gpu-flags.txt  # a failed bench must not cost the training
     flags=$(cat runs/gpu-flags.txt)
   fi

@@ -135,3 +135,6 @@ def test_ship_stages_pass_the_warm_start_and_keep_encoder_flags(tmp_path, monkey
     assert (fit_kw["epochs"], fit_kw["lr"], fit_kw["init"], fit_kw["ship"]) == (4, 1e-3, "old.pt", True)
     assert keep == ["--world", "world64", "--recard", "--device", "cpu"]  # re-evaluated, not retrained
     assert train[train.index("--steps") + 1] == "9" and "--ship" in train and "--recard" not in train
+    assert "--init" not in train  # from scratch unless --encoder-init names an encoder
+    B.main(["world64", "--ship", "--work", str(work), "--only", "encoder", "--encoder-init", "e_v2.pt"])
+    assert calls[-1][1][calls[-1][1].index("--init") + 1] == "e_v2.pt"

@@ -132,6 +132,32 @@ def test_training_moves_codes_towards_the_true_latents(G, tmp_path):
         train(tmp_path, World, cfg.replace(lr=1e-2), steps=50, progress=False)
 
 
+
+def test_a_run_can_start_from_an_encoder_of_an_earlier_generator(G, E, tmp_path):
+    """``init`` (``--init``): a world trained further keeps the old encoder's weights and open layers
+    but its own ``w_avg``; the start is recorded and a resume under another start is refused."""
+    from facelab.train.encoder import train
+
+    class World:
+        name, crop, device = "tiny", "chip", torch.device("cpu")
+
+    World.G = G
+    E.meta = {"steps": 500, "path": "old.pt"}
+    with torch.no_grad():
+        E.w_avg.add_(1.0)  # trained for another generator: another w_avg
+    cfg = enc.E4EConfig(lpips=0, id=0, w_disc=0.0, latent=1.0, lr=0.0, batch=2, progressive_start=100,
+                        progressive_every=50)
+    E2 = train(tmp_path, World, cfg, steps=2, progress=False, init=E)
+    assert torch.equal(E2.w_avg, G.mapping.w_avg)
+    assert E2.stage == enc.progressive_stage(502, G.num_ws, cfg) > enc.progressive_stage(2, G.num_ws, cfg)
+    assert E2.meta["init"] == {"from": "old.pt", "steps": 500} and E2.meta["steps"] == 2
+    same = {k: v for k, v in E.state_dict().items() if k != "w_avg"}
+    assert all(torch.equal(v, E2.state_dict()[k]) for k, v in same.items())  # lr 0: the weights are init's
+    E.meta = {"steps": 9}
+    with pytest.raises(ValueError, match="started from .*not from"):
+        train(tmp_path, World, cfg, steps=3, progress=False, init=E)
+    assert train(tmp_path, World, cfg, steps=3, progress=False).meta["init"]["steps"] == 500  # resumes
+
 def test_pti_takes_encoder_pivots(G, E):
     x = faces(G, n=2)
     res = pti.tune(G, x, pivots="encoder", encoder=E, config=pti.PTIConfig(tune_steps=2, early_stop=None),

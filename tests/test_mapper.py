@@ -152,14 +152,17 @@ def test_shipped_mapper_zero_edit_and_cycle_are_small_and_edits_go_the_right_way
     from facelab.hub import load_regressor
 
     G, H, m = hub.load_generator("world64", device="cpu"), load_regressor(device="cpu"), load_mapper(device="cpu")
-    ws = G.mapping(torch.randn(24, G.z_dim, generator=torch.Generator().manual_seed(2026)))  # held out
+    # 128 held-out latents: on 24 the mean's standard error was about 0.07 std, as large as the margin
+    # it is judged by (world v3's mapper: smile 0.22 on 24 faces, 0.38 ± 0.04 on 128)
+    n = 128
+    ws = G.mapping(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(2026)))  # held out
     k = len(m.attributes)
     with torch.no_grad():
-        zero = ((m(ws, torch.zeros(24, k)) - ws) / m.w_std).abs().mean()
+        zero = ((m(ws, torch.zeros(n, k)) - ws) / m.w_std).abs().mean()
         assert zero < 0.05
         for a in ("age", "smile"):
             j, col = m.attributes.index(a), H.index(a)
-            delta = torch.zeros(24, k)
+            delta = torch.zeros(n, k)
             delta[:, j] = 1.0
             w1 = m(ws, delta)
             cycle = ((m(w1, -delta) - ws) / m.w_std).abs().mean()

@@ -3,7 +3,7 @@
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
         [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
-        [--mapper-steps N] [--encoder-steps N | --keep-encoder]
+        [--mapper-steps N] [--encoder-steps N [--encoder-init E.pt] | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
@@ -162,17 +162,22 @@ def stage_encoder(t: Target, args) -> None:
     if t.ship:  # trains (or resumes) to --encoder-steps, evaluates, ships with its card
         from .encoder import main as encoder_main
 
+        init = ["--init", str(args.encoder_init)] if args.encoder_init else []
         run = (["--recard"] if args.keep_encoder else
-               ["--out", str(t.work / "encoder"), "--steps", str(args.encoder_steps), "--ship"])
+               ["--out", str(t.work / "encoder"), "--steps", str(args.encoder_steps), "--ship", *init])
         encoder_main(["--world", t.name, *run] + device_flag(args))
         return
     from ..encoder import PRESETS
-    from ..hub import save_encoder
+    from ..hub import load_encoder, save_encoder
     from ..worlds import World
     from .encoder import train
 
     world = World(t.name, generator=t.work / "generator.pt", crop="world", folder=t.work, device=args.device)
-    E = train(t.work / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False)
+    init = None
+    if args.encoder_init:
+        init = load_encoder(args.encoder_init, device=world.device)
+        init.meta["path"] = Path(args.encoder_init).name
+    E = train(t.work / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False, init=init)
     save_encoder(E, t.work / "encoder.pt", meta=E.meta)
 
 
@@ -233,14 +238,17 @@ def is_registered_generator(name: str) -> bool:
 
 def ship_generator_if_new(src: str, name: str) -> bool:
     """Replace the package's generator ``name`` by the exported generator ``src`` unless it is that file."""
-    from ..hub import sha256_file, ship_generator, weights_path
+    from ..hub import load_generator, sha256_file, ship_generator, weights_path
 
     if not Path(src).is_file():
         raise FileNotFoundError(f"generator {src} not found; --ship takes an exported facelab generator (.pt), "
                                 "e.g. a training run's generator.pt")
     if sha256_file(src) == sha256_file(weights_path(name)):
         return False
-    ship_generator(src, name, card=f"{name}.md", description=f"{name}, rebuilt by python -m facelab.train.build --ship")
+    kimg = load_generator(src).meta.get("kimg")
+    trained = f" at {kimg:.1f} kimg" if isinstance(kimg, (int, float)) else ""
+    ship_generator(src, name, card=f"{name}.md",
+                   description=f"{name}{trained}, every artifact rebuilt on it (python -m facelab.train.build --ship)")
     return True
 
 
@@ -317,9 +325,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--h-test", type=int, default=0, metavar="N",
                    help="also judge H on N fresh faces of the next seed (regressor test; world64's card used 10000)")
     p.add_argument("--h-init", default=None, metavar="H.pt",
-                   help="warm-start H from this one (the same labels) and train --h-epochs more")
+                   help="warm-start H from this one and train --h-epochs more (an H of the same --n-samples "
+                        "and --seed: this build's, or one built on an earlier generator of this world)")
     p.add_argument("--mapper-steps", type=int, default=2000, help="mapper training steps (the paper's 2000)")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder training steps (CPU preset)")
+    p.add_argument("--encoder-init", default=None, metavar="E.pt",
+                   help="start the encoder from this one (trained for an earlier generator of this world) instead "
+                        "of from scratch; its layers stay open, its discriminator and optimisers start afresh")
     p.add_argument("--keep-encoder", action="store_true",
                    help="with --ship: re-evaluate the shipped encoder instead of training one (the generator did not "
                         "change; the encoder is not trained through H or the boundaries)")

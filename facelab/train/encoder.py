@@ -75,18 +75,46 @@ def _discriminator_step(D, opt_D, E_ws: torch.Tensor, G, stage: int, step: int, 
     return float(loss.detach())
 
 
+def _starting_point(ckpt: dict | None, ckpt_path: Path, init: Encoder | None, G,
+                    arch: EncoderConfig | None) -> tuple[EncoderConfig, dict | None]:
+    """A run's architecture and where it started (``{"from", "steps"}`` of ``init``, or None: scratch):
+    a checkpoint's own when resuming (refusing another ``init``), else ``init``'s, else ``arch``."""
+    start = None if init is None else {"from": init.meta.get("path", "an earlier encoder"),
+                                       "steps": int(init.meta.get("steps", 0))}
+    if ckpt is not None:
+        if init is not None and ckpt.get("init") != start:
+            raise ValueError(f"{ckpt_path} started from {ckpt.get('init') or 'scratch'}, not from {start}; "
+                             "use a new --out, or resume it without --init")
+        return EncoderConfig.from_dict(ckpt["arch"]), ckpt.get("init")
+    if init is not None:
+        if (init.num_ws, init.w_dim) != (G.num_ws, G.w_dim):
+            raise ValueError(f"--init encoder writes {init.num_ws} x {init.w_dim} codes, this generator reads "
+                             f"{G.num_ws} x {G.w_dim}; start from an encoder of this generator's family, "
+                             "or from scratch")
+        return init.config, start
+    return arch or EncoderConfig(resolution=min(G.img_resolution, 256)), None  # e4e reads 256 px crops
+
+
 def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None = None, arch: EncoderConfig | None = None,
-          every: int = 50, seed: int = 0, progress: bool = True) -> Encoder:
-    """Train (or resume) the encoder in ``out/checkpoint.pt`` until ``steps`` or ``minutes`` of this run."""
+          every: int = 50, seed: int = 0, progress: bool = True, init: Encoder | None = None) -> Encoder:
+    """Train (or resume) the encoder in ``out/checkpoint.pt`` until ``steps`` or ``minutes`` of this run.
+
+    ``init``: start a new run from this encoder's weights instead of from scratch, for a world whose
+    generator was trained further than the one ``init`` was trained for (the same architecture; a
+    drifted W). It keeps this generator's ``w_avg``; the layers ``init`` had opened stay open (the
+    progressive schedule counts ``init``'s steps first); the discriminator and both optimisers start
+    afresh. The checkpoint and ``E.meta["init"]`` record where it started.
+    """
     G, device = world.G, world.device
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_file(ckpt_path) if ckpt_path.is_file() else None
     if ckpt is not None and ckpt["config"] != cfg.to_dict():
         raise ValueError(f"{ckpt_path} was trained with another E4EConfig; use a new --out or the same flags")
-    if ckpt is not None:
-        arch = EncoderConfig.from_dict(ckpt["arch"])
-    arch = arch or EncoderConfig(resolution=min(G.img_resolution, 256))  # e4e reads 256 px crops
+    arch, start = _starting_point(ckpt, ckpt_path, init, G, arch)
     E = Encoder(G.num_ws, G.w_dim, G.mapping.w_avg, arch).to(device)
+    if ckpt is None and init is not None:
+        E.load_state_dict({**init.state_dict(), "w_avg": E.w_avg})
+    offset = start["steps"] if start else 0  # progressive_stage(offset + step): init's open layers stay open
     D = LatentDiscriminator(G.w_dim).to(device)
     opt_E = torch.optim.Adam(E.parameters(), lr=cfg.lr)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.disc_lr)
@@ -103,7 +131,7 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     identity = (lambda a, b: identity_similarity(a, b)) if world.crop == "world" else None
 
     def save():
-        atomic_torch_save({"config": cfg.to_dict(), "arch": E.config.to_dict(), "E": E.state_dict(),
+        atomic_torch_save({"config": cfg.to_dict(), "arch": E.config.to_dict(), "init": start, "E": E.state_dict(),
                            "D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
                            "rng": gen.get_state(), "step": step, "seconds": seconds, "history": history}, ckpt_path)
 
@@ -113,7 +141,7 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     with saving_on_exit(save) as stop:
         while step < steps and not stop["now"] and (minutes is None or time.time() - t_start < 60 * minutes):
             t0 = time.time()
-            E.stage = progressive_stage(step, G.num_ws, cfg)
+            E.stage = progressive_stage(offset + step, G.num_ws, cfg)
             x, w_true = training_faces(G, cfg, gen, device)
             ws = E(x)
             d_loss = _discriminator_step(D, opt_D, ws, G, E.stage, step, cfg, gen) if cfg.w_disc > 0 else 0.0
@@ -132,9 +160,9 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
             if step % every == 0:
                 save()
     bar.close()
-    E.stage = progressive_stage(step, G.num_ws, cfg)
+    E.stage = progressive_stage(offset + step, G.num_ws, cfg)
     E.meta = {"world": world.name, "steps": step, "train_seconds": round(seconds, 1), "device": str(device),
-              "config": cfg.to_dict(), "stage": E.stage}
+              "config": cfg.to_dict(), "stage": E.stage, **({"init": start} if start else {})}
     return E.eval().requires_grad_(False)
 
 
@@ -204,7 +232,9 @@ def evaluate(world, E: Encoder, *, n: int = 32, seed: int = 10_000, photos: bool
 
 
 def card_markdown(report: dict, meta: dict) -> str:
-    lines = [f"Trained {meta['steps']} steps ({meta['train_seconds'] / 60:.0f} min on {meta['device']}), "
+    init = meta.get("init")
+    began = f", starting from an encoder of {init['steps']} steps, {init['from']}," if init else ""
+    lines = [f"Trained {meta['steps']} steps ({meta['train_seconds'] / 60:.0f} min on {meta['device']}){began} "
              f"progressive stage {meta['stage']} of the generator's layers open; E4EConfig: "
              + ", ".join(f"{k} {v}" for k, v in meta["config"].items()) + ".", ""]
     for name, rows in report.items():
@@ -240,6 +270,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="evaluate as --ship does, into OUT/card.md and OUT/evaluation.json, without shipping")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", dest="overrides",
                    help="change one E4EConfig field of the preset, e.g. --set disc_lr=2e-4 (repeatable)")
+    p.add_argument("--init", type=Path, default=None, metavar="ENCODER.pt",
+                   help="start a new run from this encoder (trained for an earlier checkpoint of the same generator)")
     p.add_argument("--recard", action="store_true",
                    help="re-evaluate the shipped encoder and rewrite its card, no training (after a new H or new "
                         "boundaries: the encoder is not trained through them, its edit columns are measured with them)")
@@ -255,7 +287,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     cfg = with_overrides(PRESETS[args.preset], args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
-    E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every)
+    init = None
+    if args.init is not None:
+        init = load_encoder(args.init, device=world.device)
+        init.meta["path"] = args.init.name
+    E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every, init=init)
     path = args.out / "encoder.pt"
     save_encoder(E, path, meta=E.meta)
     E = load_encoder(path, device=world.device)  # evaluate what ships: the rounded weights

@@ -326,7 +326,10 @@ def metrics_markdown(m: dict) -> str:
                   "| attribute | world | teacher |", "|---|---|---|"]
         for name, row in m["attributes"].items():
             lines.append(f"| {name} | {row['world'][0]} ± {row['world'][1]} | {row['teacher'][0]} ± {row['teacher'][1]} |")
-    lines += ["", f"Training: {m['kimg']} kimg in all, the last run on {m['train_device']}; {m['train_minutes']} min "
+    # an export of a checkpoint that ran on several machines names no last device, only where to look
+    device = str(m["train_device"])
+    where = f"on {device}" if device.startswith("several") else f"the last run on {device}"
+    lines += ["", f"Training: {m['kimg']} kimg in all, {where}; {m['train_minutes']} min "
                   f"of training steps in all; generator parameters: {m['params_G']:,}."]
     return "\n".join(lines)
 

@@ -509,7 +509,8 @@ def export_ema(path: str | Path, dest: str | Path) -> Path:
         raise ValueError(f"{path} is not a facelab GAN checkpoint; pass a run's or checkpoints/world64's checkpoint.pt")
     trainer = Trainer(TrainConfig.from_dict(ckpt["train_config"]), Path(dest).parent, device="cpu", progress=False)
     trainer.load(path)
-    meta = {**trainer.meta(), "device": f"see {Path(path).name}'s history", "exported_from": str(path)}
+    # a checkpoint carries on across runs and machines; its history (beside it) says which ran where
+    meta = {**trainer.meta(), "device": f"several devices (the history beside {path})", "exported_from": str(path)}
     return export_generator(trainer.G_ema, dest, meta=meta)
 
 

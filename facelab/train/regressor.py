@@ -266,9 +266,11 @@ def cpu_speed(H: AttributeRegressor, batch: int = 64, repeats: int = 10) -> dict
 def warm_start(init: str | Path, *, train_faces: int, val: int) -> tuple[AttributeRegressor, list[dict], list[dict]]:
     """An H to continue training from, with its earlier runs and held-out curve.
 
-    It must have been trained on the same labels and split, or its held-out faces could be in this
-    training set and its numbers would lie. The counts of training and held-out faces are checked;
-    that they are the same chunks is the caller's word (the build passes its own work folder).
+    It must have been trained on the same latents and split, or its held-out faces could be in this
+    training set and its numbers would lie: the same labels, or the same seeds rendered by an earlier
+    generator of the world (a rebuild after more training; the label statistics are then the earlier
+    ones, a fixed output scale). The counts of training and held-out faces are checked; that they are
+    the same latents is the caller's word (the build passes its own seed and work folder).
     """
     H = load_regressor(init, device="cpu")  # fit trains on the CPU, where its faces are
     meta = H.meta
@@ -450,7 +452,8 @@ def card_markdown(report: dict) -> str:
         f"training (H trained on {report['train_faces']} faces for {report['epochs']} epochs{schedule} "
         f"{report['train_minutes']} min on CPU). Rows without a detected face are excluded per attribute.",
         "", *rows, "", *note,
-        f"CPU speed ({cpu['threads']} threads, batch 64): {cpu['forward_ms_per_image']} ms per image forward, "
+        f"CPU speed ({cpu['threads']} thread{'s' if cpu['threads'] != 1 else ''}, batch 64): "
+        f"{cpu['forward_ms_per_image']} ms per image forward, "
         f"{cpu['forward_backward_ms_per_image']} ms forward + backward.",
         "", "Produced by `python -m facelab.train.regressor fit` (the first table alone: `... regressor card`; "
         "the test table: `... regressor test`).",

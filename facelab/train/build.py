@@ -168,15 +168,12 @@ def stage_encoder(t: Target, args) -> None:
         encoder_main(["--world", t.name, *run] + device_flag(args))
         return
     from ..encoder import PRESETS
-    from ..hub import load_encoder, save_encoder
+    from ..hub import save_encoder
     from ..worlds import World
-    from .encoder import train
+    from .encoder import load_start, train
 
     world = World(t.name, generator=t.work / "generator.pt", crop="world", folder=t.work, device=args.device)
-    init = None
-    if args.encoder_init:
-        init = load_encoder(args.encoder_init, device=world.device)
-        init.meta["path"] = Path(args.encoder_init).name
+    init = load_start(args.encoder_init, world.device) if args.encoder_init else None
     E = train(t.work / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False, init=init)
     save_encoder(E, t.work / "encoder.pt", meta=E.meta)
 

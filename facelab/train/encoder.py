@@ -75,6 +75,13 @@ def _discriminator_step(D, opt_D, E_ws: torch.Tensor, G, stage: int, step: int, 
     return float(loss.detach())
 
 
+def load_start(path: str | Path, device=None) -> Encoder:
+    """An encoder to start a run from (``train(..., init=...)``), named in the run's record by its file name."""
+    E = load_encoder(path, device=device)
+    E.meta["path"] = Path(path).name
+    return E
+
+
 def _starting_point(ckpt: dict | None, ckpt_path: Path, init: Encoder | None, G,
                     arch: EncoderConfig | None) -> tuple[EncoderConfig, dict | None]:
     """A run's architecture and where it started (``{"from", "steps"}`` of ``init``, or None: scratch):
@@ -287,10 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     cfg = with_overrides(PRESETS[args.preset], args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
-    init = None
-    if args.init is not None:
-        init = load_encoder(args.init, device=world.device)
-        init.meta["path"] = args.init.name
+    init = None if args.init is None else load_start(args.init, world.device)
     E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every, init=init)
     path = args.out / "encoder.pt"
     save_encoder(E, path, meta=E.meta)

@@ -335,6 +335,17 @@ def load_checkpoint(name_or_path: str | Path, *, fmt: str, what: str, fix: str, 
     return path, ckpt
 
 
+def weights_sha256(G: Generator) -> str:
+    """The sha256 of a generator's config and weights (float32, in state-dict order): the same network
+    gives the same digest from any file, whatever the file's meta says (a re-export with a new
+    description keeps it, where :func:`sha256_file` changes)."""
+    h = hashlib.sha256(json.dumps(G.cfg.to_dict(), sort_keys=True, default=str).encode())
+    for k, v in G.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def export_generator(G: Generator, path: str | Path, *, meta: dict | None = None) -> Path:
     """Save a generator as ``{"format", "config", "state_dict", "meta"}`` (float32, CPU)."""
     state = {k: v.detach().float().cpu().clone() for k, v in G.state_dict().items()}

@@ -138,3 +138,17 @@ def test_ship_stages_pass_the_warm_start_and_keep_encoder_flags(tmp_path, monkey
     assert "--init" not in train  # from scratch unless --encoder-init names an encoder
     B.main(["world64", "--ship", "--work", str(work), "--only", "encoder", "--encoder-init", "e_v2.pt"])
     assert calls[-1][1][calls[-1][1].index("--init") + 1] == "e_v2.pt"
+
+
+def test_boundary_stage_fits_with_the_builds_svm_c(tmp_path, monkeypatch):
+    """The boundaries' C is the build's (BOUNDARY_C unless --boundary-c says otherwise), not the
+    reference's 1 that `facelab.train.boundaries` defaults to."""
+    from facelab.train import boundaries
+
+    seen = []
+    monkeypatch.setattr(boundaries, "main", lambda argv: seen.append(argv))
+    work = tmp_path / "work"
+    B.main(["world64", "--ship", "--work", str(work), "--only", "boundaries"])
+    B.main(["world64", "--ship", "--work", str(work), "--only", "boundaries", "--boundary-c", "0.5"])
+    assert [float(a[a.index("--C") + 1]) for a in seen] == [B.BOUNDARY_C, 0.5]
+    assert B.BOUNDARY_C < boundaries.parser().get_default("C")

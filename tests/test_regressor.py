@@ -303,10 +303,35 @@ def test_label_renders_on_the_device_and_stores_faces_at_H_input_size(tmp_path, 
     assert len(seen) == 6
     stamp = json.loads((tmp_path / "a" / "labels.json").read_text())  # what the faces were drawn from
     assert stamp["seed"] == 0 and stamp["generator_sha256"] == hub.sha256_file(path) and stamp["psi_min"] == 0.5
+    assert stamp["weights_sha256"] == hub.weights_sha256(G)
     with pytest.raises(ValueError, match="drawn with another seed 0; label into a new folder"):
         tr.label(tmp_path / "a", 90, generator=str(path), device="cpu", seed=1)  # a test set must not join them
+    # the same weights re-exported with other meta (a new file sha256) are the same generator: labelling goes on
+    again_path = export_generator(G, tmp_path / "same.pt", meta={"description": "re-exported"})
+    assert hub.sha256_file(again_path) != hub.sha256_file(path)
+    tr.label(tmp_path / "a", 90, generator=str(again_path), device="cpu")
+    assert len(seen) == 8
     G.mapping.w_avg.add_(1)
     other = export_generator(G, tmp_path / "other.pt", meta={})
-    with pytest.raises(ValueError, match="another generator_sha256"):
-        tr.label(tmp_path / "a", 90, generator=str(other), device="cpu")
-    assert len(seen) == 6
+    with pytest.raises(ValueError, match="another weights_sha256"):
+        tr.label(tmp_path / "a", 120, generator=str(other), device="cpu")
+    assert len(seen) == 8
+
+
+def test_chunk_draws_are_what_render_chunk_renders():
+    """A labelled chunk's W codes can be recovered without rendering it (``scripts/edit_bottleneck.py``
+    fits boundaries on the teacher's labels that way): the same psi, and the same faces from the codes."""
+    from facelab.nets.stylegan2 import Generator, StyleGAN2Config
+
+    torch.manual_seed(0)
+    G = Generator(StyleGAN2Config(img_resolution=16, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64,
+                                  channel_max=8)).eval()
+    faces, psi = next(tr.render_chunk(G, 3, psi_min=0.5, seed=2, batch=10))
+    z, psi_drawn = tr.chunk_draws(3, G.z_dim, psi_min=0.5, seed=2)
+    assert torch.equal(psi, psi_drawn[:10]) and psi.min() >= 0.5
+    with torch.no_grad():
+        w = G.mapping.w_avg.lerp(G.mapping(z[:10], truncation_psi=1.0), psi_drawn[:10, None, None])
+        torch.manual_seed(2 * 1_000_003 + 3)  # render_chunk's noise for this chunk
+        again = G.synthesis(w, noise_mode="random").clamp(-1, 1)
+    assert torch.equal(again, faces)
+    assert not torch.equal(tr.chunk_draws(4, G.z_dim, psi_min=0.5, seed=2)[0], z)

@@ -2,7 +2,8 @@
 
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
-        [--n-samples N] [--boundary-samples N] [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
+        [--n-samples N] [--boundary-samples N] [--boundary-c C]
+        [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
         [--mapper-steps N] [--encoder-steps N [--encoder-init E.pt] | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
@@ -53,6 +54,12 @@ STAGES = ("label", "h", "boundaries", "mapper", "encoder", "cards")
 SHIPPED_WORLD = "world64"  # the world whose artifacts live in facelab/weights/
 # The shipped mapper's settings (mapper_world64.md), used by every build.
 MAPPER = {"batch_size": 8, "lr": 3e-4}
+# The boundaries' SVM C. InterFaceGAN's reference fits C = 1 on 500 000 latents; world64's 100 000
+# (2 000 extremes per side in a 128-d W) give at C = 1 a normal that leans on directions the
+# generator barely renders: +-2 distance std moved the teacher by 0.08 / 0.14 / 0.15 std (age / male
+# / smile), at C = 0.001 by 0.63 / 0.80 / 1.07, with identity kept above different people's
+# (``scripts/edit_bottleneck.py sweep-c``, a selection seed; the targets judge on another).
+BOUNDARY_C = 1e-3
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,8 @@ def stage_boundaries(t: Target, args) -> None:
 
     out = PACKAGE_WEIGHTS / f"boundaries_{t.name}.pt" if t.ship else t.work / "boundaries.pt"
     argv = ["--generator", t.generator, "--labeler", t.regressor, "--n", str(args.boundary_samples or args.n_samples),
-            "--spaces", "w,z", "--rescore-n", "64", "--out", str(out), "--work", str(t.work / "boundary-labels")]
+            "--spaces", "w,z", "--rescore-n", "64", "--C", str(args.boundary_c), "--out", str(out),
+            "--work", str(t.work / "boundary-labels")]
     boundaries_main(argv + (["--ship"] if t.ship else []) + device_flag(args))
 
 
@@ -316,6 +324,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-samples", type=int, default=2000, help="faces labelled by the teacher for H")
     p.add_argument("--boundary-samples", type=int, default=None,
                    help="latents labelled by H for the boundaries (default --n-samples)")
+    p.add_argument("--boundary-c", type=float, default=BOUNDARY_C,
+                   help=f"the boundaries' SVM regularisation (default {BOUNDARY_C:g}; the reference's is 1: see "
+                        "BOUNDARY_C)")
     p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
     p.add_argument("--h-lr", type=float, default=2e-3, help="peak learning rate of H's one-cycle schedule")
     p.add_argument("--h-width", type=int, default=16, help="base width of a fresh H (16: 0.56 M parameters)")

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, half_weights, is_path, load_generator, load_regressor,
-                   sha256_file, ship_file, weights_path)
+                   sha256_file, ship_file, weights_path, weights_sha256)
 from ..nets.attributes import MIRROR_AVERAGED
 from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor, input_size
 from ..utils import get_device, seed_all, write_card_section
@@ -48,13 +48,19 @@ FIT_STATE = "fit-state.pt"  # fit's state after its last whole epoch; an interru
 # --- label -----------------------------------------------------------------------------------
 
 
+def chunk_draws(index: int, z_dim: int, *, psi_min: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The latents z [CHUNK, z_dim] and truncations psi [CHUNK] of chunk ``index`` (on the CPU): what
+    :func:`render_chunk` renders, so a labelled chunk's W codes can be recovered without rendering it."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
+    z = torch.randn(CHUNK, z_dim, generator=gen)
+    return z, psi_min + (1 - psi_min) * torch.rand(CHUNK, generator=gen)
+
+
 @torch.no_grad()
 def render_chunk(G, index: int, *, psi_min: float, seed: int, batch: int = 100):
     """Chunk ``index``'s CHUNK faces, reproducibly, ``batch`` at a time on G's device: yields images
     [b, 3, R, R] in [-1, 1] and their truncation psi [b] (on the CPU)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + index)
-    z = torch.randn(CHUNK, G.z_dim, generator=gen)
-    psi = psi_min + (1 - psi_min) * torch.rand(CHUNK, generator=gen)
+    z, psi = chunk_draws(index, G.z_dim, psi_min=psi_min, seed=seed)
     torch.manual_seed(seed * 1_000_003 + index)  # per-layer noise
     device = G.mapping.w_avg.device
     for zc, pc in zip(z.split(batch), psi.split(batch)):
@@ -81,10 +87,10 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: 
 
     out.mkdir(parents=True, exist_ok=True)
     gen_path = Path(generator) if is_path(generator) else weights_path(generator)
-    stamp_labels(out, {"generator": str(generator), "generator_sha256": sha256_file(gen_path), "seed": seed,
-                       "psi_min": psi_min})
     device = get_device(device)
     G = load_generator(generator, device=device).eval()
+    stamp_labels(out, {"generator": str(generator), "generator_sha256": sha256_file(gen_path),
+                       "weights_sha256": weights_sha256(G), "seed": seed, "psi_min": psi_min})
     batch = render_batch(G.img_resolution, device)
     for i in range(math.ceil(n / CHUNK)):
         path = out / f"chunk{i:04d}.npz"
@@ -114,12 +120,19 @@ def stamp_labels(out: Path, stamp: dict) -> None:
     path = out / "labels.json"
     if path.is_file():
         old = json.loads(path.read_text())
-        differ = [k for k in ("generator_sha256", "seed", "psi_min") if old.get(k) != stamp[k]]
+        differ = [k for k in (generator_key(old, stamp), "seed", "psi_min") if old.get(k) != stamp[k]]
         if differ:
             was = ", ".join(f"{k} {old.get(k)}" for k in differ)
             raise ValueError(f"{out} holds faces drawn with another {was}; label into a new folder")
         return
     path.write_text(json.dumps(stamp, indent=1))
+
+
+def generator_key(a: dict, b: dict) -> str:
+    """The stamp field that tells two stamps' generators apart: their weights' digest where both have
+    one (:func:`facelab.hub.weights_sha256`; a generator file re-exported with new meta is the same
+    generator), else the file's sha256 (stamps written before weight digests)."""
+    return "weights_sha256" if "weights_sha256" in a and "weights_sha256" in b else "generator_sha256"
 
 
 def drawn_from(out: Path) -> dict:
@@ -491,9 +504,10 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     images, labels = load_chunks(folder)
     H = load_regressor(regressor or SHIPPED)
     stamp, trained = drawn_from(folder), H.meta.get("drawn") or {}
-    if stamp and trained and stamp["generator_sha256"] != trained["generator_sha256"]:
-        raise ValueError(f"H was trained on faces of generator {trained['generator_sha256'][:12]}, {folder} holds "
-                         f"faces of {stamp['generator_sha256'][:12]}; label a test set of H's own world (--seed 1)")
+    key = generator_key(stamp, trained)
+    if stamp and trained and stamp[key] != trained[key]:
+        raise ValueError(f"H was trained on faces of generator {trained[key][:12]}, {folder} holds "
+                         f"faces of {stamp[key][:12]}; label a test set of H's own world (--seed 1)")
     if stamp and trained and stamp["seed"] == trained["seed"]:
         raise ValueError(f"{folder} was drawn with seed {stamp['seed']}, as H's training faces were: a test set needs "
                          "faces H never saw; label one with another --seed")

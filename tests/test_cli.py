@@ -144,17 +144,19 @@ def test_a_pattern_edit_of_a_projected_boundary_says_why_it_has_none(tmp_path):
         cli.editor(conditioned, {"beard": 1}, by="pattern")
 
 
-def test_pattern_edits_move_along_the_activation_pattern_in_fewer_stds():
+def test_pattern_edits_move_along_the_activation_pattern_each_by_its_own_slope():
     world = cli.load_world("world64", device="cpu")
     ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))
     normal = world.boundaries("w")["age"]
     codes = I.sample_latents(world.G, cli.PATTERN_CODES, space="w", seed=0).w
     pattern = I.activation_pattern(normal, codes)
-    with pytest.warns(UserWarning, match=r"age \+2 asks for .* std"):  # two years are far along the normal
-        moves = {"interfacegan": cli.apply_edits(world, ws, {"age": 2}) - ws}
-    moves["pattern"] = cli.apply_edits(world, ws, {"age": 2}, by="pattern") - ws  # and near along the pattern
+    with pytest.warns(UserWarning, match=r"age \+40 asks for .* std"):  # forty years are far along any direction
+        cli.apply_edits(world, ws, {"age": 40})
+    moves = {by: cli.apply_edits(world, ws, {"age": 2}, by=by) - ws for by in ("interfacegan", "pattern")}
     along = moves["pattern"][:, 0] / moves["pattern"][:, 0].norm(dim=1, keepdim=True)
     assert torch.allclose(along @ pattern.normal, torch.ones(4), atol=1e-4)  # every face, every layer, same step
-    # the same two years ask for fewer of the direction's own stds along the pattern than along the normal
-    stds = {by: float(m[0, 0].norm()) / b.report.distance_std for (by, m), b in zip(moves.items(), (normal, pattern))}
-    assert stds["pattern"] < stds["interfacegan"] / 2
+    assert float(pattern.normal @ normal.normal) < 0.99  # a direction of its own
+    # the same two years, each direction's step set by its own measured slope of H's age
+    for (by, m), b in zip(moves.items(), (normal, pattern)):
+        slope = I.attribute_slope(world.G, b, world.H)
+        assert float(m[0, 0].norm()) == pytest.approx(2 / slope, rel=1e-4), by

@@ -57,8 +57,9 @@ MAPPER = {"batch_size": 8, "lr": 3e-4}
 # The boundaries' SVM C. InterFaceGAN's reference fits C = 1 on 500 000 latents; world64's 100 000
 # (2 000 extremes per side in a 128-d W) give at C = 1 a normal that leans on directions the
 # generator barely renders: +-2 distance std moved the teacher by 0.08 / 0.14 / 0.15 std (age / male
-# / smile), at C = 0.001 by 0.63 / 0.80 / 1.07, with identity kept above different people's
-# (``scripts/edit_bottleneck.py sweep-c``, a selection seed; the targets judge on another).
+# / smile), at C = 0.001 by 0.63 / 0.80 / 1.07, with identity kept above different people's; below
+# it the change is flat (``scripts/edit_bottleneck.py sweep-c``, a selection seed; the targets judge
+# on another).
 BOUNDARY_C = 1e-3
 
 

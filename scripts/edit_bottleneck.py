@@ -1,4 +1,4 @@
-"""Why do InterFaceGAN's W edits barely move the teacher? Separate the labeler, the fit and the world.
+"""What limits how far InterFaceGAN's W edits move the teacher: the labeler, the fit or the world?
 
     OMP_NUM_THREADS=1 python scripts/edit_bottleneck.py labelers [--labels runs/build/world64/labels] [--n 200]
     OMP_NUM_THREADS=1 python scripts/edit_bottleneck.py sweep-c [--scores runs/build/world64/boundary-labels] \
@@ -32,7 +32,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -340,15 +340,20 @@ def weights_sha256(G: Generator) -> str:
     gives the same digest from any file, whatever the file's meta says (a re-export with a new
     description keeps it, where :func:`sha256_file` changes)."""
     h = hashlib.sha256(json.dumps(G.cfg.to_dict(), sort_keys=True, default=str).encode())
-    for k, v in G.state_dict().items():
+    for k, v in _float32_state(G).items():
         h.update(k.encode())
-        h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        h.update(v.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _float32_state(G: Generator) -> dict[str, torch.Tensor]:
+    """G's state dict as detached float32 CPU tensors: what a generator file holds."""
+    return {k: v.detach().float().cpu().clone() for k, v in G.state_dict().items()}
 
 
 def export_generator(G: Generator, path: str | Path, *, meta: dict | None = None) -> Path:
     """Save a generator as ``{"format", "config", "state_dict", "meta"}`` (float32, CPU)."""
-    state = {k: v.detach().float().cpu().clone() for k, v in G.state_dict().items()}
+    state = _float32_state(G)
     meta = json.loads(json.dumps(meta or {}, default=str))  # plain JSON types only: weights_only-safe
     return atomic_torch_save({"format": GENERATOR_FORMAT, "config": G.cfg.to_dict(),
                               "state_dict": state, "meta": meta}, path)

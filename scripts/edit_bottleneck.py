@@ -40,7 +40,7 @@ from facelab import claims as C  # noqa: E402
 from facelab import interpret as I  # noqa: E402
 from facelab.hub import load_file, load_regressor, sha256_file, weights_path, weights_sha256  # noqa: E402
 from facelab.nets.regressor import OUTPUTS  # noqa: E402
-from facelab.train.regressor import CHUNK, chunk_draws, drawn_from, load_chunks, predict  # noqa: E402
+from facelab.train.regressor import CHUNK, chunk_draws, drawn_from, generator_key, load_chunks, predict  # noqa: E402
 from facelab.train.targets import EDITED, PATTERN_CODES, edit_claims  # noqa: E402
 from facelab.worlds import load_world  # noqa: E402
 
@@ -85,8 +85,8 @@ def labelers(a) -> None:
     world = load_world(a.world)
     G = world.G
     stamp = drawn_from(a.labels)
-    if stamp.get("weights_sha256", stamp.get("generator_sha256")) not in (weights_sha256(G),
-                                                                         sha256_file(weights_path(a.world))):
+    ours = {"generator_sha256": sha256_file(weights_path(a.world)), "weights_sha256": weights_sha256(G)}
+    if stamp.get(generator_key(stamp, ours)) != ours[generator_key(stamp, ours)]:
         raise SystemExit(f"error: {a.labels} was labelled on another generator than {a.world}'s; label this "
                          f"world's faces with `python -m facelab.train.build {a.world} --only label`")
     images, teacher = load_chunks(a.labels)
@@ -128,11 +128,11 @@ def sweep_c(a) -> None:
     w = I.sample_latents(G, len(scores[EDITED[0]]), psi=config["psi"], seed=config["seed"]).w
     w_stream = w[:PATTERN_CODES]
     print(f"{len(w)} latents, labeler {config['labeler']}", flush=True)
-    sets = {}
+    shipped, sets = world.boundaries("w"), {}
     for c in a.C:
         sets[f"C={c:g}"] = {k: I.train_boundary(w, scores[k], C=c, attribute=k, space="w") for k in EDITED}
-        row = ", ".join(f"{k} val {b.report.val_accuracy:.3f} cos(C=1) "
-                        f"{float(b.normal @ world.boundaries('w')[k].normal):+.2f}" for k, b in sets[f"C={c:g}"].items())
+        row = ", ".join(f"{k} val {b.report.val_accuracy:.3f} cos(shipped) {float(b.normal @ shipped[k].normal):+.2f}"
+                        for k, b in sets[f"C={c:g}"].items())
         print(f"C={c:g}: {row}", flush=True)
     sets = {name: {k: in_stream_units(b, w_stream) for k, b in bs.items()} for name, bs in sets.items()}
     report(edit_claims(G, sets, n=a.n, seed=a.seed))

@@ -1,6 +1,6 @@
 """What limits how far InterFaceGAN's W edits move the teacher: the labeler, the fit or the world?
 
-    OMP_NUM_THREADS=1 python scripts/edit_bottleneck.py labelers [--labels runs/build/world64/labels] [--n 200]
+    OMP_NUM_THREADS=1 python scripts/edit_bottleneck.py labelers [--labels runs/build/world64/labels] [--n 200] [--C 1]
     OMP_NUM_THREADS=1 python scripts/edit_bottleneck.py sweep-c [--scores runs/build/world64/boundary-labels] \
         [--C 1,0.1,0.01,0.001] [--n 100 --seed 7]
 
@@ -99,10 +99,11 @@ def labelers(a) -> None:
     col = {k: list(OUTPUTS).index(k) for k in EDITED}
     sets: dict[str, dict[str, I.Boundary]] = {"shipped (H, 100k psi=1)": world.boundaries("w")}
     for name, scores in (("H, label set", h_scores), ("teacher, label set", teacher)):
-        sets[name] = {k: in_stream_units(I.train_boundary(w, scores[:, col[k]], attribute=k, space="w"), w_stream)
+        sets[name] = {k: in_stream_units(I.train_boundary(w, scores[:, col[k]], C=a.C, attribute=k, space="w"),
+                                         w_stream)
                       for k in EDITED}
     sets["teacher, least squares"] = {k: least_squares(w, teacher[:, col[k]], k, w_stream) for k in EDITED}
-    print(f"{len(w)} labelled faces (psi {stamp['psi_min']}..1, seed {stamp['seed']}), H {a.regressor}; "
+    print(f"{len(w)} labelled faces (psi {stamp['psi_min']}..1, seed {stamp['seed']}), H {a.regressor}, SVM C {a.C:g}; "
           f"distance std over {PATTERN_CODES} psi=1 latents", flush=True)
     names = list(sets)
     for k in EDITED:
@@ -156,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     lab.add_argument("--regressor", default="attribute_regressor", help="the H whose scores are compared")
     lab.add_argument("--n", type=int, default=200, help="fresh faces the edits are judged on")
     lab.add_argument("--seed", type=int, default=31, help="their seed (the targets')")
+    lab.add_argument("--C", type=float, default=1.0, help="the SVM's C for both label sets (the shipped fit uses "
+                                                          "facelab.train.build.BOUNDARY_C)")
     sw = sub.add_parser("sweep-c", help="the shipped recipe at several SVM C")
     sw.add_argument("--scores", type=Path, default=Path("runs/build/world64/boundary-labels"),
                     help="the boundary stage's --work folder (cached H scores)")

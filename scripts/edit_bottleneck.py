@@ -86,7 +86,8 @@ def labelers(a) -> None:
     G = world.G
     stamp = drawn_from(a.labels)
     ours = {"generator_sha256": sha256_file(weights_path(a.world)), "weights_sha256": weights_sha256(G)}
-    if stamp.get(generator_key(stamp, ours)) != ours[generator_key(stamp, ours)]:
+    key = generator_key(stamp, ours)
+    if stamp.get(key) != ours[key]:
         raise SystemExit(f"error: {a.labels} was labelled on another generator than {a.world}'s; label this "
                          f"world's faces with `python -m facelab.train.build {a.world} --only label`")
     images, teacher = load_chunks(a.labels)

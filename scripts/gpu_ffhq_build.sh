@@ -48,9 +48,11 @@ cp "$world/build.json" "$out/"
 
 "$py" - "$world/build.json" "$LABEL_N" "$BOUNDARY_N" "$MAPPER_STEPS" "$ENCODER_STEPS" <<'PY' | tee "$out/summary.md"
 import json, sys
+from facelab.train.build import MAPPER_STEPS
 seconds = json.load(open(sys.argv[1]))["seconds"]
 counts = dict(zip(("label", "boundaries", "mapper", "encoder"), map(int, sys.argv[2:6])))
-full = {"label": 50_000, "boundaries": 100_000, "mapper": 6_000, "encoder": 3_000}  # the build's defaults
+# world64's faces and latents (its card's build command), the build's default mapper and encoder steps
+full = {"label": 50_000, "boundaries": 100_000, "mapper": MAPPER_STEPS, "encoder": 3_000}
 unit = {"label": "faces", "boundaries": "faces", "mapper": "steps", "encoder": "steps"}
 print("| stage | measured at | seconds | at the build's counts | estimated minutes (upper bound) |")
 print("|---|---|---|---|---|")

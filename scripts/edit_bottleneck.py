@@ -85,6 +85,9 @@ def labelers(a) -> None:
     world = load_world(a.world)
     G = world.G
     stamp = drawn_from(a.labels)
+    if not stamp:
+        raise SystemExit(f"error: {a.labels} holds no label stage's faces (no labels.json); label this world's "
+                         f"faces with `python -m facelab.train.build {a.world} --only label`")
     ours = {"generator_sha256": sha256_file(weights_path(a.world)), "weights_sha256": weights_sha256(G)}
     key = generator_key(stamp, ours)
     if stamp.get(key) != ours[key]:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,6 +73,7 @@ class MapperConfig(Config):
     steps: int = 2000
     batch_size: int = 16
     lr: float = 1e-4
+    lr_anneal_steps: int = 0            # the last this many steps: lr falls by a half cosine to 0
     psi: float = 1.0                    # truncation of the training latents
     seed: int = 0
 
@@ -81,6 +83,17 @@ class MapperConfig(Config):
             raise ValueError(f"depth must be 1-4 hidden layers (the paper's range), got {self.depth}")
         if not 1 <= self.max_attributes <= len(self.attributes):
             raise ValueError(f"max_attributes must be in 1..{len(self.attributes)}, got {self.max_attributes}")
+        if not 0 <= self.lr_anneal_steps <= self.steps:
+            raise ValueError(f"lr_anneal_steps must be in 0..steps ({self.steps}), got {self.lr_anneal_steps}")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of step ``step`` (0-based): ``lr``, then a half cosine to 0 over the last
+        ``lr_anneal_steps`` steps. It depends on ``steps``, so a resumed run's schedule is checked
+        against the one it already followed (``facelab.train.mapper.train``)."""
+        start = self.steps - self.lr_anneal_steps
+        if self.lr_anneal_steps == 0 or step < start:
+            return self.lr
+        return 0.5 * self.lr * (1 + math.cos(math.pi * (step - start) / self.lr_anneal_steps))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -113,6 +113,51 @@ def test_training_moves_the_attribute_the_requested_way(G, tmp_path):
     assert again.meta["steps"] == 60 and torch.equal(again.out.weight, m.out.weight)
 
 
+def test_lr_schedule_is_constant_then_a_half_cosine_to_zero():
+    cfg = MapperConfig(steps=100, lr=1e-3, lr_anneal_steps=40)
+    lrs = [cfg.lr_at(t) for t in range(100)]
+    assert lrs[:61] == [1e-3] * 61 and lrs[80] == pytest.approx(5e-4)
+    assert all(a > b for a, b in zip(lrs[60:], lrs[61:])) and 0 < lrs[-1] < 1e-5
+    assert MapperConfig().lr_at(10**6) == MapperConfig().lr  # the default stays constant
+    with pytest.raises(ValueError, match="lr_anneal_steps must be in 0..steps"):
+        MapperConfig(steps=10, lr_anneal_steps=11)
+
+
+def _brightness_run(G, out, **cfg_changes):
+    """A few steps on a tiny world whose only 'attribute' is brightness (fast enough for a unit test)."""
+
+    class Brightness(torch.nn.Module):
+        names = ("age",)
+
+        def index(self, name):
+            return self.names.index(name)
+
+        def forward(self, x):
+            return x.mean(dim=(1, 2, 3))[:, None]
+
+    cfg = MapperConfig(**{"attributes": ("age",), "max_attributes": 1, "batch_size": 4, "lr": 1e-3,
+                          "face_identity_weight": 0.0, "neighbourhood_weight": 0.0, **cfg_changes})
+    ident = lambda img: F.normalize(img.flatten(1), dim=1)  # noqa: E731
+    return tm.train(out, cfg, G=G, H=Brightness(), identity=ident, progress=False, stats_n=64)
+
+
+def test_a_constant_lr_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, tmp_path):
+    fresh = _brightness_run(G, tmp_path / "fresh", steps=12, lr_anneal_steps=6)
+    _brightness_run(G, tmp_path / "resumed", steps=6)
+    ckpt = hub.load_file(tmp_path / "resumed" / "last.pt")  # as written before the schedule existed
+    del ckpt["config"]["lr_anneal_steps"]
+    hub.atomic_torch_save(ckpt, tmp_path / "resumed" / "last.pt")
+    resumed = _brightness_run(G, tmp_path / "resumed", steps=12, lr_anneal_steps=6)
+    assert resumed.meta["steps"] == 12
+    # bitwise: the initial weights follow cfg.seed, and the checkpoint holds the optimiser and the RNG
+    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), resumed.parameters()))
+    # annealing steps already taken at the constant lr would not be the run it claims to be
+    with pytest.raises(ValueError, match="took step 5 at lr 0.001.*anneal only steps not yet taken"):
+        _brightness_run(G, tmp_path / "resumed", steps=20, lr_anneal_steps=16)
+    with pytest.raises(ValueError, match=r"another config \(lr\)"):
+        _brightness_run(G, tmp_path / "resumed", steps=20, lr=1e-4)
+
+
 def test_save_load_round_trip_and_refusal(G, tmp_path):
     m = LatentMapper(G.num_ws, G.w_dim, MapperConfig(depth=1))
     with torch.no_grad():

@@ -15,7 +15,11 @@ a plain ``w' = g(w, Δa)`` spends most of its budget learning to copy ``w``. ``-
 paper's form.
 
 Checkpoints (``last.pt``, every ``--every`` steps and on Ctrl-C / SIGTERM) hold the mapper, the
-optimizer and the RNG states; rerunning the same command resumes.
+optimizer and the RNG states; rerunning the same command resumes, and the initial weights follow
+the config's seed, so a resumed run is bitwise the run a fresh one of that length would be.
+``--lr-anneal-steps N`` lowers the learning rate by a half cosine to 0 over the run's last N steps;
+a constant-lr run can be lengthened and annealed afterwards (resuming checks that every step already
+taken keeps its rate).
 """
 from __future__ import annotations
 
@@ -93,6 +97,29 @@ def losses(m: LatentMapper, frozen: Frozen, ws: torch.Tensor, delta: torch.Tenso
     }
 
 
+SCHEDULE = ("steps", "lr_anneal_steps")
+
+
+def check_resumable(ckpt: dict, cfg: MapperConfig, path: Path) -> None:
+    """Refuse to resume ``ckpt`` with ``cfg`` unless continuing it is the run a fresh ``cfg`` would be.
+
+    Only the length and the annealing may change, and only where the learning rates of the steps
+    already taken stay what they were (a constant-lr run can be lengthened and then annealed).
+    """
+    old = {"lr_anneal_steps": 0, **ckpt["config"]}  # checkpoints from before the schedule existed
+    other = sorted(k for k in old.keys() | cfg.to_dict().keys()
+                   if k not in SCHEDULE and old.get(k) != cfg.to_dict().get(k))
+    if other:
+        raise ValueError(f"{path} was trained with another config ({', '.join(other)}); use a new --out or "
+                         "the same flags (only --steps and --lr-anneal-steps may change)")
+    done = MapperConfig.from_dict(old)
+    moved = next((t for t in range(ckpt["step"]) if done.lr_at(t) != cfg.lr_at(t)), None)
+    if moved is not None:
+        raise ValueError(f"{path} took step {moved} at lr {done.lr_at(moved):.3g}, which --steps {cfg.steps} "
+                         f"--lr-anneal-steps {cfg.lr_anneal_steps} would take at {cfg.lr_at(moved):.3g}; "
+                         "anneal only steps not yet taken (or use a new --out)")
+
+
 def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device=None, every: int = 100,
           stats_n: int = 4000, progress: bool = True) -> LatentMapper:
     """Train (or resume) a mapper in ``out``; ``stats_n`` world faces give the W and attribute statistics."""
@@ -104,17 +131,15 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
     ckpt_path = out / "last.pt"
     if ckpt_path.exists():
         ckpt = load_file(ckpt_path)
-        same = {k: v for k, v in ckpt["config"].items() if k != "steps"} == \
-            {k: v for k, v in cfg.to_dict().items() if k != "steps"}
-        if not same:
-            raise ValueError(f"{ckpt_path} was trained with another config; use a new --out or the same flags "
-                             "(only --steps may change)")
+        check_resumable(ckpt, cfg, ckpt_path)
         stats = ckpt["stats"]
     else:
         ckpt, stats = None, world_statistics(frozen, n=stats_n, psi=cfg.psi, seed=cfg.seed + 1)
     corr = correction_matrix(stats["labels"], min_corr=cfg.correction_min_corr)
-    m = LatentMapper(G.num_ws, G.w_dim, cfg, correction=corr,
-                     **{k: v for k, v in stats.items() if k != "labels"}).to(device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow cfg.seed, not the caller's RNG
+        torch.manual_seed(cfg.seed)
+        m = LatentMapper(G.num_ws, G.w_dim, cfg, correction=corr,
+                         **{k: v for k, v in stats.items() if k != "labels"}).to(device)
     opt = torch.optim.Adam(m.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, history, seconds = 0, {k: [] for k in (*LOSSES, "total")}, 0.0
@@ -143,6 +168,8 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
             total = sum(weights[k] * v for k, v in parts.items() if weights[k])
             opt.zero_grad(set_to_none=True)
             total.backward()
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr_at(step)
             opt.step()
             step += 1
             seconds += time.time() - t0
@@ -199,8 +226,9 @@ def card_markdown(report: dict, meta: dict, cfg: MapperConfig) -> str:
     for a, r in report["per_attribute"].items():
         rows.append(f"| {a} | +{report['step_std']:g} | {r['target_change']:+.3f} | {r['other_change']:.3f} | "
                     f"{r['identity']:.3f} | {r['cycle_error']:.4f} |")
+    anneal = f", the last {cfg.lr_anneal_steps} steps annealed to 0 by a half cosine" if cfg.lr_anneal_steps else ""
     return "\n".join([
-        f"Trained {meta['steps']} steps (batch {cfg.batch_size}, depth {cfg.depth}, "
+        f"Trained {meta['steps']} steps (batch {cfg.batch_size}, Adam lr {cfg.lr:g}{anneal}, depth {cfg.depth}, "
         f"{'residual' if cfg.residual else 'plain'} output) in {meta['train_seconds'] / 60:.1f} min on "
         f"{meta['device']}. Loss weights: " + ", ".join(f"{k} {getattr(cfg, k + '_weight')}" for k in LOSSES) + ".",
         "", f"Held-out evaluation on {report['n']} new world latents, one attribute asked at a time "
@@ -219,6 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=MapperConfig.batch_size)
     p.add_argument("--depth", type=int, default=MapperConfig.depth)
     p.add_argument("--lr", type=float, default=MapperConfig.lr)
+    p.add_argument("--lr-anneal-steps", type=int, default=MapperConfig.lr_anneal_steps,
+                   help="the run's last N steps lower the lr by a half cosine to 0 (default 0: constant)")
     p.add_argument("--plain", action="store_true", help="the paper's non-residual output")
     for k in LOSSES:
         p.add_argument(f"--{k.replace('_', '-')}-weight", type=float, default=getattr(MapperConfig, f"{k}_weight"))
@@ -229,22 +259,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="no training: re-evaluate the shipped mapper and ship it again (stored float16)")
     args = p.parse_args(argv)
     cfg = MapperConfig(steps=args.steps, batch_size=args.batch_size, depth=args.depth, lr=args.lr,
+                       lr_anneal_steps=args.lr_anneal_steps,
                        residual=not args.plain, **{f"{k}_weight": getattr(args, f"{k}_weight") for k in LOSSES})
     if args.reship:
         m = load_mapper(device=args.device).requires_grad_(False)
         cfg, args.ship = m.config, True
         args.out.mkdir(parents=True, exist_ok=True)
-        save_mapper(m, args.out / "mapper16.pt", weight_dtype=torch.float16)
-        m = load_mapper(args.out / "mapper16.pt", device=args.device)  # evaluate what ships: the rounded weights
     else:
         m = train(args.out, cfg, device=args.device, every=args.every)
     path = args.out / "mapper.pt"
+    save_mapper(m, path, weight_dtype=torch.float16)  # half the size; see save_mapper
+    m = load_mapper(path, device=args.device)  # evaluate what ships, the rounded weights (and that it loads)
     frozen = Frozen(load_generator("world64", device=m.w_mean.device), load_regressor(device=m.w_mean.device),
                     attributes=cfg.attributes)
     report = evaluate(m, frozen)
     m.meta["evaluation"] = report
-    save_mapper(m, path, weight_dtype=torch.float16)  # half the size; see save_mapper
-    load_mapper(path)  # refuse to ship something that does not load
+    save_mapper(m, path, weight_dtype=torch.float16)  # the same weights, now with their evaluation
     print(json.dumps(report, indent=2))
     if args.ship:
         ship_file(path, "mapper_world64", kind="mapper", card="mapper_world64.md",

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from .latents import as_wplus
-from .utils import Config, check_finite
+from .utils import Config, annealed_lr, check_finite
 from .worlds import register_reader
 
 MAPPER_FORMAT = "facelab.mapper/1"
@@ -88,12 +87,8 @@ class MapperConfig(Config):
 
     def lr_at(self, step: int) -> float:
         """The learning rate of step ``step`` (0-based): ``lr``, then a half cosine to 0 over the last
-        ``lr_anneal_steps`` steps. It depends on ``steps``, so a resumed run's schedule is checked
-        against the one it already followed (``facelab.train.mapper.train``)."""
-        start = self.steps - self.lr_anneal_steps
-        if self.lr_anneal_steps == 0 or step < start:
-            return self.lr
-        return 0.5 * self.lr * (1 + math.cos(math.pi * (step - start) / self.lr_anneal_steps))
+        ``lr_anneal_steps`` steps (:func:`facelab.utils.annealed_lr`)."""
+        return annealed_lr(step, self.lr, self.steps, self.lr_anneal_steps)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -91,6 +91,16 @@ def check_loss(loss: float, step: int, what: str, fix: str) -> None:
         raise FloatingPointError(f"{what} diverged at step {step}: the loss is {loss}; {fix}")
 
 
+def annealed_lr(step: int, lr: float, steps: int, anneal_steps: int) -> float:
+    """The learning rate of step ``step`` (0-based) of a ``steps``-step run: ``lr``, then a half cosine
+    to 0 over the last ``anneal_steps`` steps (0: constant). The trainers that take it check on resuming
+    that the steps already taken keep their rates (``facelab.train.loop.check_schedule``)."""
+    start = steps - anneal_steps
+    if anneal_steps <= 0 or step < start:
+        return lr
+    return 0.5 * lr * (1 + math.cos(math.pi * (step - start) / anneal_steps))
+
+
 def seed_all(seed: int = 0) -> torch.Generator:
     """Seed Python, NumPy and PyTorch (all devices). Returns a CPU ``torch.Generator`` with the seed."""
     random.seed(seed)

@@ -133,6 +133,31 @@ def test_training_moves_codes_towards_the_true_latents(G, tmp_path):
 
 
 
+def test_a_constant_rate_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, tmp_path):
+    """``anneal_steps`` (``--anneal-steps``): a run resumed onto an annealed tail is bitwise the fresh
+    run with that schedule; annealing a step already taken, or an anneal longer than the run, is refused."""
+    from facelab.train import encoder as tenc
+
+    class World:
+        name, crop, device = "tiny", "chip", torch.device("cpu")
+
+    World.G = G
+    cfg = enc.E4EConfig(lpips=0, id=0, w_disc=0.1, latent=1.0, lr=1e-3, batch=2, progressive_start=2,
+                        progressive_every=2)
+    fresh = tenc.train(tmp_path / "fresh", World, cfg, steps=8, anneal_steps=4, progress=False)
+    tenc.train(tmp_path / "resumed", World, cfg, steps=4, progress=False)
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    del ckpt["schedule"]  # as written before the schedule existed: a constant rate
+    torch.save(ckpt, tmp_path / "resumed" / "checkpoint.pt")
+    resumed = tenc.train(tmp_path / "resumed", World, cfg, steps=8, anneal_steps=4, progress=False)
+    assert resumed.meta["lr_anneal_steps"] == 4 and resumed.meta["steps"] == 8
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), resumed.state_dict().values()))
+    with pytest.raises(ValueError, match="took step 5 at lr .*anneal only steps not yet taken"):
+        tenc.train(tmp_path / "resumed", World, cfg, steps=12, anneal_steps=8, progress=False)
+    with pytest.raises(ValueError, match="--anneal-steps must be in 0..--steps"):
+        tenc.train(tmp_path / "other", World, cfg, steps=4, anneal_steps=5, progress=False)
+
+
 def test_a_run_can_start_from_an_encoder_of_an_earlier_generator(G, E, tmp_path):
     """``init`` (``--init``): a world trained further keeps the old encoder's weights and open layers
     but its own ``w_avg``; the start is recorded and a resume under another start is refused."""

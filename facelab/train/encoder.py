@@ -7,13 +7,17 @@
 
 Each step draws a batch of latents (z ~ N(0, I) mapped with truncation ``psi``; with probability
 ``mix`` a face is a style mix of two latents at a random layer, so W+ codes are seen), renders the
-faces with random noise, encodes them, renders the codes with the generator's stored noise, and
-takes one Adam step on :func:`facelab.encoder.e4e_loss`; the latent discriminator takes one step
-first (non-saturating loss, R1 on real ``w`` every 16 steps, as StyleGAN2's lazy regularisation).
-The generator, the perceptual network and the identity network are frozen.
+faces with random noise (drawn, like the latents, from the run's own checkpointed generator),
+encodes them, renders the codes with the generator's stored noise, and takes one Adam step on
+:func:`facelab.encoder.e4e_loss`; the latent discriminator takes one step first (non-saturating
+loss, R1 on real ``w`` every 16 steps, as StyleGAN2's lazy regularisation). The generator, the
+perceptual network and the identity network are frozen.
 
 Checkpoints (``OUT/checkpoint.pt``, every ``--every`` steps and on Ctrl-C / SIGTERM) hold the
-encoder, the discriminator, both optimisers, the RNG and the history; rerunning resumes. ``--ship``
+encoder, the discriminator, both optimisers, the RNG, the learning-rate schedule and the history;
+rerunning resumes, bitwise the run a fresh one would be (the initial weights follow ``seed``).
+``--anneal-steps N`` lowers the encoder's learning rate by a half cosine to 0 over the last N of
+``--steps``; a constant-rate run can be lengthened and annealed afterwards. ``--ship``
 (world64) evaluates the encoder against W and W+ projection (:func:`evaluate`), writes
 ``facelab/weights/encoder_world64.pt`` (float16 weights) and the metrics section of its card.
 ``--set NAME=VALUE`` changes one field of the preset's :class:`~facelab.encoder.E4EConfig` (repeatable;
@@ -23,6 +27,7 @@ without shipping it, into ``OUT/card.md`` and ``OUT/evaluation.json``, to compar
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 from pathlib import Path
@@ -34,9 +39,9 @@ from ..encoder import PRESETS, E4EConfig, LatentDiscriminator, e4e_loss, encode,
 from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_encoder, load_file, save_encoder, ship_file
 from ..metrics import default_perceptual, distortion, editability, identity_similarity
 from ..nets.encoder import Encoder, EncoderConfig
-from ..utils import get_device, write_card_section
+from ..utils import annealed_lr, get_device, write_card_section
 from ..worlds import load_world
-from .loop import saving_on_exit
+from .loop import check_schedule, saving_on_exit
 
 R1_EVERY = 16  # lazy R1 (StyleGAN2): every 16 discriminator steps, weighted by 16
 
@@ -52,8 +57,15 @@ def training_faces(G, cfg: E4EConfig, gen: torch.Generator, device) -> tuple[tor
         cut = torch.randint(1, G.num_ws, (n,), generator=gen)
         for i in torch.nonzero(mixed).flatten().tolist():
             ws[i, cut[i]:] = other[i, cut[i]:]
-        images = G.synthesis(ws, noise_mode="random")
+        images = G.synthesis(ws, noise=_noise_maps(G, n, gen, device))
     return images, ws
+
+
+def _noise_maps(G, n: int, gen: torch.Generator, device) -> list[torch.Tensor]:
+    """Fresh per-layer noise for ``n`` faces, drawn on ``device`` by a generator seeded from ``gen``
+    (so a GPU draws its own, and the checkpointed ``gen`` makes a resumed run the same run)."""
+    g = torch.Generator(device).manual_seed(int(torch.randint(2**62, (), generator=gen)))
+    return [torch.randn(n, *shape[1:], generator=g, device=device) for shape in G.synthesis.noise_shapes()]
 
 
 def _discriminator_step(D, opt_D, E_ws: torch.Tensor, G, stage: int, step: int, cfg: E4EConfig,
@@ -102,9 +114,26 @@ def _starting_point(ckpt: dict | None, ckpt_path: Path, init: Encoder | None, G,
     return arch or EncoderConfig(resolution=min(G.img_resolution, 256)), None  # e4e reads 256 px crops
 
 
+def _lr_schedule(ckpt: dict | None, path: Path, lr: float, steps: int, anneal_steps: int):
+    """(the schedule to record, the encoder's lr per step), checked against the steps ``ckpt`` took."""
+    if not 0 <= anneal_steps <= steps:
+        raise ValueError(f"--anneal-steps must be in 0..--steps ({steps}), got {anneal_steps}")
+    schedule = {"steps": steps, "anneal_steps": anneal_steps}
+    lr_at = functools.partial(annealed_lr, lr=lr, **schedule)
+    if ckpt is not None:  # checkpoints from before the schedule existed ran at a constant rate
+        old = ckpt.get("schedule") or {"steps": ckpt["step"], "anneal_steps": 0}
+        check_schedule(path, ckpt["step"], functools.partial(annealed_lr, lr=lr, **old), lr_at,
+                       f"--steps {steps} --anneal-steps {anneal_steps}")
+    return schedule, lr_at
+
+
 def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None = None, arch: EncoderConfig | None = None,
-          every: int = 50, seed: int = 0, progress: bool = True, init: Encoder | None = None) -> Encoder:
+          every: int = 50, seed: int = 0, progress: bool = True, init: Encoder | None = None,
+          anneal_steps: int = 0) -> Encoder:
     """Train (or resume) the encoder in ``out/checkpoint.pt`` until ``steps`` or ``minutes`` of this run.
+
+    ``anneal_steps``: the encoder's lr (not the discriminator's) falls by a half cosine to 0 over the
+    last so many ``steps``; a resume may change that only for steps not yet taken (:func:`_lr_schedule`).
 
     ``init``: start a new run from this encoder's weights instead of from scratch, for a world whose
     generator was trained further than the one ``init`` was trained for (the same architecture; a
@@ -117,12 +146,15 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     ckpt = load_file(ckpt_path) if ckpt_path.is_file() else None
     if ckpt is not None and ckpt["config"] != cfg.to_dict():
         raise ValueError(f"{ckpt_path} was trained with another E4EConfig; use a new --out or the same flags")
+    schedule, lr_at = _lr_schedule(ckpt, ckpt_path, cfg.lr, steps, anneal_steps)
     arch, start = _starting_point(ckpt, ckpt_path, init, G, arch)
-    E = Encoder(G.num_ws, G.w_dim, G.mapping.w_avg, arch).to(device)
+    with torch.random.fork_rng(devices=[]):  # the initial weights follow ``seed``, not the caller's RNG
+        torch.manual_seed(seed)
+        E = Encoder(G.num_ws, G.w_dim, G.mapping.w_avg, arch).to(device)
+        D = LatentDiscriminator(G.w_dim).to(device)
     if ckpt is None and init is not None:
         E.load_state_dict({**init.state_dict(), "w_avg": E.w_avg})
     offset = start["steps"] if start else 0  # progressive_stage(offset + step): init's open layers stay open
-    D = LatentDiscriminator(G.w_dim).to(device)
     opt_E = torch.optim.Adam(E.parameters(), lr=cfg.lr)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.disc_lr)
     gen = torch.Generator().manual_seed(seed)
@@ -140,7 +172,8 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     def save():
         atomic_torch_save({"config": cfg.to_dict(), "arch": E.config.to_dict(), "init": start, "E": E.state_dict(),
                            "D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
-                           "rng": gen.get_state(), "step": step, "seconds": seconds, "history": history}, ckpt_path)
+                           "rng": gen.get_state(), "step": step, "seconds": seconds, "history": history,
+                           "schedule": schedule}, ckpt_path)
 
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=step, desc="encoder", unit="step", disable=not progress)
@@ -157,6 +190,8 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
                                     D=D if cfg.w_disc > 0 else None, w_true=w_true)
             opt_E.zero_grad(set_to_none=True)
             total.backward()
+            for group in opt_E.param_groups:
+                group["lr"] = lr_at(step)
             opt_E.step()
             step += 1
             seconds += time.time() - t0
@@ -169,7 +204,8 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     bar.close()
     E.stage = progressive_stage(offset + step, G.num_ws, cfg)
     E.meta = {"world": world.name, "steps": step, "train_seconds": round(seconds, 1), "device": str(device),
-              "config": cfg.to_dict(), "stage": E.stage, **({"init": start} if start else {})}
+              "config": cfg.to_dict(), "stage": E.stage, **({"init": start} if start else {}),
+              **({"lr_anneal_steps": anneal_steps} if anneal_steps else {})}
     return E.eval().requires_grad_(False)
 
 
@@ -241,6 +277,8 @@ def evaluate(world, E: Encoder, *, n: int = 32, seed: int = 10_000, photos: bool
 def card_markdown(report: dict, meta: dict) -> str:
     init = meta.get("init")
     began = f", starting from an encoder of {init['steps']} steps, {init['from']}," if init else ""
+    if meta.get("lr_anneal_steps"):
+        began += f" the last {meta['lr_anneal_steps']} steps with the learning rate annealed to 0 by a half cosine;"
     lines = [f"Trained {meta['steps']} steps ({meta['train_seconds'] / 60:.0f} min on {meta['device']}){began} "
              f"progressive stage {meta['stage']} of the generator's layers open; E4EConfig: "
              + ", ".join(f"{k} {v}" for k, v in meta["config"].items()) + ".", ""]
@@ -270,6 +308,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="E4EConfig preset (paper: e4e's values)")
     p.add_argument("--steps", type=int, default=100_000)
     p.add_argument("--minutes", type=float, default=None, help="stop this run after so many minutes")
+    p.add_argument("--anneal-steps", type=int, default=0,
+                   help="the last N of --steps lower the encoder's lr by a half cosine to 0 (default 0: constant)")
     p.add_argument("--every", type=int, default=50)
     p.add_argument("--device", default=None)
     p.add_argument("--ship", action="store_true", help="evaluate and copy into facelab/weights/ (world64)")
@@ -295,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = with_overrides(PRESETS[args.preset], args.overrides)
     args.out.mkdir(parents=True, exist_ok=True)
     init = None if args.init is None else load_start(args.init, world.device)
-    E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every, init=init)
+    E = train(args.out, world, cfg, steps=args.steps, minutes=args.minutes, every=args.every, init=init,
+              anneal_steps=args.anneal_steps)
     path = args.out / "encoder.pt"
     save_encoder(E, path, meta=E.meta)
     E = load_encoder(path, device=world.device)  # evaluate what ships: the rounded weights

@@ -23,3 +23,13 @@ def saving_on_exit(save: Callable[[], None]) -> Iterator[dict]:
     finally:
         signal.signal(signal.SIGTERM, old)
         save()
+
+
+def check_schedule(path, taken: int, old: Callable[[int], float], new: Callable[[int], float], flags: str) -> None:
+    """Refuse to resume a run (``path``, ``taken`` steps done at the rates ``old``) on a learning-rate
+    schedule ``new`` that would have taken any of those steps at another rate: only steps not yet taken
+    may change, so a resumed run stays the run a fresh one with the new flags would be."""
+    moved = next((t for t in range(taken) if old(t) != new(t)), None)
+    if moved is not None:
+        raise ValueError(f"{path} took step {moved} at lr {old(moved):.3g}, which {flags} would take at "
+                         f"{new(moved):.3g}; anneal only steps not yet taken (or use a new --out)")

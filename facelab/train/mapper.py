@@ -35,7 +35,7 @@ from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator,
 from ..latents import sample_ws
 from ..mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
 from ..utils import get_device, write_card_section
-from .loop import saving_on_exit
+from .loop import check_schedule, saving_on_exit
 
 LOSSES = ("attribute", "cycle", "identity", "neighbourhood", "face_identity")
 
@@ -112,12 +112,8 @@ def check_resumable(ckpt: dict, cfg: MapperConfig, path: Path) -> None:
     if other:
         raise ValueError(f"{path} was trained with another config ({', '.join(other)}); use a new --out or "
                          "the same flags (only --steps and --lr-anneal-steps may change)")
-    done = MapperConfig.from_dict(old)
-    moved = next((t for t in range(ckpt["step"]) if done.lr_at(t) != cfg.lr_at(t)), None)
-    if moved is not None:
-        raise ValueError(f"{path} took step {moved} at lr {done.lr_at(moved):.3g}, which --steps {cfg.steps} "
-                         f"--lr-anneal-steps {cfg.lr_anneal_steps} would take at {cfg.lr_at(moved):.3g}; "
-                         "anneal only steps not yet taken (or use a new --out)")
+    check_schedule(path, ckpt["step"], MapperConfig.from_dict(old).lr_at, cfg.lr_at,
+                   f"--steps {cfg.steps} --lr-anneal-steps {cfg.lr_anneal_steps}")
 
 
 def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device=None, every: int = 100,

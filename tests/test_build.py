@@ -83,12 +83,21 @@ def test_ship_refuses_other_worlds_and_world_folder_flags(tmp_path):
                 "--only", "cards"])
 
 
-def test_shipping_the_generator_already_shipped_changes_nothing(monkeypatch):
+def test_shipping_the_generator_already_shipped_changes_nothing(G, tmp_path, monkeypatch):
     from facelab import hub
     shipped = []
-    monkeypatch.setattr(hub, "ship_generator", lambda *a, **k: shipped.append(a))
+    monkeypatch.setattr(hub, "ship_file", lambda *a, **k: shipped.append((a, k)))
     assert B.ship_generator_if_new(str(hub.weights_path("world64")), "world64") is False
     assert shipped == []
+    # a new generator ships once, described with its kimg, after one load (what does not load is refused)
+    loads = []
+    real_load = hub.load_generator
+    monkeypatch.setattr(hub, "load_generator", lambda src, **k: loads.append(src) or real_load(src, **k))
+    new = hub.export_generator(G, tmp_path / "new.pt", meta={"kimg": 12.34})
+    assert B.ship_generator_if_new(str(new), "world64") is True
+    assert loads == [str(new)] and len(shipped) == 1
+    (src, name), kw = shipped[0]
+    assert (src, name, kw["kind"]) == (str(new), "world64", "generator") and "at 12.3 kimg" in kw["description"]
 
 
 def test_label_stage_warns_when_the_teacher_finds_few_faces(tmp_path, monkeypatch, capsys):
@@ -152,3 +161,15 @@ def test_boundary_stage_fits_with_the_builds_svm_c(tmp_path, monkeypatch):
     B.main(["world64", "--ship", "--work", str(work), "--only", "boundaries", "--boundary-c", "0.5"])
     assert [float(a[a.index("--C") + 1]) for a in seen] == [B.BOUNDARY_C, 0.5]
     assert B.BOUNDARY_C < boundaries.parser().get_default("C")
+
+
+def test_annealed_tails_take_the_flag_or_else_the_shipped_runs_share():
+    import argparse
+
+    a = argparse.Namespace(mapper_steps=B.MAPPER_STEPS, mapper_anneal_steps=None, encoder_steps=14460,
+                           encoder_anneal_steps=None)
+    assert B.mapper_anneal(a) == B.MAPPER["lr_anneal_steps"] and B.encoder_anneal(a) == 14460 // 5
+    a.mapper_steps, a.encoder_steps = 40, 35  # a small build anneals the same share, exactly
+    assert B.mapper_anneal(a) == 40 * B.MAPPER["lr_anneal_steps"] // B.MAPPER_STEPS and B.encoder_anneal(a) == 7
+    a.mapper_anneal_steps, a.encoder_anneal_steps = 0, 3
+    assert (B.mapper_anneal(a), B.encoder_anneal(a)) == (0, 3)

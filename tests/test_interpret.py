@@ -368,6 +368,28 @@ def test_boundaries_cli_end_to_end_and_resumes(G, tmp_path, capsys):
     assert I.load_boundaries(out)["age"].report.n_chosen == 15
     with pytest.raises(ValueError, match="labelled differently.*psi"):
         cli.main(args + ["--psi", "0.5"])
+    # the same weights re-exported with other meta (a new file sha256) are the same generator: the cache serves
+    with_file = lambda f: [str(f) if a == str(gen_file) else a for a in args]  # noqa: E731
+    same = hub.export_generator(G, tmp_path / "same.pt", meta={"description": "re-exported"})
+    cli.main(with_file(same))
+    assert "labelled in" not in capsys.readouterr().out
+    other = hub.export_generator(G, tmp_path / "other.pt")
+    other_state = hub.load_file(other)
+    state = other_state["state_dict"]
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = state[first] + 1  # other weights, the same architecture
+    hub.atomic_torch_save(other_state, other)
+    with pytest.raises(ValueError, match="labelled differently.*weights_sha256"):
+        cli.main(with_file(other))
+    # chunks cached before weight digests are compared by the file's sha256, as they were
+    for f in work.glob("scores_*.pt"):
+        cached = hub.load_file(f)
+        del cached["config"]["weights_sha256"]
+        hub.atomic_torch_save(cached, f)
+    cli.main(args)
+    assert "labelled in" not in capsys.readouterr().out
+    with pytest.raises(ValueError, match="labelled differently.*'generator'"):
+        cli.main(with_file(same))
 
 
 def test_boundaries_card_quotes_paths_inside_the_checkout_relative_to_it(tmp_path, monkeypatch):

@@ -36,8 +36,9 @@ import torch
 
 from .. import interpret as I
 from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, is_path, load_file, load_generator, sha256_file, ship_file,
-                   weights_path)
+                   weights_path, weights_sha256)
 from ..utils import get_device, write_card_section
+from .regressor import generator_key
 
 
 def make_labeler(kind: str, *, device, seed: int = 0):
@@ -62,6 +63,17 @@ def make_labeler(kind: str, *, device, seed: int = 0):
     raise ValueError(f"--labeler must be H, teacher, random or a regressor .pt file, got {kind!r}")
 
 
+def labelling_differences(old: dict, new: dict) -> dict:
+    """{key: (cached, this run)} where a cached chunk's labelling config differs from this run's.
+
+    The generator is compared as label stamps compare it (:func:`facelab.train.regressor.generator_key`):
+    by its weights' digest where both configs have one, else by the file's sha256 ("generator";
+    chunks cached before weight digests)."""
+    skip = "generator" if generator_key(old, new) == "weights_sha256" else "weights_sha256"
+    return {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys())
+            if k != skip and old.get(k) != new.get(k)}
+
+
 def label_all(G, n: int, *, space: str, labeler, config: dict, work: Path | None, chunk: int,
               batch_size: int, progress: bool) -> dict[str, torch.Tensor]:
     """Scores of latents ``0 .. n-1`` of the seeded stream, chunk by chunk, cached under ``work``."""
@@ -73,10 +85,8 @@ def label_all(G, n: int, *, space: str, labeler, config: dict, work: Path | None
         path = None if work is None else work / f"scores_{tag}_{start:08d}_{m}.pt"
         if path is not None and path.is_file():
             cached = load_file(path)
-            old = cached.get("config") or {}
-            if old != config:
-                diff = {k: (old.get(k), config.get(k)) for k in sorted(config.keys() | old.keys())
-                        if old.get(k) != config.get(k)}
+            diff = labelling_differences(cached.get("config") or {}, config)
+            if diff:
                 raise ValueError(f"{path} was labelled differently (cached, this run): {diff}; "
                                  "use another --work directory or delete it")
             parts.append(cached["scores"])
@@ -252,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     G = load_generator(args.generator, device=device).eval()
     labeler, labeler_id = make_labeler(args.labeler, device=device, seed=args.seed)
     gen_path = Path(args.generator) if is_path(args.generator) else weights_path(args.generator)
-    config = {"generator": sha256_file(gen_path), "labeler": labeler_id, "seed": args.seed, "psi": args.psi,
+    config = {"generator": sha256_file(gen_path), "weights_sha256": weights_sha256(G), "labeler": labeler_id, "seed": args.seed, "psi": args.psi,
               "mixing": args.mixing, "noise_mode": "const"}
     common = dict(labeler=labeler, config=config, work=args.work, chunk=args.chunk, batch_size=args.batch_size,
                   progress=not args.no_progress)

@@ -4,7 +4,7 @@
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
         [--n-samples N] [--boundary-samples N] [--boundary-c C]
         [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
-        [--mapper-steps N] [--encoder-steps N [--encoder-anneal-steps N] [--encoder-init E.pt] | --keep-encoder]
+        [--mapper-steps N [--mapper-anneal-steps N]] [--encoder-steps N [--encoder-anneal-steps N] [--encoder-init E.pt] | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train
@@ -46,6 +46,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from ..worlds import ARTIFACTS, worlds_dir, write_world_json
@@ -60,6 +61,8 @@ MAPPER = {"batch_size": 8, "lr": 3e-4, "lr_anneal_steps": 2000}
 # steps after 6000 gave 0.85 / 0.60 / 0.56, with a fifth of the cycle error and a tenth of f(w, 0)'s,
 # so the build trains 8000, the last 2000 annealed.
 MAPPER_STEPS = 8000
+# The encoder's annealed share: world64's shipped encoder annealed its last 2800 of 14 460 steps.
+ENCODER_ANNEAL_SHARE = Fraction(1, 5)
 # The boundaries' SVM C. InterFaceGAN's reference fits C = 1 on 500 000 latents; world64's 100 000
 # (2 000 extremes per side in a 128-d W) give at C = 1 a normal that leans on directions the
 # generator barely renders: +-2 distance std moved the teacher by 0.08 / 0.14 / 0.15 std (age / male
@@ -153,10 +156,15 @@ def stage_boundaries(t: Target, args) -> None:
     boundaries_main(argv + (["--ship"] if t.ship else []) + device_flag(args))
 
 
-def mapper_anneal(steps: int) -> int:
-    """The annealed tail of a ``steps``-step mapper run: MAPPER's 2000 out of MAPPER_STEPS, the same
-    quarter of a shorter run (a small test build's few steps)."""
-    return min(MAPPER["lr_anneal_steps"], steps * MAPPER["lr_anneal_steps"] // MAPPER_STEPS)
+def annealed_tail(steps: int, asked: int | None, share: Fraction) -> int:
+    """How many of a run's ``steps`` anneal its lr at the end: ``asked`` (a flag), else the same
+    ``share`` of them as the shipped run's (a small test build's few steps anneal the same share)."""
+    return int(steps * share) if asked is None else asked
+
+
+def mapper_anneal(args) -> int:
+    """The mapper run's annealed tail: --mapper-anneal-steps, by default MAPPER's share (2000 of 8000)."""
+    return annealed_tail(args.mapper_steps, args.mapper_anneal_steps, Fraction(MAPPER["lr_anneal_steps"], MAPPER_STEPS))
 
 
 def stage_mapper(t: Target, args) -> None:
@@ -165,7 +173,7 @@ def stage_mapper(t: Target, args) -> None:
 
         mapper_main(["--out", str(t.work / "mapper"), "--steps", str(args.mapper_steps), "--batch-size",
                      str(MAPPER["batch_size"]), "--lr", str(MAPPER["lr"]), "--lr-anneal-steps",
-                     str(mapper_anneal(args.mapper_steps)), "--ship"] + device_flag(args))
+                     str(mapper_anneal(args)), "--ship"] + device_flag(args))
         return
     import torch
 
@@ -175,7 +183,7 @@ def stage_mapper(t: Target, args) -> None:
 
     G = load_generator(t.generator, device=args.device)
     H = load_regressor(t.regressor, device=args.device)
-    cfg = MapperConfig(**{**MAPPER, "steps": args.mapper_steps, "lr_anneal_steps": mapper_anneal(args.mapper_steps)})
+    cfg = MapperConfig(**{**MAPPER, "steps": args.mapper_steps, "lr_anneal_steps": mapper_anneal(args)})
     m = train(t.work / "mapper-run", cfg, G=G, H=H, device=args.device,
               progress=False, stats_n=min(4000, args.n_samples))
     save_mapper(m, t.work / "mapper.pt", weight_dtype=torch.float16)
@@ -184,7 +192,7 @@ def stage_mapper(t: Target, args) -> None:
 def encoder_anneal(args) -> int:
     """The encoder run's annealed tail: --encoder-anneal-steps, by default a fifth of --encoder-steps
     (world64's shipped encoder: the last 2800 of 14 460)."""
-    return args.encoder_steps // 5 if args.encoder_anneal_steps is None else args.encoder_anneal_steps
+    return annealed_tail(args.encoder_steps, args.encoder_anneal_steps, ENCODER_ANNEAL_SHARE)
 
 
 def stage_encoder(t: Target, args) -> None:
@@ -266,17 +274,17 @@ def is_registered_generator(name: str) -> bool:
 
 def ship_generator_if_new(src: str, name: str) -> bool:
     """Replace the package's generator ``name`` by the exported generator ``src`` unless it is that file."""
-    from ..hub import load_generator, sha256_file, ship_generator, weights_path
+    from ..hub import load_generator, sha256_file, ship_file, weights_path
 
     if not Path(src).is_file():
         raise FileNotFoundError(f"generator {src} not found; --ship takes an exported facelab generator (.pt), "
                                 "e.g. a training run's generator.pt")
     if sha256_file(src) == sha256_file(weights_path(name)):
         return False
-    kimg = load_generator(src).meta.get("kimg")
+    kimg = load_generator(src).meta.get("kimg")  # (what does not load is refused here, as ship_generator would)
     trained = f" at {kimg:.1f} kimg" if isinstance(kimg, (int, float)) else ""
-    ship_generator(src, name, card=f"{name}.md",
-                   description=f"{name}{trained}, every artifact rebuilt on it (python -m facelab.train.build --ship)")
+    ship_file(src, name, kind="generator", card=f"{name}.md",
+              description=f"{name}{trained}, every artifact rebuilt on it (python -m facelab.train.build --ship)")
     return True
 
 
@@ -361,6 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mapper-steps", type=int, default=MAPPER_STEPS,
                    help=f"mapper training steps (default {MAPPER_STEPS}, four times the paper's 2000, the last quarter "
                         "with the lr annealed: see MAPPER_STEPS)")
+    p.add_argument("--mapper-anneal-steps", type=int, default=None, metavar="N",
+                   help="the last N mapper steps lower its lr by a half cosine to 0 (default: MAPPER's share)")
     p.add_argument("--encoder-steps", type=int, default=3000, help="encoder training steps (CPU preset)")
     p.add_argument("--encoder-anneal-steps", type=int, default=None, metavar="N",
                    help="the last N encoder steps lower its lr by a half cosine to 0 (default: a fifth of them)")

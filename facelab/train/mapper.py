@@ -107,8 +107,8 @@ def check_resumable(ckpt: dict, cfg: MapperConfig, path: Path) -> None:
     already taken stay what they were (a constant-lr run can be lengthened and then annealed).
     """
     old = {"lr_anneal_steps": 0, **ckpt["config"]}  # checkpoints from before the schedule existed
-    other = sorted(k for k in old.keys() | cfg.to_dict().keys()
-                   if k not in SCHEDULE and old.get(k) != cfg.to_dict().get(k))
+    new = cfg.to_dict()
+    other = sorted(k for k in old.keys() | new.keys() if k not in SCHEDULE and old.get(k) != new.get(k))
     if other:
         raise ValueError(f"{path} was trained with another config ({', '.join(other)}); use a new --out or "
                          "the same flags (only --steps and --lr-anneal-steps may change)")

@@ -215,3 +215,24 @@ def test_shipped_mapper_zero_edit_and_cycle_are_small_and_edits_go_the_right_way
             before = H(G.synthesis(ws, noise_mode="const"))[:, col]
             after = H(G.synthesis(w1, noise_mode="const"))[:, col]
             assert (after - before).mean() > 0.3 * m.attr_std[j]
+
+
+def test_evaluate_flag_reports_a_mapper_file_on_the_seed_asked_without_training(tmp_path, monkeypatch, capsys):
+    import json
+
+    seen = {}
+
+    def fake_evaluate(m, frozen, *, seed):
+        seen.update(mapper=m, frozen=frozen, seed=seed)
+        return {"seed": seed}
+
+    monkeypatch.setattr(tm, "evaluate", fake_evaluate)
+    monkeypatch.setattr(tm, "world64_frozen", lambda m: "frozen world64")
+    monkeypatch.setattr(tm, "train", lambda *a, **k: pytest.fail("--evaluate must not train"))
+    path = tmp_path / "m.pt"
+    save_mapper(LatentMapper(2, 8, MapperConfig()), path)
+    tm.main(["--evaluate", str(path), "--eval-seed", "777", "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out) == {"seed": 777} and seen["frozen"] == "frozen world64"
+    assert seen["mapper"].num_ws == 2 and seen["mapper"].w_dim == 8
+    tm.main(["--evaluate", str(path), "--device", "cpu"])
+    assert json.loads(capsys.readouterr().out) == {"seed": tm.EVAL_SEED}

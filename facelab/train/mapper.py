@@ -98,6 +98,7 @@ def losses(m: LatentMapper, frozen: Frozen, ws: torch.Tensor, delta: torch.Tenso
 
 
 SCHEDULE = ("steps", "lr_anneal_steps")
+EVAL_SEED = 12345  # the held-out latents of every card's evaluation
 
 
 def check_resumable(ckpt: dict, cfg: MapperConfig, path: Path) -> None:
@@ -186,7 +187,7 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
 
 
 @torch.no_grad()
-def evaluate(m: LatentMapper, frozen: Frozen, *, n: int = 256, step: float = 1.0, seed: int = 12345) -> dict:
+def evaluate(m: LatentMapper, frozen: Frozen, *, n: int = 256, step: float = 1.0, seed: int = EVAL_SEED) -> dict:
     """On n held-out latents: for each attribute, ask for +step std; measure what H and identity see.
 
     Returns per attribute: the achieved change of the target (std units), the mean absolute change
@@ -236,6 +237,12 @@ def card_markdown(report: dict, meta: dict, cfg: MapperConfig) -> str:
     ])
 
 
+def world64_frozen(m: LatentMapper) -> Frozen:
+    """The shipped world64 G and H a world64 mapper is evaluated through, on the mapper's device."""
+    device = m.w_mean.device
+    return Frozen(load_generator("world64", device=device), load_regressor(device=device), attributes=m.config.attributes)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/mapper"))
@@ -253,7 +260,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ship", action="store_true", help="copy into facelab/weights/ with a model card")
     p.add_argument("--reship", action="store_true",
                    help="no training: re-evaluate the shipped mapper and ship it again (stored float16)")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="MAPPER.pt",
+                   help="no training: print this mapper's held-out evaluation (e.g. on another --eval-seed)")
+    p.add_argument("--eval-seed", type=int, default=EVAL_SEED,
+                   help=f"with --evaluate: the seed of its 256 held-out latents (default {EVAL_SEED}, the cards')")
     args = p.parse_args(argv)
+    if args.evaluate:
+        m = load_mapper(args.evaluate, device=args.device)
+        print(json.dumps(evaluate(m, world64_frozen(m), seed=args.eval_seed), indent=2))
+        return
     cfg = MapperConfig(steps=args.steps, batch_size=args.batch_size, depth=args.depth, lr=args.lr,
                        lr_anneal_steps=args.lr_anneal_steps,
                        residual=not args.plain, **{f"{k}_weight": getattr(args, f"{k}_weight") for k in LOSSES})
@@ -266,9 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     path = args.out / "mapper.pt"
     save_mapper(m, path, weight_dtype=torch.float16)  # half the size; see save_mapper
     m = load_mapper(path, device=args.device)  # evaluate what ships, the rounded weights (and that it loads)
-    frozen = Frozen(load_generator("world64", device=m.w_mean.device), load_regressor(device=m.w_mean.device),
-                    attributes=cfg.attributes)
-    report = evaluate(m, frozen)
+    report = evaluate(m, world64_frozen(m))
     m.meta["evaluation"] = report
     save_mapper(m, path, weight_dtype=torch.float16)  # the same weights, now with their evaluation
     print(json.dumps(report, indent=2))

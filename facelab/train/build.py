@@ -62,7 +62,8 @@ MAPPER = {"batch_size": 8, "lr": 3e-4, "lr_anneal_steps": 4000}
 # over 4000 after 6000, 0.88 / 0.61 / 0.60 (higher on a second held-out draw too), so the build trains
 # 10 000, the last 4000 annealed.
 MAPPER_STEPS = 10000
-# The encoder's annealed share: world64's shipped encoder annealed its last 2800 of 14 460 steps.
+# The encoder's annealed share by default: world64's encoders annealed their last 2800 of 14 460 steps,
+# then 3500 of 20 000 (the world card's command gives both counts).
 ENCODER_ANNEAL_SHARE = Fraction(1, 5)
 # The boundaries' SVM C. InterFaceGAN's reference fits C = 1 on 500 000 latents; world64's 100 000
 # (2 000 extremes per side in a 128-d W) give at C = 1 a normal that leans on directions the
@@ -191,8 +192,7 @@ def stage_mapper(t: Target, args) -> None:
 
 
 def encoder_anneal(args) -> int:
-    """The encoder run's annealed tail: --encoder-anneal-steps, by default a fifth of --encoder-steps
-    (world64's shipped encoder: the last 2800 of 14 460)."""
+    """The encoder run's annealed tail: --encoder-anneal-steps, by default a fifth of --encoder-steps."""
     return annealed_tail(args.encoder_steps, args.encoder_anneal_steps, ENCODER_ANNEAL_SHARE)
 
 

@@ -262,8 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     G = load_generator(args.generator, device=device).eval()
     labeler, labeler_id = make_labeler(args.labeler, device=device, seed=args.seed)
     gen_path = Path(args.generator) if is_path(args.generator) else weights_path(args.generator)
-    config = {"generator": sha256_file(gen_path), "weights_sha256": weights_sha256(G), "labeler": labeler_id, "seed": args.seed, "psi": args.psi,
-              "mixing": args.mixing, "noise_mode": "const"}
+    config = {"generator": sha256_file(gen_path), "weights_sha256": weights_sha256(G), "labeler": labeler_id,
+              "seed": args.seed, "psi": args.psi, "mixing": args.mixing, "noise_mode": "const"}
     common = dict(labeler=labeler, config=config, work=args.work, chunk=args.chunk, batch_size=args.batch_size,
                   progress=not args.no_progress)
 

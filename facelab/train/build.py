@@ -4,7 +4,8 @@
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
         [--n-samples N] [--boundary-samples N] [--boundary-c C]
         [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
-        [--mapper-steps N [--mapper-anneal-steps N]] [--encoder-steps N [--encoder-anneal-steps N] [--encoder-init E.pt] | --keep-encoder]
+        [--mapper-steps N [--mapper-anneal-steps N]]
+        [--encoder-steps N [--encoder-anneal-steps N] [--encoder-init E.pt] | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
 
 Stages, in order: ``label`` (render N faces and label them with the teacher labelers) -> ``h`` (train

@@ -240,7 +240,8 @@ def card_markdown(report: dict, meta: dict, cfg: MapperConfig) -> str:
 def world64_frozen(m: LatentMapper) -> Frozen:
     """The shipped world64 G and H a world64 mapper is evaluated through, on the mapper's device."""
     device = m.w_mean.device
-    return Frozen(load_generator("world64", device=device), load_regressor(device=device), attributes=m.config.attributes)
+    return Frozen(load_generator("world64", device=device), load_regressor(device=device),
+                  attributes=m.config.attributes)
 
 
 def main(argv: list[str] | None = None) -> None:

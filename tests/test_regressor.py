@@ -158,6 +158,25 @@ def test_compare_finds_the_closer_imitator_by_a_paired_interval(tmp_path, capsys
     assert same.verdict == C.INCONCLUSIVE and same.measured.value == 0  # paired: no gain, no spread
     tr.main(["compare", str(good), "--baseline", str(good), "--out", str(tmp_path), "--val", "150"])
     assert "the candidate's r with the teacher is higher (age)" in capsys.readouterr().out
+    twice = tr.compare(tmp_path, [good, good], baseline=good, val=150)[list(ATTRIBUTES).index("age")]
+    assert twice.measured.value == 0  # an average of one H with itself is that H
+    tr.main(["compare", str(good), str(tmp_path / "attribute_regressor.pt"), "--mirror", "--out", str(tmp_path),
+             "--val", "150"])
+    assert "r 0." in capsys.readouterr().out  # each row says both r
+
+
+def test_a_mirror_averaged_h_sees_a_symmetric_face_as_frontal(tmp_path):
+    _fake_chunks(tmp_path)
+    tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False)
+    H = tmp_path / "attribute_regressor.pt"
+    x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    sym = torch.cat([x[..., :32], x[..., :32].flip(3)], dim=3)  # mirror-symmetric faces
+    plain = tr.predict(load_regressor(H), sym)
+    both = tr.predict_averaged([H], sym, mirror=True)
+    yaw, roll = list(ATTRIBUTES).index("yaw"), list(ATTRIBUTES).index("roll")
+    assert plain[:, yaw].abs().max() > 0 and both[:, [yaw, roll]].abs().max() < 1e-5  # the sign flips cancel
+    keep = [j for j in range(len(ATTRIBUTES)) if j not in (yaw, roll)]
+    assert torch.allclose(both[:, keep], plain[:, keep], atol=1e-5)  # the rest is what H saw once
 
 
 def test_an_interrupted_fit_continues_from_its_last_epoch_exactly(tmp_path, monkeypatch):

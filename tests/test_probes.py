@@ -59,3 +59,20 @@ def test_ffhq_build_timing_runs_every_stage_and_estimates_each(tmp_path):
     assert [r[0].strip() for r in rows] == ["label", "boundaries", "mapper", "encoder"]
     assert all(float(r[2]) > 0 and float(r[4]) > 0 for r in rows)
     assert (tmp_path / "home" / "worlds" / "ffhq-random" / "world.json").is_file()  # the cards stage ran too
+
+
+def test_h_feature_probe_finds_a_label_the_features_carry_and_not_noise(tmp_path):
+    import numpy as np
+
+    from facelab.nets.regressor import OUTPUTS
+    g = np.random.default_rng(0)
+    level = g.integers(40, 216, 600)
+    blocks = level[:, None, None, None] + g.integers(-30, 31, (600, 3, 8, 8))  # each image a grey level, blotched
+    img = np.kron(blocks, np.ones((1, 1, 8, 8), np.int64)).astype(np.uint8)  # 64 px
+    labels = {a: g.normal(size=600).astype(np.float32) for a in OUTPUTS}  # noise ...
+    labels["age"] = (level / 10).astype(np.float32)  # ... but age is the grey level
+    np.savez(tmp_path / "chunk0000.npz", images=img, psi=np.ones(600, np.float32), **labels)
+    rows = probe("probe_h_features.py", "--labels", str(tmp_path), "--train", "500", "--val", "100", "--ridge", "1,10")
+    assert [(r[0], r[1]) for r in rows] == [(a, s) for a in ("age", "male", "smile") for s in ("1", "10")]
+    r = {(row[0], row[1]): float(row[2]) for row in rows}
+    assert r["age", "1"] > 0.5 and abs(r["male", "1"]) < 0.3  # held-out r: brightness yes, noise no

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .utils import check_finite
+from .utils import check_finite, finite_extremes
 
 IMAGE_LIMIT = 4.0  # |values| beyond this are not a [-1, 1] image (see the module doc)
 PHOTO_LIMIT = 1.001  # a tensor photo is pixels: [-1, 1] up to rounding
@@ -295,10 +295,12 @@ def check_image_values(images: torch.Tensor, what: str = "images", *, limit: flo
     Raises a one-line ``error`` for NaN or Inf, or for values beyond ``±limit``, and warns when the
     values all lie in [0, 1] and span more than a quarter of it (probably a [0, 1] image).
     """
-    check_finite(images, what, fix="images must be finite, in [-1, 1]: check what produced them", error=error)
     if images.numel() == 0:
         return
-    lo, hi = float(images.min()), float(images.max())
+    extremes = finite_extremes(images)
+    if extremes is None:  # raises, naming what is not finite
+        check_finite(images, what, fix="images must be finite, in [-1, 1]: check what produced them", error=error)
+    lo, hi = extremes
     if lo < -limit or hi > limit:
         raise error(f"{what} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; for 0..255 pixels use "
                     "x / 127.5 - 1 (or facelab.to_tensor)")

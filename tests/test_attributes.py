@@ -241,3 +241,35 @@ def test_a_faces_detection_does_not_depend_on_the_faces_beside_it():
     together, alone = A.detect_faces(x), A.detect_faces(x[45:46])
     assert bool(alone.found[0])
     assert torch.equal(together.boxes[45], alone.boxes[0]) and torch.equal(together.points[45], alone.points[0])
+
+
+def test_detection_on_a_smaller_copy_reports_the_full_images_pixels(faces):
+    """An image four times enlarged by repeating pixels averages back down to the original (to float
+    rounding), so ``detect_size`` must give the original's detection, its coordinates four times larger."""
+    big = faces[:4].repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # [4, 3, 256, 256]
+    small, seen = A.detect_faces(faces[:4]), A.detect_faces(big, detect_size=64)
+    assert bool(small.found.all()) and torch.allclose(seen.conf, small.conf, atol=1e-3)
+    assert (seen.boxes - small.boxes * 4).abs().max() < 0.5 and (seen.points - small.points * 4).abs().max() < 0.5
+    wide = torch.cat([big, big], dim=3)  # [4, 3, 256, 512]: each axis scaled by its own factor
+    twice = A.detect_faces(torch.cat([faces[:4], faces[:4]], dim=3), detect_size=128)  # 64 x 128: as it is
+    assert (A.detect_faces(wide, detect_size=128).points - twice.points * 4).abs().max() < 0.5
+    same = A.detect_faces(faces[:4], detect_size=64)  # not larger than detect_size: untouched
+    assert torch.equal(same.points, small.points)
+
+
+def test_label_images_detects_on_a_copy_no_larger_than_detect_size(faces, monkeypatch):
+    sizes = []
+    detect = A.detect_faces
+
+    def spy(images, **kw):
+        sizes.append((images.shape[-1], kw.get("detect_size")))
+        return detect(images, **kw)
+
+    monkeypatch.setattr(A, "detect_faces", spy)
+    big = faces[:2].repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # 512 px
+    labels = label_images(big, attributes=GEOMETRY, progress=False)
+    assert sizes[0] == (512, A.LABEL_DETECT_SIZE) and sizes[1] == (A.LABEL_DETECT_SIZE, None)  # then recursed
+    half = faces[:2].repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # 256 px: what MTCNN saw
+    ref = label_images(half, attributes=GEOMETRY, progress=False)  # geometry is scale-free
+    assert bool((labels["face_conf"] > 0).all()) and torch.allclose(labels["face_conf"], ref["face_conf"], atol=1e-3)
+    assert torch.allclose(labels["yaw"], ref["yaw"], atol=0.01) and torch.allclose(labels["roll"], ref["roll"], atol=0.1)

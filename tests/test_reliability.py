@@ -74,6 +74,23 @@ def test_nan_images_are_refused_saying_nan(G, problem):
 # Latents and edit sizes
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_one_bad_value_anywhere_is_found_in_every_float_dtype(dtype):
+    from facelab.utils import check_finite, finite_extremes
+
+    x = torch.linspace(-1, 1, 3 * 64 * 64 * 5, dtype=dtype).reshape(5, 3, 64, 64)
+    assert finite_extremes(x) == (-1.0, 1.0)
+    for bad, name in ((math.nan, "NaN"), (math.inf, "Inf"), (-math.inf, "Inf")):
+        y = x.clone()
+        y[4, 2, 63, 63] = bad  # the last element
+        assert finite_extremes(y) is None
+        with pytest.raises(ValueError, match=f"^{name} in y"):
+            check_finite(y, "y")
+    y[0, 0, 0, 0] = math.nan  # both kinds: both named
+    with pytest.raises(ValueError, match="^NaN and Inf in y"):
+        check_finite(y, "y")
+
+
 @pytest.mark.parametrize("bad, message", [(math.inf, "Inf in {}"), (math.nan, "NaN in {}"),
                                           (1e39, r"Inf in {} \(values beyond .* overflow float32")])
 def test_interpret_edits_refuse_non_finite_steps(bad, message):

@@ -188,8 +188,11 @@ def _faces_from_mtcnn(found_boxes, probs, marks) -> Faces:
     return Faces(conf, boxes, points)
 
 
+LABEL_DETECT_SIZE = 256  # the longest side MTCNN sees when label_images labels larger images
+
+
 @torch.no_grad()
-def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
+def detect_faces(images: torch.Tensor, *, device=None, detect_size: int | None = None) -> Faces:
     """MTCNN on images [N, 3, H, W] in [-1, 1] (as uint8, like ``train.evaluate``): the largest face of each.
 
     One image at a time, so that a face's box never depends on the faces beside it: MTCNN batches its
@@ -198,8 +201,22 @@ def detect_faces(images: torch.Tensor, *, device=None) -> Faces:
     found 4 of 500 world64 faces moving by up to 7.6 px between batches of 64 and of 1). Every face's
     labels start from its box and landmarks, so that is worth the extra CPU time the probe also
     prints (measured in ``facelab/weights/attribute_regressor.md``).
+
+    ``detect_size``: images whose longer side exceeds it are averaged down (area) to that side first,
+    and the boxes and landmarks come back in the full images' pixels. MTCNN's networks see every
+    candidate resampled to 12, 24 and 48 px whatever the image's size, so a face that fills much of a
+    1024 px frame (a generator's face) is found as well at 256 px, for a sixth of the time on a CPU
+    and with the teacher's labels as reliable (``bench/labelers.py --resolution 1024``, in the README);
+    a small face in a large photo is not (None: the images as given).
     """
     check_images(images)
+    h, w = images.shape[-2:]
+    if detect_size is not None and max(h, w) > detect_size:
+        k = detect_size / max(h, w)
+        small = F.interpolate(images, size=(max(1, round(h * k)), max(1, round(w * k))), mode="area")
+        faces = detect_faces(small, device=device)
+        scale = torch.tensor([w / small.shape[-1], h / small.shape[-2]])  # pixel i covers [i, i + 1): scale
+        return Faces(faces.conf, faces.boxes * scale.repeat(2), faces.points * scale)
     mtcnn = load_mtcnn(device)
     found = [_faces_from_mtcnn(*mtcnn.detect(image[None], landmarks=True)) for image in to_uint8(images)]
     if not found:
@@ -480,12 +497,13 @@ MIRROR_AVERAGED = frozenset(a for cls, names in LABELERS.items() if cls is not F
 
 def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...] | None = None,
                  batch_size: int = 64, device=None, mirror: bool = True,
-                 progress: bool = True) -> dict[str, torch.Tensor]:
+                 detect_size: int | None = LABEL_DETECT_SIZE, progress: bool = True) -> dict[str, torch.Tensor]:
     """Label images [N, 3, H, W] in [-1, 1] with the teacher models: ``{name: float32 [N]}``.
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
     optional packages named in their error messages). MTCNN finds each face once (see
-    :func:`detect_faces`) and every labeler shares it. ``face_conf`` is always returned, so rows
+    :func:`detect_faces`; in images larger than ``detect_size`` px, on a copy averaged down to it) and
+    every labeler shares it, cutting its crops from the full image. ``face_conf`` is always returned, so rows
     without a face (NaN elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
     mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:
     ``get_device()``); the ONNX models run on the CPU whatever ``device`` is.
@@ -504,7 +522,7 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     from tqdm.auto import tqdm
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
     for batch in tqdm(images.split(batch_size), desc="labelling", unit="batch", disable=not progress):
-        faces = detect_faces(batch, device=device)
+        faces = detect_faces(batch, device=device, detect_size=detect_size)
         out = {"face_conf": faces.conf}
         for labeler in labelers:
             out.update(labeler(batch, faces=faces))

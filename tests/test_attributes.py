@@ -272,4 +272,5 @@ def test_label_images_detects_on_a_copy_no_larger_than_detect_size(faces, monkey
     half = faces[:2].repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)  # 256 px: what MTCNN saw
     ref = label_images(half, attributes=GEOMETRY, progress=False)  # geometry is scale-free
     assert bool((labels["face_conf"] > 0).all()) and torch.allclose(labels["face_conf"], ref["face_conf"], atol=1e-3)
-    assert torch.allclose(labels["yaw"], ref["yaw"], atol=0.01) and torch.allclose(labels["roll"], ref["roll"], atol=0.1)
+    assert torch.allclose(labels["yaw"], ref["yaw"], atol=0.01)
+    assert torch.allclose(labels["roll"], ref["roll"], atol=0.1)

@@ -572,8 +572,9 @@ def compare(out: Path, candidate, *, baseline: str | Path | None = None, val: in
     for j, a in enumerate(OUTPUTS):
         ok = ~torch.isnan(y[:, j])
         p, q, t = (v[ok, j].double().numpy() for v in (preds[0], preds[1], y))
-        rows.append(C.bootstrap(f"the candidate's r with the teacher is higher ({a})", lambda p, q, t: r(p, t) - r(q, t),
-                                p, q, t, than=0.0, note=f"r {r(p, t):.3f} against {r(q, t):.3f}"))
+        rows.append(C.bootstrap(f"the candidate's r with the teacher is higher ({a})",
+                                lambda p, q, t: r(p, t) - r(q, t), p, q, t, than=0.0,
+                                note=f"r {r(p, t):.3f} against {r(q, t):.3f}"))
     return rows
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from facelab.hub import load_regressor
-from facelab.metrics import _dlib, world_chips
+from facelab.hub import load_identity, load_regressor
+from facelab.metrics import world_chips
 from facelab.nets.regressor import OUTPUTS
 from facelab.train.regressor import SHIPPED, agreement, load_chunks, predict, to_float
 
@@ -31,7 +31,7 @@ PROBED = ("age", "male", "smile")
 @torch.no_grad()
 def pooled_features(images_u8: torch.Tensor, batch: int = 250) -> np.ndarray:
     """The dlib ResNet's pooled features [N, 256] (what its last linear layer sees) of uint8 world faces."""
-    net = _dlib("cpu")
+    net = load_identity("dlib", device="cpu")
     seen = []
     hook = net.fc.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     try:

@@ -1,8 +1,11 @@
 """H, the attribute regressor: shapes, units, loading, and that its training recipe learns a label."""
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -56,14 +59,36 @@ def _fake_chunks(folder, n=600, seed=0):
         np.savez(folder / f"chunk{i:04d}.npz", images=img, psi=np.ones(600, np.float32), **labels)
 
 
-def test_fit_learns_a_label_and_reports_held_out_agreement(tmp_path):
-    _fake_chunks(tmp_path)
-    report = tr.fit(tmp_path, epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
+FIT = dict(epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)  # learns the fake age
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Fake chunks and an H fitted on them by ``FIT``, made once for the module: (folder, report)."""
+    folder = tmp_path_factory.mktemp("fitted")
+    _fake_chunks(folder)
+    with pytest.MonkeyPatch.context() as mp:  # as conftest's function-scoped fixtures would
+        mp.setenv("FACELAB_HOME", str(tmp_path_factory.mktemp("home")))
+        mp.setattr(tr, "cpu_speed", functools.partial(tr.cpu_speed, batch=4, repeats=2))
+        return folder, tr.fit(folder, **FIT)
+
+
+@pytest.fixture
+def trained(fitted, tmp_path):
+    """A copy of ``fitted`` for one test to change: (folder with the chunks and attribute_regressor.pt, report)."""
+    folder, report = fitted
+    return shutil.copytree(folder, tmp_path / "fitted"), copy.deepcopy(report)
+
+
+def test_fit_learns_a_label_and_reports_held_out_agreement(trained):
+    tmp_path, report = trained
     assert report["val"]["age"]["r"] > 0.8         # brightness is learnable
     assert abs(report["val"]["yaw"]["r"]) < 0.3    # pure noise is not
     assert report["val"]["smile"]["n"] <= 150 and "accuracy" in report["val"]["male"]
     assert report["train"]["age"]["r"] > 0.8 and report["train"]["age"]["n"] == 150  # the underfitting check
     assert "r on training faces" in tr.card_markdown(report)
+    assert report["cpu"]["forward_ms_per_image"] > 0 and report["cpu"]["forward_backward_ms_per_image"] > 0
+    assert "batch 4): " in tr.card_markdown(report)  # as timed (the tests time a batch of 4, conftest)
     H = load_regressor(tmp_path / "attribute_regressor.pt")  # the run's file loads
     assert H.names == tuple(ATTRIBUTES)
     # stored at half the size: kernels and matrices float16, the rest float32, integer counters as they were
@@ -88,9 +113,8 @@ def test_fit_trains_an_H_of_the_asked_width_and_a_warm_start_keeps_its_own(tmp_p
     assert load_regressor(tmp_path / "attribute_regressor.pt").width == 8
 
 
-def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(tmp_path, monkeypatch):
-    _fake_chunks(tmp_path)
-    tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False)
+def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(trained, monkeypatch):
+    tmp_path, _ = trained
     candidate = tmp_path / "candidate.pt"
     (tmp_path / "attribute_regressor.pt").rename(candidate)
     calls = []
@@ -105,12 +129,11 @@ def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(tmp_pa
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # not shipped
 
 
-def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(tmp_path, monkeypatch):
-    train, fresh = tmp_path / "train", tmp_path / "fresh"
-    train.mkdir(), fresh.mkdir()
-    _fake_chunks(train)
+def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(trained, monkeypatch):
+    train, _ = trained
+    fresh = train.parent / "fresh"
+    fresh.mkdir()
     _fake_chunks(fresh, seed=1)
-    tr.fit(train, epochs=2, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
     candidate = train / "attribute_regressor.pt"
     calls = []
     monkeypatch.setattr(tr, "mirror_ceiling", lambda x: calls.append(len(x)) or {"age": {"n": len(x), "mirror_r": 0.81,
@@ -145,9 +168,8 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(tmp_path,
     assert tr.test(fresh, regressor=candidate)["test"]["drawn"]["seed"] == 1
 
 
-def test_compare_finds_the_closer_imitator_by_a_paired_interval(tmp_path, capsys):
-    _fake_chunks(tmp_path)
-    tr.fit(tmp_path, epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
+def test_compare_finds_the_closer_imitator_by_a_paired_interval(trained, capsys):
+    tmp_path, _ = trained
     good = tmp_path / "good.pt"
     (tmp_path / "attribute_regressor.pt").rename(good)
     tr.fit(tmp_path, epochs=1, val=150, batch=32, lr=1e-12, ship=False, ceiling=False)  # barely trained
@@ -165,9 +187,8 @@ def test_compare_finds_the_closer_imitator_by_a_paired_interval(tmp_path, capsys
     assert "r 0." in capsys.readouterr().out  # each row says both r
 
 
-def test_a_mirror_averaged_h_sees_a_symmetric_face_as_frontal(tmp_path):
-    _fake_chunks(tmp_path)
-    tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False)
+def test_a_mirror_averaged_h_sees_a_symmetric_face_as_frontal(trained):
+    tmp_path, _ = trained
     H = tmp_path / "attribute_regressor.pt"
     x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
     sym = torch.cat([x[..., :32], x[..., :32].flip(3)], dim=3)  # mirror-symmetric faces
@@ -179,13 +200,11 @@ def test_a_mirror_averaged_h_sees_a_symmetric_face_as_frontal(tmp_path):
     assert torch.allclose(both[:, keep], plain[:, keep], atol=1e-5)  # the rest is what H saw once
 
 
-def test_an_interrupted_fit_continues_from_its_last_epoch_exactly(tmp_path, monkeypatch):
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    for folder in (whole, stopped):
-        folder.mkdir()
-        _fake_chunks(folder)
-    kw = dict(epochs=3, val=150, batch=32, lr=3e-3, ship=False, ceiling=False)
-    report = tr.fit(whole, **kw)
+def test_an_interrupted_fit_continues_from_its_last_epoch_exactly(fitted, tmp_path, monkeypatch):
+    whole, report = fitted  # fitted by FIT in one go
+    stopped = tmp_path
+    _fake_chunks(stopped)
+    kw = FIT
     assert not (whole / tr.FIT_STATE).exists()  # gone when the fit ends
     real, calls = tr.held_out_r, []
 

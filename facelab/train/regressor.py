@@ -272,7 +272,7 @@ def cpu_speed(H: AttributeRegressor, batch: int = 64, repeats: int = 10) -> dict
     for _ in range(repeats):
         H(x).sum().backward()
     out["forward_backward_ms_per_image"] = round((time.perf_counter() - t0) / repeats / batch * 1000, 3)
-    out["threads"] = torch.get_num_threads()
+    out["threads"], out["batch"] = torch.get_num_threads(), batch
     return out
 
 
@@ -465,7 +465,7 @@ def card_markdown(report: dict) -> str:
         f"training (H trained on {report['train_faces']} faces for {report['epochs']} epochs{schedule} "
         f"{report['train_minutes']} min on CPU). Rows without a detected face are excluded per attribute.",
         "", *rows, "", *note,
-        f"CPU speed ({cpu['threads']} thread{'s' if cpu['threads'] != 1 else ''}, batch 64): "
+        f"CPU speed ({cpu['threads']} thread{'s' if cpu['threads'] != 1 else ''}, batch {cpu.get('batch', 64)}): "
         f"{cpu['forward_ms_per_image']} ms per image forward, "
         f"{cpu['forward_backward_ms_per_image']} ms forward + backward.",
         "", "Produced by `python -m facelab.train.regressor fit` (the first table alone: `... regressor card`; "

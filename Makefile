@@ -24,21 +24,24 @@ LAB_ARGS ?=
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Other numerics for `make test-repro`: one thread (other reduction orders), and ATen's scalar
-# kernels with oneDNN and MKL capped at AVX2 (what a CPU without AVX-512 computes).
-# CI runs them one at a time (REPRO_SETTINGS='$(REPRO_THREADS)'), with test-worlds beside the first.
+# kernels with oneDNN and MKL capped at AVX2 (what a CPU without AVX-512 computes), one at a time.
+# CI runs both at once (REPRO_BOTH: a one-core machine without AVX-512), a notebook at a time on
+# whichever core is free, beside test-worlds (.ci/run, make repro-notebook and repro-report).
 REPRO_THREADS := OMP_NUM_THREADS=1
 REPRO_ISA := ATEN_CPU_CAPABILITY=default,ONEDNN_MAX_CPU_ISA=AVX2,MKL_ENABLE_INSTRUCTIONS=AVX2
+REPRO_BOTH := $(REPRO_THREADS),$(REPRO_ISA)
 REPRO_SETTINGS := $(REPRO_THREADS) $(REPRO_ISA)
 RECORD := build/repro
 NBVAL := FACELAB_DEVICE=cpu MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: help venv install test test-browser test-repro test-worlds notebooks lab bench clean distclean FORCE
+.PHONY: help venv install test test-browser test-repro repro-notebook repro-report test-worlds notebooks lab bench clean distclean FORCE
 
 help:
 	@echo "make install   create .venv and install facelab[dev] + requirements-nodeps.txt (--no-deps)"
 	@echo "make test      run tests/ and the notebooks (nbval) on CPU"
 	@echo "make test-browser run notebooks 00, 01, 05 in JupyterLab + headless Chromium; move sliders, upload a photo"
 	@echo "make test-repro run the notebooks (nbval) again with other numerics, and report the spread"
+	@echo "make repro-notebook NOTEBOOK=notebooks/01_....ipynb  one notebook under other numerics (CI); make repro-report"
 	@echo "make test-worlds build mini32 (world64 at 32 px) and run every notebook on it (issue #18)"
 	@echo "make notebooks execute every notebook in place (after changing the library or a world)"
 	@echo "make lab       start JupyterLab on notebooks/ (LAB_ARGS='--no-browser --port 8899')"
@@ -103,6 +106,18 @@ test-repro: $(STAMP)
 	  echo "== notebooks under nbval with $$s"; rm -rf "$(RECORD)/$$s"; \
 	  env $$(echo $$s | tr , ' ') FACELAB_NB_RECORD="$(RECORD)/$$s" $(NBVAL) notebooks $(PYTEST_ARGS) || exit 1; \
 	done
+	$(PY) tests/notebook_spread.py $(RECORD)/*
+
+# One notebook (NOTEBOOK=path) under one setting (REPRO_SETTING, default REPRO_BOTH), its record added
+# to that setting's folder beside the others' (CI's lanes); repro-report compares every record so far
+# with the committed notebooks and fails if a checked cell moved.
+REPRO_SETTING ?= $(REPRO_BOTH)
+repro-notebook: $(STAMP)
+	@test -f "$(NOTEBOOK)" || { echo "error: make repro-notebook needs NOTEBOOK=notebooks/NN_name.ipynb" >&2; exit 2; }
+	env $$(echo '$(REPRO_SETTING)' | tr , ' ') FACELAB_NB_RECORD="$(RECORD)/$(REPRO_SETTING)" \
+	  $(NBVAL) "$(NOTEBOOK)" $(PYTEST_ARGS)
+
+repro-report: $(STAMP)
 	$(PY) tests/notebook_spread.py $(RECORD)/*
 
 notebooks: $(STAMP)

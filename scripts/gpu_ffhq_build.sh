@@ -4,8 +4,9 @@
 #   here, once:  bash scripts/gpu_world.sh prepare         # facenet-pytorch for the labelers -> .gpu/
 #   there:       bash scripts/gpu_ffhq_build.sh            # device tool: carry [".gpu"]; results in $OUT
 #
-# After `gpu_world.sh run` on the same warm machine, as a second call (each call returns at most 8
-# files); at the default counts it should take a few minutes of an H100 (not yet measured).
+# `gpu_world.sh session MINUTES` runs it after the world's training in the same device call (each call
+# returns at most 8 files; this writes 3); at the default counts it should take a few minutes of an
+# H100 (not yet measured).
 #
 # NVIDIA's FFHQ network cannot be downloaded on the device, so this builds a world on the same
 # architecture (config-f, 1024 px) with random weights (seed 0): rendering, the labelers'

@@ -4,6 +4,7 @@
 #
 #   here, once:   bash scripts/gpu_world.sh prepare          # what the GPU machine lacks -> .gpu/ (git-ignored)
 #   there:        bash scripts/gpu_world.sh run MINUTES      # device tool: carry [".gpu"]; files land in $OUT
+#   or there:     bash scripts/gpu_world.sh session MINUTES  # run, then the FFHQ build's timing: one call for both
 #   here, after:  bash scripts/gpu_world.sh adopt DIR        # DIR: the files that came back
 #   there, first: bash scripts/gpu_world.sh profile          # where a training step spends its time
 #
@@ -23,11 +24,25 @@
 # $BATCHES, default 64,128,256) and layout that bench/train_step.py --pick times fastest, for MINUTES of wall time
 # (on $NPROC GPUs with torchrun when NPROC > 1);
 # then it evaluates the EMA generator (n = 1000) and writes everything to $OUT, the checkpoint in
-# 15 MiB parts because the device returns files of at most 16 MiB. `adopt` reassembles the parts,
-# checks that the checkpoint loads, and replaces the committed one with it.
+# 15 MiB parts because the device returns files of at most 16 MiB, and the small files in run.tar
+# (run.log, metrics.json, log.jsonl, samples.png): 5 files of the 8 the device returns. `adopt`
+# reassembles the parts, checks that the checkpoint loads, and replaces the committed one with it.
+#
+# `session` is the lent GPU's whole plan in one call (a machine stays warm only 30 s between calls,
+# and a new start costs minutes of the 15): `run MINUTES`, then scripts/gpu_ffhq_build.sh into
+# $OUT/ffhq (issue #18's time per stage), cut off by `timeout` so that the call ends by SESSION_SECONDS
+# (default 570, under the device's 600 s per command), bundled into $OUT/ffhq.tar: 6 files. The
+# bench takes about a minute and the evaluation another, so `session 4` leaves the build about three.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CKPT=checkpoints/world64/checkpoint.pt
+
+bundle() {  # bundle DIR TAR FILE...: DIR's FILEs that exist, moved into DIR/TAR
+  local dir=$1 tar=$2 have=() f
+  shift 2
+  for f in "$@"; do [ -e "$dir/$f" ] && have+=("$f"); done
+  [ ${#have[@]} -eq 0 ] || { tar -C "$dir" -cf "$dir/$tar" "${have[@]}" && (cd "$dir" && rm -f "${have[@]}"); }
+}
 
 case "${1:-}" in
 prepare)
@@ -79,9 +94,28 @@ run)
   "${launch[@]}" -m facelab.train.gan --preset world64 --out runs/gpu --init-from "$CKPT" --disc "$disc" \
     $flags --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee -a "$out/run.log"
   python3 -m facelab.train.evaluate runs/gpu/generator.pt --n "${EVAL_N:-1000}" --device "${EVAL_DEVICE:-cuda}" \
-    --json "$out/metrics.json" --figures runs/gpu 2>&1 | tail -40 | tee -a "$out/run.log"
-  cp runs/gpu/generator.pt runs/gpu/log.jsonl runs/gpu/samples.png "$out/"  # at most 8 files come back
+    --json "$out/metrics.json" --figures runs/gpu 2>&1 | tail -40 | tee -a "$out/run.log" \
+    || echo "== the evaluation failed; the checkpoint comes back all the same" | tee -a "$out/run.log"
+  cp runs/gpu/generator.pt runs/gpu/log.jsonl "$out/"
+  cp runs/gpu/samples.png "$out/" 2>/dev/null || true  # the evaluation's figure, if it got that far
   split -b 15m -d runs/gpu/checkpoint.pt "$out/checkpoint.pt.part"
+  bundle "$out" run.tar run.log metrics.json log.jsonl samples.png  # at most 8 files come back
+  ls -la "$out"
+  ;;
+session)
+  minutes=${2:?usage: gpu_world.sh session MINUTES}
+  out=${OUT:-runs/gpu-out}
+  limit=${SESSION_SECONDS:-570}
+  OUT="$out" bash "$0" run "$minutes" \
+    || echo "== the world's run failed (see run.log above); the FFHQ timing runs anyway"
+  left=$((limit - SECONDS))
+  echo "== $SECONDS s used; the FFHQ build's timing gets the $left s left"
+  if [ "$left" -gt 30 ]; then
+    OUT="$out/ffhq" timeout "$left" bash scripts/gpu_ffhq_build.sh \
+      || echo "== the FFHQ build's timing stopped early (status $?): build.log and build.json hold the stages done"
+    [ -f "$out/ffhq/build.json" ] || cp runs/ffhq-build/worlds/ffhq-random/build.json "$out/ffhq/" 2>/dev/null || true
+    tar -C "$out" -cf "$out/ffhq.tar" ffhq && rm -rf "$out/ffhq"
+  fi
   ls -la "$out"
   ;;
 profile)
@@ -96,10 +130,12 @@ adopt)
   # writes the compact copy into checkpoints/world64/ and extends its log past the last step.
   rm -rf runs/gpu-adopt && mkdir -p runs/gpu-adopt
   cat "$dir"/checkpoint.pt.part* > runs/gpu-adopt/checkpoint.pt
-  cp "$dir/log.jsonl" "$dir/generator.pt" runs/gpu-adopt/
+  if [ -f "$dir/run.tar" ]; then tar -xf "$dir/run.tar" -C runs/gpu-adopt log.jsonl  # gpu_world.sh's bundle
+  else cp "$dir/log.jsonl" runs/gpu-adopt/; fi
+  cp "$dir/generator.pt" runs/gpu-adopt/
   .venv/bin/python -m facelab.train.gan --out runs/gpu-adopt --commit-to checkpoints/world64
   echo "adopted; commit checkpoints/world64/ (the EMA generator is runs/gpu-adopt/generator.pt)"
   ;;
 *)
-  sed -n '2,8p' "$0"; exit 2 ;;
+  sed -n '2,9p' "$0"; exit 2 ;;
 esac

@@ -34,7 +34,8 @@ REPRO_SETTINGS := $(REPRO_THREADS) $(REPRO_ISA)
 RECORD := build/repro
 NBVAL := FACELAB_DEVICE=cpu MPLBACKEND=Agg $(PY) -m pytest --nbval-lax --nbval-current-env
 
-.PHONY: help venv install test test-browser test-repro repro-notebook repro-report test-worlds notebooks lab bench clean distclean FORCE
+.PHONY: help venv install test test-browser test-repro repro-notebook repro-report test-worlds notebooks lab bench \
+  clean distclean FORCE
 
 help:
 	@echo "make install   create .venv and install facelab[dev] + requirements-nodeps.txt (--no-deps)"

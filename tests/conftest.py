@@ -26,8 +26,8 @@ def cpu_by_default(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def quick_h_timing(monkeypatch):
-    """H's fit times H for its card on 1 280 images (seconds on a CPU, in every fit a test runs); the
-    tests time 8 images through the same function."""
+    """H's fit times H for its card, ten passes of 64 images each way (seconds on a CPU, in every fit a
+    test runs); under the tests, two passes of 4 images through the same function."""
     import facelab.train.regressor as tr
     monkeypatch.setattr(tr, "cpu_speed", functools.partial(tr.cpu_speed, batch=4, repeats=2))
 

@@ -107,7 +107,7 @@ test-repro: $(STAMP)
 	  echo "== notebooks under nbval with $$s"; rm -rf "$(RECORD)/$$s"; \
 	  env $$(echo $$s | tr , ' ') FACELAB_NB_RECORD="$(RECORD)/$$s" $(NBVAL) notebooks $(PYTEST_ARGS) || exit 1; \
 	done
-	$(PY) tests/notebook_spread.py $(RECORD)/*
+	@$(MAKE) --no-print-directory repro-report
 
 # One notebook (NOTEBOOK=path) under one setting (REPRO_SETTING, default REPRO_BOTH), its record added
 # to that setting's folder beside the others' (CI's lanes); repro-report compares every record so far

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from facelab.nets.attributes import (ATTRIBUTES, MIRROR_AVERAGED, AgeGenderLabeler, FaceGeometryLabeler,
                                      SmileLabeler, detect_faces, label_images)
 from facelab.nets.teacher import sample_teacher
+from facelab.train.regressor import mirror_ceiling
 
 PERCENTILES = (5, 25, 50, 75, 95)
 
@@ -93,15 +94,9 @@ def detect_size_effect(images: torch.Tensor, sizes: list[int], *, batch_size: in
 
 def mirror_r(images: torch.Tensor, *, batch_size: int, detect_size: int | None) -> dict[str, float]:
     """The teacher's test-retest reliability at a detection size: per mirror-averaged attribute, Pearson r
-    between single-crop labels of each face and of its mirror image (as ``regressor.mirror_ceiling``)."""
-    names = sorted(MIRROR_AVERAGED)
-    one, other = (label_images(x, attributes=names, batch_size=batch_size, detect_size=detect_size, mirror=False,
-                               progress=False) for x in (images, images.flip(3)))
-    out = {}
-    for a in names:
-        both = (one[a].isfinite() & other[a].isfinite()).numpy()
-        out[a] = float(np.corrcoef(one[a].double().numpy()[both], other[a].double().numpy()[both])[0, 1])
-    return out
+    between single-crop labels of each face and of its mirror image (``regressor.mirror_ceiling``)."""
+    rows = mirror_ceiling(images, batch_size=batch_size, detect_size=detect_size)
+    return {a: rows[a]["mirror_r"] for a in sorted(MIRROR_AVERAGED)}
 
 
 def distribution(labels: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:

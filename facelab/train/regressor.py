@@ -220,8 +220,11 @@ def split_agreement(H: AttributeRegressor, images_u8: torch.Tensor, labels: torc
             "train": agreement(predict(H, images_u8[train]), labels[train])}
 
 
-def mirror_ceiling(images_u8: torch.Tensor) -> dict:
+def mirror_ceiling(images: torch.Tensor, **label_kw) -> dict:
     """How well any imitator of the teacher can do, from the teacher's disagreement with itself.
+
+    ``images``: uint8 faces (as the label stage stores them) or floats in [-1, 1]; ``label_kw`` go to
+    :func:`facelab.nets.attributes.label_images` (``batch_size``, ``detect_size``).
 
     Each face and its mirror image are labelled with a single crop each (``mirror=False``); a face's
     age, gender and smile do not change in a mirror (yaw and roll change sign), so the correlation
@@ -233,10 +236,10 @@ def mirror_ceiling(images_u8: torch.Tensor) -> dict:
     """
     from ..nets.attributes import label_images
 
-    x = to_float(images_u8)
+    x = to_float(images) if images.dtype == torch.uint8 else images
     attrs = [a for a in OUTPUTS if a != "face_conf"]
-    face = label_images(x, attributes=attrs, mirror=False, progress=False)
-    mirrored = label_images(x.flip(3), attributes=attrs, mirror=False, progress=False)
+    face, mirrored = (label_images(v, attributes=attrs, mirror=False, progress=False, **label_kw)
+                      for v in (x, x.flip(3)))
     rows = {}
     for j, a in enumerate(OUTPUTS):
         if a == "face_conf":

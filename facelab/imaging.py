@@ -347,6 +347,28 @@ def make_grid(images: torch.Tensor, *, nrow: int | None = None, padding: int = 2
     return grid
 
 
+def grid_tiles(grid, size: int, *, padding: int = 2) -> torch.Tensor:
+    """The images of a grid written by :func:`make_grid` (or by :func:`save_image` at an integer ``scale``),
+    ``[rows * cols, C, size, size]`` row by row. ``grid``: ``[C, H', W']`` in [-1, 1], or a PIL image or
+    a PNG path; ``size``: the tiles' side before scaling. Lets a notebook label or compare the tiles of a
+    figure that ships as a PNG."""
+    if not isinstance(grid, torch.Tensor):
+        grid = to_tensor(grid)[0]
+    step = size + padding
+
+    def fits(n: int, scale: int) -> bool:  # n pixels = scale * (k tiles and their padding), k >= 1
+        return n % scale == 0 and n // scale > padding and (n // scale - padding) % step == 0
+
+    height, width = grid.shape[-2:]
+    scale = next((k for k in range(1, min(height, width) + 1) if fits(height, k) and fits(width, k)), None)
+    if scale is None:
+        raise ValueError(f"a {height} x {width} px grid is not made of {size} px tiles with {padding} px padding "
+                         "at an integer scale; pass the tiles' side before scaling")
+    grid = grid[:, ::scale, ::scale]  # save_image's scaling repeated each pixel scale x scale times
+    tops, lefts = ([padding + k * step for k in range((n // scale - padding) // step)] for n in (height, width))
+    return torch.stack([grid[:, top:top + size, left:left + size] for top in tops for left in lefts])
+
+
 def save_image(images: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:
     """Save an image or a grid of a batch as PNG (atomically: written to a temp file, then renamed)."""
     path = Path(path)

@@ -39,12 +39,24 @@ def show(images: torch.Tensor, nrow: int, *, title: str | None = None, row_label
 
 def labelled_line(ax, x: Sequence[float], y: Sequence[float], labels: Sequence[str], *, fontsize: int = 8, **plot_kw):
     """Plot points ``(x[i], y[i])`` joined in order, each annotated with ``labels[i]`` (e.g. one point per
-    setting of a knob, as in a tradeoff curve). ``plot_kw`` go to ``ax.plot`` (``marker="o"`` by default).
-    Returns the line."""
+    setting of a knob, as in a tradeoff curve): above and below the point in turn, so that neighbouring
+    points' labels overlap less. ``plot_kw`` go to ``ax.plot`` (``marker="o"`` by default). Returns the line."""
     if not (len(x) == len(y) == len(labels)):
         raise ValueError(f"labelled_line needs as many labels as points, got {len(x)} x, {len(y)} y, {len(labels)} labels")
     plot_kw.setdefault("marker", "o")
     (line,) = ax.plot(list(x), list(y), **plot_kw)
-    for xi, yi, text in zip(x, y, labels):
-        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=fontsize, color=line.get_color())
+    for i, (xi, yi, text) in enumerate(zip(x, y, labels)):
+        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(5, 3) if i % 2 == 0 else (5, -3),
+                    va="bottom" if i % 2 == 0 else "top", fontsize=fontsize, color=line.get_color(), zorder=4)
     return line
+
+
+def difference(images: torch.Tensor, reference: torch.Tensor, *, gain: float = 4.0) -> torch.Tensor:
+    """Where ``images`` differ from ``reference`` (both [N, 3, H, W] in [-1, 1], or a reference [1, ...]
+    for all): the mean absolute difference over the colour channels as a fraction of the full range,
+    multiplied by ``gain``, as grey images in [-1, 1] to :func:`show` beside them (black: unchanged;
+    white: changed by 1/gain of the range or more). Edits too small to see side by side show up here."""
+    if images.shape[-3:] != reference.shape[-3:]:
+        raise ValueError(f"difference needs images of one shape, got {list(images.shape)} and {list(reference.shape)}")
+    d = ((images - reference).abs().mean(-3, keepdim=True) / 2 * gain).clamp(0, 1)
+    return (d * 2 - 1).expand(*d.shape[:-3], 3, *d.shape[-2:])

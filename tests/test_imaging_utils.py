@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from facelab.imaging import make_grid, save_image, to_pil, to_tensor, to_uint8
+from facelab.imaging import grid_tiles, make_grid, save_image, to_pil, to_tensor, to_uint8
 from facelab.utils import get_device, seed_all
 
 
@@ -126,6 +126,36 @@ def test_save_image_writes_a_png_and_no_temp_file(tmp_path):
         assert im.format == "PNG"
         np.testing.assert_array_equal(np.asarray(im), to_uint8(img)[0])
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]
+
+
+def test_grid_tiles_gives_back_the_images_of_a_saved_grid(tmp_path):
+    images = torch.rand(6, 3, 8, 8) * 2 - 1
+    as_saved = torch.cat([to_tensor(a) for a in to_uint8(images)])  # what a PNG keeps: 8-bit values
+    for scale in (1, 3):
+        path = save_image(images, tmp_path / f"grid{scale}.png", nrow=3, scale=scale)
+        tiles = grid_tiles(path, 8)
+        assert tiles.shape == (6, 3, 8, 8) and torch.equal(tiles, as_saved)
+    assert torch.equal(grid_tiles(make_grid(images, nrow=2), 8), images)  # a tensor grid, 3 rows of 2
+    with pytest.raises(ValueError, match="not made of 7 px tiles"):
+        grid_tiles(tmp_path / "grid3.png", 7)
+
+
+def test_difference_map_shows_where_and_how_much_an_edit_changed():
+    from facelab.viz import difference
+
+    ref = torch.zeros(1, 3, 4, 4)
+    edited = ref.repeat(2, 1, 1, 1)
+    edited[0, :, 1, 2] = 0.1   # a change of 0.05 of the range; x4 = 0.2 -> grey -0.6
+    edited[1, 0, 0, 0] = 2.0   # one channel by the whole range: 1/3 of the range x4 saturates at white
+    d = difference(edited, ref)
+    assert d.shape == (2, 3, 4, 4) and d.min() >= -1 and d.max() <= 1
+    assert torch.allclose(d[0, :, 1, 2], torch.full((3,), -0.6)) and d[1, :, 0, 0].eq(1).all()
+    unchanged = torch.ones(4, 4, dtype=torch.bool)
+    unchanged[1, 2] = False
+    assert d[0][:, unchanged].eq(-1).all()  # every other pixel black
+    assert torch.equal(difference(edited, ref, gain=1)[0, 0, 1, 2], torch.tensor(-0.9))
+    with pytest.raises(ValueError, match="one shape"):
+        difference(edited, torch.zeros(1, 3, 5, 5))
 
 
 # ---------------------------------------------------------------------------------------------

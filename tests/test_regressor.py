@@ -113,6 +113,37 @@ def test_fit_trains_an_H_of_the_asked_width_and_a_warm_start_keeps_its_own(tmp_p
     assert load_regressor(tmp_path / "attribute_regressor.pt").width == 8
 
 
+def test_loss_weights_scale_one_attribute_and_bad_ones_are_refused():
+    pred, target = torch.zeros(2, 7), torch.ones(2, 7)
+    target[0, 2] = float("nan")  # no smile label for the first face
+    assert tr.masked_mse(pred, target) == 1.0 and tr.loss_weights(None) is None
+    w = tr.loss_weights(tr.parse_weights(["age=3"]))
+    assert w.tolist() == [3.0, 1, 1, 1, 1, 1, 1]
+    assert math.isclose(float(tr.masked_mse(pred, target, w)), (13 + 2 * 2) / 13, rel_tol=1e-6)  # age counts 3
+    with pytest.raises(ValueError, match="no H output named eyeglasses; weight one of age"):
+        tr.parse_weights(["eyeglasses=2"])
+    with pytest.raises(ValueError, match="write ATTRIBUTE=WEIGHT"):
+        tr.parse_weights(["age:3"])
+    with pytest.raises(ValueError, match="must be positive"):
+        tr.parse_weights(["age=0"])
+
+
+def test_a_weighted_fit_trains_differently_and_says_so(tmp_path):
+    _fake_chunks(tmp_path)
+    small = dict(epochs=1, val=150, batch=32, ship=False, ceiling=False, width=8)
+    plain = tr.fit(tmp_path, **small)
+    plain_H = load_regressor(tmp_path / "attribute_regressor.pt").state_dict()
+    report = tr.fit(tmp_path, weights={"age": 3.0}, **small)  # same seed, same faces
+    weighted_H = load_regressor(tmp_path / "attribute_regressor.pt").state_dict()
+    assert report["runs"][-1]["loss_weights"] == {"age": 3.0} and "loss_weights" not in plain["runs"][-1]
+    assert any(not torch.equal(weighted_H[k], v) for k, v in plain_H.items())
+    assert "(loss weights age 3, the rest 1)" in tr.card_markdown(report)
+    assert "loss weights" not in tr.card_markdown(plain)
+    with pytest.raises(SystemExit, match="no H output named agee"):  # the build refuses it before any stage
+        from facelab.train import build
+        build.main(["world64", "--work", str(tmp_path / "w"), "--h-weight", "agee=2"])
+
+
 def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(trained, monkeypatch):
     tmp_path, _ = trained
     candidate = tmp_path / "candidate.pt"

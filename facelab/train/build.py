@@ -3,7 +3,7 @@
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
         [--n-samples N] [--boundary-samples N] [--boundary-c C]
-        [--h-epochs N] [--h-lr LR] [--h-width W] [--h-init H.pt] [--h-test N]
+        [--h-epochs N] [--h-lr LR] [--h-width W] [--h-weight A=W] [--h-init H.pt] [--h-test N]
         [--mapper-steps N [--mapper-anneal-steps N]]
         [--encoder-steps N [--encoder-anneal-steps N] [--encoder-init E.pt] | --keep-encoder]
         [--device D] [--only STAGE | --from STAGE]
@@ -137,10 +137,10 @@ def stage_label(t: Target, args) -> None:
 
 
 def stage_h(t: Target, args) -> None:
-    from .regressor import fit, label, test
+    from .regressor import fit, label, parse_weights, test
 
     fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
-        width=args.h_width, ship=t.ship)
+        width=args.h_width, weights=parse_weights(args.h_weight), ship=t.ship)
     if not t.ship:
         shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
     if args.h_test:  # a fresh test set from the next seed, which no H trains on; kept for later rebuilds
@@ -363,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--h-epochs", type=int, default=15, help="epochs of H's training")
     p.add_argument("--h-lr", type=float, default=2e-3, help="peak learning rate of H's one-cycle schedule")
     p.add_argument("--h-width", type=int, default=16, help="base width of a fresh H (16: 0.56 M parameters)")
+    p.add_argument("--h-weight", action="append", metavar="ATTRIBUTE=W",
+                   help="weight one attribute in H's loss (repeatable; the rest 1), e.g. --h-weight age=3")
     p.add_argument("--h-test", type=int, default=0, metavar="N",
                    help="also judge H on N fresh faces of the next seed (regressor test; world64's card used 10000)")
     p.add_argument("--h-init", default=None, metavar="H.pt",
@@ -389,6 +391,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--from", dest="from_", default=None, metavar="STAGE", help="rerun from this stage on")
     args = p.parse_args(argv)
     try:
+        from .regressor import parse_weights
+
+        parse_weights(args.h_weight)  # a misspelt weight fails now, not after the labelling stage
         build(args)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -174,9 +174,45 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.stack([pad[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error over the labels that exist (NaN: the teacher found no face); ``weight`` [K]
+    scales each attribute's squared errors (:func:`loss_weights`)."""
     ok = ~torch.isnan(target)
-    return (pred - target.nan_to_num())[ok].square().mean()
+    err = (pred - target.nan_to_num()).square()
+    return (err if weight is None else err * weight)[ok].mean()
+
+
+def parse_weights(pairs: list[str] | None) -> dict[str, float] | None:
+    """``["age=3", ...]`` (the command line's ``--weight``) -> ``{"age": 3.0}``; checked by :func:`loss_weights`."""
+    out = {}
+    for pair in pairs or []:
+        name, _, value = pair.partition("=")
+        try:
+            out[name.strip()] = float(value)  # no "=" leaves value "", which float refuses too
+        except ValueError:
+            raise ValueError(f"--weight {pair!r}: write ATTRIBUTE=WEIGHT, e.g. --weight age=3") from None
+    loss_weights(out)
+    return out or None
+
+
+def weighted_by(weights: dict[str, float] | None) -> dict:
+    """``{"weights": weights}`` for a fit's settings when there are any, else ``{}``: an unweighted fit
+    records what it always did, so its interrupted state still resumes."""
+    return {"weights": dict(weights)} if weights else {}
+
+
+def loss_weights(weights: dict[str, float] | None) -> torch.Tensor | None:
+    """``{attribute: weight}`` (the rest 1) as a vector in H's output order, or None for equal weights.
+    A larger weight spends more of H's small capacity on that attribute, at the others' expense (what
+    age's weight bought on world64: the H card, "Tried and not shipped")."""
+    if not weights:
+        return None
+    unknown = sorted(set(weights) - set(OUTPUTS))
+    if unknown:
+        raise ValueError(f"no H output named {', '.join(unknown)}; weight one of {', '.join(OUTPUTS)}")
+    if any(not (math.isfinite(v) and v > 0) for v in weights.values()):
+        raise ValueError(f"loss weights must be positive numbers, got {weights}")
+    return torch.tensor([float(weights.get(a, 1.0)) for a in OUTPUTS])
 
 
 @torch.no_grad()
@@ -320,7 +356,8 @@ def _resume(state_path: Path, settings: dict, H, opt, sched, gen: torch.Generato
 
 
 def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: float = 2e-3, seed: int = 0,
-        ship: bool = True, ceiling: bool = True, init: str | Path | None = None, width: int = 16) -> dict:
+        ship: bool = True, ceiling: bool = True, init: str | Path | None = None, width: int = 16,
+        weights: dict[str, float] | None = None) -> dict:
     """Train H on the chunks in ``out`` (the last ``val`` faces held out), report, and ship it.
 
     ``ceiling``: also label the held-out faces and their mirror images with the teacher to measure
@@ -328,10 +365,12 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     of the same labels (:func:`warm_start`) for ``epochs`` more, with a fresh one-cycle schedule
     peaking at ``lr`` (a warm restart); the report counts all its epochs and keeps one held-out curve.
     ``width``: the network's base width (:class:`~facelab.nets.regressor.AttributeRegressor`) for a
-    fresh H; a warm start keeps its own. After each epoch the whole training state is saved to
-    ``out/fit-state.pt``: a fit stopped by any means continues from its last whole epoch when rerun
-    with the same settings (exactly as if it had not stopped), and the file goes when the fit ends.
+    fresh H; a warm start keeps its own. ``weights``: ``{attribute: loss weight}``, the rest 1
+    (:func:`loss_weights`). After each epoch the whole training state is saved to ``out/fit-state.pt``:
+    a fit stopped by any means continues from its last whole epoch when rerun with the same settings
+    (exactly as if it had not stopped), and the file goes when the fit ends.
     """
+    weight = loss_weights(weights)  # a bad name fails before the faces load
     images, labels = load_chunks(out)
     if images.shape[0] <= val:
         raise ValueError(f"only {images.shape[0]} labelled faces for --val {val}; label more or lower --val")
@@ -348,7 +387,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     steps = epochs * math.ceil(tr_x.shape[0] / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     settings = {"faces": int(images.shape[0]), "val": val, "epochs": epochs, "batch": batch, "lr": lr, "seed": seed,
-                "width": H.width, "init": None if init is None else str(init)}
+                "width": H.width, "init": None if init is None else str(init), **weighted_by(weights)}
     state_path = out / FIT_STATE
     start, minutes, curve = _resume(state_path, settings, H, opt, sched, gen, curve)
     if start:
@@ -367,7 +406,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
             flip = torch.rand(x.shape[0], generator=gen) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             y = torch.where(flip[:, None], tr_y[idx] * MIRROR_SIGN, tr_y[idx])  # a mirror flips yaw and roll
-            loss = masked_mse(H.normalised(x.contiguous(memory_format=torch.channels_last)), (y - mean) / std)
+            loss = masked_mse(H.normalised(x.contiguous(memory_format=torch.channels_last)), (y - mean) / std, weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -382,7 +421,8 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     bar.close()
     H.eval().to(memory_format=torch.contiguous_format)
     H.load_state_dict(half_weights(H.state_dict()))  # what ships: the numbers below measure the rounded weights
-    runs.append({"epochs": epochs, "lr": lr, "minutes": round(minutes + (time.time() - t0) / 60, 1)})
+    runs.append({"epochs": epochs, "lr": lr, "minutes": round(minutes + (time.time() - t0) / 60, 1),
+                 **({"loss_weights": dict(weights)} if weights else {})})
     report = {"train_faces": int(tr_x.shape[0]), "val_faces": int(val), "width": H.width, "drawn": drawn_from(out),
               "epochs": done + epochs,
               "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
@@ -441,9 +481,14 @@ def card_markdown(report: dict) -> str:
                  "training faces (unaugmented): when it is no higher than the held-out r, H is not memorising its "
                  "faces (the teacher's label noise caps both).", ""]
     runs = report.get("runs", [])
-    schedule = ("," if len(runs) < 2 else f" — {runs[0]['epochs']} at peak lr {runs[0]['lr']:g}" + "".join(
-        f", then {r['epochs']} more at {r['lr']:g} warm-started from that H with a fresh optimiser" for r in runs[1:])
-        + ", each run a one-cycle schedule —")
+    def weighted(r: dict) -> str:
+        w = r.get("loss_weights")
+        return f" (loss weights {', '.join(f'{a} {v:g}' for a, v in w.items())}, the rest 1)" if w else ""
+
+    schedule = ("," + weighted(runs[0]) if len(runs) == 1 else "," if not runs else
+                f" — {runs[0]['epochs']} at peak lr {runs[0]['lr']:g}{weighted(runs[0])}" + "".join(
+                    f", then {r['epochs']} more at {r['lr']:g} warm-started from that H with a fresh optimiser"
+                    f"{weighted(r)}" for r in runs[1:]) + ", each run a one-cycle schedule —")
     curve = report.get("curve", [])
     if curve:  # the held-out r after each recorded epoch: where it flattens
         note += ["Held-out r after each epoch (" + ", ".join(f"{a}" for a in CURVE) + "): " + "; ".join(
@@ -599,6 +644,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--init", default=None, metavar="H.pt",
                    help="continue this H (trained on the same labels and --val) for --epochs more: a warm restart")
     b.add_argument("--width", type=int, default=16, help="base width of a fresh H (16: 0.56 M parameters)")
+    b.add_argument("--weight", action="append", metavar="ATTRIBUTE=W",
+                   help="weight one attribute's loss (repeatable; the rest 1), e.g. --weight age=3")
     b.add_argument("--no-ship", action="store_true")
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
     c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and ship it again (float16 "
@@ -632,7 +679,7 @@ def main(argv: list[str] | None = None) -> None:
         label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)
     else:
         fit(args.out, epochs=args.epochs, val=args.val, lr=args.lr, init=args.init, ship=not args.no_ship,
-            ceiling=not args.no_ceiling, width=args.width)
+            ceiling=not args.no_ceiling, width=args.width, weights=parse_weights(args.weight))
 
 
 if __name__ == "__main__":

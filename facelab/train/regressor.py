@@ -481,6 +481,7 @@ def card_markdown(report: dict) -> str:
                  "training faces (unaugmented): when it is no higher than the held-out r, H is not memorising its "
                  "faces (the teacher's label noise caps both).", ""]
     runs = report.get("runs", [])
+
     def weighted(r: dict) -> str:
         w = r.get("loss_weights")
         return f" (loss weights {', '.join(f'{a} {v:g}' for a, v in w.items())}, the rest 1)" if w else ""

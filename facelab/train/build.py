@@ -137,10 +137,10 @@ def stage_label(t: Target, args) -> None:
 
 
 def stage_h(t: Target, args) -> None:
-    from .regressor import fit, label, parse_weights, test
+    from .regressor import fit, label, test
 
     fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
-        width=args.h_width, weights=parse_weights(args.h_weight), ship=t.ship)
+        width=args.h_width, weights=args.h_weight, ship=t.ship)
     if not t.ship:
         shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
     if args.h_test:  # a fresh test set from the next seed, which no H trains on; kept for later rebuilds
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         from .regressor import parse_weights
 
-        parse_weights(args.h_weight)  # a misspelt weight fails now, not after the labelling stage
+        args.h_weight = parse_weights(args.h_weight)  # a misspelt weight fails now, not after the label stage
         build(args)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -158,6 +158,40 @@ def test_difference_map_shows_where_and_how_much_an_edit_changed():
         difference(edited, torch.zeros(1, 3, 5, 5))
 
 
+def test_spread_labels_untangles_a_crowded_line_and_leaves_a_clear_one():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from facelab.viz import labelled_line, spread_labels
+
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    names = ["W", "W+ λ=3", "W+ λ=0.3", "W+ λ=0"]
+    labelled_line(ax, [0.27, 0.25, 0.22, 0.23], [0.77, 0.80, 0.88, 0.85], names)  # a tight cluster
+    labelled_line(ax, [1.0, 1.4, 1.8], [1.0, 1.3, 1.6], ["a", "b", "c"], marker="s")  # room to spare
+    ax.margins(0.1)
+    before = {t.get_text(): tuple(t.xyann) for t in ax.texts}
+    assert spread_labels(ax) == 0
+    renderer = fig.canvas.get_renderer()
+    boxes = {}
+    for t in ax.texts:
+        t.update_positions(renderer)
+        boxes[t.get_text()] = Text.get_window_extent(t, renderer)
+    texts = {t.get_text(): t for t in ax.texts}
+    assert sorted(texts) == sorted(names + ["a", "b", "c"])  # every label still there, once
+    for a in boxes:
+        for b in boxes:
+            assert a == b or not boxes[a].overlaps(boxes[b]), (a, b)
+    for name in "abc":  # the clear line's labels did not move, and got no line
+        assert tuple(texts[name].xyann) == before[name] and texts[name].arrow_patch is None
+    # the crowded labels are stacked in their points' vertical order, each joined to its point
+    assert [n for n in sorted(names, key=lambda n: -boxes[n].y0)] == ["W+ λ=0.3", "W+ λ=0", "W+ λ=3", "W"]
+    assert all(texts[n].arrow_patch is not None for n in names)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------------------------------------
 # Devices and seeds
 

@@ -1,9 +1,9 @@
 """facelab: editing faces with StyleGAN, a course and the small PyTorch library behind it.
 
-    import facelab as fl
-    G = fl.load_generator("world64")          # the embedded 64 px StyleGAN2 world (offline)
-    ws = G.mapping(torch.randn(4, G.z_dim))    # W+ latents [4, num_ws, w_dim]
-    img = G.synthesis(ws)                       # images [4, 3, 64, 64] in [-1, 1]
+    import torch, facelab as fl
+    G = fl.load_generator("world64")                             # the embedded 64 px StyleGAN2 world (offline)
+    ws = G.mapping(torch.randn(4, G.z_dim, device=G.w_avg.device))  # W+ latents [4, num_ws, w_dim], on G's device
+    img = G.synthesis(ws)                                          # images [4, 3, 64, 64] in [-1, 1]
 
 Topic modules, one per notebook: ``interpret`` (01, InterFaceGAN), ``invert`` (02, projection into
 W/W+), ``pti`` (03, pivotal tuning), ``mapper`` (04, latent-to-latent mapper). They share the core,

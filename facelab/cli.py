@@ -3,14 +3,16 @@
     facelab edit photo.jpg --age +10 --smile +0.3 -o out.png          # one photo
     facelab edit photos/ -o edited/ --method pti --by mapper --age +5   # a folder, one failure does not stop it
     facelab invert photo.jpg -o photo.pt --method w+                    # the latent (and --image recon.png)
+    facelab invert photo.jpg -o photo.pt                                # pti: the pivots and the tuned weights
     facelab worlds                                                      # what is installed or built
 
 The walk is the course's: the face is found and aligned into the world's crop
 (:meth:`facelab.World.align`), inverted (``--method``: ``encoder`` one pass of the world's e4e-style
 encoder; ``w`` / ``w+`` the StyleGAN2 projector; ``pti`` encoder pivots + pivotal tuning), edited
 (``--by``: ``interfacegan`` moves along the world's W boundaries, ``pattern`` along their activation
-patterns, the directions the world's faces vary along, which move attributes further per std in an
-anisotropic W but less cleanly (:func:`facelab.interpret.activation_pattern`, notebooks 01 and 04),
+patterns, the directions the world's faces vary along, which in world64 move each attribute a
+little less per std than the normal and drag correlated ones along
+(:func:`facelab.interpret.activation_pattern`, notebooks 01 and 04),
 ``mapper`` asks the Latent-to-Latent mapper) and rendered. Edits are in the attribute's own units
 (``--age +10`` years, ``--smile +0.3`` probability); for InterFaceGAN they become a step along the
 normal (or pattern) through the world's average slope (:func:`facelab.interpret.attribute_slope`),
@@ -50,18 +52,23 @@ PATTERN_CODES = 10_000  # latents each boundary's activation pattern is measured
 ATTRIBUTES = tuple(a for a in OUTPUTS if a != "face_conf")  # what can be asked for: H's attributes
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MAX_STDS = 3  # InterFaceGAN edits beyond this many std of the signed distance leave the data the boundary saw
-EXPECTED = (PhotoError, FaceAlignmentError, FileNotFoundError, ValueError, KeyError, OSError)
+# What one photo can fail with, reported in a line while the others go on: bad input, a diverging
+# optimisation (FloatingPointError, naming the step and the loss), a GPU out of memory.
+EXPECTED = (PhotoError, FaceAlignmentError, FileNotFoundError, ValueError, KeyError, OSError, ArithmeticError,
+            torch.cuda.OutOfMemoryError)
 
 
 @dataclass
 class Inversion:
     """A face's latent and the generator that renders it: ``ws`` [1, num_ws, w_dim]; ``G`` the
-    world's generator, or PTI's tuned copy; ``seconds`` the inversion's time."""
+    world's generator, or PTI's tuned copy; ``seconds`` the inversion's time; ``tuned`` PTI's whole
+    result (:class:`facelab.pti.PTIResult`, which saves the tuned weights), None for the others."""
 
     ws: torch.Tensor
     G: torch.nn.Module
     method: str
     seconds: float
+    tuned: pti.PTIResult | None = None
 
     def render(self, ws: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
@@ -80,7 +87,7 @@ def invert(world, face: torch.Tensor, *, method: str = "pti", budget=None, progr
     elif method == "pti":
         res = pti.tune(G, face, pivots="encoder", encoder=world.encoder,
                        config=pti.PTIConfig(tune_steps=budget.upload_tune_steps), progress=progress)
-        return Inversion(res.pivots, res.G, method, time.perf_counter() - t0)
+        return Inversion(res.pivots, res.G, method, time.perf_counter() - t0, tuned=res)
     else:
         proj = project(G, face, space="w", config=ProjectConfig(steps=budget.project_steps), progress=progress)
         if method == "w+":
@@ -181,14 +188,17 @@ def _one_edit(world, photo: Path, dest: Path, args, edit) -> None:
     save_image(images, dest, nrow=len(images), scale=args.scale)
 
 
-def _one_invert(world, photo: Path, dest: Path, args) -> None:
+def _one_invert(world, photo: Path, dest: Path, args, many: bool) -> None:
     face = world.align(photo)[None]
     inv = invert(world, face, method=args.method, budget=world.budgets[args.budget])
     dest.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": "facelab.latent/1", "world": world.name, "method": inv.method, "photo": str(photo),
-                "ws": inv.ws.detach().cpu()}, dest)
-    if args.image:
-        save_image(inv.render(), args.image if len(args.photos) == 1 else dest.with_suffix(".png"), scale=args.scale)
+    if inv.tuned is not None:  # the pivots alone would render the untuned world's face: keep the weights too
+        inv.tuned.save(dest)
+    else:
+        torch.save({"format": "facelab.latent/1", "world": world.name, "method": inv.method, "photo": str(photo),
+                    "ws": inv.ws.detach().cpu()}, dest)
+    if args.image:  # several photos: each reconstruction beside its latent
+        save_image(inv.render(), dest.with_suffix(".png") if many else args.image, scale=args.scale)
 
 
 def _run_batch(photos: list[Path], work, what: str) -> int:
@@ -232,7 +242,7 @@ def cmd_invert(args) -> int:
     photos = _photos(args.photos)
     many = _check_output(args.output, photos)
     world = load_world(args.world, device=args.device)
-    return _run_batch(photos, lambda p: _one_invert(world, p, _destination(p, args.output, many, ".pt"), args),
+    return _run_batch(photos, lambda p: _one_invert(world, p, _destination(p, args.output, many, ".pt"), args, many),
                       "invert")
 
 
@@ -300,9 +310,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--compare", action="store_true", help="save the crop, the inversion and the edit side by side")
     e.set_defaults(run=cmd_edit)
 
-    i = sub.add_parser("invert", help="invert photos into the world's W+ and save the latents (.pt)")
+    i = sub.add_parser("invert", help="invert photos into the world's W+ and save the latents (.pt)",
+                       description="Align the face, invert it, save its W+ latent (format facelab.latent/1). With "
+                                   "--method pti (the default) the file is PTI's: the pivots and the tuned "
+                                   "generator's weights, read by facelab.pti.load_pti(path, world.G).")
     common(i)
-    i.add_argument("--image", type=Path, help="also save the reconstruction as this PNG")
+    i.add_argument("--image", type=Path,
+                   help="also save the reconstruction as this PNG (several photos: each beside its latent)")
     i.set_defaults(run=cmd_invert)
 
     w = sub.add_parser("worlds", help="list the worlds and what each has built")

@@ -79,8 +79,9 @@ class E4EConfig(Config):
                 raise ValueError(f"E4EConfig.{name} must be a finite number >= 0, got {v!r}")
         for name in ("progressive_start", "progressive_every", "batch"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= (1 if name != "progressive_start" else 0)):
-                raise ValueError(f"E4EConfig.{name} must be a whole number >= 1, got {v!r}")
+            least = 0 if name == "progressive_start" else 1
+            if not (isinstance(v, int) and v >= least):
+                raise ValueError(f"E4EConfig.{name} must be a whole number >= {least}, got {v!r}")
         if self.mix > 1:
             raise ValueError(f"E4EConfig.mix is a probability, got {self.mix}")
 

@@ -244,7 +244,7 @@ def align_face(src, *, index: int | None = None, size: int | None = None, return
     index = 0 if index is None else index
     if not -len(faces) <= index < len(faces):
         raise FaceAlignmentError(f"index={index} but {name} has {len(faces)} face(s) ({listing}); "
-                                 f"pass 0 <= index < {len(faces)}")
+                                 f"pass -{len(faces)} <= index < {len(faces)} (0 = largest)")
     face = faces[index]
     z, t = _chip_transform(template, face.landmarks)
     if refine:
@@ -285,7 +285,7 @@ def align_faces(srcs, *, index: int | None = None, size: int | None = None, **kw
 
 
 @torch.no_grad()
-def measure_template(n: int = 4096, seed: int = 0, *, symmetric: bool = False,
+def measure_template(*, n: int = 4096, seed: int = 0, symmetric: bool = False,
                      min_confidence: float = MIN_CONFIDENCE, batch_size: int = 256,
                      device=None) -> torch.Tensor:
     """Mean MTCNN landmarks ``[5, 2]`` of ``n`` teacher faces, as fractions of the 64 px crop.

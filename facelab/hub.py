@@ -17,7 +17,7 @@ never runs code from a file.
 
 The loaders of the shipped networks live here, above :mod:`facelab.nets` (which holds the networks
 and imports nothing above itself): :func:`load_generator`, :func:`load_identity`,
-:func:`load_regressor`. Each takes ``device=None`` (:func:`facelab.get_device`) and returns the
+:func:`load_regressor`, :func:`load_encoder`. Each takes ``device=None`` (:func:`facelab.get_device`) and returns the
 network in eval mode with frozen parameters (gradients still reach its inputs).
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ __all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_torch_save", "c
            "download", "export_generator", "is_path", "load_checkpoint", "load_facenet", "load_file", "load_generator",
            "load_encoder", "load_identity", "load_named", "load_regressor", "load_state", "register", "save_encoder",
            "sha256_file", "ship_file",
-           "ship_generator", "url_env", "url_of", "weights_only_refusal", "weights_path"]
+           "ship_generator", "url_env", "url_of", "weights_only_refusal", "weights_path", "world_artifact"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 HOME_ENV = "FACELAB_HOME"
@@ -324,7 +324,8 @@ def load_checkpoint(name_or_path: str | Path, *, fmt: str, what: str, fix: str, 
     ``keys`` must all be present.
     """
     if is_path(name_or_path):
-        path, ckpt = Path(name_or_path), load_file(name_or_path)
+        path = Path(name_or_path).expanduser()
+        ckpt = load_file(path)
     else:
         path, ckpt = load_named(str(name_or_path), opener=opener)
     if not isinstance(ckpt, dict) or ckpt.get("format") != fmt:
@@ -368,7 +369,7 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
     """
     spec = None if is_path(name_or_path) else REGISTRY.get(str(name_or_path))
     if spec is None and Path(name_or_path).suffix == ".pkl":
-        return read_generator(Path(name_or_path)).to(get_device(device))
+        return read_generator(Path(name_or_path).expanduser()).to(get_device(device))
     if spec is not None and spec.filename.endswith(".pkl"):
         path, G = load_named(spec.name, read_generator, opener=opener)
         G.meta.update(name=spec.name, url=url_of(spec.name), sha256=spec.sha256 or _pinned(path))
@@ -385,6 +386,8 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
     G = Generator(cfg)
     load_state(G, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix} again")
     G.meta = ckpt.get("meta", {})
+    if spec is not None:  # loaded by name: its world's other weights (e.g. encoder_world64) go by that name
+        G.meta["name"] = spec.name
     return G.eval().requires_grad_(False).to(get_device(device))
 
 
@@ -466,11 +469,19 @@ def save_encoder(E: Encoder, path: str | Path, *, meta: dict | None = None,
                               "w_dim": E.w_dim, "stage": int(E.stage), "state_dict": state, "meta": meta}, path)
 
 
-def load_encoder(name: str | Path, *, device=None) -> Encoder:
-    """An e4e-style encoder (:mod:`facelab.nets.encoder`) by registry name (the shipped
-    ``"encoder_world64"``) or from a ``.pt`` path; eval mode, frozen, float32."""
+def world_artifact(kind: str, name_or_path: str | Path) -> str | Path:
+    """The registry name of world ``name_or_path``'s shipped ``kind`` (``"mapper"``, ``"encoder"``,
+    ``"boundaries"``), e.g. ``world64`` -> ``mapper_world64``; anything else (a full registry name, a
+    path) as given. So each loader takes a world's name, as :func:`facelab.interpret.load_boundaries` does."""
+    key = f"{kind}_{name_or_path}"
+    return key if not is_path(name_or_path) and key in REGISTRY and REGISTRY[key].kind == kind else name_or_path
+
+
+def load_encoder(name_or_path: str | Path = "world64", *, device=None) -> Encoder:
+    """An e4e-style encoder (:mod:`facelab.nets.encoder`): a world's shipped one by its name (``"world64"``,
+    or the registry name ``"encoder_world64"``) or one from a ``.pt`` path; eval mode, frozen, float32."""
     fix = "train one with: python -m facelab.train.encoder"
-    path, ckpt = load_checkpoint(name, fmt=ENCODER_FORMAT, what="a facelab encoder", fix=fix,
+    path, ckpt = load_checkpoint(world_artifact("encoder", name_or_path), fmt=ENCODER_FORMAT, what="a facelab encoder", fix=fix,
                                  keys=("config", "num_ws", "w_dim", "state_dict"))
     try:
         cfg = EncoderConfig.from_dict(ckpt["config"])

@@ -650,7 +650,7 @@ def _normal_like(boundary, x: torch.Tensor, layers) -> tuple[torch.Tensor, float
     mask = torch.zeros(L, 1, device=x.device, dtype=n.dtype)
     idx = list(range(L)) if layers is None else [int(i) for i in layers]
     if not idx or any(not -L <= i < L for i in idx):
-        raise ValueError(f"layers must be a non-empty list of indices in [0, {L}), got {idx}")
+        raise ValueError(f"layers must be a non-empty list of indices in [-{L}, {L}), got {idx}")
     mask[idx] = 1
     return n, b, mask
 
@@ -727,9 +727,9 @@ def attribute_slope(G, boundary, H, *, attribute: str | None = None, n: int = 64
     attribute = attribute or boundary.attribute
     step = float(getattr(boundary.report, "distance_std", 1.0) or 1.0)
     ws = sample_latents(G, n, space="w", psi=psi, seed=seed).w.to(device_of(G))  # [n, w_dim]
-    j = H.index(attribute)
-    before = H(render(G, ws))[:, j]
-    after = H(render(G, edit(ws, boundary, step)))[:, j]
+    j, at = H.index(attribute), device_of(H)  # render returns CPU images; H may sit on the GPU
+    before = H(render(G, ws).to(at))[:, j]
+    after = H(render(G, edit(ws, boundary, step)).to(at))[:, j]
     return float((after - before).mean()) / step
 
 
@@ -854,6 +854,10 @@ def rescore(G, x: torch.Tensor, boundaries, labeler=None, *, step: float | str =
     else:
         to_w = lambda codes: codes  # noqa: E731
     names, items = _named_boundaries(boundaries)
+    for name, b in zip(names, items):  # Z and W codes have the same size in many worlds: only .space tells
+        if isinstance(b, Boundary) and (b.space == "z") != (space == "z"):
+            raise ValueError(f"boundary {name!r} lives in {b.space!r} but rescore was given space={space!r}; "
+                             f"pass space={b.space!r} with {b.space!r} codes, or load the {space!r} boundaries")
     base = render(G, to_w(x), batch_size=batch_size, noise_mode=noise_mode) if identity is not None else None
     rows, steps, ids, attrs = [], [], [], None
     for b in items:
@@ -918,7 +922,7 @@ def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None =
     from .hub import REGISTRY, is_path, load_file, weights_path
 
     if is_path(name_or_path):
-        path = Path(name_or_path)
+        path = Path(name_or_path).expanduser()
     else:
         key = next((k for k in (f"boundaries_{name_or_path}", str(name_or_path)) if k in REGISTRY
                     and REGISTRY[k].kind == "boundaries"), None)
@@ -970,7 +974,7 @@ def _fix_signs(vectors: torch.Tensor) -> torch.Tensor:
     return vectors * torch.where(sign == 0, torch.ones_like(sign), sign)
 
 
-def sefa_directions(G, layers: Sequence[int] | None = None, k: int = 5) -> Directions:
+def sefa_directions(G, *, layers: Sequence[int] | None = None, k: int = 5) -> Directions:
     """SeFa directions: the top-``k`` eigenvectors of ``A^T A`` [w_dim, w_dim].
 
     ``A`` stacks the style affine weights [C_i, w_dim] of the synthesis conv layers ``layers``
@@ -993,7 +997,7 @@ def sefa_directions(G, layers: Sequence[int] | None = None, k: int = 5) -> Direc
     return Directions(_fix_signs(vectors[:, order].T).float(), values[order].float(), "sefa")
 
 
-def ganspace_directions(G, n: int = 10_000, k: int = 5, seed: int = 0, psi: float = 1.0) -> Directions:
+def ganspace_directions(G, *, n: int = 10_000, k: int = 5, seed: int = 0, psi: float = 1.0) -> Directions:
     """GANSpace directions: the top-``k`` principal components of ``n`` sampled w [n, w_dim].
 
     Returns :class:`Directions` with unit vectors in W, their variances ``values`` (w units²) and

@@ -24,9 +24,11 @@ the world, as H sees it); :meth:`LatentMapper.edit` takes natural units (``age=+
 for "+10 years, nothing else" is not what happens in the data: older faces in our world are also
 (say) more often male. The requested change ``Δa`` on the *named* attributes is completed on the
 other attributes by their regression on the named ones, fitted on the world's labels:
-``Δa_other = B Δa_named`` with ``B = Σ_on Σ_nn⁻¹`` (the conditional mean of a Gaussian fitted to the
-standardised labels), keeping only entries whose correlation is at least ``correction_min_corr``
-in magnitude (weaker ones are noise and are set to zero: the attribute is asked to stay put).
+``Δa_other = B Δa_named`` with ``B[i, j] = corr(i, j)``, the conditional mean of a Gaussian fitted
+to the standardised labels given one named attribute (several named attributes add their
+single-attribute slopes, ignoring the named ones' own correlation, which ``Σ_on Σ_nn⁻¹`` would
+account for), keeping only entries whose correlation is at least ``correction_min_corr`` in
+magnitude (weaker ones are noise and are set to zero: the attribute is asked to stay put).
 Targets are then clipped to the range seen in the data. The matrix is computed by
 :func:`correction_matrix` and stored with the mapper.
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -46,6 +49,8 @@ import torch.nn as nn
 from .latents import as_wplus
 from .utils import Config, annealed_lr, check_finite
 from .worlds import register_reader
+
+__all__ = ["LatentMapper", "MapperConfig", "correction_matrix", "edit", "load_mapper", "save_mapper"]
 
 MAPPER_FORMAT = "facelab.mapper/1"
 EDITABLE = ("age", "male", "smile", "yaw", "roll", "mouth_width")  # H's attributes except face_conf
@@ -232,13 +237,14 @@ def save_mapper(m: LatentMapper, path, *, weight_dtype: torch.dtype = torch.floa
                        "w_dim": m.w_dim, "state_dict": state, "meta": m.meta}, path)
 
 
-def load_mapper(name: str = "mapper_world64", *, device=None) -> LatentMapper:
-    """The shipped mapper (``"mapper_world64"``) or one saved by ``save_mapper``; eval mode, frozen."""
-    from .hub import load_checkpoint, load_state
+def load_mapper(name_or_path: str | Path = "world64", *, device=None) -> LatentMapper:
+    """A world's shipped mapper by its name (``"world64"``, or the registry name ``"mapper_world64"``) or
+    one saved by ``save_mapper``; eval mode, frozen."""
+    from .hub import load_checkpoint, load_state, world_artifact
     from .utils import get_device
 
     fix = "train one with: python -m facelab.train.mapper"
-    path, ckpt = load_checkpoint(name, fmt=MAPPER_FORMAT, what="a facelab mapper", fix=fix,
+    path, ckpt = load_checkpoint(world_artifact("mapper", name_or_path), fmt=MAPPER_FORMAT, what="a facelab mapper", fix=fix,
                                  keys=("config", "num_ws", "w_dim", "state_dict"))
     m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig.from_dict(ckpt["config"]))
     load_state(m, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")

@@ -1,7 +1,10 @@
 """Image metrics shared by the topic modules: identity similarity, a perceptual distance, MSE.
 
-All functions take image batches ``[N, 3, H, W]`` in [-1, 1] and return one value per image pair,
-``[N]``; all are differentiable with respect to the images (the networks' parameters are frozen).
+The distances (:func:`identity_similarity`, :func:`perceptual_distance`, :func:`mse`) take image
+batches ``[N, 3, H, W]`` in [-1, 1] and return one value per image pair, ``[N]``, differentiable with
+respect to the images (the networks' parameters are frozen). The judges built on them
+(:func:`distortion`, :func:`editability`, the ``judged_*`` functions) measure without gradients and
+return dicts or small records.
 
 **Face chips from the world's crop.** The identity network (dlib's ResNet, ported in
 :mod:`facelab.nets.identity`) expects 150 px chips aligned like ``dlib.get_face_chip(img, shape,
@@ -77,7 +80,7 @@ from .imaging import check_images, resize
 from .latents import as_wplus, w_distance
 from .nets.attributes import detect_faces
 from .nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, DLIB_STAGES, DlibResNet
-from .utils import device_of, get_device
+from .utils import device_of, get_device, on_device
 
 # MTCNN's left eye, right eye and nose in a dlib chip of padding 0.25 (150 px chips: 48.1, 101.9 px
 # for the eyes at y 46.3, the nose at 75.0, 78.4), converted from the padding-0.2 template (module doc).
@@ -498,6 +501,9 @@ def editability(G, ws: torch.Tensor, boundaries, H, *, step: float | str = "std"
     for name, b in _boundary_items(boundaries):
         attribute = getattr(b, "attribute", "") or name
         h = _boundary_step(name, b, step)
+        if getattr(b, "space", "w") == "z":  # as long as a W normal in many worlds: only .space tells
+            raise ValueError(f"boundary {name!r} lives in Z; editability edits W+ latents: "
+                             "load the W boundaries (load_boundaries(..., space='w'))")
         normal = torch.as_tensor(getattr(b, "normal", b)).detach().float().flatten().to(device)
         if normal.shape != (G.w_dim,):
             raise ValueError(f"boundary {name!r}: normal must be a W direction [{G.w_dim}], got {list(normal.shape)}")
@@ -583,12 +589,13 @@ def different_people_identity(G, n: int = 32, *, seed: int = 0, psi: float = 1.0
 
     Faces ``2i`` and ``2i + 1`` of ``2n`` faces drawn from z with ``torch.Generator`` seed ``seed``
     (truncation ``psi``) are compared with :func:`judged_identity` (same judge and chips as
-    :func:`identity_similarity`): the baseline an "edits keep identity" claim must clear.
+    :func:`identity_similarity`): the baseline an "edits keep identity" claim must clear. Runs on
+    ``device`` (default: G's), on a copy of G if it lives elsewhere: the caller's G stays where it is.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1 pairs, got {n}")
-    device = get_device(device)
-    G = G.to(device)
+    device = device_of(G) if device is None else torch.device(device)
+    G = on_device(G, device)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(2 * n, G.z_dim, generator=gen)  # on the CPU: the same people on every device
     with torch.no_grad():

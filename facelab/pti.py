@@ -365,12 +365,13 @@ def encoder_pivots(G: nn.Module, images: torch.Tensor, encoder=None) -> torch.Te
 
 def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None, pivots=None, encoder=None,
          perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-         progress: bool = True) -> PTIResult:
+         progress: bool = True, **hyper) -> PTIResult:
     """Pivotal Tuning Inversion of ``images`` [N, 3, H, W] in [-1, 1] (resized to G's resolution).
 
     G: a facelab ``Generator``; never modified (parameters, buffers, requires_grad flags and
     train/eval mode stay as they are). The tuned generator is a copy, returned in the result.
-    config: :class:`PTIConfig` (default: the paper's values).
+    config: :class:`PTIConfig` (default: the paper's values); its fields can also be given as
+    keywords, which override it (``tune(G, x, tune_steps=100, device="cuda")``, as :func:`project`).
     pivots: skip the W projection and tune around these latents: W ``[N, w_dim]``, W+
     ``[N, num_ws, w_dim]`` or a :class:`facelab.projector.Projection`; or ``"encoder"``: take them
     from an e4e-style encoder in one pass (:func:`encoder_pivots`; the official PTI code offers
@@ -388,12 +389,19 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
     config = PTIConfig() if config is None else config
     if not isinstance(config, PTIConfig):
         raise TypeError(f"config must be a PTIConfig, got {type(config).__name__}")
+    unknown = sorted(set(hyper) - {f.name for f in dataclasses.fields(PTIConfig)})
+    if unknown:
+        raise TypeError(f"tune() got unexpected keyword arguments {unknown}; hyperparameters are the fields of "
+                        "PTIConfig")
+    config = config.replace(**hyper) if hyper else config
     check_images(images, "images", channels=G.img_channels, square=True, nonempty=True)
     n = images.shape[0]
     if isinstance(pivots, str):
         if pivots != "encoder":
             raise ValueError(f"pivots must be latents, a Projection, 'encoder' or None, got {pivots!r}")
         pivots = encoder_pivots(G, resize(images.detach().float(), G.img_resolution), encoder)
+    elif encoder is not None:  # it would be ignored, and the pivots projected instead
+        raise ValueError("encoder= is used with pivots='encoder' only; pass both to take the pivots from it")
     if pivots is not None:
         pivots = _check_pivots(pivots, n, G)
     if pivots is None and config.pivot_steps < 1:
@@ -638,7 +646,8 @@ def calibrate_threshold(G: nn.Module | None = None, *, images: torch.Tensor | No
 
     The median, over faces and the four one-``shift`` translations (right, left, down, up; the edge
     repeats), of ``perceptual(face, shifted face)``. Faces: ``images`` [N, 3, H, W] in [-1, 1],
-    or ``n`` faces of ``G`` (``mapping(z, psi)``, z seeded by ``seed``, const noise).
+    or ``n`` faces of ``G`` (``mapping(z, psi)``, z seeded by ``seed``, const noise), on ``device``
+    (default: the images' or G's; G is used on a copy there if it lives elsewhere).
     ``perceptual`` defaults to :class:`facelab.metrics.PerceptualDistance`.
 
     Why: the paper stops tuning at LPIPS-AlexNet 0.06, a level where the reconstruction is
@@ -649,7 +658,8 @@ def calibrate_threshold(G: nn.Module | None = None, *, images: torch.Tensor | No
     if images is None:
         if G is None:
             raise ValueError("calibrate_threshold needs a generator G or images")
-        dev = device_of(G)
+        dev = device_of(G) if device is None else torch.device(device)
+        G = on_device(G, dev)
         gen = torch.Generator().manual_seed(int(seed))
         ws = sample_ws(G, n, psi=psi, generator=gen)  # [n, num_ws, w_dim]
         images = torch.cat([G.synthesis(w, noise_mode="const") for w in ws.split(32)])

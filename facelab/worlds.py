@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from .faces import CROPS  # "world": facelab's measured template at the generator's side; "ffhq": FFHQ's quad
-from .hub import FILE_SUFFIXES, cache_dir, load_generator, load_regressor
+from .hub import FILE_SUFFIXES, cache_dir, is_path, load_generator, load_regressor
 from .nets.stylegan2 import Generator
 from .utils import Config, get_device
 
@@ -80,7 +80,7 @@ class Budget(Config):
     photo_tune_steps: int = 350
     upload_tune_steps: int = 350
     mapper_steps: int = 2000
-    boundary_samples: int = 30_000  # the shipped world64 boundaries' count (InterFaceGAN used 500 000)
+    boundary_samples: int = 30_000  # a live fit's (world64's shipped boundaries: 100 000; InterFaceGAN's 500 000)
     eval_faces: int = 1000
     locality_faces: int = 64
 
@@ -106,8 +106,9 @@ _READERS: dict[str, Callable[..., Any]] = {}
 def register_reader(kind: str, reader: Callable[..., Any]) -> None:
     """Let a topic module read one kind of world artifact: ``reader(name_or_path, **kw)``.
 
-    :mod:`facelab.interpret` registers ``"boundaries"`` and :mod:`facelab.mapper` ``"mapper"`` when
-    imported (``import facelab`` imports both), so this module never imports a topic module.
+    :mod:`facelab.interpret` registers ``"boundaries"``, :mod:`facelab.mapper` ``"mapper"`` and
+    :mod:`facelab.encoder` ``"encoder"`` when imported (``import facelab`` imports them), so this module
+    never imports a topic module.
     """
     if kind not in ARTIFACTS:
         raise ValueError(f"unknown world artifact {kind!r}; one of {ARTIFACTS}")
@@ -165,8 +166,8 @@ class World:
     """One generator and its artifacts (see the module docstring); build one with :func:`load_world`.
 
     ``name``: the world's name; ``crop``: ``"world"`` or ``"ffhq"``; ``generator``: a weights name or
-    a file; ``files``: ``{"regressor" | "boundaries" | "mapper": weights name or path}`` (absent: not
-    built yet); ``device``: where the networks go (None: :func:`facelab.get_device`).
+    a file; ``files``: ``{"regressor" | "boundaries" | "mapper" | "encoder": weights name or path}``
+    (absent: not built yet); ``device``: where the networks go (None: :func:`facelab.get_device`).
     """
 
     def __init__(self, name: str, *, generator: str | Path, crop: str = "world", files: dict | None = None,
@@ -186,7 +187,10 @@ class World:
 
     @property
     def build_command(self) -> str:
-        return f"python -m facelab.train.build {self.name}"
+        """The command that builds this world's missing artifacts: a world loaded from a generator file
+        names that file, since its name alone finds no generator."""
+        from_file = self.folder is None and is_path(self.generator) and self.generator != self.name
+        return f"python -m facelab.train.build {self.name}" + (f" --generator {self.generator}" if from_file else "")
 
     @cached_property
     def G(self) -> Generator:  # noqa: N802 (the papers' name)
@@ -260,6 +264,7 @@ class World:
 
         kw.setdefault("size", self.resolution)
         kw.setdefault("crop", self.crop)
+        kw.setdefault("device", self.device)
         return align_face(photo, **kw)
 
     def budget(self, device=None) -> Budget:
@@ -316,11 +321,17 @@ def _from_path(path: Path, device) -> World:
         return _from_folder(path, device)
     if not path.is_file():
         raise FileNotFoundError(f"no world at {path} (neither a world folder nor a generator file)")
-    crop = "ffhq" if path.suffix == ".pkl" else "world"  # NVIDIA's pickles are FFHQ-aligned faces
-    return World(path.stem, generator=path, crop=crop, device=device)
+    return World(path.stem, generator=path, crop=crop_of(path), device=device)
 
 
-def load_world(name_or_path: str | Path = SHIPPED, device=None) -> World:
+def crop_of(generator: str | Path) -> str:
+    """The face crop of a generator's faces, from where the generator comes: ``"ffhq"`` for NVIDIA's FFHQ
+    network (the registry's ``ffhq``) and any NVIDIA network pickle (FFHQ-aligned faces, as NVIDIA's
+    face models are), ``"world"`` for facelab's own generators."""
+    return "ffhq" if str(generator) == "ffhq" or Path(generator).suffix == ".pkl" else "world"
+
+
+def load_world(name_or_path: str | Path = SHIPPED, *, device=None) -> World:
     """A :class:`World` by name (``"world64"``, ``"ffhq"``, a world built into ``$FACELAB_HOME/worlds``)
     or path (a world folder, an NVIDIA ``.pkl``, a facelab generator file). Nothing is loaded yet:
     ``world.G``, ``world.H``, ``world.boundaries()`` and ``world.mapper`` load on first use."""

@@ -74,7 +74,7 @@ def test_ship_rebuilds_world64_in_its_work_folder_through_the_shipping_stages(tm
 def test_ship_refuses_other_worlds_and_world_folder_flags(tmp_path):
     with pytest.raises(SystemExit, match=r"--ship rebuilds the package's own world, world64, not 'mini32'"):
         B.main(["mini32", "--ship", "--only", "cards"])
-    with pytest.raises(SystemExit, match=r"--resolution and --home .* do not go with --ship"):
+    with pytest.raises(SystemExit, match=r"--resolution, --home and --crop .* do not go with --ship"):
         B.main(["world64", "--ship", "--resolution", "32", "--only", "cards"])
     with pytest.raises(SystemExit, match=r"--work is for --ship"):
         B.main(["w", "--home", str(tmp_path), "--work", str(tmp_path), "--only", "cards"])
@@ -113,6 +113,20 @@ def test_label_stage_warns_when_the_teacher_finds_few_faces(tmp_path, monkeypatc
     run(tmp_path, "--only", "label")
     out = capsys.readouterr().out
     assert "MTCNN found a face in 25.0% of the faces" in out and "warning: the teacher's detector" in out
+
+
+def test_a_world_from_an_nvidia_pickle_aligns_photos_the_ffhq_way(tmp_path, monkeypatch):
+    monkeypatch.setattr(B, "copy_generator", lambda src, dest, resolution=None: torch.save({"g": torch.zeros(1)}, dest))
+    (tmp_path / "net.pkl").write_bytes(b"")
+    crop = lambda: json.loads((tmp_path / "worlds" / "nv" / "world.json").read_text())["crop"]  # noqa: E731
+    B.main(["nv", "--home", str(tmp_path), "--generator", str(tmp_path / "net.pkl"), "--only", "cards"])
+    assert crop() == "ffhq"
+    B.main(["nv", "--home", str(tmp_path), "--only", "cards"])  # a later run keeps it (build.json)
+    assert crop() == "ffhq"
+    B.main(["nv", "--home", str(tmp_path), "--only", "cards", "--crop", "world"])  # unless told otherwise
+    assert crop() == "world"
+    with pytest.raises(SystemExit, match="--crop build a world folder"):
+        B.main(["world64", "--ship", "--work", str(tmp_path / "ship"), "--crop", "ffhq", "--only", "cards"])
 
 
 def test_a_world_named_after_a_registered_generator_takes_it(tmp_path):

@@ -87,6 +87,36 @@ def test_invert_saves_a_latent_and_the_reconstruction(tmp_path, photo):
     assert Image.open(image).size == (256, 256)  # 64 px, scale 4
 
 
+def test_invert_writes_a_folder_s_reconstructions_beside_their_latents(tmp_path, photo):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(photo, folder / f"{name}.jpg")
+    out = tmp_path / "out"
+    r = run("invert", str(folder), "-o", str(out), "--image", str(tmp_path / "one.png"), "--method", "encoder",
+            "--scale", "1")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a.pt", "b.png", "b.pt"]
+    assert not (tmp_path / "one.png").exists()  # not one file, overwritten by each photo
+
+
+def test_invert_with_pti_keeps_the_tuned_weights(tmp_path, photo):
+    import argparse
+    from dataclasses import replace
+
+    from facelab.pti import load_pti
+
+    world = cli.load_world("world64", device="cpu")
+    world.budgets["tiny"] = replace(world.budgets["cpu"], upload_tune_steps=5)
+    args = argparse.Namespace(method="pti", budget="tiny", image=tmp_path / "a.png", scale=1)
+    cli._one_invert(world, photo, tmp_path / "a.pt", args, many=False)
+    res = load_pti(tmp_path / "a.pt", world.G)  # the tuned weights, not only the pivots
+    recon = torch.from_numpy(np.asarray(Image.open(tmp_path / "a.png"), np.float32)).permute(2, 0, 1) / 127.5 - 1
+    tuned = (res.reconstruct().clamp(-1, 1)[0] - recon).abs().mean()
+    untuned = (world.G.synthesis(res.pivots, noise_mode="const").clamp(-1, 1)[0] - recon).abs().mean()
+    assert res.steps_run == 5 and tuned < 0.01 < untuned  # the saved image is the tuned generator's
+
+
 def test_worlds_lists_what_is_built():
     r = run("worlds")
     assert r.returncode == 0

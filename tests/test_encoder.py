@@ -192,6 +192,25 @@ def test_pti_takes_encoder_pivots(G, E):
         pti.tune(G, x, pivots="encoder", progress=False)  # an unnamed generator has no shipped encoder
     with pytest.raises(ValueError, match="pivots must be latents, a Projection, 'encoder' or None"):
         pti.tune(G, x, pivots="e4e", progress=False)
+    with pytest.raises(ValueError, match="encoder= is used with pivots='encoder' only"):
+        pti.tune(G, x, encoder=E, progress=False)  # would project instead, ignoring E
+
+
+def test_a_generator_loaded_by_name_finds_its_shipped_encoder():
+    from facelab.hub import load_generator
+
+    G = load_generator("world64", device="cpu")  # as the README's walk loads it
+    x = faces(G, n=1)
+    assert torch.equal(pti.encoder_pivots(G, x), enc.encode(load_encoder("encoder_world64", device="cpu"), x))
+
+
+def test_world_artifacts_load_by_the_world_s_name_as_boundaries_do():
+    from facelab.mapper import load_mapper
+
+    for load, kind in ((load_encoder, "encoder"), (load_mapper, "mapper")):
+        by_world, by_registry = load("world64", device="cpu"), load(f"{kind}_world64", device="cpu")
+        assert all(torch.equal(a, b) for a, b in zip(by_world.state_dict().values(), by_registry.state_dict().values()))
+        assert load(device="cpu").meta == by_world.meta  # world64 is the default
 
 
 def test_recard_reevaluates_the_shipped_encoder_without_changing_its_weights(G, E, tmp_path, monkeypatch):

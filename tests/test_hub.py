@@ -83,6 +83,17 @@ def test_export_load_round_trip(G, tmp_path):
     assert load_generator(str(path), device="cpu").cfg == G.cfg
 
 
+def test_paths_under_the_home_folder_load_as_a_shell_would_read_them(G, tmp_path, monkeypatch):
+    from facelab.interpret import Boundary, load_boundaries, save_boundaries
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    export_generator(G, tmp_path / "g.pt")
+    save_boundaries(tmp_path / "b.pt", {"age": Boundary(torch.ones(G.w_dim) / G.w_dim ** 0.5, attribute="age",
+                                                         space="w")})
+    assert load_generator("~/g.pt", device="cpu").cfg == G.cfg
+    assert list(load_boundaries("~/b.pt")) == ["age"]
+
+
 class _Payload:
     """Unpickling this object would create ``path``: the sentinel proves whether code ran."""
 

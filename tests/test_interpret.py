@@ -422,6 +422,8 @@ def test_rescore_keeps_per_face_changes_and_edits_z_codes_through_the_mapping(G)
     assert rz.per_sample.shape == (1, 8, 1) and rz.change[0, 0] > 0  # a Z edit along the Z normal brightens
     with pytest.raises(ValueError):
         I.rescore(G, lat.z[:8], {"z": bz}, brightness, space="q")
+    with pytest.raises(ValueError, match="boundary 'z' lives in 'z' but rescore was given space='w'"):
+        I.rescore(G, lat.w[:8], {"z": bz}, brightness)  # a Z normal cannot edit W codes, whatever their size
 # ---------------------------------------------------------------------------------------------
 # SeFa / GANSpace directions (#15)
 
@@ -508,6 +510,25 @@ def test_attribute_slope_is_signed_and_per_latent_unit(G):
     assert abs(up) > 1e-4
     with pytest.raises(ValueError, match="measures W boundaries"):
         I.attribute_slope(G, I.Boundary(torch.nn.functional.normalize(torch.randn(G.z_dim), dim=0), attribute="bright", space="z"), H)
+
+
+class _Elsewhere(_Brightness):
+    """H on another device than G (here "meta", standing in for a GPU): records where its images arrive."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1, device="meta"))
+        self.seen = set()
+
+    def forward(self, images):
+        self.seen.add(images.device.type)
+        return torch.zeros(len(images), 1)
+
+
+def test_attribute_slope_feeds_H_on_its_own_device(G):
+    H = _Elsewhere()
+    b = I.Boundary(torch.nn.functional.normalize(torch.randn(G.w_dim), dim=0), attribute="bright", space="w")
+    assert I.attribute_slope(G, b, H, n=4) == 0.0 and H.seen == {"meta"}
 
 
 # --- activation patterns (Haufe et al. 2014) ---------------------------------------------------

@@ -350,6 +350,8 @@ def test_editability_errors_teach(G, test_ws):
         (lambda: M.editability(G, test_ws, {}, H, step=1.0), "at least one"),
         (lambda: M.editability(G, test_ws, {"b": types.SimpleNamespace(normal=torch.ones(3) / 3 ** 0.5)}, H,
                                step=1.0), "W direction"),
+        (lambda: M.editability(G, test_ws, {"b": types.SimpleNamespace(normal=b.normal, space="z")}, H,
+                               step=1.0), "lives in Z"),
     ]
     for fn, match in cases:
         with pytest.raises(ValueError, match=match) as e:

@@ -206,6 +206,11 @@ def test_default_perceptual_on_the_world_generator():
                    progress=False)  # perceptual=None: the default distance
     assert res.steps_run == 2 and res.reconstruct().shape == (1, 3, 64, 64)
     assert all(v == v for v in res.history["locality"])  # not NaN: regularised at both steps
+    res = pti.tune(Gw, imgs[1:], pivots=ws[:1], config=pti.PTIConfig(tune_steps=5), tune_steps=2, early_stop=None,
+                   progress=False)  # keywords override the config's fields, as project()'s do
+    assert res.steps_run == 2 and res.config.tune_steps == 2
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['steps'\]; .*fields of PTIConfig"):
+        pti.tune(Gw, imgs[1:], pivots=ws[:1], steps=2, progress=False)
 
 
 def test_the_pivots_come_from_the_embedded_projector_config(G, problem):

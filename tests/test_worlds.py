@@ -94,8 +94,8 @@ def test_a_generator_file_is_a_world_without_artifacts(G, tmp_path):
     gen = export_generator(G, tmp_path / "g.pt")
     world = load_world(gen)
     assert world.crop == "world" and world.resolution == G.img_resolution
-    with pytest.raises(FileNotFoundError, match=r"python -m facelab\.train\.build g`") as e:
-        world.H
+    with pytest.raises(FileNotFoundError, match=r"python -m facelab\.train\.build g --generator .*g\.pt`") as e:
+        world.H  # the name alone would find no generator: the command names the file
     assert "\n" not in str(e.value)
 
 
@@ -175,11 +175,11 @@ def test_align_uses_the_worlds_crop_and_resolution(G, monkeypatch):
     monkeypatch.setattr(fl.faces, "align_face", fake_align)
     folder = worlds_dir() / "mini"
     build_world(folder, G, with_artifacts=False)
-    load_world("mini").align("photo.jpg")
-    assert seen == {"size": G.img_resolution, "crop": "world"}
+    load_world("mini", device="cpu").align("photo.jpg")
+    assert seen == {"size": G.img_resolution, "crop": "world", "device": torch.device("cpu")}
     seen.clear()
-    load_world("ffhq").align("photo.jpg", index=0)
-    assert seen == {"size": 1024, "crop": "ffhq", "index": 0}
+    load_world("ffhq", device="cpu").align("photo.jpg", index=0)  # the face is found on the world's device
+    assert seen == {"size": 1024, "crop": "ffhq", "index": 0, "device": torch.device("cpu")}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Build every artifact a world needs with one command (issues #17 and #18).
 
-    python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR]
+    python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR] [--crop C]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
         [--n-samples N] [--boundary-samples N] [--boundary-c C]
         [--h-epochs N] [--h-lr LR] [--h-width W] [--h-weight A=W] [--h-init H.pt] [--h-test N]
@@ -25,8 +25,10 @@ Two destinations, one pipeline:
   NVIDIA network pickle read as data, or a registry name;
   ``--resolution`` cuts it to a coarser block, :func:`facelab.nets.stylegan2.lower_resolution`) and
   every artifact; ``cards`` writes ``world.md`` and ``world.json`` (format ``facelab.world/1``), which
-  :func:`facelab.worlds.load_world` reads. ``make test-worlds`` builds ``mini32`` this way and runs
-  every notebook on it.
+  :func:`facelab.worlds.load_world` reads. The world's face crop (how photos are aligned for it)
+  follows its source, :func:`facelab.worlds.crop_of`: ``ffhq`` for NVIDIA's networks, ``world`` for
+  facelab's; ``--crop`` overrides it, and ``build.json`` keeps it for later runs. ``make
+  test-worlds`` builds ``mini32`` this way and runs every notebook on it.
 - **The package's own world** (``world64 --ship``): ``--generator`` (optional) replaces
   ``facelab/weights/world64.pt``; each stage then ships its artifact into ``facelab/weights/``
   through its trainer's own ``--ship`` path, which rewrites that artifact's model card; ``cards``
@@ -46,11 +48,11 @@ import argparse
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
-from ..worlds import ARTIFACTS, worlds_dir, write_world_json
+from ..worlds import ARTIFACTS, CROPS, crop_of, worlds_dir, write_world_json
 
 STAGES = ("label", "h", "boundaries", "mapper", "encoder", "cards")
 SHIPPED_WORLD = "world64"  # the world whose artifacts live in facelab/weights/
@@ -82,6 +84,7 @@ class Target:
     name: str
     work: Path  # stamps, build.json and work files; a world folder's artifacts too
     ship: bool  # into facelab/weights/, through each trainer's --ship
+    crop: str = "world"  # how photos are aligned for its faces (facelab.worlds.CROPS)
 
     @property
     def generator(self) -> str:
@@ -155,7 +158,7 @@ def stage_boundaries(t: Target, args) -> None:
     out = PACKAGE_WEIGHTS / f"boundaries_{t.name}.pt" if t.ship else t.work / "boundaries.pt"
     argv = ["--generator", t.generator, "--labeler", t.regressor, "--n", str(args.boundary_samples or args.n_samples),
             "--spaces", "w,z", "--rescore-n", "64", "--C", str(args.boundary_c), "--out", str(out),
-            "--work", str(t.work / "boundary-labels")]
+            "--work", str(t.work / "boundary-labels"), "--seed", str(args.seed)]
     boundaries_main(argv + (["--ship"] if t.ship else []) + device_flag(args))
 
 
@@ -186,7 +189,8 @@ def stage_mapper(t: Target, args) -> None:
 
     G = load_generator(t.generator, device=args.device)
     H = load_regressor(t.regressor, device=args.device)
-    cfg = MapperConfig(**{**MAPPER, "steps": args.mapper_steps, "lr_anneal_steps": mapper_anneal(args)})
+    cfg = MapperConfig(**{**MAPPER, "steps": args.mapper_steps, "lr_anneal_steps": mapper_anneal(args),
+                          "seed": args.seed})
     m = train(t.work / "mapper-run", cfg, G=G, H=H, device=args.device,
               progress=False, stats_n=min(4000, args.n_samples))
     save_mapper(m, t.work / "mapper.pt", weight_dtype=torch.float16)
@@ -212,10 +216,10 @@ def stage_encoder(t: Target, args) -> None:
     from ..worlds import World
     from .encoder import load_start, train
 
-    world = World(t.name, generator=t.work / "generator.pt", crop="world", folder=t.work, device=args.device)
+    world = World(t.name, generator=t.work / "generator.pt", crop=t.crop, folder=t.work, device=args.device)
     init = load_start(args.encoder_init, world.device) if args.encoder_init else None
     E = train(t.work / "encoder-run", world, PRESETS["cpu"], steps=args.encoder_steps, progress=False, init=init,
-              anneal_steps=encoder_anneal(args))
+              anneal_steps=encoder_anneal(args), seed=args.seed)
     save_encoder(E, t.work / "encoder.pt", meta=E.meta)
 
 
@@ -239,7 +243,7 @@ def stage_cards(t: Target, args) -> None:
         lines += [f"- {a}: r {r['r']} on {r['n']} faces" for a, r in json.loads(report.read_text())["val"].items()]
     (folder / "world.md").write_text("\n".join(lines) + "\n")
     fields = {k: f"{k}.pt" for k in ARTIFACTS if (folder / f"{k}.pt").exists()}
-    write_world_json(folder, name=args.name, generator="generator.pt", crop="world", **fields)
+    write_world_json(folder, name=args.name, generator="generator.pt", crop=t.crop, **fields)
 
 
 RUNNERS = {"label": stage_label, "h": stage_h, "boundaries": stage_boundaries, "mapper": stage_mapper,
@@ -264,6 +268,7 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
     if resolution is not None:
         G = lower_resolution(G, resolution)
         meta.update(cut_from=str(src), resolution=resolution)
+        meta.pop("name", None)  # another generator now: the source's encoder does not fit it
     export_generator(G, dest, meta=meta)
 
 
@@ -296,8 +301,8 @@ def target_of(args) -> Target:
         if args.name != SHIPPED_WORLD:
             raise ValueError(f"--ship rebuilds the package's own world, {SHIPPED_WORLD}, not {args.name!r}; "
                              "build other worlds without --ship (into FACELAB_HOME)")
-        if args.resolution is not None or args.home is not None:
-            raise ValueError("--resolution and --home build a world folder; they do not go with --ship")
+        if args.resolution is not None or args.home is not None or args.crop is not None:
+            raise ValueError("--resolution, --home and --crop build a world folder; they do not go with --ship")
         return Target(args.name, Path(args.work or f"runs/build/{args.name}"), ship=True)
     if args.work is not None:
         raise ValueError("--work is for --ship; a world folder is its own work folder (set it with --home)")
@@ -310,6 +315,8 @@ def build(args) -> Path:
     todo, force = stages_to_run(args.only, args.from_)
     t = target_of(args)
     t.work.mkdir(parents=True, exist_ok=True)
+    record_path = t.work / "build.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {"seconds": {}}
     if t.ship:
         if args.generator and ship_generator_if_new(args.generator, t.name):
             print(f"shipped {args.generator} as facelab/weights/{t.name}.pt", flush=True)
@@ -319,10 +326,11 @@ def build(args) -> Path:
         if src:
             if not gen.exists() or force:
                 copy_generator(src, gen, resolution=args.resolution)
+                record["crop"] = crop_of(src)  # the copy no longer says where it came from: the record does
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
-    record_path = t.work / "build.json"
-    record = json.loads(record_path.read_text()) if record_path.exists() else {"seconds": {}}
+        record["crop"] = args.crop or record.get("crop", "world")
+        t = replace(t, crop=record["crop"])
     for stage in todo:
         stamp = t.work / f".done-{stage}"
         if stamp.exists() and not force:
@@ -350,7 +358,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resolution", type=int, default=None,
                    help="cut --generator to this resolution (facelab.nets.stylegan2.lower_resolution), "
                         "e.g. 32 for mini32, the test world of `make test-worlds`")
-    p.add_argument("--home", default=None, help="FACELAB_HOME (default $FACELAB_HOME or ~/.cache/facelab)")
+    p.add_argument("--home", default=None,
+                   help="build into DIR/worlds/NAME (default $FACELAB_HOME/worlds/NAME, ~/.cache/facelab/worlds/NAME)")
+    p.add_argument("--crop", choices=CROPS, default=None,
+                   help="how photos are aligned for the world's faces (default: ffhq for NVIDIA's networks, "
+                        "world for facelab's; kept in build.json)")
     p.add_argument("--ship", action="store_true",
                    help=f"rebuild the package's own {SHIPPED_WORLD}: ship each artifact into facelab/weights/")
     p.add_argument("--work", default=None, help="with --ship: work files and stamps (default runs/build/NAME)")
@@ -386,7 +398,9 @@ def main(argv: list[str] | None = None) -> None:
                         "change; the encoder is not trained through H or the boundaries)")
     p.add_argument("--eval-n", type=int, default=1000, help="with --ship: faces for the world's own evaluation")
     p.add_argument("--device", default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the faces, latents and initial weights of every stage (--h-test takes the next seed; with "
+                        "--ship the mapper and encoder trainers keep their own seed, 0)")
     p.add_argument("--only", default=None, metavar="STAGE", help=f"run only this stage ({', '.join(STAGES)})")
     p.add_argument("--from", dest="from_", default=None, metavar="STAGE", help="rerun from this stage on")
     args = p.parse_args(argv)

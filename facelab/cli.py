@@ -210,6 +210,8 @@ def _run_batch(photos: list[Path], work, what: str) -> int:
         try:
             work(photo)
         except EXPECTED as e:
+            if os.environ.get("FACELAB_DEBUG"):  # the traceback of the first failure, as main's errors
+                raise
             failed.append((photo, e))
             if len(photos) == 1:
                 break

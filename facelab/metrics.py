@@ -265,6 +265,9 @@ class PerceptualDistance(nn.Module):
             raise ValueError(f"align must be 'world' (faces in the world's crop) or 'chip' (dlib-aligned chips), "
                              f"got {align!r}")
         self.backend, self.align, self.layers = backend, align, tuple(layers)
+        if backend == "lpips" and (net is not None or self.layers != PERCEPTUAL_LAYERS or align != "world"):
+            raise ValueError("layers=, align= and net= choose the dlib backend's features; backend='lpips' takes "
+                             "none of them (it compares the images as they are)")
         if backend == "lpips":
             self.name = "lpips-alex"
             self.net = _load_lpips(device)

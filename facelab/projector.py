@@ -53,7 +53,6 @@ image alone (up to floating point).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -65,7 +64,7 @@ import torch.nn.functional as F
 from .imaging import check_images, resize
 from .latents import WMoments, check_latents, w_moments
 from .metrics import ReferenceDistance, resolve_perceptual
-from .utils import Config, check_finite, check_loss, device_of, on_device
+from .utils import Config, check_finite, check_loss, configured, device_of, on_device
 
 SPACES = ("w", "w+")
 HISTORY_KEYS = ("loss", "perceptual", "pixel", "noise_reg", "wplus_reg")
@@ -221,18 +220,6 @@ def _seeds(seed, n: int) -> list[int]:
     return seeds
 
 
-def _config(config: ProjectConfig | None, hyper: dict) -> ProjectConfig:
-    """``config`` (default ``ProjectConfig()``) with the keyword hyperparameters of :func:`project` applied."""
-    config = ProjectConfig() if config is None else config
-    if not isinstance(config, ProjectConfig):
-        raise TypeError(f"config must be a ProjectConfig, got {type(config).__name__}")
-    unknown = sorted(set(hyper) - {f.name for f in dataclasses.fields(ProjectConfig)})
-    if unknown:
-        raise TypeError(f"project() got unexpected keyword arguments {unknown}; hyperparameters are the fields of "
-                        "ProjectConfig")
-    return config.replace(**hyper) if hyper else config
-
-
 # ---------------------------------------------------------------------------------------------
 # The latent, its parametrisation, and the loss
 
@@ -350,7 +337,7 @@ def project(G, target: torch.Tensor, *, space: str = "w", config: ProjectConfig 
     Returns a :class:`Projection`.
     """
     t0 = time.perf_counter()
-    cfg = _config(config, hyper)
+    cfg = configured(ProjectConfig, config, hyper, "project")
     space = space.lower() if isinstance(space, str) else space
     if space not in SPACES:
         raise ValueError(f"space must be 'w' or 'w+', got {space!r}")

@@ -104,7 +104,7 @@ from .latents import as_wplus, noise_maps, sample_ws
 from .metrics import ReferenceDistance, checked_distance, mse, resolve_perceptual
 from .nets.stylegan2 import NOISE_MODES
 from .projector import ProjectConfig, project
-from .utils import Config, check_finite, check_loss, device_of, on_device
+from .utils import Config, check_finite, check_loss, configured, device_of, on_device
 
 PTI_FORMAT = "facelab.pti/1"
 # Tune a channels-last copy on the CPU: the same numbers (to float rounding) with fewer layout
@@ -386,14 +386,7 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
     Returns a :class:`PTIResult`.
     """
     t0 = time.perf_counter()
-    config = PTIConfig() if config is None else config
-    if not isinstance(config, PTIConfig):
-        raise TypeError(f"config must be a PTIConfig, got {type(config).__name__}")
-    unknown = sorted(set(hyper) - {f.name for f in dataclasses.fields(PTIConfig)})
-    if unknown:
-        raise TypeError(f"tune() got unexpected keyword arguments {unknown}; hyperparameters are the fields of "
-                        "PTIConfig")
-    config = config.replace(**hyper) if hyper else config
+    config = configured(PTIConfig, config, hyper, "tune")
     check_images(images, "images", channels=G.img_channels, square=True, nonempty=True)
     n = images.shape[0]
     if isinstance(pivots, str):

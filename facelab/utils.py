@@ -158,6 +158,19 @@ class Config:
         return type(self).from_dict({**kept, **changes})
 
 
+def configured(cls: type[Config], config: Config | None, hyper: dict, caller: str) -> Config:
+    """``config`` (default ``cls()``) with ``hyper``, fields of ``cls`` that ``caller`` took as keyword
+    arguments, applied on top: ``project(G, x, steps=300)`` as well as ``project(G, x, config=...)``."""
+    config = cls() if config is None else config
+    if not isinstance(config, cls):
+        raise TypeError(f"config must be a {cls.__name__}, got {type(config).__name__}")
+    unknown = sorted(set(hyper) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {unknown}; hyperparameters are the fields of "
+                        f"{cls.__name__}")
+    return config.replace(**hyper) if hyper else config
+
+
 def show_source(obj) -> None:
     """Display the source of a function or class, highlighted in Jupyter, plain text elsewhere."""
     src = inspect.getsource(obj)

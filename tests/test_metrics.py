@@ -238,6 +238,8 @@ def test_lpips_backend_explains_what_is_missing(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, "lpips", types.ModuleType("lpips"))  # installed, weights absent
     with pytest.raises(FileNotFoundError, match="alexnet.*download"):
         M.PerceptualDistance("lpips")
+    with pytest.raises(ValueError, match="backend='lpips' takes none of them"):
+        M.PerceptualDistance("lpips", layers=("stem",))  # the dlib backend's knob, which lpips would ignore
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,9 +114,10 @@ PRESETS: dict[str, StyleGAN2Config] = {
                                channel_max=128),
     # StyleGAN2 config-f (FFHQ 1024): the shapes of NVIDIA's released generator.
     "ffhq-config-f": StyleGAN2Config(),
-    # The second, small world (issue #18): 32 px, w_dim 64, a 4-layer mapping, 64 channels down
-    # to 32 at 32x32. Deliberately unlike world64 in resolution, latent width and mapping depth,
-    # so notebooks run against it catch anything hard-wired to world64.
+    # A small architecture unlike world64 in resolution, latent width and mapping depth (32 px,
+    # w_dim 64, a 4-layer mapping, 64 channels down to 32 at 32x32): tests and timing scripts use it
+    # to catch anything hard-wired to world64's shapes. (The ``mini32`` *world* of ``make
+    # test-worlds`` is world64 cut at 32 px, not this preset.)
     "mini32": StyleGAN2Config(img_resolution=32, z_dim=64, w_dim=64, mapping_layers=4,
                               channel_base=1024, channel_max=64),
     # A tiny network for unit tests and smoke runs.

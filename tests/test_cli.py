@@ -67,10 +67,9 @@ def test_facelab_debug_shows_a_failed_photo_s_traceback(tmp_path):
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)  # no face in it
     argv = [sys.executable, "-m", "facelab.cli", "invert", str(blank), "--method", "encoder"]
-    quiet = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     loud = subprocess.run(argv, capture_output=True, text=True, timeout=300, env={**os.environ, "FACELAB_DEBUG": "1"})
-    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and "blank.png" in quiet.stderr
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "FaceAlignmentError" in loud.stderr
+    # (without FACELAB_DEBUG the same failure is one line: c_blank.png in the folder test)
 
 
 def test_a_folder_is_edited_and_failures_reported_at_the_end(tmp_path, photo):

@@ -17,8 +17,8 @@ never runs code from a file.
 
 The loaders of the shipped networks live here, above :mod:`facelab.nets` (which holds the networks
 and imports nothing above itself): :func:`load_generator`, :func:`load_identity`,
-:func:`load_regressor`, :func:`load_encoder`. Each takes ``device=None`` (:func:`facelab.get_device`) and returns the
-network in eval mode with frozen parameters (gradients still reach its inputs).
+:func:`load_regressor`, :func:`load_encoder`. Each takes ``device=None`` (:func:`facelab.get_device`) and
+returns the network in eval mode with frozen parameters (gradients still reach its inputs).
 """
 from __future__ import annotations
 
@@ -481,8 +481,8 @@ def load_encoder(name_or_path: str | Path = "world64", *, device=None) -> Encode
     """An e4e-style encoder (:mod:`facelab.nets.encoder`): a world's shipped one by its name (``"world64"``,
     or the registry name ``"encoder_world64"``) or one from a ``.pt`` path; eval mode, frozen, float32."""
     fix = "train one with: python -m facelab.train.encoder"
-    path, ckpt = load_checkpoint(world_artifact("encoder", name_or_path), fmt=ENCODER_FORMAT, what="a facelab encoder", fix=fix,
-                                 keys=("config", "num_ws", "w_dim", "state_dict"))
+    path, ckpt = load_checkpoint(world_artifact("encoder", name_or_path), fmt=ENCODER_FORMAT, what="a facelab encoder",
+                                 fix=fix, keys=("config", "num_ws", "w_dim", "state_dict"))
     try:
         cfg = EncoderConfig.from_dict(ckpt["config"])
     except (AttributeError, TypeError, ValueError) as e:

@@ -244,8 +244,8 @@ def load_mapper(name_or_path: str | Path = "world64", *, device=None) -> LatentM
     from .utils import get_device
 
     fix = "train one with: python -m facelab.train.mapper"
-    path, ckpt = load_checkpoint(world_artifact("mapper", name_or_path), fmt=MAPPER_FORMAT, what="a facelab mapper", fix=fix,
-                                 keys=("config", "num_ws", "w_dim", "state_dict"))
+    path, ckpt = load_checkpoint(world_artifact("mapper", name_or_path), fmt=MAPPER_FORMAT, what="a facelab mapper",
+                                 fix=fix, keys=("config", "num_ws", "w_dim", "state_dict"))
     m = LatentMapper(ckpt["num_ws"], ckpt["w_dim"], MapperConfig.from_dict(ckpt["config"]))
     load_state(m, ckpt["state_dict"], path, fix=f"the file was altered or damaged; {fix}")
     m.meta = ckpt.get("meta", {})

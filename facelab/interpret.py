@@ -919,14 +919,13 @@ def load_boundaries(name_or_path: str | Path = "world64", *, space: str | None =
     with ``space=None``, every boundary keyed ``"space/name"`` (e.g. ``"w/age"``). Loading never
     unpickles code (``weights_only=True``).
     """
-    from .hub import REGISTRY, is_path, load_file, weights_path
+    from .hub import REGISTRY, is_path, load_file, weights_path, world_artifact
 
     if is_path(name_or_path):
         path = Path(name_or_path).expanduser()
     else:
-        key = next((k for k in (f"boundaries_{name_or_path}", str(name_or_path)) if k in REGISTRY
-                    and REGISTRY[k].kind == "boundaries"), None)
-        if key is None:
+        key = str(world_artifact("boundaries", name_or_path))  # "world64" -> "boundaries_world64"
+        if key not in REGISTRY or REGISTRY[key].kind != "boundaries":
             raise KeyError(f"no boundaries named {name_or_path!r} are registered (looked for "
                            f"'boundaries_{name_or_path}' in facelab/weights/manifest.json); compute them with "
                            "`python -m facelab.train.boundaries --out my_boundaries.pt` and load that file")

@@ -95,18 +95,15 @@ def spread_labels(ax, *, gap_pt: float = 12.0) -> int:
     crowded = 0
     for group in groups.values():
         if clashes(group) and len(group) > 1:  # a crowded line: its labels stacked beside it, with lines
-            best_n, best = None, None
+            options = []  # (clashes, stacked labels), tried in order until one is clear
             for side, aligned in ((1, False), (-1, False), (1, True), (-1, True)):
                 stack = [_add_leader(ax, t) for t in group]
                 _stack(ax, stack, side, gap_pt, renderer, aligned=aligned)
-                n = clashes(stack)
-                if best is None or n < best_n:
-                    stack, best, best_n = best or [], stack, n
-                for t in stack:  # the worse of the two
-                    t.remove()
-                if best_n == 0:
+                options.append((clashes(stack), stack))
+                if options[-1][0] == 0:
                     break
-            for t in group:
+            best = min(options, key=lambda o: o[0])[1]  # the first of the fewest clashes
+            for t in group + [t for _, stack in options if stack is not best for t in stack]:
                 t.remove()
             group = best
         elif clashes(group):  # a single label: the nearest free place around its point

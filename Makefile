@@ -83,19 +83,25 @@ test-browser: $(STAMP)
 # num_ws, no training: facelab.nets.stylegan2.lower_resolution), built by the same pipeline as any
 # world at a small N into build/worlds (rebuilt when world64 changes); then every notebook runs on
 # it (execution and a printed claims verdict only; such a world's numbers mean nothing).
-# MINI32_ARGS sizes the build; CI passes a smaller one (.ci/run): the notebooks only need to run.
+# MINI32_ARGS sizes the build: small, since the notebooks only need to run.
+# MINI32_BUDGETS: the notebooks' CPU budgets on mini32 (build --budget, kept in its world.json), a fifth
+# or less of world64's (facelab.worlds.PRESETS): every cell still runs, with fewer steps and faces.
 WORLDS_HOME := $(CURDIR)/build/worlds
 MINI32 := $(WORLDS_HOME)/worlds/mini32
-MINI32_ARGS ?= --n-samples 2000 --h-epochs 3 --mapper-steps 200 --encoder-steps 300
+MINI32_ARGS ?= --n-samples 1000 --h-epochs 2 --mapper-steps 60 --encoder-steps 60
+MINI32_BUDGETS ?= cpu.project_steps=20 cpu.wplus_steps=8 cpu.pti_pivot_steps=16 cpu.pti_tune_steps=16 \
+  cpu.photo_pivot_steps=12 cpu.photo_tune_steps=8 cpu.upload_tune_steps=20 cpu.mapper_steps=4 \
+  cpu.boundary_samples=500 cpu.eval_faces=16 cpu.locality_faces=4
+MINI32_BUILD := $(MINI32_ARGS) $(addprefix --budget ,$(MINI32_BUDGETS))
 
 # The build's arguments as a file that changes only when they do, so new arguments rebuild mini32.
 $(WORLDS_HOME)/mini32.args: FORCE
-	@mkdir -p $(@D); echo '$(MINI32_ARGS)' | cmp -s - $@ || echo '$(MINI32_ARGS)' > $@
+	@mkdir -p $(@D); echo '$(MINI32_BUILD)' | cmp -s - $@ || echo '$(MINI32_BUILD)' > $@
 
 $(MINI32)/.done-cards: facelab/weights/world64.pt $(WORLDS_HOME)/mini32.args | $(STAMP)
 	rm -rf $(MINI32)
 	FACELAB_DEVICE=cpu $(PY) -m facelab.train.build mini32 --generator world64 --resolution 32 \
-	  --home $(WORLDS_HOME) $(MINI32_ARGS)
+	  --home $(WORLDS_HOME) $(MINI32_BUILD)
 
 test-worlds: $(MINI32)/.done-cards
 	FACELAB_TEST_WORLD=mini32 FACELAB_TEST_WORLD_HOME=$(WORLDS_HOME) FACELAB_DEVICE=cpu \

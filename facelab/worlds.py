@@ -48,8 +48,8 @@ from .hub import FILE_SUFFIXES, cache_dir, is_path, load_generator, load_regress
 from .nets.stylegan2 import Generator
 from .utils import Config, get_device
 
-__all__ = ["ARTIFACTS", "Budget", "CROPS", "PRESETS", "WORLD_FORMAT", "World", "load_world", "register_reader",
-           "worlds_dir", "write_world_json"]
+__all__ = ["ARTIFACTS", "Budget", "CROPS", "PRESETS", "WORLD_FORMAT", "World", "budget_of", "load_world",
+           "register_reader", "worlds_dir", "write_world_json"]
 
 WORLD_FORMAT = "facelab.world/1"
 ARTIFACTS = ("regressor", "boundaries", "mapper", "encoder")  # the optional files of a world folder
@@ -139,7 +139,7 @@ def write_world_json(folder: str | Path, **fields) -> Path:
             data[key] = str(p.relative_to(folder) if p.is_absolute() and p.is_relative_to(folder) else p)
     _check_crop(data.get("crop", "world"), folder / "world.json")
     for preset, over in (data.get("budgets") or {}).items():
-        _budget(preset, over, folder / "world.json")  # refuse bad overrides now, not at first use
+        budget_of(preset, over, folder / "world.json")  # refuse bad overrides now, not at first use
     path = folder / "world.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("world.json.tmp")
@@ -153,7 +153,9 @@ def _check_crop(crop: str, where) -> None:
         raise ValueError(f"{where}: unknown crop {crop!r}; use one of {CROPS}")
 
 
-def _budget(preset: str, overrides: dict | None, where) -> Budget:
+def budget_of(preset: str, overrides: dict | None, where) -> Budget:
+    """``PRESETS[preset]`` with ``overrides`` ({field: steps}); a bad preset, field or value is a
+    ``ValueError`` that starts with ``where`` (the file or flag it came from)."""
     if preset not in PRESETS:
         raise ValueError(f"{where}: unknown budget preset {preset!r}; use one of {sorted(PRESETS)}")
     try:
@@ -176,7 +178,7 @@ class World:
         _check_crop(crop, f"world {name!r}")
         self.name, self.generator, self.crop, self.folder = name, generator, crop, folder
         self.files = {k: v for k, v in (files or {}).items() if v is not None}
-        self.budgets = {k: _budget(k, (budgets or {}).get(k), f"world {name!r}") for k in PRESETS}
+        self.budgets = {k: budget_of(k, (budgets or {}).get(k), f"world {name!r}") for k in PRESETS}
         self.device = get_device(device)
         self._resolution = resolution
         self._boundaries: dict[str | None, dict] = {}  # space -> {name: Boundary}, read once

@@ -25,6 +25,31 @@ def test_cards_stage_writes_world_json_and_build_record(tmp_path):
     assert (folder / ".done-cards").exists() and (folder / "world.md").exists()
 
 
+def test_budgets_reach_world_json_and_survive_a_rerun_of_one_stage(tmp_path):
+    from facelab.worlds import PRESETS, load_world
+    run(tmp_path, "--only", "cards", "--budget", "cpu.project_steps=20", "--budget", "paper.mapper_steps=500")
+    folder = run(tmp_path, "--only", "cards", "--budget", "cpu.wplus_steps=5")  # merged with the first run's
+    assert json.loads((folder / "world.json").read_text())["budgets"] == {
+        "cpu": {"project_steps": 20, "wplus_steps": 5}, "paper": {"mapper_steps": 500}}
+    run(tmp_path, "--only", "cards")  # no --budget: the recorded ones stay
+    world = load_world(str(folder))
+    assert world.budget("cpu") == PRESETS["cpu"].replace(project_steps=20, wplus_steps=5)
+    assert world.budget("cuda").mapper_steps == 500
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("cpu.project_steps", r"--budget 'cpu.project_steps': write PRESET.FIELD=N, e.g. cpu.project_steps=20"),
+    ("cpu.project_steps=-3", r"write PRESET.FIELD=N"),
+    ("gpu.project_steps=20", r"--budget: unknown budget preset 'gpu'; use one of \['cpu', 'paper'\]"),
+    ("cpu.projects=20", r"--budget: budgets\['cpu'\]: .*projects"),
+    ("cpu.eval_faces=0", r"--budget: budgets\['cpu'\]: Budget values are positive whole numbers, got eval_faces=0"),
+])
+def test_a_bad_budget_is_one_line_before_any_stage(tmp_path, flag, message):
+    with pytest.raises(SystemExit, match=message):
+        run(tmp_path, "--budget", flag)
+    assert not (tmp_path / "worlds" / "w").exists()
+
+
 def test_stamped_stage_is_skipped_and_from_reruns(tmp_path, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(B, "RUNNERS", {s: (lambda f, a, s=s: calls.append(s)) for s in B.STAGES})
@@ -74,8 +99,10 @@ def test_ship_rebuilds_world64_in_its_work_folder_through_the_shipping_stages(tm
 def test_ship_refuses_other_worlds_and_world_folder_flags(tmp_path):
     with pytest.raises(SystemExit, match=r"--ship rebuilds the package's own world, world64, not 'mini32'"):
         B.main(["mini32", "--ship", "--only", "cards"])
-    with pytest.raises(SystemExit, match=r"--resolution, --home and --crop .* do not go with --ship"):
+    with pytest.raises(SystemExit, match=r"--resolution, --home, --crop and --budget .* do not go with --ship"):
         B.main(["world64", "--ship", "--resolution", "32", "--only", "cards"])
+    with pytest.raises(SystemExit, match=r"do not go with --ship \(world64's budgets are facelab.worlds.PRESETS\)"):
+        B.main(["world64", "--ship", "--budget", "cpu.project_steps=20", "--only", "cards"])
     with pytest.raises(SystemExit, match=r"--work is for --ship"):
         B.main(["w", "--home", str(tmp_path), "--work", str(tmp_path), "--only", "cards"])
     with pytest.raises(SystemExit, match=r"generator .*nope.pt not found; --ship takes"):
@@ -125,7 +152,7 @@ def test_a_world_from_an_nvidia_pickle_aligns_photos_the_ffhq_way(tmp_path, monk
     assert crop() == "ffhq"
     B.main(["nv", "--home", str(tmp_path), "--only", "cards", "--crop", "world"])  # unless told otherwise
     assert crop() == "world"
-    with pytest.raises(SystemExit, match="--crop build a world folder"):
+    with pytest.raises(SystemExit, match="--crop and --budget build a world folder"):
         B.main(["world64", "--ship", "--work", str(tmp_path / "ship"), "--crop", "ffhq", "--only", "cards"])
 
 

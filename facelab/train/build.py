@@ -1,6 +1,7 @@
 """Build every artifact a world needs with one command (issues #17 and #18).
 
     python -m facelab.train.build NAME [--generator PATH|NAME [--resolution R]] [--home DIR] [--crop C]
+        [--budget PRESET.FIELD=N ...]
     python -m facelab.train.build world64 --ship [--generator NEW.pt] [--work DIR]
         [--n-samples N] [--boundary-samples N] [--boundary-c C]
         [--h-epochs N] [--h-lr LR] [--h-width W] [--h-weight A=W] [--h-init H.pt] [--h-test N]
@@ -27,8 +28,10 @@ Two destinations, one pipeline:
   every artifact; ``cards`` writes ``world.md`` and ``world.json`` (format ``facelab.world/1``), which
   :func:`facelab.worlds.load_world` reads. The world's face crop (how photos are aligned for it)
   follows its source, :func:`facelab.worlds.crop_of`: ``ffhq`` for NVIDIA's networks, ``world`` for
-  facelab's; ``--crop`` overrides it, and ``build.json`` keeps it for later runs. ``make
-  test-worlds`` builds ``mini32`` this way and runs every notebook on it.
+  facelab's; ``--crop`` overrides it, and ``build.json`` keeps it for later runs. ``--budget
+  cpu.project_steps=20`` (repeatable) overrides one field of the world's step budgets
+  (:class:`facelab.worlds.Budget`) in ``world.json``; ``build.json`` keeps those too. ``make
+  test-worlds`` builds ``mini32`` this way, with small budgets, and runs every notebook on it.
 - **The package's own world** (``world64 --ship``): ``--generator`` (optional) replaces
   ``facelab/weights/world64.pt``; each stage then ships its artifact into ``facelab/weights/``
   through its trainer's own ``--ship`` path, which rewrites that artifact's model card; ``cards``
@@ -52,7 +55,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
-from ..worlds import ARTIFACTS, CROPS, crop_of, worlds_dir, write_world_json
+from ..worlds import ARTIFACTS, CROPS, budget_of, crop_of, worlds_dir, write_world_json
 
 STAGES = ("label", "h", "boundaries", "mapper", "encoder", "cards")
 SHIPPED_WORLD = "world64"  # the world whose artifacts live in facelab/weights/
@@ -85,6 +88,7 @@ class Target:
     work: Path  # stamps, build.json and work files; a world folder's artifacts too
     ship: bool  # into facelab/weights/, through each trainer's --ship
     crop: str = "world"  # how photos are aligned for its faces (facelab.worlds.CROPS)
+    budgets: dict | None = None  # {preset: {field: steps}}: world.json's overrides of facelab.worlds.PRESETS
 
     @property
     def generator(self) -> str:
@@ -243,6 +247,8 @@ def stage_cards(t: Target, args) -> None:
         lines += [f"- {a}: r {r['r']} on {r['n']} faces" for a, r in json.loads(report.read_text())["val"].items()]
     (folder / "world.md").write_text("\n".join(lines) + "\n")
     fields = {k: f"{k}.pt" for k in ARTIFACTS if (folder / f"{k}.pt").exists()}
+    if t.budgets:
+        fields["budgets"] = t.budgets
     write_world_json(folder, name=args.name, generator="generator.pt", crop=t.crop, **fields)
 
 
@@ -295,14 +301,30 @@ def ship_generator_if_new(src: str, name: str) -> bool:
     return True
 
 
+def parse_budgets(items: list[str] | None) -> dict[str, dict[str, int]]:
+    """``["cpu.project_steps=20", ...]`` -> ``{"cpu": {"project_steps": 20}}``, checked against
+    :data:`facelab.worlds.PRESETS` now, so a misspelt budget fails before the first stage."""
+    out: dict[str, dict[str, int]] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        preset, dot, field = key.partition(".")
+        if not (eq and dot and value.strip().isdigit()):
+            raise ValueError(f"--budget {item!r}: write PRESET.FIELD=N, e.g. cpu.project_steps=20")
+        out.setdefault(preset.strip(), {})[field.strip()] = int(value)
+    for preset, over in out.items():
+        budget_of(preset, over, "--budget")
+    return out
+
+
 def target_of(args) -> Target:
     """Check the flags and say where this build goes (see :class:`Target`)."""
     if args.ship:
         if args.name != SHIPPED_WORLD:
             raise ValueError(f"--ship rebuilds the package's own world, {SHIPPED_WORLD}, not {args.name!r}; "
                              "build other worlds without --ship (into FACELAB_HOME)")
-        if args.resolution is not None or args.home is not None or args.crop is not None:
-            raise ValueError("--resolution, --home and --crop build a world folder; they do not go with --ship")
+        if args.resolution is not None or args.home is not None or args.crop is not None or args.budget:
+            raise ValueError("--resolution, --home, --crop and --budget build a world folder; they do not go with "
+                             "--ship (world64's budgets are facelab.worlds.PRESETS)")
         return Target(args.name, Path(args.work or f"runs/build/{args.name}"), ship=True)
     if args.work is not None:
         raise ValueError("--work is for --ship; a world folder is its own work folder (set it with --home)")
@@ -330,7 +352,10 @@ def build(args) -> Path:
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
         record["crop"] = args.crop or record.get("crop", "world")
-        t = replace(t, crop=record["crop"])
+        if args.budget:  # merged into the budgets of earlier runs, so a rerun of one stage keeps them
+            for preset, over in args.budget.items():
+                record.setdefault("budgets", {}).setdefault(preset, {}).update(over)
+        t = replace(t, crop=record["crop"], budgets=record.get("budgets"))
     for stage in todo:
         stamp = t.work / f".done-{stage}"
         if stamp.exists() and not force:
@@ -363,6 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--crop", choices=CROPS, default=None,
                    help="how photos are aligned for the world's faces (default: ffhq for NVIDIA's networks, "
                         "world for facelab's; kept in build.json)")
+    p.add_argument("--budget", action="append", metavar="PRESET.FIELD=N",
+                   help="override one step budget of the world in world.json (repeatable; kept in build.json), "
+                        "e.g. cpu.project_steps=20; fields: facelab.worlds.Budget")
     p.add_argument("--ship", action="store_true",
                    help=f"rebuild the package's own {SHIPPED_WORLD}: ship each artifact into facelab/weights/")
     p.add_argument("--work", default=None, help="with --ship: work files and stamps (default runs/build/NAME)")
@@ -408,6 +436,7 @@ def main(argv: list[str] | None = None) -> None:
         from .regressor import parse_weights
 
         args.h_weight = parse_weights(args.h_weight)  # a misspelt weight fails now, not after the label stage
+        args.budget = parse_budgets(args.budget)
         build(args)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None

@@ -34,7 +34,8 @@ def load_file(path: str | Path) -> dict:
         raise FileNotFoundError(f"no such weights file: {path}") from None
     except Exception as e:  # the unpickler refused something, or the file is not a torch file
         raise ValueError(f"{path} is not a plain-tensor torch file ({weights_only_refusal(e)}); facelab only "
-                         "loads weights_only files and never unpickles code") from None
+                         "loads weights_only files and never unpickles code (a damaged file: download or build it "
+                         "again)") from None
 
 
 def _few(items: list[str], k: int = 3) -> str:

@@ -180,7 +180,11 @@ def test_a_pattern_edit_of_a_projected_boundary_says_why_it_has_none(tmp_path):
     conditioned = world.with_files(boundaries=I.save_boundaries(tmp_path / "b.pt", b))
     with pytest.raises(KeyError, match=r"age\|male boundary is projected off male.*use --by interfacegan"):
         cli.editor(conditioned, {"age|male": 1}, by="pattern")
-    assert cli.editor(conditioned, {"age|male": 0.1})  # which --by interfacegan (the default) edits along
+    ws = conditioned.G.mapping(torch.randn(4, conditioned.G.z_dim, generator=torch.Generator().manual_seed(0)))
+    edited = cli.editor(conditioned, {"age|male": 0.1})(ws)  # --by interfacegan (the default) edits along it
+    moved = {a: b[a].distance(edited[:, 0]) - b[a].distance(ws[:, 0]) for a in ("age|male", "male")}
+    assert (moved["age|male"] > 1e-3).all()  # along the projected normal, every face
+    assert moved["male"].abs().max() < 1e-4  # and not at all along the normal it was projected off
     with pytest.raises(KeyError, match=r"has no boundary for 'beard'; it has .*smile"):
         cli.editor(conditioned, {"beard": 1}, by="pattern")
 

@@ -151,7 +151,7 @@ def test_a_constant_rate_run_lengthened_and_annealed_is_the_fresh_annealed_run(G
     torch.save(ckpt, tmp_path / "resumed" / "checkpoint.pt")
     resumed = tenc.train(tmp_path / "resumed", World, cfg, steps=8, anneal_steps=4, progress=False)
     assert resumed.meta["lr_anneal_steps"] == 4 and resumed.meta["steps"] == 8
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), resumed.state_dict().values()))
+    torch.testing.assert_close(fresh.state_dict(), resumed.state_dict(), rtol=0, atol=0)  # same keys, same bits
     with pytest.raises(ValueError, match="took step 5 at lr .*anneal only steps not yet taken"):
         tenc.train(tmp_path / "resumed", World, cfg, steps=12, anneal_steps=8, progress=False)
     with pytest.raises(ValueError, match="--anneal-steps must be in 0..--steps"):
@@ -209,7 +209,7 @@ def test_world_artifacts_load_by_the_world_s_name_as_boundaries_do():
 
     for load, kind in ((load_encoder, "encoder"), (load_mapper, "mapper")):
         by_world, by_registry = load("world64", device="cpu"), load(f"{kind}_world64", device="cpu")
-        assert all(torch.equal(a, b) for a, b in zip(by_world.state_dict().values(), by_registry.state_dict().values()))
+        torch.testing.assert_close(by_world.state_dict(), by_registry.state_dict(), rtol=0, atol=0)
         assert load(device="cpu").meta == by_world.meta  # world64 is the default
 
 

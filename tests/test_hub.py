@@ -256,7 +256,7 @@ def test_ship_generator_refuses_what_does_not_load(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "MANIFEST", pkg / "manifest.json")
     bad = tmp_path / "bad.pt"
     torch.save({"not": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"bad\.pt is not a facelab generator file"):
         ship_generator(bad, "bad")
     assert list(pkg.iterdir()) == []
 
@@ -266,7 +266,7 @@ def test_atomic_torch_save_leaves_no_temp_files(tmp_path):
     assert torch.equal(load_file(path)["x"], torch.arange(3))
     assert [p.name for p in path.parent.iterdir()] == ["obj.pt"]
     # A failing save (a lambda cannot be pickled) keeps the old file intact and leaves no temp file.
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match=r"Can't pickle local object"):
         atomic_torch_save({"x": torch.zeros(1), "f": lambda: None}, path)
     assert torch.equal(load_file(path)["x"], torch.arange(3))
     assert [p.name for p in path.parent.iterdir()] == ["obj.pt"]

@@ -103,7 +103,7 @@ def test_make_grid_layout():
     assert torch.equal(grid[:, 8:12, 18:24], torch.full((3, 4, 6), -1.0))  # the empty 6th cell
     assert (grid[:, :2] == -1).all() and (grid[:, :, :2] == -1).all()  # the border
     assert make_grid(images).shape[2] == 3 * 8 + 2  # default nrow = ceil(sqrt(5)) = 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"make_grid expects \[N, C, H, W\], got \[3, "):
         make_grid(images[0])
 
 

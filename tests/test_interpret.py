@@ -420,7 +420,7 @@ def test_rescore_keeps_per_face_changes_and_edits_z_codes_through_the_mapping(G)
     torch.testing.assert_close(r.change, r.per_sample.nanmean(1))
     rz = I.rescore(G, lat.z[:8], {"z": bz}, brightness, step="std", space="z")
     assert rz.per_sample.shape == (1, 8, 1) and rz.change[0, 0] > 0  # a Z edit along the Z normal brightens
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"space must be one of \('z', 'w', 'w\+'\), got 'q'"):
         I.rescore(G, lat.z[:8], {"z": bz}, brightness, space="q")
     with pytest.raises(ValueError, match="boundary 'z' lives in 'z' but rescore was given space='w'"):
         I.rescore(G, lat.w[:8], {"z": bz}, brightness)  # a Z normal cannot edit W codes, whatever their size

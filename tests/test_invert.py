@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import facelab
 from facelab.invert import ProjectConfig, Projection, noise_regularization, project, w_distance, w_stats
+from facelab.latents import w_moments
 
 
 def multiscale_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -189,23 +190,32 @@ def test_noise_regularization_is_small_for_white_noise_and_large_for_smooth_maps
 
 
 def test_init_resize_and_pixel_only(G):
+    from facelab.imaging import resize
+
     x = targets(G, 1)
     w0 = project(G, x, space="w", steps=10, **FAST)
-    # W then W+, from the W result; a 2x larger target is resized to G's resolution
+    # W then W+, from the W result: with a zero learning rate the W+ run stays where W ended, every layer
     big = F.interpolate(x, scale_factor=2, mode="bilinear")
-    wp = project(G, big, space="w+", steps=1, init=w0, lr_rampup_length=0, **FAST)
+    wp = project(G, big, space="w+", steps=1, init=w0, lr=0.0, **FAST)
     assert wp.ws.shape == (1, G.num_ws, G.w_dim)
+    assert torch.allclose(wp.ws, w0.ws, atol=1e-5) and not torch.allclose(w0.ws, w_stats(G, n=2000)[0], atol=1e-2)
+    # a 2x larger target is resized to G's resolution: the same run as on the resized target
+    on_big = project(G, big, space="w+", steps=3, init=w0, lr_rampup_length=0, **FAST)
+    on_small = project(G, resize(big, G.img_resolution), space="w+", steps=3, init=w0, lr_rampup_length=0, **FAST)
+    assert torch.allclose(on_big.ws, on_small.ws) and not torch.allclose(on_big.ws, w0.ws, atol=1e-4)
     pix = project(G, x, steps=3, perceptual_weight=0, pixel_weight=1, progress=False, w_avg_samples=2000)
     assert torch.isnan(pix.final["perceptual"]).all() and pix.final["pixel"].item() > 0
     # whiten=False is the StyleGAN2-ADA projector's plain parametrisation; both start at w_avg
-    plain = project(G, x, steps=1, whiten=False, lr_rampup_length=0, **FAST)
-    assert plain.w.shape == (1, G.w_dim)
+    w_avg = w_stats(G, n=2000)[0]
+    for whiten in (False, True):
+        start = project(G, x, steps=1, whiten=whiten, lr=0.0, **FAST)
+        assert start.w.shape == (1, G.w_dim) and torch.allclose(start.w[0], w_avg, atol=1e-5)
 
 
 def test_w_distance_and_stats(G):
     w_avg, w_std = w_stats(G, n=2000)
     assert w_avg.shape == (G.w_dim,) and w_std > 0
-    assert torch.equal(w_stats(G, n=2000)[0], w_avg)  # cached: the same numbers
+    assert w_moments(G, n=2000) is w_moments(G, n=2000)  # cached: computed once per mapping network
     with torch.no_grad():
         ws = G.mapping(facelab.z_from_seeds(range(100, 300), G.z_dim))  # [200, num_ws, w_dim]
     for kind in ("mahalanobis", "l2"):
@@ -263,9 +273,15 @@ def test_w_distance_rejects_bad_latents(G):
 
 
 def test_default_perceptual_distance(G):
+    from facelab.metrics import default_perceptual
+
     x = targets(G, 2)
     proj = project(G, x, steps=3, w_avg_samples=2000, progress=False)
     assert proj.final["perceptual"].shape == (2,) and torch.isfinite(proj.final["perceptual"]).all()
+    named = project(G, x, steps=3, w_avg_samples=2000, progress=False, perceptual=default_perceptual("cpu"))
+    assert torch.equal(proj.ws, named.ws)  # the default is metrics.default_perceptual (dlib-lpips) ...
+    other = project(G, x, steps=3, w_avg_samples=2000, progress=False, perceptual=multiscale_mse)
+    assert not torch.allclose(proj.ws, other.ws)  # ... and the distance steers the run
 
 
 def test_a_config_is_the_same_as_its_keywords_and_device_is_honoured(G):

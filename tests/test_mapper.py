@@ -150,7 +150,7 @@ def test_a_constant_lr_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, 
     resumed = _brightness_run(G, tmp_path / "resumed", steps=12, lr_anneal_steps=6)
     assert resumed.meta["steps"] == 12
     # bitwise: the initial weights follow cfg.seed, and the checkpoint holds the optimiser and the RNG
-    assert all(torch.equal(a, b) for a, b in zip(fresh.parameters(), resumed.parameters()))
+    torch.testing.assert_close(list(fresh.parameters()), list(resumed.parameters()), rtol=0, atol=0)
     # annealing steps already taken at the constant lr would not be the run it claims to be
     with pytest.raises(ValueError, match="took step 5 at lr 0.001.*anneal only steps not yet taken"):
         _brightness_run(G, tmp_path / "resumed", steps=20, lr_anneal_steps=16)

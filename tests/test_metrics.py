@@ -393,5 +393,5 @@ def test_judged_attribute_change_is_zero_for_the_same_faces_and_nan_without_a_fa
     assert torch.isnan(change["yaw"][2]) and torch.isnan(change["roll"][2])
     flipped = M.judged_attribute_change(faces[:2], faces[:2].flip(-1), attributes=["yaw"])["yaw"]
     assert (flipped.abs() > 0).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"a and b must have the same shape \(pairs of images\)"):
         M.judged_attribute_change(faces[:2], faces[:3])

@@ -36,6 +36,11 @@ def test_only_the_heads_train_and_gradients_reach_the_image():
 
 
 def test_other_resolutions_are_resized_to_64_px():
+    from facelab.imaging import resize
+
     D = ProjectedDiscriminator().eval()
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
-        assert D(torch.zeros(1, 3, 32, 32)).shape == D(torch.zeros(1, 3, 64, 64)).shape
+        small, big = D(x), D(resize(x, 64))
+    assert small.shape == big.shape and torch.allclose(small, big, atol=1e-5)  # the same as resizing first
+    assert not torch.allclose(small, D(resize(x.flip(-1), 64)), atol=1e-3)  # and it does look at the image

@@ -122,7 +122,7 @@ def test_early_stop(G, problem):
     target, pivots = problem
     res = pti.tune(G, target, pivots=pivots, config=cfg(early_stop=1e9), perceptual=coarse, progress=False)
     assert res.steps_run == 0 and res.stopped_early and len(res.history["perceptual"]) == 1
-    assert all(torch.equal(a, b) for a, b in zip(res.G.parameters(), G.parameters()))
+    torch.testing.assert_close(list(res.G.parameters()), list(G.parameters()), rtol=0, atol=0)
     # A threshold reached mid-way stops at the first step whose worst image is below it.
     full = pti.tune(G, target, pivots=pivots, config=cfg(), perceptual=coarse, progress=False)
     worst = full.history["perceptual_max"]

@@ -276,7 +276,7 @@ def test_discriminator_logits_shape(D, n):
 def test_discriminator_rejects_wrong_resolution(D):
     with pytest.raises(ValueError, match="32, 32"):
         D(rand(2, 3, 64, 64))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"images must be \[N, C, 32, 32\], got \[3, 32, 32\]"):
         D(rand(3, 32, 32))
 
 

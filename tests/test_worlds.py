@@ -2,6 +2,7 @@
 from its world.json; missing artifacts and unknown names fail in one line; budgets follow the device."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -117,7 +118,8 @@ def test_missing_artifacts_fail_in_one_line_naming_the_build(G):
     # a file that exists but is not what the world.json says it is
     (folder / "regressor.pt").write_bytes(b"not a checkpoint")
     write_world_json(folder, generator="generator.pt", regressor="regressor.pt")
-    with pytest.raises(Exception) as e:
+    with pytest.raises(ValueError, match=r"regressor\.pt is not a plain-tensor torch file \(UnpicklingError: .*\); "
+                                          r".*\(a damaged file: download or build it again\)$") as e:
         load_world("bare").H
     assert "\n" not in str(e.value)
 
@@ -127,9 +129,9 @@ def test_budgets_follow_the_device():
     assert world.budget() == world.budget("cpu") == PRESETS["cpu"]  # the tests run with FACELAB_DEVICE=cpu
     assert world.budget(torch.device("cuda")) == PRESETS["paper"] == Budget()
     cpu, paper = PRESETS["cpu"], PRESETS["paper"]
-    # what the notebooks spend today on two cores, and the papers' values
-    assert (cpu.project_steps, cpu.wplus_steps, cpu.pti_pivot_steps, cpu.pti_tune_steps) == (100, 40, 80, 80)
-    assert (cpu.photo_pivot_steps, cpu.photo_tune_steps, cpu.mapper_steps) == (60, 40, 20)
+    # the CPU preset spends less than the papers' on every count; the papers' values are the papers'
+    fields = [f.name for f in dataclasses.fields(Budget)]
+    assert all(1 <= getattr(cpu, f) < getattr(paper, f) for f in fields), cpu
     assert (paper.project_steps, paper.pti_pivot_steps, paper.pti_tune_steps, paper.mapper_steps) == (1000, 450, 350,
                                                                                                          2000)
     with pytest.raises(dataclasses_frozen_error()):

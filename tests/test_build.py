@@ -37,6 +37,17 @@ def test_budgets_reach_world_json_and_survive_a_rerun_of_one_stage(tmp_path):
     assert world.budget("cuda").mapper_steps == 500
 
 
+def test_new_budgets_rewrite_world_json_of_a_finished_build(tmp_path, monkeypatch):
+    ran = []
+    runners = {s: (lambda t, a, s=s: ran.append(s)) for s in B.STAGES}
+    monkeypatch.setattr(B, "RUNNERS", {**runners, "cards": B.stage_cards})
+    folder = run(tmp_path)
+    assert "budgets" not in json.loads((folder / "world.json").read_text())
+    run(tmp_path, "--budget", "cpu.eval_faces=8")  # every stage stamped: only cards reruns, for the budgets
+    assert ran == list(B.STAGES[:-1])
+    assert json.loads((folder / "world.json").read_text())["budgets"] == {"cpu": {"eval_faces": 8}}
+
+
 @pytest.mark.parametrize("flag, message", [
     ("cpu.project_steps", r"--budget 'cpu.project_steps': write PRESET.FIELD=N, e.g. cpu.project_steps=20"),
     ("cpu.project_steps=-3", r"write PRESET.FIELD=N"),

@@ -30,7 +30,8 @@ Two destinations, one pipeline:
   follows its source, :func:`facelab.worlds.crop_of`: ``ffhq`` for NVIDIA's networks, ``world`` for
   facelab's; ``--crop`` overrides it, and ``build.json`` keeps it for later runs. ``--budget
   cpu.project_steps=20`` (repeatable) overrides one field of the world's step budgets
-  (:class:`facelab.worlds.Budget`) in ``world.json``; ``build.json`` keeps those too. ``make
+  (:class:`facelab.worlds.Budget`) in ``world.json``; ``build.json`` keeps those too, and a
+  finished build given new budgets reruns only ``cards``, which writes them. ``make
   test-worlds`` builds ``mini32`` this way, with small budgets, and runs every notebook on it.
 - **The package's own world** (``world64 --ship``): ``--generator`` (optional) replaces
   ``facelab/weights/world64.pt``; each stage then ships its artifact into ``facelab/weights/``
@@ -358,7 +359,7 @@ def build(args) -> Path:
         t = replace(t, crop=record["crop"], budgets=record.get("budgets"))
     for stage in todo:
         stamp = t.work / f".done-{stage}"
-        if stamp.exists() and not force:
+        if stamp.exists() and not force and not (stage == "cards" and args.budget):  # new budgets: world.json
             print(f"{stage}: done (stamp {stamp.name}), skipped", flush=True)
             continue
         print(f"== {stage}", flush=True)

@@ -9,10 +9,18 @@ import torch
 from facelab.train import build as B
 
 
+def tiny_generator(path, seed: int = 0):
+    from facelab.hub import export_generator
+    from facelab.nets.stylegan2 import Generator
+
+    torch.manual_seed(seed)
+    return export_generator(Generator("tiny"), path, meta={"seed": seed})
+
+
 def run(tmp_path, *extra):
     gen = tmp_path / "g.pt"
     if not gen.exists():
-        torch.save({"dummy": torch.zeros(1)}, gen)
+        tiny_generator(gen)
     B.main(["w", "--home", str(tmp_path), "--generator", str(gen), *extra])
     return tmp_path / "worlds" / "w"
 
@@ -35,6 +43,30 @@ def test_budgets_reach_world_json_and_survive_a_rerun_of_one_stage(tmp_path):
     world = load_world(str(folder))
     assert world.budget("cpu") == PRESETS["cpu"].replace(project_steps=20, wplus_steps=5)
     assert world.budget("cuda").mapper_steps == 500
+
+
+def test_a_built_world_refuses_another_generator_and_takes_a_re_export_of_its_own(tmp_path, monkeypatch):
+    from facelab.hub import export_generator, load_generator
+
+    monkeypatch.setattr(B, "RUNNERS", {s: (lambda t, a: None) for s in B.STAGES})
+    folder = run(tmp_path)  # built on g.pt, every stage stamped
+    other = tiny_generator(tmp_path / "other.pt", seed=1)
+    with pytest.raises(SystemExit, match=r"worlds/w was built on another generator \(weights [0-9a-f]{12}, .*other\.pt: "
+                                         r"[0-9a-f]{12}\); build .*other\.pt into a new world \(another NAME, or --home\), "
+                                         r"or delete .*worlds/w first$"):
+        B.main(["w", "--home", str(tmp_path), "--generator", str(other)])
+    with pytest.raises(SystemExit, match="was built on another generator"):  # forcing the stages is no way round
+        B.main(["w", "--home", str(tmp_path), "--generator", str(other), "--from", "label"])
+    same = export_generator(load_generator(tmp_path / "g.pt"), tmp_path / "again.pt", meta={"note": "re-exported"})
+    B.main(["w", "--home", str(tmp_path), "--generator", str(same)])  # the same weights: its stamps hold
+    # the package's world: refused before anything is shipped
+    work = tmp_path / "ship"
+    work.mkdir()
+    (work / "build.json").write_text(json.dumps({"seconds": {}, "generator_weights_sha256": "0" * 64}))
+    monkeypatch.setattr(B, "ship_generator_if_new", lambda *a: pytest.fail("shipped a generator it should refuse"))
+    with pytest.raises(SystemExit, match=r"ship was built on another generator .*; build .*other\.pt into a new --work"):
+        B.main(["world64", "--ship", "--work", str(work), "--generator", str(other)])
+    assert folder.is_dir()
 
 
 def test_new_budgets_rewrite_world_json_of_a_finished_build(tmp_path, monkeypatch):
@@ -71,11 +103,20 @@ def test_stamped_stage_is_skipped_and_from_reruns(tmp_path, monkeypatch, capsys)
     assert "skipped" in capsys.readouterr().out
     run(tmp_path, "--from", "mapper")
     assert calls[len(B.STAGES):] == ["mapper", "encoder", "cards"]
+    # a --from run stopped in its first stage leaves none of the later stamps behind
+    def stop(t, a):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(B, "RUNNERS", {**B.RUNNERS, "boundaries": stop})
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--from", "boundaries")
+    assert sorted(p.name for p in (tmp_path / "worlds" / "w").glob(".done-*")) == [".done-h", ".done-label"]
 
 
 def test_one_line_errors(tmp_path):
     with pytest.raises(SystemExit, match=r"unknown stage 'nope'.*label, h"):
         run(tmp_path, "--only", "nope")
+    with pytest.raises(SystemExit, match=r"--only h and --from mapper do not go together; pass one of them"):
+        run(tmp_path, "--only", "h", "--from", "mapper")
     with pytest.raises(SystemExit, match=r"generator .*missing.pt not found"):
         B.main(["w", "--home", str(tmp_path), "--generator", str(tmp_path / "missing.pt")])
     with pytest.raises(SystemExit, match=r"--generator PATH"):
@@ -155,6 +196,7 @@ def test_label_stage_warns_when_the_teacher_finds_few_faces(tmp_path, monkeypatc
 
 def test_a_world_from_an_nvidia_pickle_aligns_photos_the_ffhq_way(tmp_path, monkeypatch):
     monkeypatch.setattr(B, "copy_generator", lambda src, dest, resolution=None: torch.save({"g": torch.zeros(1)}, dest))
+    monkeypatch.setattr(B, "same_generator", lambda *a, **k: None)  # the empty "pickle" below does not load
     (tmp_path / "net.pkl").write_bytes(b"")
     crop = lambda: json.loads((tmp_path / "worlds" / "nv" / "world.json").read_text())["crop"]  # noqa: E731
     B.main(["nv", "--home", str(tmp_path), "--generator", str(tmp_path / "net.pkl"), "--only", "cards"])

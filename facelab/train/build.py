@@ -105,6 +105,8 @@ def stages_to_run(only: str | None, start: str | None) -> tuple[list[str], bool]
     for name, flag in ((only, "--only"), (start, "--from")):
         if name is not None and name not in STAGES:
             raise ValueError(f"unknown stage {name!r} for {flag}; choose one of {', '.join(STAGES)}")
+    if only and start:
+        raise ValueError(f"--only {only} and --from {start} do not go together; pass one of them")
     if only:
         return [only], True
     if start:
@@ -286,13 +288,17 @@ def is_registered_generator(name: str) -> bool:
     return name in REGISTRY and REGISTRY[name].kind == "generator"
 
 
+def check_ship_source(src: str) -> None:
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"generator {src} not found; --ship takes an exported facelab generator (.pt), "
+                                "e.g. a training run's generator.pt")
+
+
 def ship_generator_if_new(src: str, name: str) -> bool:
     """Replace the package's generator ``name`` by the exported generator ``src`` unless it is that file."""
     from ..hub import load_generator, sha256_file, ship_file, weights_path
 
-    if not Path(src).is_file():
-        raise FileNotFoundError(f"generator {src} not found; --ship takes an exported facelab generator (.pt), "
-                                "e.g. a training run's generator.pt")
+    check_ship_source(src)
     if sha256_file(src) == sha256_file(weights_path(name)):
         return False
     kimg = load_generator(src).meta.get("kimg")  # (what does not load is refused here, as ship_generator would)
@@ -300,6 +306,21 @@ def ship_generator_if_new(src: str, name: str) -> bool:
     ship_file(src, name, kind="generator", card=f"{name}.md",
               description=f"{name}{trained}, every artifact rebuilt on it (python -m facelab.train.build --ship)")
     return True
+
+
+def same_generator(t: Target, record: dict, generator: str, *, key: str = "generator_weights_sha256") -> None:
+    """Record in ``record`` (build.json) the weights digest of ``generator`` under ``key``, or refuse in one
+    line when the work folder was built on another generator: its stamps and artifacts hold for that one
+    only (:func:`facelab.hub.weights_sha256`, so a re-export with new meta is the same generator)."""
+    from ..hub import load_generator, weights_sha256
+
+    digest = weights_sha256(load_generator(generator, device="cpu"))
+    old = record.get(key)
+    if old and old != digest:
+        where = "a new --work" if t.ship else "a new world (another NAME, or --home)"
+        raise ValueError(f"{t.work} was built on another generator (weights {old[:12]}, {generator}: {digest[:12]}); "
+                         f"build {generator} into {where}, or delete {t.work} first")
+    record[key] = digest
 
 
 def parse_budgets(items: list[str] | None) -> dict[str, dict[str, int]]:
@@ -341,15 +362,22 @@ def build(args) -> Path:
     record_path = t.work / "build.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {"seconds": {}}
     if t.ship:
+        if args.generator:
+            check_ship_source(args.generator)
+        same_generator(t, record, args.generator or t.name)  # before shipping: refused, nothing changes
         if args.generator and ship_generator_if_new(args.generator, t.name):
             print(f"shipped {args.generator} as facelab/weights/{t.name}.pt", flush=True)
     else:
         gen = t.work / "generator.pt"
         src = args.generator or (args.name if is_registered_generator(args.name) else None)  # e.g. ffhq
         if src:
+            if args.generator and gen.exists():
+                same_generator(t, record, args.generator, key="source_weights_sha256")
             if not gen.exists() or force:
                 copy_generator(src, gen, resolution=args.resolution)
                 record["crop"] = crop_of(src)  # the copy no longer says where it came from: the record does
+                if args.generator:
+                    same_generator(t, record, args.generator, key="source_weights_sha256")
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
         record["crop"] = args.crop or record.get("crop", "world")
@@ -357,6 +385,9 @@ def build(args) -> Path:
             for preset, over in args.budget.items():
                 record.setdefault("budgets", {}).setdefault(preset, {}).update(over)
         t = replace(t, crop=record["crop"], budgets=record.get("budgets"))
+    if force:  # the stages named are stale from here on: an interrupted rerun must not skip the later ones
+        for stage in todo:
+            (t.work / f".done-{stage}").unlink(missing_ok=True)
     for stage in todo:
         stamp = t.work / f".done-{stage}"
         if stamp.exists() and not force and not (stage == "cards" and args.budget):  # new budgets: world.json

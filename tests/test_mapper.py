@@ -1,6 +1,9 @@
 """The Latent-to-Latent mapper: architecture, units, attribute correction, training, shipped weights."""
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -139,6 +142,27 @@ def _brightness_run(G, out, **cfg_changes):
                           "face_identity_weight": 0.0, "neighbourhood_weight": 0.0, **cfg_changes})
     ident = lambda img: F.normalize(img.flatten(1), dim=1)  # noqa: E731
     return tm.train(out, cfg, G=G, H=Brightness(), identity=ident, progress=False, stats_n=64)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_on_a_whole_step_saves_it_and_says_so(G, tmp_path, monkeypatch, signum):
+    fresh = _brightness_run(G, tmp_path / "fresh", steps=8)
+    calls, draw = [], tm.draw_edits
+
+    def signalling_draw(*a, **k):  # the signal arrives in the middle of the fourth step
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signum)
+        return draw(*a, **k)
+
+    monkeypatch.setattr(tm, "draw_edits", signalling_draw)
+    with pytest.raises(KeyboardInterrupt):  # raised once saved: no caller takes it for a finished run
+        _brightness_run(G, tmp_path / "stopped", steps=8)
+    assert hub.load_file(tmp_path / "stopped" / "last.pt")["step"] == 4  # the step it was in was finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    monkeypatch.setattr(tm, "draw_edits", draw)
+    resumed = _brightness_run(G, tmp_path / "stopped", steps=8)
+    torch.testing.assert_close(list(fresh.parameters()), list(resumed.parameters()), rtol=0, atol=0)
 
 
 def test_a_constant_lr_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, tmp_path):

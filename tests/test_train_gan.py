@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 
 import pytest
 import torch
 from PIL import Image
 
-from facelab.hub import load_generator
+from facelab.hub import load_file, load_generator
 from facelab.train.gan import CHECKPOINT, TrainConfig, Trainer, main, train
 
 
@@ -74,6 +76,29 @@ def test_resume_is_exact(run2, tmp_path):
     # ... and the run really moved in its last two steps.
     first = run2[1].G.state_dict()
     assert not torch.equal(first["synthesis.b32.torgb.weight"], once.G.state_dict()["synthesis.b32.torgb.weight"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_training_after_its_step_and_the_run_resumes_exactly(tmp_path, monkeypatch, signum):
+    once = train(tmp_path / "once", config(), device="cpu", max_steps=3, progress=False)
+    taken, step = [], Trainer.step
+
+    def signalling_step(self):  # the signal arrives in the middle of the second step
+        taken.append(1)
+        if len(taken) == 2:
+            os.kill(os.getpid(), signum)
+        return step(self)
+
+    monkeypatch.setattr(Trainer, "step", signalling_step)
+    stopped = train(tmp_path / "stopped", config(), device="cpu", max_steps=5, progress=False)
+    assert stopped.stopped and stopped.state.step == 2  # that step was finished, and no other begun
+    assert load_file(tmp_path / "stopped" / CHECKPOINT)["state"]["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    monkeypatch.setattr(Trainer, "step", step)
+    resumed = train(tmp_path / "stopped", config(), device="cpu", max_steps=1, progress=False)
+    assert not resumed.stopped and resumed.state.step == 3
+    for name in ("G", "G_ema", "D"):
+        torch.testing.assert_close(getattr(once, name).state_dict(), getattr(resumed, name).state_dict(), rtol=0, atol=0)
 
 
 def test_one_step_updates_every_parameter_and_the_ema_follows_its_half_life(tmp_path):

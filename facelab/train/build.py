@@ -57,6 +57,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..worlds import ARTIFACTS, CROPS, budget_of, crop_of, worlds_dir, write_world_json
+from .loop import run_main
 
 STAGES = ("label", "h", "boundaries", "mapper", "encoder", "cards")
 SHIPPED_WORLD = "world64"  # the world whose artifacts live in facelab/weights/
@@ -475,4 +476,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

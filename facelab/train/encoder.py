@@ -41,7 +41,7 @@ from ..metrics import default_perceptual, distortion, editability, identity_simi
 from ..nets.encoder import Encoder, EncoderConfig
 from ..utils import annealed_lr, get_device, write_card_section
 from ..worlds import load_world
-from .loop import check_schedule, saving_on_exit
+from .loop import check_schedule, run_main, saving_on_exit
 
 R1_EVERY = 16  # lazy R1 (StyleGAN2): every 16 discriminator steps, weighted by 16
 
@@ -383,4 +383,4 @@ def ship(world, E: Encoder, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

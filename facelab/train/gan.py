@@ -12,7 +12,8 @@ there is nothing to overfit and no augmentation.
 Runs are resumable and exact: a checkpoint (written atomically every ``snap_kimg``) holds the
 networks, optimisers, EMA, RNG states and counters; running the same command again continues the
 same run, and an interrupted run resumed from a checkpoint produces the same weights as one that
-never stopped. Mixed precision (bfloat16 autocast) is used on CUDA only; the CPU path is float32.
+never stopped. SIGTERM or Ctrl-C stop a run after its current step and write the checkpoint (exit
+status 130); a second Ctrl-C stops at once, and the last snapshot stays the checkpoint. Mixed precision (bfloat16 autocast) is used on CUDA only; the CPU path is float32.
 Everything in the checkpoint is plain tensors and Python scalars, loadable with ``weights_only=True``.
 
 Discriminators (``--disc``): ``stylegan2`` (the residual StyleGAN2 discriminator with lazy R1),
@@ -34,13 +35,13 @@ rank 0 writes the checkpoints, so a run may be resumed under any N (:mod:`facela
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gzip
 import json
 import math
 import os
 import random
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config,
 from ..nets.teacher import load_teacher
 from ..utils import Config, get_device
 from .distributed import Shard, init_from_torchrun, launched_by_torchrun, leave
+from .loop import stop_requests
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
@@ -158,7 +160,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick each convolution's fastest kernel once
         self.state = RunState()
-        self.interrupted = False  # set when Ctrl-C or SIGTERM ended train()
+        self.stopped = False  # set when SIGTERM or Ctrl-C ended train() between two steps (loop.stop_requests)
         # Fixed latents for the sample grids, independent of the training RNG.
         self.grid_z = torch.randn(64, self.G.z_dim, generator=torch.Generator().manual_seed(123))
 
@@ -399,13 +401,18 @@ class Trainer:
         next_snap = (math.floor(st.nimg / 1000 / cfg.snap_kimg) + 1) * cfg.snap_kimg
         total_steps = math.ceil(cfg.kimg * 1000 / cfg.batch)
         bar = _progress(total=total_steps, initial=st.step, enabled=self.progress)
-        try:
+        with stop_requests() as stop, contextlib.ExitStack() as closing:
+            closing.callback(bar.close)
+            if log_file is not None:
+                closing.callback(log_file.close)
+            # a second Ctrl-C raises KeyboardInterrupt inside a step: no snapshot of its half-taken update
             while st.nimg < cfg.kimg * 1000:
                 if max_steps is not None and steps_here >= max_steps:
                     break
                 out_of_time = (cfg.minutes is not None and time.time() - start > cfg.minutes * 60
                                or cfg.cpu_minutes is not None and time.process_time() - cpu_start > cfg.cpu_minutes * 60)
-                if self.shard.any(out_of_time, device=self.device):  # every rank stops on the same step
+                if self.shard.any(out_of_time or stop["now"], device=self.device):  # every rank stops on one step
+                    self.stopped = self.shard.any(stop["now"], device=self.device)  # not the clock: a signal
                     break
                 t0, c0 = time.time(), time.process_time()
                 stats = self.step()
@@ -424,16 +431,10 @@ class Trainer:
                     if leader:
                         self.snapshot()
                     next_snap += cfg.snap_kimg
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): keep the work done so far
-            self.interrupted = True
-            if leader:
-                print(f"\ninterrupted at step {st.step}; writing a checkpoint before exiting")
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.close()
         if leader:  # the ranks hold the same weights after every finished step
             self.snapshot()
+            if self.stopped:
+                print(f"\nstopped at step {st.step}: checkpoint written; rerun the same command to continue")
         return st
 
 
@@ -664,21 +665,21 @@ def main(argv: list[str] | None = None) -> None:
         ranks = f" x {shard.world} processes (batch {cfg.batch // shard.world} each)" if shard.world > 1 else ""
         print(f"facelab.train.gan: preset {cfg.preset}, G {count_params(Generator(cfg.preset)):,} params, "
               f"device {get_device(device)}{ranks}, out {a.out}" + (" (resuming)" if ckpt.exists() and not a.fresh else ""))
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # `kill` stops cleanly, like Ctrl-C
-    trainer = None
+    trainer = None  # SIGTERM or Ctrl-C stop training after its current step (loop.stop_requests)
     try:
         trainer = train(a.out, cfg, device=device, resume=not a.fresh, init_from=a.init_from)
+    except KeyboardInterrupt:  # a second Ctrl-C, inside a step: the last snapshot stays the checkpoint
+        raise SystemExit(130) from None
     finally:
-        leave(wait=trainer is not None and not trainer.interrupted)
+        leave(wait=trainer is not None)
     st = trainer.state
+    if trainer.stopped:
+        raise SystemExit(130)
     if not trainer.shard.leader:
         return
     print(f"done: {st.step} steps, {st.nimg / 1000:.1f} kimg, {st.seconds / 60:.1f} min of training; "
           f"EMA generator at {Path(a.out) / 'generator.pt'}")
 
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

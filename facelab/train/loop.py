@@ -2,27 +2,66 @@
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 @contextmanager
-def saving_on_exit(save: Callable[[], None]) -> Iterator[dict]:
-    """Run a training loop that checkpoints however it ends.
+def stop_requests() -> Iterator[dict]:
+    """Turn SIGTERM and a first Ctrl-C into a request to stop between steps.
 
-    Yields ``stop``, a dict whose ``stop["now"]`` turns True on SIGTERM (the loop should then end
-    after its current step); Ctrl-C ends the loop at once. Either way, and on normal exit, ``save()``
-    runs last, so rerunning the trainer resumes where it stopped.
+    Yields ``stop``: ``stop["now"]`` turns True on either, and a training loop checks it before each
+    step, so it ends on a whole step (a checkpoint written in the middle of one, with the weights
+    updated and the counters not, would not resume exactly). A second Ctrl-C raises
+    ``KeyboardInterrupt`` at once. Outside the main thread, where Python takes no signal handlers,
+    nothing is installed and Ctrl-C interrupts as usual.
     """
     stop = {"now": False}
-    old = signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+
+    def on_int(*_):
+        if stop["now"]:
+            raise KeyboardInterrupt
+        stop["now"] = True
+        print("\ninterrupt: stopping after this step (Ctrl-C again: stop at once, without a checkpoint)", flush=True)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, lambda *_: stop.update(now=True)),
+                                               (signal.SIGINT, on_int))}
     try:
         yield stop
-    except KeyboardInterrupt:
-        print("interrupted: saving a checkpoint")
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """A trainer's ``python -m`` entry: a run stopped by a signal (it has said so and saved) exits with
+    status 130, as a shell's interrupted command does, without a traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+@contextmanager
+def saving_on_exit(save: Callable[[], None]) -> Iterator[dict]:
+    """Run a training loop that checkpoints however it ends, on a whole step.
+
+    Yields ``stop`` (:func:`stop_requests`): the loop ends after its current step once
+    ``stop["now"]``. ``save()`` runs when the loop ends, finished or stopped, so rerunning the trainer
+    resumes exactly where it stopped; then a stopped loop raises ``KeyboardInterrupt``, so that no
+    caller mistakes a partly trained model for a finished one (nor ships it, nor stamps its stage).
+    A loop broken off inside a step (a second Ctrl-C, an error) keeps its last checkpoint.
+    """
+    with stop_requests() as stop:
+        yield stop
         save()
+    if stop["now"]:
+        print("stopped: checkpoint saved; rerun the same command to continue", flush=True)
+        raise KeyboardInterrupt
 
 
 def check_schedule(path, taken: int, old: Callable[[int], float], new: Callable[[int], float], flags: str) -> None:

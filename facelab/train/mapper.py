@@ -35,7 +35,7 @@ from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator,
 from ..latents import sample_ws
 from ..mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
 from ..utils import get_device, write_card_section
-from .loop import check_schedule, saving_on_exit
+from .loop import check_schedule, run_main, saving_on_exit
 
 LOSSES = ("attribute", "cycle", "identity", "neighbourhood", "face_identity")
 
@@ -293,4 +293,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

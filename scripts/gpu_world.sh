@@ -73,6 +73,8 @@ PY
 run)
   minutes=${2:?usage: gpu_world.sh run MINUTES}
   out=${OUT:-runs/gpu-out}
+  # A warm machine keeps ignored folders between calls: every call starts from the committed checkpoint
+  rm -rf runs/gpu runs/gpu-flags.txt
   mkdir -p "$out" runs
   : > "$out/run.log"  # the bench and the training append to it
   export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=30
@@ -92,7 +94,13 @@ run)
   fi
   # shellcheck disable=SC2086  # $flags is a list of flags
   "${launch[@]}" -m facelab.train.gan --preset world64 --out runs/gpu --init-from "$CKPT" --disc "$disc" \
-    $flags --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee -a "$out/run.log"
+    $flags --minutes "$minutes" --kimg 1e9 --snap-kimg 100 2>&1 | tee -a "$out/run.log" \
+    || echo "== the training failed (see above); its last snapshot, if any, comes back" | tee -a "$out/run.log"
+  if [ ! -f runs/gpu/checkpoint.pt ]; then
+    bundle "$out" run.tar run.log
+    echo "error: the training wrote no checkpoint; run.log (in run.tar) says why" >&2
+    exit 1
+  fi
   python3 -m facelab.train.evaluate runs/gpu/generator.pt --n "${EVAL_N:-1000}" --device "${EVAL_DEVICE:-cuda}" \
     --json "$out/metrics.json" --figures runs/gpu 2>&1 | tail -40 | tee -a "$out/run.log" \
     || echo "== the evaluation failed; the checkpoint comes back all the same" | tee -a "$out/run.log"

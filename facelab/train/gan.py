@@ -185,12 +185,12 @@ class Trainer:
         """Latents for a training batch of n, with style mixing: [n / world, num_ws, w_dim]."""
         G = self.G
         ws = G.mapping(self.randn(n, G.z_dim))
-        if self.cfg.style_mixing > 0:
-            cut = torch.randint(1, G.num_ws, (), device=self.device)
-            if torch.rand((), device=self.device) >= self.cfg.style_mixing:
-                cut = torch.full_like(cut, G.num_ws)
+        if self.cfg.style_mixing > 0:  # the cut is drawn on the CPU: reading a GPU draw back would sync every step
+            cut = int(torch.randint(1, G.num_ws, ()))
+            if float(torch.rand(())) >= self.cfg.style_mixing:
+                cut = G.num_ws
             ws2 = G.mapping(self.randn(n, G.z_dim), update_w_avg=False)
-            ws = style_mix(ws, ws2, int(cut))
+            ws = style_mix(ws, ws2, cut)
         return ws
 
     def fakes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:

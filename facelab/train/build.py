@@ -44,7 +44,9 @@ Two destinations, one pipeline:
 The ``label`` stage warns when the teacher's detector finds a face in fewer than half of the faces: a
 briefly trained world draws blobs that MTCNN does not detect, and then H and everything after it
 have little to learn from. Faces are rendered and labelled on ``--device`` in batches sized by pixel
-count (:func:`facelab.train.regressor.label`), in float32: the labels must not depend on the device.
+count (:func:`facelab.train.regressor.label`), in float32. The faces' latents are the same on any
+device; their per-layer noise comes from the device's random generator, so a GPU's faces differ from a
+CPU's in fine detail (and their labels with them, a little).
 """
 from __future__ import annotations
 

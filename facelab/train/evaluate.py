@@ -177,7 +177,8 @@ def identity_diversity(world: dict[str, torch.Tensor], teacher: torch.Tensor, te
 
 @torch.no_grad()
 def generate(G: Generator, n: int, *, seed: int, psi: float = 1.0, device=None, batch_size: int = 100) -> torch.Tensor:
-    """n faces [n, 3, R, R] from latents drawn on the CPU with ``seed`` (same faces on any device)."""
+    """n faces [n, 3, R, R] from latents drawn on the CPU with ``seed``: the same latents on any device;
+    the per-layer noise comes from the device's own generator, so a GPU draws other fine detail."""
     device = get_device(device)
     z = torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(seed))
     torch.manual_seed(seed)  # the per-layer noise comes from the global RNG

@@ -59,7 +59,8 @@ def chunk_draws(index: int, z_dim: int, *, psi_min: float, seed: int) -> tuple[t
 @torch.no_grad()
 def render_chunk(G, index: int, *, psi_min: float, seed: int, batch: int = 100):
     """Chunk ``index``'s CHUNK faces, reproducibly, ``batch`` at a time on G's device: yields images
-    [b, 3, R, R] in [-1, 1] and their truncation psi [b] (on the CPU)."""
+    [b, 3, R, R] in [-1, 1] and their truncation psi [b] (on the CPU). The latents are drawn on the CPU;
+    the per-layer noise on G's device, from its own generator (a GPU's faces differ in fine detail)."""
     z, psi = chunk_draws(index, G.z_dim, psi_min=psi_min, seed=seed)
     torch.manual_seed(seed * 1_000_003 + index)  # per-layer noise
     device = G.mapping.w_avg.device

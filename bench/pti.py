@@ -57,7 +57,7 @@ generator's forward + backward (batch 2) from 74.6 to 42.6 ms, after a first com
 (with inductor's on-disk cache already warm from an earlier run). facelab does not compile by
 default: the first compilation costs as much as it saves on one photo, and needs a C++ compiler.
 
-What a user waits for, ``pti.tune(G, photo)`` with the defaults (early stop at 0.32),
+What a user waits for, ``pti.tune(G, photo)`` with the defaults (early stop then at 0.32; now 0.33),
 ``--early-stop --runs 2``: 36.0 s of projection and 48.0 s for 278 tuning steps, 84 s in all
 (the first run; the second shared the cores with a test run and is not quoted).
 

@@ -51,9 +51,9 @@ def test_a_built_world_refuses_another_generator_and_takes_a_re_export_of_its_ow
     monkeypatch.setattr(B, "RUNNERS", {s: (lambda t, a: None) for s in B.STAGES})
     folder = run(tmp_path)  # built on g.pt, every stage stamped
     other = tiny_generator(tmp_path / "other.pt", seed=1)
-    with pytest.raises(SystemExit, match=r"worlds/w was built on another generator \(weights [0-9a-f]{12}, .*other\.pt: "
-                                         r"[0-9a-f]{12}\); build .*other\.pt into a new world \(another NAME, or --home\), "
-                                         r"or delete .*worlds/w first$"):
+    with pytest.raises(SystemExit, match=r"worlds/w was built on another generator \(weights [0-9a-f]{12}, "
+                                         r".*other\.pt: [0-9a-f]{12}\); build .*other\.pt into a new world "
+                                         r"\(another NAME, or --home\), or delete .*worlds/w first$"):
         B.main(["w", "--home", str(tmp_path), "--generator", str(other)])
     with pytest.raises(SystemExit, match="was built on another generator"):  # forcing the stages is no way round
         B.main(["w", "--home", str(tmp_path), "--generator", str(other), "--from", "label"])
@@ -64,7 +64,8 @@ def test_a_built_world_refuses_another_generator_and_takes_a_re_export_of_its_ow
     work.mkdir()
     (work / "build.json").write_text(json.dumps({"seconds": {}, "generator_weights_sha256": "0" * 64}))
     monkeypatch.setattr(B, "ship_generator_if_new", lambda *a: pytest.fail("shipped a generator it should refuse"))
-    with pytest.raises(SystemExit, match=r"ship was built on another generator .*; build .*other\.pt into a new --work"):
+    with pytest.raises(SystemExit, match=r"ship was built on another generator .*; build .*other\.pt into a new "
+                                         r"--work"):
         B.main(["world64", "--ship", "--work", str(work), "--generator", str(other)])
     assert folder.is_dir()
 

@@ -98,7 +98,8 @@ def test_a_signal_stops_training_after_its_step_and_the_run_resumes_exactly(tmp_
     resumed = train(tmp_path / "stopped", config(), device="cpu", max_steps=1, progress=False)
     assert not resumed.stopped and resumed.state.step == 3
     for name in ("G", "G_ema", "D"):
-        torch.testing.assert_close(getattr(once, name).state_dict(), getattr(resumed, name).state_dict(), rtol=0, atol=0)
+        a, b = getattr(once, name).state_dict(), getattr(resumed, name).state_dict()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_one_step_updates_every_parameter_and_the_ema_follows_its_half_life(tmp_path):

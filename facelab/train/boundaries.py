@@ -1,7 +1,7 @@
 """Compute a world's InterFaceGAN boundaries: sample latents, label the faces, fit one SVM per attribute.
 
-    python -m facelab.train.boundaries --n 100000 --spaces w,z --labeler H \\
-        --out facelab/weights/boundaries_world64.pt --work runs/boundaries --ship
+    python -m facelab.train.boundaries --n 100000 --spaces w,z --labeler H --rescore-n 64 --C 0.001 \\
+        --out facelab/weights/boundaries_world64.pt --work runs/boundaries --ship   # the shipped recipe
     python -m facelab.train.boundaries --n 2000 --labeler random --out /tmp/b.pt   # smoke test, no H needed
 
 Steps (Shen et al., CVPR 2020, Sec. 3 and the reference ``train_boundary.py``): draw ``--n`` seeded

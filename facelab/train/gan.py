@@ -13,7 +13,8 @@ Runs are resumable and exact: a checkpoint (written atomically every ``snap_kimg
 networks, optimisers, EMA, RNG states and counters; running the same command again continues the
 same run, and an interrupted run resumed from a checkpoint produces the same weights as one that
 never stopped. SIGTERM or Ctrl-C stop a run after its current step and write the checkpoint (exit
-status 130); a second Ctrl-C stops at once, and the last snapshot stays the checkpoint. Mixed precision (bfloat16 autocast) is used on CUDA only; the CPU path is float32.
+status 130); a second Ctrl-C stops at once, and the last snapshot stays the checkpoint. Mixed
+precision (bfloat16 autocast) is used on CUDA only; the CPU path is float32.
 Everything in the checkpoint is plain tensors and Python scalars, loadable with ``weights_only=True``.
 
 Discriminators (``--disc``): ``stylegan2`` (the residual StyleGAN2 discriminator with lazy R1),

@@ -1,7 +1,8 @@
 """Train the Latent-to-Latent mapper on the world (no paired data: H and the identity net supervise).
 
     python -m facelab.train.mapper --out runs/mapper --steps 2000          # resumable, Ctrl-C safe
-    python -m facelab.train.mapper --out runs/mapper --steps 2000 --ship   # + facelab/weights/mapper_world64.*
+    python -m facelab.train.mapper --out runs/mapper --steps 10000 --lr-anneal-steps 4000 --batch-size 8 \
+        --lr 3e-4 --ship   # the shipped recipe (facelab.train.build's MAPPER) -> facelab/weights/mapper_world64.*
 
 Each step draws a batch of world latents (z ~ N(0, I) mapped with truncation ``psi`` and broadcast
 to W+), picks 1..``max_attributes`` attributes per latent and a change for each, uniform in

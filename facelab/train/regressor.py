@@ -499,7 +499,8 @@ def card_markdown(report: dict) -> str:
     if test_set:  # a fresh test set (``regressor test``): the H targets are judged on it
         note += [f"**On a fresh test set** of {test_set['faces']} world faces (`{test_set['folder']}`, drawn from "
                  "another seed than the training faces and never used to train or choose H; "
-                 "`python -m facelab.train.regressor test`), with the ceiling measured on those faces:", "",
+                 "`python -m facelab.train.regressor test --out runs/h-test`), with the ceiling measured on those "
+                 "faces:", "",
                  "| attribute | test faces | Pearson r | ceiling √(mirror r) | r / ceiling | two-crop ceiling | "
                  "r / two-crop ceiling | mean abs. error |", "|---|---|---|---|---|---|---|---|"]
         for a, r in test_set["agreement"].items():
@@ -519,7 +520,7 @@ def card_markdown(report: dict) -> str:
         f"{cpu['forward_ms_per_image']} ms per image forward, "
         f"{cpu['forward_backward_ms_per_image']} ms forward + backward.",
         "", "Produced by `python -m facelab.train.regressor fit` (the first table alone: `... regressor card`; "
-        "the test table: `... regressor test`).",
+        "the test table: `... regressor test --out runs/h-test`).",
     ])
 
 

@@ -52,6 +52,13 @@ def test_a_run_writes_checkpoint_generator_samples_and_log(run2):
     assert json.loads((out / "train_config.json").read_text())["batch"] == 4
 
 
+def test_the_log_records_the_lazy_regularisers_too(tmp_path):
+    train(tmp_path, config(r1_interval=2, pl_interval=4), device="cpu", max_steps=21, progress=False)
+    recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 11, 21]
+    assert all("r1" in r for r in recs) and [("loss_pl" in r) for r in recs] == [True, False, True]
+
+
 def test_the_exported_generator_is_the_ema_generator_and_loads_safely(run2):
     out, trainer = run2
     G = load_generator(out / "generator.pt", device="cpu")  # weights_only=True
@@ -260,7 +267,7 @@ def test_the_committed_checkpoint_is_compact_and_resumes(tmp_path):
     commit_checkpoint(run, tmp_path / "committed")                               # ...and is committed again
     steps = [json.loads(line)["step"] for line in read_committed_log(tmp_path / "committed")]
     assert steps[:len(log)] == [json.loads(line)["step"] for line in log] and steps == sorted(set(steps))
-    assert steps[-1] == 10  # logged every 10 steps
+    assert steps[-1] == 11  # steps 1, 11, 21, ...: the run reached step 12
     assert small["G"]["synthesis.b32.torgb.weight"].dtype == torch.float16
     assert all(v["exp_avg_sq"].dtype == torch.bfloat16 for v in small["opt_G"]["state"].values() if v["exp_avg_sq"].ndim)
     small = torch.load(tmp_path / "committed" / CHECKPOINT, map_location="cpu", weights_only=True)

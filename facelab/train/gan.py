@@ -420,7 +420,9 @@ class Trainer:
                 st.seconds += time.time() - t0
                 st.cpu_seconds += time.process_time() - c0
                 steps_here += 1
-                if log_file is not None and (st.step % 10 == 0 or st.step == 1):
+                # steps 1, 11, 21, ...: each follows a step index divisible by 10, as the lazy R1 and path-length
+                # steps are (every r1_interval and pl_interval), so the log records them too
+                if log_file is not None and st.step % 10 == 1:
                     rec = {"step": st.step, "kimg": round(st.nimg / 1000, 3), "sec": round(st.seconds, 1),
                            "cpu": round(st.cpu_seconds, 1),
                            **{k: round(float(v), 4) for k, v in stats.items()}}

@@ -52,6 +52,24 @@ def test_a_run_writes_checkpoint_generator_samples_and_log(run2):
     assert json.loads((out / "train_config.json").read_text())["batch"] == 4
 
 
+def test_a_fresh_or_crashed_run_s_log_starts_where_its_training_does(tmp_path):
+    train(tmp_path, config(), device="cpu", max_steps=12, progress=False)  # logs steps 1 and 11
+    with (tmp_path / "log.jsonl").open("a") as f:  # as if it had crashed after a step 21 it never saved
+        f.write(json.dumps({"step": 21, "kimg": 0.084}) + "\n")
+    train(tmp_path, config(), device="cpu", max_steps=10, progress=False)  # resumes at 12: steps 12..21 again
+    steps = [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 11, 21]  # one line per step, the last from this run
+    assert "loss_g" in json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])  # not the stale line
+    train(tmp_path, config(), device="cpu", resume=False, max_steps=1, progress=False)  # a fresh run
+    assert [json.loads(line)["step"] for line in (tmp_path / "log.jsonl").read_text().splitlines()] == [1]
+
+
+def test_init_from_a_missing_file_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match=r"^error: .*nope\.pt"):
+        main(["--preset", "tiny", "--out", str(tmp_path / "run"), "--init-from", str(tmp_path / "nope.pt"),
+              "--kimg", "0.004", "--batch", "4"])
+
+
 def test_the_log_records_the_lazy_regularisers_too(tmp_path):
     train(tmp_path, config(r1_interval=2, pl_interval=4), device="cpu", max_steps=21, progress=False)
     recs = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

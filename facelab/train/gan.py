@@ -397,6 +397,8 @@ class Trainer:
         if leader:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if leader:
+            _trim_log(self.out / "log.jsonl", st.step)
         log_file = open(self.out / "log.jsonl", "a") if leader else None
         start, cpu_start, steps_here = time.time(), time.process_time(), 0
         next_snap = (math.floor(st.nimg / 1000 / cfg.snap_kimg) + 1) * cfg.snap_kimg
@@ -518,6 +520,19 @@ def export_ema(path: str | Path, dest: str | Path) -> Path:
     return export_generator(trainer.G_ema, dest, meta=meta)
 
 
+def _trim_log(path: Path, step: int) -> None:
+    """Drop the lines of a run's log past ``step``, where training (re)starts: the steps a crashed run
+    took after its last snapshot are taken again, and a fresh run (step 0) starts a fresh log."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) < len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+
+
 def _append_log(src: Path, dest: Path) -> None:
     """Make the gzip log in ``dest`` the history of the checkpoint committed beside it: its lines
     before ``src``'s first step, then ``src``'s. A run that continues the committed one only adds
@@ -603,6 +618,8 @@ def train(out: str | Path, config: TrainConfig | None = None, *, device=None, re
     trainer = Trainer(cfg, out, device=device, progress=progress)
     ckpt = Path(out) / CHECKPOINT
     if resume and ckpt.exists():
+        if init_from is not None and trainer.shard.leader:
+            print(f"resuming {ckpt}: --init-from {init_from} starts new runs only, and is not used")
         trainer.load(ckpt)
     elif init_from is not None:
         trainer.load(init_from, warm_start=True)
@@ -671,6 +688,8 @@ def main(argv: list[str] | None = None) -> None:
     trainer = None  # SIGTERM or Ctrl-C stop training after its current step (loop.stop_requests)
     try:
         trainer = train(a.out, cfg, device=device, resume=not a.fresh, init_from=a.init_from)
+    except (FileNotFoundError, ValueError) as e:  # a missing or mismatched --init-from, a bad --preset
+        raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:  # a second Ctrl-C, inside a step: the last snapshot stays the checkpoint
         raise SystemExit(130) from None
     finally:

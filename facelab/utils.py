@@ -102,8 +102,11 @@ def check_loss(loss: float, step: int, what: str, fix: str) -> None:
 
 def annealed_lr(step: int, lr: float, steps: int, anneal_steps: int) -> float:
     """The learning rate of step ``step`` (0-based) of a ``steps``-step run: ``lr``, then a half cosine
-    to 0 over the last ``anneal_steps`` steps (0: constant). The trainers that take it check on resuming
-    that the steps already taken keep their rates (``facelab.train.loop.check_schedule``)."""
+    over the last ``anneal_steps`` steps (0: constant), from ``lr`` at the first of them towards 0, which
+    step ``steps`` (one past the run) would reach: the last step takes a small rate, not 0, and one
+    annealed step changes nothing. The shipped runs used this schedule, and the trainers that take it
+    check on resuming that the steps already taken keep their rates
+    (``facelab.train.loop.check_schedule``), so it stays as it is."""
     start = steps - anneal_steps
     if anneal_steps <= 0 or step < start:
         return lr

@@ -33,6 +33,17 @@ def quick_h_timing(monkeypatch):
 
 
 @pytest.fixture
+def foreground():
+    """Ctrl-C reaches the test as it reaches a run in a terminal (a shell's background job, pytest under
+    nohup or CI, ignores SIGINT); restored afterwards."""
+    import signal
+
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+@pytest.fixture
 def tiny_cfg():
     return get_config("tiny")  # 32 px, num_ws 8, w_dim 32
 

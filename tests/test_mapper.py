@@ -145,7 +145,8 @@ def _brightness_run(G, out, **cfg_changes):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_run_on_a_whole_step_saves_it_and_says_so(G, tmp_path, monkeypatch, signum):
+def test_a_signal_stops_the_run_on_a_whole_step_saves_it_and_says_so(G, tmp_path, monkeypatch, signum,
+                                                                     foreground):
     fresh = _brightness_run(G, tmp_path / "fresh", steps=8)
     calls, draw = [], tm.draw_edits
 
@@ -156,13 +157,27 @@ def test_a_signal_stops_the_run_on_a_whole_step_saves_it_and_says_so(G, tmp_path
         return draw(*a, **k)
 
     monkeypatch.setattr(tm, "draw_edits", signalling_draw)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(KeyboardInterrupt):  # raised once saved: no caller takes it for a finished run
         _brightness_run(G, tmp_path / "stopped", steps=8)
     assert hub.load_file(tmp_path / "stopped" / "last.pt")["step"] == 4  # the step it was in was finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert [signal.getsignal(s) for s in handlers] == list(handlers.values())  # the handlers are put back
     monkeypatch.setattr(tm, "draw_edits", draw)
     resumed = _brightness_run(G, tmp_path / "stopped", steps=8)
     torch.testing.assert_close(list(fresh.parameters()), list(resumed.parameters()), rtol=0, atol=0)
+
+
+def test_an_ignored_ctrl_c_stays_ignored_while_training():
+    from facelab.train.loop import stop_requests
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's
+    try:
+        with stop_requests() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop["now"]  # SIGTERM still asks it to stop
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_a_constant_lr_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, tmp_path):

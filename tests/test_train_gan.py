@@ -104,7 +104,8 @@ def test_resume_is_exact(run2, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_training_after_its_step_and_the_run_resumes_exactly(tmp_path, monkeypatch, signum):
+def test_a_signal_stops_training_after_its_step_and_the_run_resumes_exactly(tmp_path, monkeypatch, signum,
+                                                                            foreground):
     once = train(tmp_path / "once", config(), device="cpu", max_steps=3, progress=False)
     taken, step = [], Trainer.step
 
@@ -115,10 +116,11 @@ def test_a_signal_stops_training_after_its_step_and_the_run_resumes_exactly(tmp_
         return step(self)
 
     monkeypatch.setattr(Trainer, "step", signalling_step)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     stopped = train(tmp_path / "stopped", config(), device="cpu", max_steps=5, progress=False)
     assert stopped.stopped and stopped.state.step == 2  # that step was finished, and no other begun
     assert load_file(tmp_path / "stopped" / CHECKPOINT)["state"]["step"] == 2
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert [signal.getsignal(s) for s in handlers] == list(handlers.values())  # the handlers are put back
     monkeypatch.setattr(Trainer, "step", step)
     resumed = train(tmp_path / "stopped", config(), device="cpu", max_steps=1, progress=False)
     assert not resumed.stopped and resumed.state.step == 3

@@ -15,7 +15,8 @@ def stop_requests() -> Iterator[dict]:
     step, so it ends on a whole step (a checkpoint written in the middle of one, with the weights
     updated and the counters not, would not resume exactly). A second Ctrl-C raises
     ``KeyboardInterrupt`` at once. Outside the main thread, where Python takes no signal handlers,
-    nothing is installed and Ctrl-C interrupts as usual.
+    nothing is installed and Ctrl-C interrupts as usual; an ignored SIGINT (a background job's) stays
+    ignored.
     """
     stop = {"now": False}
 
@@ -28,8 +29,10 @@ def stop_requests() -> Iterator[dict]:
     if threading.current_thread() is not threading.main_thread():
         yield stop
         return
-    old = {s: signal.signal(s, h) for s, h in ((signal.SIGTERM, lambda *_: stop.update(now=True)),
-                                               (signal.SIGINT, on_int))}
+    handlers = {signal.SIGTERM: lambda *_: stop.update(now=True), signal.SIGINT: on_int}
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a background job's: Ctrl-C is not meant for it
+        del handlers[signal.SIGINT]
+    old = {s: signal.signal(s, h) for s, h in handlers.items()}
     try:
         yield stop
     finally:

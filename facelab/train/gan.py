@@ -397,7 +397,6 @@ class Trainer:
         if leader:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        if leader:
             _trim_log(self.out / "log.jsonl", st.step)
         log_file = open(self.out / "log.jsonl", "a") if leader else None
         start, cpu_start, steps_here = time.time(), time.process_time(), 0
@@ -701,7 +700,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"done: {st.step} steps, {st.nimg / 1000:.1f} kimg, {st.seconds / 60:.1f} min of training; "
           f"EMA generator at {Path(a.out) / 'generator.pt'}")
-
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from facelab import claims as C
 from facelab import interpret as I
@@ -46,6 +47,23 @@ def test_h_targets_use_the_measured_ceiling_and_say_when_there_is_none():
     assert {r.verdict for r in T.h_claims(report)} == {C.INCONCLUSIVE}
     r = T.fisher_interval(0.5, 103)
     assert r.low < 0.5 < r.high and math.isclose(math.atanh(r.high) - math.atanh(0.5), 1.96 / 10)
+
+
+def test_edit_targets_label_on_the_device_they_are_given(monkeypatch):
+    import facelab.nets.attributes as A
+    from facelab.worlds import load_world
+
+    seen = []
+
+    def spy(images, *, attributes, device=None, **kw):  # the labelers' device, and labels that vary
+        seen.append(device)
+        return {a: torch.linspace(0, 1, len(images)) for a in attributes}
+
+    monkeypatch.setattr(A, "label_images", spy)
+    monkeypatch.setenv("FACELAB_DEVICE", "meta")  # what get_device() would give: never asked for here
+    world = load_world("world64", device="cpu")
+    T.edit_claims(world.G, {"normal": world.boundaries("w")}, n=4, device="cpu", mahalanobis_codes=200)
+    assert seen and all(torch.device(d) == torch.device("cpu") for d in seen)
 
 
 def test_edit_targets_are_measured_on_the_shipped_world():

@@ -132,7 +132,7 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
     G = G.to(device)
     w = sample_latents(G, n, space="w", seed=seed).w.to(device)
     faces = render(G, w)  # each face set is rendered once and serves the teacher and the identity judge
-    base = label_images(faces, attributes=list(EDITED), progress=False)
+    base = label_images(faces, attributes=list(EDITED), device=device, progress=False)
     other = different_people_identity(G, n=n, seed=seed + 1, device=device).values.numpy()
     mahalanobis = _mahalanobis_length(sample_latents(G, mahalanobis_codes, space="w", seed=0).w.double().numpy())
     out = {}
@@ -144,7 +144,8 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
             h = EDIT_STEP * b.report.distance_std
             sigma = float(np.nanstd(base[a].numpy()))
             plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
-            s_plus, s_minus = (label_images(x, attributes=[a], progress=False)[a].numpy() for x in (plus, minus))
+            s_plus, s_minus = (label_images(x, attributes=[a], device=device, progress=False)[a].numpy()
+                               for x in (plus, minus))
             change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
             per_unit = float(np.nanmean(change)) / h  # the boundary's strength, free of its distance std
             out[label].append(C.greater(

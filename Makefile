@@ -13,7 +13,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.facelab-installed
 # Interpreter used to create the venv: python3.11 if present, else python3 (pip then refuses
-# anything outside pyproject's requires-python, >=3.11,<3.12).
+# anything outside pyproject's requires-python, >=3.11,<3.13).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 
 # Notebooks are collected by nbval; the folder may not exist yet in an early checkout.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -182,6 +183,38 @@ def test_installed_versions_match_pins():
     if missing:
         pytest.skip(f"not installed in this interpreter, versions not checked: {missing}; `make install` adds them")
 
+
+
+def admitted_pythons(spec: str) -> list[str]:
+    """The 3.x releases (x.0) a Requires-Python specifier admits, among 3.8 to 3.19."""
+    from packaging.specifiers import SpecifierSet
+
+    allowed = SpecifierSet(spec)
+    return [f"3.{minor}" for minor in range(8, 20) if f"3.{minor}.0" in allowed]
+
+
+def test_requires_python_is_admitted_by_every_pinned_package():
+    """pyproject's requires-python promises only Pythons that every pinned package installs on."""
+    ours = tomllib.loads(PYPROJECT.read_text())["project"]["requires-python"]
+    promised = admitted_pythons(ours)
+    running = ".".join(map(str, sys.version_info[:2]))
+    assert running in promised, f"pyproject.toml: requires-python {ours!r} excludes the running Python {running}"
+    refused, unread = {}, []
+    for name in sorted({**pyproject_pins(), **nodeps_pins()}):
+        try:
+            theirs = importlib.metadata.metadata(name).get("Requires-Python") or ""
+        except importlib.metadata.PackageNotFoundError:
+            unread.append(name)
+            continue
+        missing = sorted(set(promised) - set(admitted_pythons(theirs)), key=lambda v: int(v.split(".")[1]))
+        if missing:
+            refused[name] = (theirs, missing)
+    assert not refused, (
+        f"pyproject.toml: requires-python {ours!r} allows Pythons these pinned packages refuse "
+        f"(their Requires-Python, refused): {refused}; narrow requires-python or change the pin"
+    )
+    if unread:
+        pytest.skip(f"not installed in this interpreter, Requires-Python not read: {unread}; `make install` adds them")
 
 TREE_LIMIT_MIB = 55  # a lent GPU receives at most 64 MiB: the tree plus what scripts/gpu_world.sh carries
 

@@ -232,10 +232,13 @@ def test_ship_stages_pass_the_warm_start_and_keep_encoder_flags(tmp_path, monkey
     B.main(["world64", "--ship", "--work", str(work), "--only", "encoder", "--encoder-steps", "9"])
     monkeypatch.setattr(regressor, "label", lambda out, n, **kw: calls.append(("label", out, n, kw)))
     monkeypatch.setattr(regressor, "test", lambda out, **kw: calls.append(("test", out, kw)))
-    B.main(["world64", "--ship", "--work", str(work), "--only", "h", "--h-test", "300", "--seed", "4"])
-    (_, fit_kw), (_, keep), (_, train), _, (_, out, n, label_kw), (_, tested, test_kw) = calls
+    B.main(["world64", "--ship", "--work", str(work), "--only", "h", "--h-test", "300", "--seed", "4",
+            "--device", "cpu"])
+    (_, fit_kw), (_, keep), (_, train), (_, fit_again), (_, out, n, label_kw), (_, tested, test_kw) = calls
     assert out == tested == work / "h-test" and n == 300 and label_kw["seed"] == 5  # the next seed: fresh faces
-    assert test_kw == {"regressor": None, "ship": True}  # the shipped H, shipped again with its test report
+    # the shipped H, shipped again with its test report; the teacher labels where the build was told
+    assert test_kw == {"regressor": None, "ship": True, "device": "cpu"}
+    assert fit_kw["device"] is None and fit_again["device"] == label_kw["device"] == "cpu"
     assert (fit_kw["epochs"], fit_kw["lr"], fit_kw["init"], fit_kw["ship"]) == (4, 1e-3, "old.pt", True)
     assert keep == ["--world", "world64", "--recard", "--device", "cpu"]  # re-evaluated, not retrained
     assert train[train.index("--steps") + 1] == "9" and "--ship" in train and "--recard" not in train

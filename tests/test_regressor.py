@@ -101,9 +101,12 @@ def test_fit_learns_a_label_and_reports_held_out_agreement(trained):
     assert all(torch.equal(load_regressor(again).state_dict()[k], v) for k, v in H.state_dict().items())
 
 
-def test_fit_trains_an_H_of_the_asked_width_and_a_warm_start_keeps_its_own(tmp_path):
+def test_fit_trains_an_H_of_the_asked_width_and_a_warm_start_keeps_its_own(tmp_path, monkeypatch):
     _fake_chunks(tmp_path)
-    report = tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, ceiling=False, width=8)
+    calls = []  # the ceiling's teacher labels the held-out faces on the device the fit is given
+    monkeypatch.setattr(tr, "mirror_ceiling", lambda x, device=None: calls.append((len(x), device)) or {"age": {}})
+    report = tr.fit(tmp_path, epochs=1, val=150, batch=32, ship=False, width=8, device="cpu")
+    assert calls == [(150, "cpu")] and report["ceiling"] == {"age": {}}
     H = load_regressor(tmp_path / "attribute_regressor.pt")
     assert H.width == report["width"] == 8
     assert sum(p.numel() for p in H.parameters()) < sum(p.numel() for p in AttributeRegressor().parameters()) / 2
@@ -149,14 +152,16 @@ def test_card_reevaluates_a_candidate_and_measures_a_missing_ceiling_once(traine
     candidate = tmp_path / "candidate.pt"
     (tmp_path / "attribute_regressor.pt").rename(candidate)
     calls = []
-    monkeypatch.setattr(tr, "mirror_ceiling", lambda x: calls.append(len(x)) or {"age": {"ceiling": 0.5}})
+    monkeypatch.setattr(tr, "mirror_ceiling",
+                        lambda x, device=None: calls.append((len(x), device)) or {"age": {"ceiling": 0.5}})
     shipped = (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes()
-    report = tr.recard(tmp_path, val=150, regressor=candidate, ship=False)
-    assert calls == [150] and report["ceiling"] == {"age": {"ceiling": 0.5}}  # measured on the held-out faces
+    report = tr.recard(tmp_path, val=150, regressor=candidate, ship=False, device="cpu")
+    # measured on the held-out faces, the teacher on the device given
+    assert calls == [(150, "cpu")] and report["ceiling"] == {"age": {"ceiling": 0.5}}
     assert report["val"]["age"]["n"] == 150 and report["train"]["age"]["n"] == 150
     assert load_regressor(candidate).meta["ceiling"] == report["ceiling"]  # rewritten in place
     again = tr.recard(tmp_path, val=150, regressor=candidate, ship=False)
-    assert calls == [150] and again["val"]["age"] == report["val"]["age"]  # the stored ceiling is kept, H unchanged
+    assert len(calls) == 1 and again["val"]["age"] == report["val"]["age"]  # the stored ceiling is kept, H unchanged
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # not shipped
 
 
@@ -167,11 +172,11 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(trained, 
     _fake_chunks(fresh, seed=1)
     candidate = train / "attribute_regressor.pt"
     calls = []
-    monkeypatch.setattr(tr, "mirror_ceiling", lambda x: calls.append(len(x)) or {"age": {"n": len(x), "mirror_r": 0.81,
-                                                                                        "ceiling": 0.9}})
+    monkeypatch.setattr(tr, "mirror_ceiling", lambda x, device=None: calls.append((len(x), device)) or {
+        "age": {"n": len(x), "mirror_r": 0.81, "ceiling": 0.9}})
     shipped = (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes()
-    report = tr.test(fresh, regressor=candidate)
-    assert calls == [600] and report["test"]["faces"] == 600 and report["test"]["folder"] == "fresh"
+    report = tr.test(fresh, regressor=candidate, device="cpu")
+    assert calls == [(600, "cpu")] and report["test"]["faces"] == 600 and report["test"]["folder"] == "fresh"
     assert report["test"]["agreement"]["age"]["r"] > 0.8  # brightness, learnt on other faces
     assert report["val"]["age"]["n"] == 150  # the fit's own numbers are kept
     stored = load_regressor(candidate).meta["test"]  # written into the candidate's file
@@ -179,7 +184,7 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(trained, 
     assert stored["ceiling"] == report["test"]["ceiling"]
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # and nothing shipped
     tr.test(fresh, regressor=candidate)
-    assert calls == [600]  # the ceiling depends on the faces only: kept in ceiling.json
+    assert len(calls) == 1  # the ceiling depends on the faces only: kept in ceiling.json
     text = tr.card_markdown(report)
     assert "On a fresh test set** of 600 world faces (`fresh`" in text and "| age | 600 |" in text
     # a test set must be of H's world and of another seed than its training faces (from the folders' stamps)

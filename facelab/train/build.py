@@ -153,12 +153,12 @@ def stage_h(t: Target, args) -> None:
     from .regressor import fit, label, test
 
     fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
-        width=args.h_width, weights=args.h_weight, ship=t.ship)
+        width=args.h_width, weights=args.h_weight, ship=t.ship, device=args.device)
     if not t.ship:
         shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
     if args.h_test:  # a fresh test set from the next seed, which no H trains on; kept for later rebuilds
         label(t.work / "h-test", args.h_test, generator=t.generator, seed=args.seed + 1, device=args.device)
-        test(t.work / "h-test", regressor=None if t.ship else t.work / "regressor.pt", ship=t.ship)
+        test(t.work / "h-test", regressor=None if t.ship else t.work / "regressor.pt", ship=t.ship, device=args.device)
 
 
 def stage_boundaries(t: Target, args) -> None:

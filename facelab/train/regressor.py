@@ -358,7 +358,7 @@ def _resume(state_path: Path, settings: dict, H, opt, sched, gen: torch.Generato
 
 def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: float = 2e-3, seed: int = 0,
         ship: bool = True, ceiling: bool = True, init: str | Path | None = None, width: int = 16,
-        weights: dict[str, float] | None = None) -> dict:
+        weights: dict[str, float] | None = None, device: str | torch.device | None = None) -> dict:
     """Train H on the chunks in ``out`` (the last ``val`` faces held out), report, and ship it.
 
     ``ceiling``: also label the held-out faces and their mirror images with the teacher to measure
@@ -367,9 +367,10 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
     peaking at ``lr`` (a warm restart); the report counts all its epochs and keeps one held-out curve.
     ``width``: the network's base width (:class:`~facelab.nets.regressor.AttributeRegressor`) for a
     fresh H; a warm start keeps its own. ``weights``: ``{attribute: loss weight}``, the rest 1
-    (:func:`loss_weights`). After each epoch the whole training state is saved to ``out/fit-state.pt``:
-    a fit stopped by any means continues from its last whole epoch when rerun with the same settings
-    (exactly as if it had not stopped), and the file goes when the fit ends.
+    (:func:`loss_weights`). ``device``: where the teacher labels the ceiling's faces (default: the best
+    available); H itself trains on the CPU. After each epoch the whole training state is saved to
+    ``out/fit-state.pt``: a fit stopped by any means continues from its last whole epoch when rerun
+    with the same settings (exactly as if it had not stopped), and the file goes when the fit ends.
     """
     weight = loss_weights(weights)  # a bad name fails before the faces load
     images, labels = load_chunks(out)
@@ -429,7 +430,7 @@ def fit(out: Path, *, epochs: int = 15, val: int = 2000, batch: int = 128, lr: f
               "train_minutes": round(sum(r["minutes"] or 0 for r in runs), 1), "runs": runs, "curve": curve,
               **split_agreement(H, images, labels, val), "cpu": cpu_speed(H)}
     if ceiling:
-        report["ceiling"] = mirror_ceiling(va_x)
+        report["ceiling"] = mirror_ceiling(va_x, device=device)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     save(H, report, out / "attribute_regressor.pt", ship=ship)
@@ -528,30 +529,33 @@ def update_card(card: Path, report: dict) -> None:
     write_card_section(card, card_markdown(report))
 
 
-def recard(out: Path, *, val: int = 2000, regressor: str | Path | None = None, ship: bool = True) -> dict:
+def recard(out: Path, *, val: int = 2000, regressor: str | Path | None = None, ship: bool = True,
+           device: str | torch.device | None = None) -> dict:
     """Re-evaluate an H on the held-out faces of ``out`` (and as many training faces), no training: the
     shipped H (``regressor`` None), stored in float16 if it was not, and shipped again; or a candidate
     file, whose report is rewritten in place (``ship=False`` leaves the package alone). The teacher's
     mirror ceiling is measured on those held-out faces if the H's report has none (a fit run with
-    ``--no-ceiling``)."""
+    ``--no-ceiling``), the teacher running on ``device``."""
     images, labels = load_chunks(out)
     H = load_regressor(regressor or SHIPPED)
     H.load_state_dict(half_weights(H.state_dict()))
     report = dict(H.meta)
     report.update(split_agreement(H, images, labels, val))
     if "ceiling" not in report:
-        report["ceiling"] = mirror_ceiling(images[-val:])
+        report["ceiling"] = mirror_ceiling(images[-val:], device=device)
     _save_report(H, report, regressor, out, ship=ship)
     return report
 
 
-def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True) -> dict:
+def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True,
+         device: str | torch.device | None = None) -> dict:
     """Judge an H on a fresh test set: every face in ``folder``, labelled by :func:`label` from a seed the
     training faces were not drawn from (``--seed 1``; fit's were seed 0) and never used to train or to
     choose an H. The teacher's mirror ceiling on those faces does not depend on H: it is measured once
-    and kept in ``folder/ceiling.json``. The result becomes the ``test`` entry of the H's report: the
-    shipped H (``regressor`` None) is shipped again with it (``ship``) and its card gains the test
-    table; a candidate file is rewritten in place and never shipped."""
+    (the teacher running on ``device``) and kept in ``folder/ceiling.json``. The result becomes the
+    ``test`` entry of the H's report: the shipped H (``regressor`` None) is shipped again with it
+    (``ship``) and its card gains the test table; a candidate file is rewritten in place and never
+    shipped."""
     images, labels = load_chunks(folder)
     H = load_regressor(regressor or SHIPPED)
     stamp, trained = drawn_from(folder), H.meta.get("drawn") or {}
@@ -566,7 +570,7 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     if cache.is_file():
         ceiling = json.loads(cache.read_text())
     else:
-        ceiling = mirror_ceiling(images)
+        ceiling = mirror_ceiling(images, device=device)
         cache.write_text(json.dumps(ceiling, indent=1))
     report = dict(H.meta)
     report["test"] = {"faces": int(images.shape[0]), "folder": folder.name, "drawn": stamp,
@@ -629,6 +633,9 @@ def compare(out: Path, candidate, *, baseline: str | Path | None = None, val: in
     return rows
 
 
+DEVICE_HELP = "where the teacher runs: cpu, cuda, mps (default: FACELAB_DEVICE or best available)"
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -638,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--psi-min", type=float, default=0.5)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--generator", default="world64", help="registry name or exported generator .pt")
-    a.add_argument("--device", default=None, help="cpu, cuda, mps (default: FACELAB_DEVICE or best available)")
+    a.add_argument("--device", default=None, help=DEVICE_HELP)
     b = sub.add_parser("fit")
     b.add_argument("--out", type=Path, default=Path("runs/regressor"))
     b.add_argument("--epochs", type=int, default=15)
@@ -650,17 +657,20 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--weight", action="append", metavar="ATTRIBUTE=W",
                    help="weight one attribute's loss (repeatable; the rest 1), e.g. --weight age=3")
     b.add_argument("--no-ship", action="store_true")
+    b.add_argument("--device", default=None, help=DEVICE_HELP)
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
     c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and ship it again (float16 "
                                     "weights, new card), or re-evaluate a candidate (--regressor, --no-ship)")
     c.add_argument("--out", type=Path, default=Path("runs/regressor"))
     c.add_argument("--val", type=int, default=2000)
     c.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
+    c.add_argument("--device", default=None, help=DEVICE_HELP)
     c.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
     t = sub.add_parser("test", help="judge H on a fresh test set (label one with --seed 1) and keep the result in "
                                     "its report; the shipped H is shipped again with it, a --regressor file rewritten")
     t.add_argument("--out", type=Path, required=True, help="the test set's labelled chunks")
     t.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
+    t.add_argument("--device", default=None, help=DEVICE_HELP)
     t.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
     k = sub.add_parser("compare", help="a candidate H against the shipped one (or --baseline) on the held-out faces: "
                                        "the gain in r per attribute, with a paired bootstrap interval")
@@ -675,14 +685,14 @@ def main(argv: list[str] | None = None) -> None:
         rows = compare(args.out, args.candidate, baseline=args.baseline, val=args.val, mirror=args.mirror)
         print(getattr(table(rows), "data", table(rows)))
     elif args.cmd == "test":
-        test(args.out, regressor=args.regressor, ship=not args.no_ship)
+        test(args.out, regressor=args.regressor, ship=not args.no_ship, device=args.device)
     elif args.cmd == "card":
-        recard(args.out, val=args.val, regressor=args.regressor, ship=not args.no_ship)
+        recard(args.out, val=args.val, regressor=args.regressor, ship=not args.no_ship, device=args.device)
     elif args.cmd == "label":
         label(args.out, args.n, psi_min=args.psi_min, seed=args.seed, generator=args.generator, device=args.device)
     else:
         fit(args.out, epochs=args.epochs, val=args.val, lr=args.lr, init=args.init, ship=not args.no_ship,
-            ceiling=not args.no_ceiling, width=args.width, weights=parse_weights(args.weight))
+            ceiling=not args.no_ceiling, width=args.width, weights=parse_weights(args.weight), device=args.device)
 
 
 if __name__ == "__main__":

@@ -633,7 +633,7 @@ def compare(out: Path, candidate, *, baseline: str | Path | None = None, val: in
     return rows
 
 
-DEVICE_HELP = "where the teacher runs: cpu, cuda, mps (default: FACELAB_DEVICE or best available)"
+DEVICES = "cpu, cuda, mps (default: FACELAB_DEVICE or best available)"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--psi-min", type=float, default=0.5)
     a.add_argument("--seed", type=int, default=0)
     a.add_argument("--generator", default="world64", help="registry name or exported generator .pt")
-    a.add_argument("--device", default=None, help=DEVICE_HELP)
+    a.add_argument("--device", default=None, help=f"where faces are rendered and labelled: {DEVICES}")
     b = sub.add_parser("fit")
     b.add_argument("--out", type=Path, default=Path("runs/regressor"))
     b.add_argument("--epochs", type=int, default=15)
@@ -657,20 +657,20 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--weight", action="append", metavar="ATTRIBUTE=W",
                    help="weight one attribute's loss (repeatable; the rest 1), e.g. --weight age=3")
     b.add_argument("--no-ship", action="store_true")
-    b.add_argument("--device", default=None, help=DEVICE_HELP)
+    b.add_argument("--device", default=None, help=f"where the teacher runs: {DEVICES}")
     b.add_argument("--no-ceiling", action="store_true", help="skip the teacher's mirror ceiling (two labelling passes)")
     c = sub.add_parser("card", help="re-evaluate the shipped H on the held-out faces and ship it again (float16 "
                                     "weights, new card), or re-evaluate a candidate (--regressor, --no-ship)")
     c.add_argument("--out", type=Path, default=Path("runs/regressor"))
     c.add_argument("--val", type=int, default=2000)
     c.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
-    c.add_argument("--device", default=None, help=DEVICE_HELP)
+    c.add_argument("--device", default=None, help=f"where the teacher runs: {DEVICES}")
     c.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
     t = sub.add_parser("test", help="judge H on a fresh test set (label one with --seed 1) and keep the result in "
                                     "its report; the shipped H is shipped again with it, a --regressor file rewritten")
     t.add_argument("--out", type=Path, required=True, help="the test set's labelled chunks")
     t.add_argument("--regressor", type=Path, default=None, metavar="H.pt", help="an H file instead of the shipped one")
-    t.add_argument("--device", default=None, help=DEVICE_HELP)
+    t.add_argument("--device", default=None, help=f"where the teacher runs: {DEVICES}")
     t.add_argument("--no-ship", action="store_true", help="the shipped H: write out/attribute_regressor.pt only")
     k = sub.add_parser("compare", help="a candidate H against the shipped one (or --baseline) on the held-out faces: "
                                        "the gain in r per attribute, with a paired bootstrap interval")

@@ -184,7 +184,6 @@ def test_installed_versions_match_pins():
         pytest.skip(f"not installed in this interpreter, versions not checked: {missing}; `make install` adds them")
 
 
-
 def admitted_pythons(spec: str) -> list[str]:
     """The 3.x releases (x.0) a Requires-Python specifier admits, among 3.8 to 3.19."""
     from packaging.specifiers import SpecifierSet
@@ -215,6 +214,7 @@ def test_requires_python_is_admitted_by_every_pinned_package():
     )
     if unread:
         pytest.skip(f"not installed in this interpreter, Requires-Python not read: {unread}; `make install` adds them")
+
 
 TREE_LIMIT_MIB = 55  # a lent GPU receives at most 64 MiB: the tree plus what scripts/gpu_world.sh carries
 

@@ -126,6 +126,45 @@ def test_one_line_errors(tmp_path):
         B.write_world_json(tmp_path, generator="generator.pt", colour="red")
 
 
+def test_offline_the_ffhq_build_fails_in_one_line(tmp_path, monkeypatch):
+    """The README's first FFHQ command, run without a network: the hub's one-line ConnectionError (what
+    to do) and status 1, not a traceback; the trainers' entries all share this (facelab.train.loop)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from facelab.train.loop import offline_in_one_line, run_main
+
+    with socket.socket() as s:  # a port nothing listens on: the network is "down"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "FACELAB_FFHQ_URL": f"http://127.0.0.1:{port}/ffhq.pkl"}
+    env.pop("FACELAB_DEBUG", None)
+    done = subprocess.run([sys.executable, "-m", "facelab.train.build", "ffhq", "--home", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith("error: cannot download 'ffhq' from http://127.0.0.1:")
+    assert "set FACELAB_FFHQ_URL to a mirror" in done.stderr
+
+    def offline():
+        raise ConnectionError("cannot download 'x'; connect")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    for entry in (offline_in_one_line, run_main):
+        with pytest.raises(SystemExit, match=r"^error: cannot download 'x'; connect$"):
+            entry(offline)
+    with pytest.raises(SystemExit) as stopped:
+        run_main(interrupted)
+    assert stopped.value.code == 130
+    monkeypatch.setenv("FACELAB_DEBUG", "1")  # the traceback, when asked for
+    with pytest.raises(ConnectionError):
+        run_main(offline)
+
+
 def test_resolution_cuts_the_generator_into_the_world_folder(tmp_path):
     from facelab.hub import export_generator, load_generator
     from facelab.nets.stylegan2 import Generator

@@ -42,6 +42,7 @@ from ..imaging import resize, save_image
 from ..nets.stylegan2 import Generator, count_params
 from ..nets.teacher import sample_teacher
 from ..utils import get_device
+from .loop import offline_in_one_line
 
 CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 
@@ -389,4 +390,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    offline_in_one_line(main)

@@ -1,6 +1,7 @@
 """What the resumable trainers share: a loop that always leaves a checkpoint behind."""
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -40,11 +41,24 @@ def stop_requests() -> Iterator[dict]:
             signal.signal(s, h)
 
 
-def run_main(main: Callable[[], None]) -> None:
-    """A trainer's ``python -m`` entry: a run stopped by a signal (it has said so and saved) exits with
-    status 130, as a shell's interrupted command does, without a traceback."""
+def offline_in_one_line(main: Callable[[], None]) -> None:
+    """A ``python -m facelab.train...`` entry: a download that cannot be made ends in the one line of its
+    ``ConnectionError`` and status 1, as the ``facelab`` command's errors do (:mod:`facelab.hub`'s says
+    how to fix it: connect, set a mirror, or place the file); ``FACELAB_DEBUG=1`` shows the traceback."""
     try:
         main()
+    except ConnectionError as e:
+        if os.environ.get("FACELAB_DEBUG"):
+            raise
+        raise SystemExit(f"error: {e}") from None
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """A trainer's ``python -m`` entry: a run stopped by a signal (it has said so and saved) exits with
+    status 130, as a shell's interrupted command does, without a traceback; and
+    :func:`offline_in_one_line`."""
+    try:
+        offline_in_one_line(main)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

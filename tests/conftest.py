@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import socket
 
 import pytest
 import torch
@@ -68,3 +69,14 @@ def D(tiny_cfg):
         torch.manual_seed(1)
         d = Discriminator(tiny_cfg)
     return d.eval()
+
+
+@pytest.fixture
+def offline_ffhq(monkeypatch) -> str:
+    """FACELAB_FFHQ_URL on a local port nothing listens on: the network is "down". Returns the URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/ffhq.pkl"
+    monkeypatch.setenv("FACELAB_FFHQ_URL", url)
+    return url

@@ -126,21 +126,16 @@ def test_one_line_errors(tmp_path):
         B.write_world_json(tmp_path, generator="generator.pt", colour="red")
 
 
-def test_offline_the_ffhq_build_fails_in_one_line(tmp_path, monkeypatch):
+def test_offline_the_ffhq_build_fails_in_one_line(tmp_path, monkeypatch, offline_ffhq):
     """The README's first FFHQ command, run without a network: the hub's one-line ConnectionError (what
     to do) and status 1, not a traceback; the trainers' entries all share this (facelab.train.loop)."""
     import os
-    import socket
     import subprocess
     import sys
 
     from facelab.train.loop import offline_in_one_line, run_main
 
-    with socket.socket() as s:  # a port nothing listens on: the network is "down"
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "FACELAB_FFHQ_URL": f"http://127.0.0.1:{port}/ffhq.pkl"}
-    env.pop("FACELAB_DEBUG", None)
+    env = {k: v for k, v in os.environ.items() if k != "FACELAB_DEBUG"}  # FACELAB_FFHQ_URL: offline_ffhq's
     done = subprocess.run([sys.executable, "-m", "facelab.train.build", "ffhq", "--home", str(tmp_path)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr

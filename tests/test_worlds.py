@@ -229,13 +229,7 @@ def test_ffhq_downloads_from_the_url_override(nv, G, file_server, monkeypatch, f
         fl.hub.url_of("ffhq")
 
 
-def test_ffhq_offline_fails_in_one_line(monkeypatch):
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on: the network is "down"
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("FACELAB_FFHQ_URL", f"http://127.0.0.1:{port}/ffhq.pkl")
+def test_ffhq_offline_fails_in_one_line(offline_ffhq):
     world = load_world("ffhq")  # naming it downloads nothing
     with pytest.raises(ConnectionError, match=r"cannot download 'ffhq' from http://127\.0\.0\.1:\d+/ffhq\.pkl .*"
                                               r"set FACELAB_FFHQ_URL to a mirror, or place the file at") as e:

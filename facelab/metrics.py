@@ -80,6 +80,7 @@ from .imaging import check_images, resize
 from .latents import as_wplus, w_distance
 from .nets.attributes import detect_faces
 from .nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, DLIB_STAGES, DlibResNet
+from .nets.resample import max_pool2d
 from .utils import device_of, get_device, on_device
 
 # MTCNN's left eye, right eye and nose in a dlib chip of padding 0.25 (150 px chips: 48.1, 101.9 px
@@ -216,7 +217,7 @@ def dlib_features(net: DlibResNet, chips: torch.Tensor,
     feats = [x] if "stem" in layers else []
     last = max((_STAGE_ENDS[name] for name in layers if name != "stem"), default=-1)
     ends = {_STAGE_ENDS[name] for name in layers if name != "stem"}
-    x = F.max_pool2d(x, 3, stride=2)  # [N, 32, 35, 35]
+    x = max_pool2d(x, 3, stride=2)  # [N, 32, 35, 35]
     for i, unit in enumerate(net.units[:last + 1]):
         x = unit(x)
         if i in ends:

@@ -166,6 +166,29 @@ def test_all_attributes_keys_shapes_and_ranges(faces):
 
 @needs_age_gender
 @needs_smile
+def test_faster_pools_leave_every_label_exactly_as_plain_pooling_gives_it(faces, monkeypatch):
+    """MTCNN's and the mini-Xception's max pools run on channels_last copies (facelab.nets.resample.max_pool2d);
+    with PyTorch's own pooling put back, every label of every face is the same to the last bit."""
+    from torch import nn
+    images = torch.cat([faces, rotate(faces[:4], 25.0), torch.zeros(1, 3, 64, 64)])  # tilted faces, no face
+    assert not any(type(m) is nn.MaxPool2d for m in A.load_mtcnn("cpu").modules())  # swapped where it is built
+    fast = label_images(images, device="cpu", progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(A, "faster_pools", lambda module: module)
+        m.setattr(A, "max_pool2d", F.max_pool2d)
+        A._mtcnn.cache_clear()
+        try:
+            assert any(type(mod) is nn.MaxPool2d for mod in A.load_mtcnn("cpu").modules())  # PyTorch's pools
+            plain = label_images(images, device="cpu", progress=False)
+        finally:
+            A._mtcnn.cache_clear()  # the next caller builds the faster one again
+    for name in ATTRIBUTES:
+        torch.testing.assert_close(fast[name], plain[name], rtol=0, atol=0, equal_nan=True, msg=name)
+    assert bool((fast["face_conf"] > 0).sum() >= len(faces))  # the comparison covers real detections
+
+
+@needs_age_gender
+@needs_smile
 def test_no_face_gives_nan_for_the_networks():
     out = label_images(torch.zeros(2, 3, 64, 64), attributes=["age", "male", "smile"], progress=False)
     assert list(out) == ["face_conf", "age", "male", "smile"]

@@ -1,12 +1,17 @@
 """FIR resampling (facelab/nets/resample.py) against numpy, bilinear interpolation and slow references."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from facelab.nets.resample import conv_down2, conv_up2, downsample2d, setup_filter, upfirdn2d, upsample2d
+from torch import nn
+
+from facelab.nets.resample import (MaxPool2d, conv_down2, conv_up2, downsample2d, faster_pools, max_pool2d,
+                                  setup_filter, upfirdn2d, upsample2d)
 from reference_ops import conv_down2_ref, conv_up2_ref, fir, np_upfirdn, zero_stuff
 
 
@@ -127,3 +132,47 @@ def test_conv_down2_equals_blur_then_strided_conv(f, k):
     torch.testing.assert_close(ours, blur_first, atol=1e-5, rtol=0)
     # And in the other order: full correlation, then decimating blur.
     torch.testing.assert_close(ours, conv_down2_ref(x, weight, f), atol=1e-5, rtol=0)
+
+
+def awkward(*shape, seed=0):
+    """Random values with NaNs, -inf and runs of tied zeros (as after a ReLU) in them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*shape, generator=g)
+    u = torch.rand(*shape, generator=g)
+    x = x.masked_fill(u < 0.3, 0.0).masked_fill(u > 0.97, float("nan"))
+    return x.masked_fill((u > 0.94) & (u <= 0.97), -math.inf)
+
+
+@pytest.mark.parametrize("k, s, p, ceil", [(2, 2, 0, True), (3, 2, 0, True), (3, 2, 0, False), (3, 2, 1, False),
+                                           (2, 1, 0, False)])
+def test_max_pool2d_gives_f_max_pool2d_s_values_exactly_in_the_same_layout(k, s, p, ceil):
+    for seed, shape in enumerate([(2, 28, 22, 22), (30, 48, 9, 9), (1, 10, 13, 17), (3, 1, 8, 8)]):
+        x = awkward(*shape, seed=seed)
+        ref = F.max_pool2d(x, k, s, p, ceil_mode=ceil)
+        ours = max_pool2d(x, k, s, p, ceil_mode=ceil)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=0, equal_nan=True)
+        assert ours.is_contiguous()  # what follows sees the layout it saw before
+        cl = x.contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(max_pool2d(cl, k, s, p, ceil_mode=ceil), ref, rtol=0, atol=0, equal_nan=True)
+
+
+def test_max_pool2d_under_autograd_routes_the_gradient_as_f_max_pool2d_does():
+    # Tied maxima (the zeros after a ReLU) are where two kernels could route the gradient differently.
+    x = awkward(2, 8, 15, 15, seed=3).nan_to_num(0.0, neginf=0.0).relu().requires_grad_()
+    w = rand(2, 8, 7, 7, seed=4)
+    (grad_f,) = torch.autograd.grad((F.max_pool2d(x, 3, 2) * w).sum(), x)
+    (grad_ours,) = torch.autograd.grad((max_pool2d(x, 3, 2) * w).sum(), x)
+    assert torch.equal(grad_ours, grad_f)
+
+
+def test_faster_pools_swaps_every_max_pool_with_its_settings_and_keeps_the_outputs():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.MaxPool2d(3, 2, ceil_mode=True),
+                        nn.Sequential(nn.PReLU(4), nn.MaxPool2d(2, 2, padding=1)))
+    x = rand(2, 3, 20, 20, seed=5)
+    with torch.no_grad():
+        before = net(x)
+        assert faster_pools(net) is net
+        after = net(x)
+    assert [type(m) for m in net.modules() if isinstance(m, nn.MaxPool2d)] == [MaxPool2d, MaxPool2d]
+    assert (net[1].kernel_size, net[1].stride, net[1].ceil_mode, net[2][1].padding) == (3, 2, True, 1)
+    assert torch.equal(after, before)

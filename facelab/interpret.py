@@ -24,6 +24,7 @@ Where we depart from the reference code (each is noted where it happens): the bo
 SVM's offset, so :func:`edit_to_distance` measures the distance to the fitted hyperplane rather than
 to a parallel one through the origin; :func:`project_boundary` works for any number of conditions
 by least squares and refuses a primal that lies in the conditions' span instead of dividing by ~0;
+:func:`train_boundary` drops samples with a NaN score (the reference ranks them as positives);
 :func:`train_boundary` reports the accuracy on *all* samples and the correlation between the signed
 distance and the score besides the reference's validation and "remaining" accuracies. One addition:
 :func:`activation_pattern` turns a boundary into the direction its latents vary along, which in W
@@ -365,8 +366,8 @@ def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
     latents: codes [N, D] (Z, W, or W+ [N, num_ws, w_dim], flattened), or a :class:`Latents` with
     ``space`` naming which codes to use. scores: [N], one attribute score per latent.
 
-    As in the reference ``train_boundary``: rows with a NaN score (or one equal to
-    ``invalid_value``) are dropped; the ``k`` highest scores are positives and the ``k`` lowest
+    As in the reference ``train_boundary``: rows with a score equal to ``invalid_value`` are dropped
+    (and rows with a NaN score, which the reference would rank among its positives); the ``k`` highest scores are positives and the ``k`` lowest
     negatives, ``k = int(ratio * N)`` if ``ratio <= 1`` else ``int(ratio)`` (at most N // 2); each
     side is shuffled (``seed``) and split ``split`` : ``1 - split`` into training and validation; an
     SVM with a linear kernel (``sklearn.svm.SVC(kernel="linear", C=C)``) is fitted. The remaining
@@ -698,7 +699,7 @@ def edit_to_distance(x: torch.Tensor, boundary, distance, *, layers: Sequence[in
     ``x + (distance - (n . x + b)) n``: ``distance = 0`` puts them on the hyperplane. With a W
     boundary on W+ latents each edited layer is set to the distance separately, the others are
     untouched. (The reference ``linear_interpolate`` measures from the parallel hyperplane through
-    the origin.)
+    the origin, and on W+ codes it only adds its distances to every layer, as :func:`edit` does.)
     """
     check_finite(x, "the latents", fix=_LATENTS_FIX)
     n, b, mask = _normal_like(boundary, x, layers)

@@ -47,7 +47,11 @@ measured on the embedded world and are in ``docs/world64/pti.md``; the speed of 
 * **Pivot learning rate.** The official PTI projector keeps the StyleGAN2-ADA projector's
   schedule but lowers its initial learning rate from 0.1 to 0.01. In world64, 450 steps at 0.01
   stop short (a worse pivot, measured on a photo and a world face), so ``pivot_lr`` defaults to
-  the StyleGAN2 projector's own 0.1; ``pivot_lr=0.01`` is the official repository.
+  the StyleGAN2 projector's own 0.1. Two more differences come with facelab's projector
+  (:mod:`facelab.projector`): it steps in W's whitened coordinates, its one change, and it
+  estimates W's mean (and the covariance that whitening needs) from 10 000 mapped ``z``, where the
+  official PTI projector takes the mean of 600. The official projector is
+  ``pivot={"lr": 0.01, "whiten": False, "w_avg_samples": 600}``.
 * **Several images** (paper Sec. 3.4, "multiple identities"): one generator, one pivot per image,
   and the loss of a step is the mean over the images (the paper's formulation). The official
   multi-ID coach instead takes one Adam step per image in turn (N updates per "step"); batching
@@ -121,7 +125,8 @@ PIVOT = ProjectConfig(steps=450, lr=0.1)  # the pivot's projection: 450 steps (P
 @dataclass(frozen=True)
 class PTIConfig(Config):
     """Hyperparameters of :func:`tune`; the defaults are the official PTI values except ``pivot_lr``
-    and ``early_stop``, which are re-derived for the embedded world (see the module doc).
+    and ``early_stop``, which are re-derived for the embedded world, and the pivot projector's
+    whitening and W statistics (10 000 samples, not 600), facelab's projector's (see the module doc).
 
     pivot: the :class:`facelab.projector.ProjectConfig` of the W projection that finds the pivots
         (default 450 steps at lr 0.1, the StyleGAN2 projector's other values); a dict is read as

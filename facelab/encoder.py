@@ -18,7 +18,8 @@ weights as defaults (:class:`E4EConfig`), are :func:`e4e_loss`::
 
 The last term is facelab's addition, not e4e's: e4e trains on photos, whose latents are unknown;
 facelab trains on the world's own faces, whose ``w`` is known, and a direct pull towards it gets a
-small CPU budget much further (``latent`` = 0 gives e4e's loss exactly).
+small CPU budget much further (``latent`` = 0 gives e4e's encoder loss exactly; its latent
+discriminator is trained a little differently, see :class:`E4EConfig`).
 
 The encoder's pivots also start PTI (``facelab.pti.tune(G, x, pivots="encoder")``), as the
 official PTI code offers e4e pivots.
@@ -44,12 +45,17 @@ __all__ = ["E4EConfig", "Encoder", "EncoderConfig", "LatentDiscriminator", "chec
 
 @dataclass(frozen=True)
 class E4EConfig(Config):
-    """e4e's training hyperparameters (the official ``ffhq_encode`` command's values as defaults).
+    """e4e's training hyperparameters, with the official FFHQ recipe's values as defaults (the
+    repository README's training command with ``--id_lambda 0.1``, as its authors give it for FFHQ).
 
     l2, lpips, id: weights of the pixel MSE, the perceptual distance and the identity loss (e4e:
     1, 0.8, 0.1). delta: weight of the deltas' L2 norms (2e-4). w_disc: weight of the latent
     discriminator's non-saturating loss on every open layer's code (0.1); disc_lr: its Adam
-    learning rate (2e-5); r1: its R1 penalty on real ``w`` (10). lr: the encoder's learning rate
+    learning rate (2e-5); r1: its R1 penalty on real ``w`` (10). Two departures in how that
+    discriminator is trained (``facelab.train.encoder``): its fakes are every open layer's code of the
+    current batch, with no pool of earlier codes (e4e's ``--use_w_pool`` shows it one random open layer
+    per face, half of them swapped for a code from a pool of 50), and R1, every 16 steps, is added to
+    that step's loss rather than taking an Adam step of its own. lr: the encoder's learning rate
     (1e-4; e4e uses Ranger, facelab Adam). progressive_start / progressive_every: the step at
     which the first delta opens and the steps between the next ones (20 000 / 2 000).
     latent: weight of the MSE to the known ``w`` of a generated face (facelab's addition; 0 in e4e).

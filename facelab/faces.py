@@ -42,10 +42,14 @@ The FFHQ crop. ``align_face(photo, crop="ffhq", size=1024)`` cuts the crop NVIDI
 generators were trained on instead: the oriented square of the FFHQ dataset's alignment script,
 computed from the eye centres and mouth corners that MTCNN gives
 (:func:`facelab.geometry.ffhq_quad`), with the photo mirrored at its edges where the square leaves it.
+The script took those points from dlib's 68 landmarks (each eye centre the mean of six points on its
+contour, the mouth corners points 48 and 54); MTCNN's five points are its own estimates of the same
+places, so a photo's FFHQ crop here can differ from the dataset's by their disagreement.
 
 Sampling. The crop is taken with bilinear interpolation after averaging the photo down (area) by
 the integer factor of the shrink when it is 2x or more (:func:`facelab.geometry.warp`), so large
-photos do not alias; where the crop reaches past the photo the edge pixels repeat.
+photos do not alias; where the world crop reaches past the photo the edge pixels repeat (the FFHQ
+crop mirrors, above).
 """
 from __future__ import annotations
 

@@ -88,7 +88,8 @@ def warp(images: torch.Tensor, z: torch.Tensor, t: torch.Tensor, size: int, *, f
 
     Shrinking by 2x or more first averages the image down (area), so crops do not alias.
     ``fill``: "black" (pixels outside are -1, as dlib does), "border" (edge pixels repeat) or
-    "reflect" (the image mirrored at its edges, as the FFHQ dataset pads).
+    "reflect" (the image mirrored at its edges, as the FFHQ dataset pads; the mirror repeats the edge
+    pixel, as numpy's "symmetric" does, where the FFHQ script's numpy "reflect" does not).
     """
     n, _, h, w = images.shape
     shrink = int(max(1.0, float((z.abs() / size).min())))  # image pixels per chip pixel

@@ -39,6 +39,18 @@ def test_the_canonical_face_gives_the_hand_computed_quad():
     assert torch.equal(ffhq_quad(moved), ffhq_quad(FACE))
 
 
+def test_a_mouth_off_the_eyes_axis_tilts_the_quad_as_the_ffhq_script_does():
+    # Mouth centre shifted sideways by s: eye_to_mouth (s, 1), so x = (1, 0) - (-1, s) = (2, -s): the
+    # script leans the square's top edge by atan(s / 2) against the eye line, half-side max(2, 1.8 |(s, 1)|).
+    s = 0.6
+    face = FACE + torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [s, 0.0], [s, 0.0]])
+    quad = ffhq_quad(face)
+    top = quad[3] - quad[0]  # 2x
+    half = max(2.0, 1.8 * math.hypot(s, 1.0))
+    assert torch.allclose(top, 2 * half * torch.tensor([2.0, -s]) / math.hypot(2.0, s), atol=1e-5)
+    assert torch.allclose(quad.mean(0), torch.tensor([0.1 * s, 0.1]), atol=1e-6)  # c = eye_avg + 0.1 eye_to_mouth
+
+
 @pytest.mark.parametrize("angle, scale, shift", [(0.0, 1.0, (0.0, 0.0)), (17.0, 40.0, (300.0, 210.0)),
                                                  (-35.0, 3.5, (-12.0, 80.0)), (90.0, 120.0, (512.0, 512.0))])
 def test_a_rotated_scaled_shifted_face_maps_to_the_canonical_quad(angle, scale, shift):

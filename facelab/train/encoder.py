@@ -70,7 +70,9 @@ def _noise_maps(G, n: int, gen: torch.Generator, device) -> list[torch.Tensor]:
 
 def _discriminator_step(D, opt_D, E_ws: torch.Tensor, G, stage: int, step: int, cfg: E4EConfig,
                         gen: torch.Generator) -> float:
-    """One step of the latent discriminator: real = mapped w, fake = the encoder's open layers."""
+    """One step of the latent discriminator: real = mapped w, fake = the encoder's open layers
+    (e4e samples one open layer per face, through a pool of earlier codes; and it takes its R1 step
+    separately: see :class:`facelab.encoder.E4EConfig`)."""
     device = E_ws.device
     z = torch.randn(cfg.batch, G.z_dim, generator=gen).to(device)
     with torch.no_grad():

@@ -979,7 +979,8 @@ def sefa_directions(G, *, layers: Sequence[int] | None = None, k: int = 5) -> Di
 
     ``A`` stacks the style affine weights [C_i, w_dim] of the synthesis conv layers ``layers``
     (indices into ``G.synthesis.layers()``, i.e. ws indices of the conv layers; default: all),
-    each output row scaled to unit norm as in the reference code. Returns :class:`Directions`
+    each output row scaled to unit norm as in the reference code. The reference's "all" also takes
+    the last toRGB layer's style weights, which tilts the directions a little. Returns :class:`Directions`
     with unit vectors in W and their eigenvalues, largest first; signs are fixed so that each
     vector's largest entry is positive (the sign of an eigenvector means nothing).
     """

@@ -10,7 +10,10 @@ hold when it lies wholly on the other side, else inconclusive).
   identity FD at most 2x the teacher-vs-teacher floor; recall of the teacher's identities at least
   0.8x a second teacher set's; MTCNN detection no more than 1 point below the teacher's. Their
   intervals come from evaluate's bootstrap standard deviations (FD, recall; the ratio's by the
-  delta method) and from the binomial standard error (detection), as mean +- 1.96 sd.
+  delta method, its two sds taken as independent although both rows share the teacher set) and from
+  the binomial standard error (detection), as mean +- 1.96 sd. Recall's bootstrap sd is wider than
+  the spread across fresh sets (:func:`facelab.train.evaluate.precision_recall`), so its intervals
+  are conservative: a "does not hold" stands, an "inconclusive" may be one.
 - **H** (from the shipped H's own report): Pearson r with the teacher on held-out faces at least 0.9x
   the ceiling the teacher's own noise allows (its mirror ceiling, measured on the same faces, as the
   issue defines it; the baseline column adds the stricter two-crop ceiling of H's card); r's

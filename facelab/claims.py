@@ -5,7 +5,9 @@ Every claims table of the course is built here, so every verdict follows the sam
     A claim asserts that a quantity θ lies beyond a bound b (θ > b, or θ < b). From n samples we
     compute a 95 % confidence interval [lo, hi] for θ. The claim **holds** when the whole interval
     lies beyond the bound, **does not hold** when the whole interval lies on the other side, and is
-    **inconclusive** when the interval contains the bound, or when n < 6 (too few to say anything).
+    **inconclusive** when the interval contains the bound, or when n < 6 (too few to say anything),
+    or when the value is not a number or its interval has no width (every sample alike: nothing
+    says how uncertain it is).
 
 The bound is the claim's reference (a baseline such as different people's identity similarity, the
 majority class, a 1 px shift, chance) plus an optional margin that the claim itself asserts
@@ -78,7 +80,9 @@ def decide(interval: Estimate, bound: float, direction: str) -> str:
     """The verdict for "θ > bound" (``direction='>'``) or "θ < bound" (``'<'``) from θ's interval."""
     if direction not in (">", "<"):
         raise ValueError(f"direction must be '>' or '<', got {direction!r}")
-    if interval.n < MIN_N or not (math.isfinite(interval.low) and math.isfinite(interval.high)):
+    if interval.n < MIN_N or not all(math.isfinite(v) for v in (interval.value, interval.low, interval.high)):
+        return INCONCLUSIVE
+    if not interval.low < interval.high:  # no width: identical samples carry no measure of their spread
         return INCONCLUSIVE
     lo, hi = (interval.low, interval.high) if direction == ">" else (-interval.high, -interval.low)
     b = bound if direction == ">" else -bound
@@ -143,12 +147,16 @@ def proportion_ci(successes: int, n: int) -> Estimate:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Estimate(p, centre - half, centre + half, n, "Wilson")
+    low = 0.0 if successes == 0 else centre - half  # exact ends where rounding would leave 1e-17 beyond them
+    high = 1.0 if successes == n else centre + half
+    return Estimate(p, low, high, n, "Wilson")
 
 
 def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
     """``statistic(*arrays)`` and its percentile-bootstrap 95 % interval. The arrays are resampled
-    jointly (same indices: paired data stay paired); the resampling is seeded."""
+    jointly (same indices: paired data stay paired); the resampling is seeded. Resamples whose
+    statistic is not a number are left out; when more than 5 % are, the rest is no fair picture of
+    the spread and the interval is unbounded (inconclusive)."""
     data = [np.asarray(a, dtype=np.float64) for a in arrays]
     n = len(data[0])
     if any(len(a) != n for a in data):
@@ -157,7 +165,7 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT,
     rng = np.random.default_rng(seed)
     stats = np.array([statistic(*(a[idx] for a in data)) for idx in rng.integers(0, n, size=(n_boot, n))], dtype=float)
     stats = stats[np.isfinite(stats)]
-    if stats.size == 0:
+    if stats.size < LEVEL * n_boot:
         return Estimate(value, -math.inf, math.inf, n, "bootstrap")
     lo, hi = np.quantile(stats, [(1 - LEVEL) / 2, 0.5 + LEVEL / 2])
     return Estimate(value, float(lo), float(hi), n, "bootstrap")
@@ -219,7 +227,11 @@ def _paired(statement, a, b, margin, direction, note) -> Claim:
 
 def proportion_greater(statement: str, successes: int, n: int, *, than: float, baseline: str = "",
                        note: str = "") -> Claim:
-    """A rate (accuracy, detection rate) exceeds ``than`` (e.g. the majority-class rate)."""
+    """A rate (accuracy, detection rate) exceeds ``than``, a known rate (a paper's bar, chance).
+
+    ``than`` is taken as exact. A baseline estimated from the same items, such as the majority-class
+    rate of the labels an accuracy is measured on, has its own error: compare per item instead,
+    ``paired_greater(statement, correct, majority_correct)``."""
     est = proportion_ci(int(successes), int(n))
     return _claim(statement, est, baseline or float(than), _rule(">", _num(than), 0.0), est, than, ">", note)
 

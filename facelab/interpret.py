@@ -367,8 +367,9 @@ def train_boundary(latents, scores, *, ratio: float = 0.02, split: float = 0.7,
     ``space`` naming which codes to use. scores: [N], one attribute score per latent.
 
     As in the reference ``train_boundary``: rows with a score equal to ``invalid_value`` are dropped
-    (and rows with a NaN score, which the reference would rank among its positives); the ``k`` highest scores are positives and the ``k`` lowest
-    negatives, ``k = int(ratio * N)`` if ``ratio <= 1`` else ``int(ratio)`` (at most N // 2); each
+    (and, our addition, rows with a NaN score, which the reference would rank among its positives);
+    the ``k`` highest scores are positives and the ``k`` lowest negatives, ``k = int(ratio * N)`` if
+    ``ratio <= 1`` else ``int(ratio)`` (at most N // 2); each
     side is shuffled (``seed``) and split ``split`` : ``1 - split`` into training and validation; an
     SVM with a linear kernel (``sklearn.svm.SVC(kernel="linear", C=C)``) is fitted. The remaining
     samples are labelled positive where ``score >= threshold``: ``"midpoint"`` (the reference's:

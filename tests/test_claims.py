@@ -67,6 +67,31 @@ def test_proportion_against_a_majority_baseline():
     assert est.low == pytest.approx(0.0, abs=1e-12) and 0 < est.high < 0.35  # Wilson: sane at the edge
 
 
+def test_no_claim_holds_without_a_number_or_without_a_spread():
+    # A NaN value (a statistic of data with a NaN in it) never holds, whatever its interval says.
+    x = np.append(_normal(1.0, 49, 3, 0.1), np.nan)
+    assert claims.bootstrap("mean", lambda a: a.mean(), x, than=0.5).verdict == INCONCLUSIVE
+    assert claims.decide(claims.Estimate(math.nan, 0.7, 1.2, 50, "x"), 0.5, ">") == INCONCLUSIVE
+    # Identical samples have a zero-width t interval: nothing measures their spread.
+    assert claims.greater("constant", [1.0] * 10, than=0.9).verdict == INCONCLUSIVE
+    assert claims.paired_greater("constant", [1.0] * 10, [0.0] * 10).verdict == INCONCLUSIVE
+    # Wilson's ends are exact at 0 and n successes (rounding left 3e-17 above 0 for some n).
+    for n in range(6, 200):
+        assert claims.proportion_ci(0, n).low == 0.0 and claims.proportion_ci(n, n).high == 1.0
+        assert claims.proportion_greater("never", 0, n, than=0.0).verdict != HOLDS
+
+
+def test_a_bootstrap_that_mostly_fails_to_compute_is_inconclusive():
+    # The statistic is NaN in every resample that misses the one informative item: the interval
+    # from the few left would be no fair picture of the spread.
+    y = np.zeros(30)
+    y[0] = 1.0
+    ratio = lambda a: a.mean() / a[a > 0].mean() if (a > 0).any() else math.nan  # noqa: E731
+    est = claims.bootstrap_ci(ratio, y)
+    assert math.isfinite(est.value) and not math.isfinite(est.low)
+    assert claims.bootstrap("ratio", ratio, y, than=0.0).verdict == INCONCLUSIVE
+
+
 def test_bootstrap_is_seeded_and_keeps_pairs_together():
     p, w = _normal(1.0, 32, 7, 0.1), _normal(1.0, 32, 8, 0.1)
     ratio = lambda x, y: x.mean() / y.mean()  # noqa: E731

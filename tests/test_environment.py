@@ -233,3 +233,40 @@ def test_the_tracked_tree_fits_on_a_gpu_machine():
     biggest = ", ".join(f"{p} {s / 2 ** 20:.1f}" for s, p in sizes[:4])
     assert total < TREE_LIMIT_MIB, (f"tracked files total {total:.1f} MiB, over {TREE_LIMIT_MIB} MiB "
                                     f"(largest, MiB: {biggest}); shrink one before committing it")
+
+
+def _guarded(tree) -> set[int]:
+    """ids of the import nodes inside a ``try`` that catches ImportError: optional imports."""
+    import ast
+
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any(
+                h.type is None or any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError")
+                                      for n in ast.walk(h.type)) for h in node.handlers):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return out
+
+
+def test_every_package_the_library_needs_is_pinned():
+    # A module facelab imports without an ImportError fallback must come from a pinned distribution:
+    # one that arrives only as another package's dependency can change or vanish under it.
+    import ast
+
+    pinned = set(pyproject_pins()) | set(nodeps_pins())
+    dists = importlib.metadata.packages_distributions()
+    unpinned = {}
+    for path in sorted((ROOT / "facelab").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        optional = _guarded(tree)
+        for node in ast.walk(tree):
+            if id(node) in optional or not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            for top in {n.split(".")[0] for n in names if not getattr(node, "level", 0)}:
+                if top in sys.stdlib_module_names or top in ("facelab", "__future__"):
+                    continue
+                if not {normalize(d) for d in dists.get(top, [])} & pinned:
+                    unpinned.setdefault(top, path.relative_to(ROOT).as_posix())
+    assert not unpinned, (f"imported but not pinned (module: first file): {unpinned}; pin its distribution in "
+                          "pyproject.toml (and the environment files), or import it inside try/except ImportError")

@@ -1,12 +1,14 @@
 """The diagnostic probes in scripts/ run and print their tables (their numbers go into model cards and notes)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).parents[1]
@@ -77,3 +79,48 @@ def test_h_feature_probe_finds_a_label_the_features_carry_and_not_noise(tmp_path
     assert [(r[0], r[1]) for r in rows] == [(a, s) for a in ("age", "male", "smile") for s in ("1", "10")]
     r = {(row[0], row[1]): float(row[2]) for row in rows}
     assert r["age", "1"] > 0.5 and abs(r["male", "1"]) < 0.3  # held-out r: brightness yes, noise no
+
+
+def _eval_runs(values: dict[str, np.ndarray], boot_sd: float) -> list[dict]:
+    """``evaluate``-shaped runs: metric m of run i is values[m][i], every bootstrap sd boot_sd."""
+    def row(i: int) -> dict:
+        return {**{m: float(v[i]) for m, v in values.items()}, **{f"{m}_sd": boot_sd for m in values}}
+
+    k = len(next(iter(values.values())))
+    return [{"n": 50, "identity_diversity": {s: row(i) for s in ("psi1", "psi07", "teacher")}} for i in range(k)]
+
+
+def test_metric_spread_probe_tells_a_wide_bootstrap_from_one_that_under_states(tmp_path):
+    import json
+
+    spec = importlib.util.spec_from_file_location("probe_metric_spread", ROOT / "scripts" / "probe_metric_spread.py")
+    spread = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spread)
+    g = np.random.default_rng(0)
+    values = {m: 0.5 + 0.01 * g.standard_normal(12) for m in ("identity_fd", "precision", "recall")}  # true sd 0.01
+
+    def verdicts(boot_sd: float) -> set[str]:
+        return {r["verdict"] for r in spread.spread_rows(_eval_runs(values, boot_sd))}
+
+    assert verdicts(0.05) == {"errs wide"} and verdicts(0.002) == {"under-states"}
+    assert verdicts(0.01) == {"consistent"}
+    with pytest.raises(ValueError, match="at least 3"):
+        spread.spread_rows(_eval_runs({m: v[:2] for m, v in values.items()}, 0.01))
+    # the command reuses each seed's evaluation from --out and measures nothing when all are there
+    for i, run in enumerate(_eval_runs(values, 0.05)[:4]):
+        (tmp_path / f"eval{10 * i}.json").write_text(json.dumps(run))
+    rows = probe("probe_metric_spread.py", "--seeds", "0,10,20,30", "--n", "50", "--out", str(tmp_path))
+    assert len(rows) == 9 and {r[-1] for r in rows} == {"errs wide"}
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_metric_spread.py"), "--seeds", "0,1,10"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode != 0 and "space them 3 apart" in out.stderr
+
+
+def test_claims_coverage_probe_reports_every_interval_at_every_n():
+    rows = probe("probe_claims_coverage.py", "--reps", "8", "--ns", "6,12")
+    assert len(rows) == 10 and {r[2] for r in rows} == {"6", "12"}
+    assert {r[0].split(" (")[1] for r in rows} == {"mean_ci)", "difference_ci)", "proportion_ci)", "bootstrap_ci)"}
+    for r in rows:
+        value, lo, hi = (float(x) for x in re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", r[3]).groups())
+        assert lo <= value <= hi and value * 8 == round(value * 8)  # a share of the 8 simulated sets
+        assert r[4] == ("under-covers" if hi < 0.95 else "over-covers" if lo > 0.95 else "nominal")

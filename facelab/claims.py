@@ -13,8 +13,17 @@ The bound is the claim's reference (a baseline such as different people's identi
 majority class, a 1 px shift, chance) plus an optional margin that the claim itself asserts
 ("at least 0.8× W's change"). Intervals: Student's t for a mean (and for paired differences),
 Welch's t for a difference of two independent means, Wilson's score interval for a proportion, and
-a seeded percentile bootstrap for any other statistic — the same data give the same interval on
-every machine up to float rounding.
+a seeded expanded percentile bootstrap for any other statistic — the same data give the same
+interval on every machine up to float rounding.
+
+How often they cover the truth, in simulations shaped like the course's data (``python
+scripts/probe_claims_coverage.py --reps 2000``, 2026-12-07): Student's t covers the mean of a
+skewed score 0.91 of the time at n = 6, 0.93 at n = 12 and 0.94-0.95 from n = 32; Welch's interval
+0.95-0.96 at every n tried; Wilson's 0.935-0.99 for a rate of 0.9; the bootstrap as often as Student's t
+for a mean (0.90, 0.93, 0.94-0.95; the plain percentile interval, before the expansion: 0.82, 0.89,
+0.93-0.95) and, for a ratio of paired means, 0.89 at n = 6, 0.91 at n = 12 and 0.92-0.94 from n = 32
+(plain: 0.82, 0.87, 0.91-0.93). Below about 30 samples every interval but Welch's is somewhat too
+narrow: a verdict from a dozen samples deserves a second look.
 
 In a notebook, a ``# NBVAL_CHECK_OUTPUT`` cell prints :func:`verdicts` (verdict and statement
 only: nbval compares them on every run, under other numerics too), and an unchecked cell shows
@@ -152,11 +161,22 @@ def proportion_ci(successes: int, n: int) -> Estimate:
     return Estimate(p, low, high, n, "Wilson")
 
 
+def _expanded_tail(n: int) -> float:
+    """The tail probability of the expanded percentile bootstrap (Hesterberg 2015): the normal tail
+    beyond √(n / (n − 1)) times Student's t quantile, instead of (1 − LEVEL) / 2. A plain percentile
+    interval is as narrow as a z interval with the biased sd; this widens it as t widens z (0.0024
+    per side at n = 6, 0.011 at 12, 0.023 at 100)."""
+    from scipy.stats import norm
+    return float(norm.cdf(-math.sqrt(n / (n - 1)) * _t(n - 1)))
+
+
 def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT, seed: int = 0) -> Estimate:
-    """``statistic(*arrays)`` and its percentile-bootstrap 95 % interval. The arrays are resampled
-    jointly (same indices: paired data stay paired); the resampling is seeded. Resamples whose
-    statistic is not a number are left out; when more than 5 % are, the rest is no fair picture of
-    the spread and the interval is unbounded (inconclusive)."""
+    """``statistic(*arrays)`` and its expanded percentile-bootstrap 95 % interval (Hesterberg, *What
+    Teachers Should Know About the Bootstrap*, The American Statistician 2015). The arrays are
+    resampled jointly (same indices: paired data stay paired); the resampling is seeded. Resamples
+    whose statistic is not a number are left out; when more than 5 % are, the rest is no fair
+    picture of the spread and the interval is unbounded (inconclusive). The expansion matters at
+    small n: the module docstring has how often each version covers the truth."""
     data = [np.asarray(a, dtype=np.float64) for a in arrays]
     n = len(data[0])
     if any(len(a) != n for a in data):
@@ -165,9 +185,10 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT,
     rng = np.random.default_rng(seed)
     stats = np.array([statistic(*(a[idx] for a in data)) for idx in rng.integers(0, n, size=(n_boot, n))], dtype=float)
     stats = stats[np.isfinite(stats)]
-    if stats.size < LEVEL * n_boot:
+    if n < 2 or stats.size < LEVEL * n_boot:
         return Estimate(value, -math.inf, math.inf, n, "bootstrap")
-    lo, hi = np.quantile(stats, [(1 - LEVEL) / 2, 0.5 + LEVEL / 2])
+    tail = _expanded_tail(n)
+    lo, hi = np.quantile(stats, [tail, 1 - tail])
     return Estimate(value, float(lo), float(hi), n, "bootstrap")
 
 

@@ -38,9 +38,9 @@ CASES = [
      lambda rng, n: C.difference_ci(_gamma(rng, n), _gamma(rng, n, 0.75)), -0.5),
     ("Wilson (proportion_ci)", "a rate of 0.9", lambda rng, n: C.proportion_ci(int((rng.random(n) < 0.9).sum()), n),
      0.9),
-    ("percentile bootstrap (bootstrap_ci)", "mean of a skewed score",
+    ("expanded percentile bootstrap (bootstrap_ci)", "mean of a skewed score",
      lambda rng, n: C.bootstrap_ci(np.mean, _gamma(rng, n), seed=int(rng.integers(2 ** 31))), 1.0),
-    ("percentile bootstrap (bootstrap_ci)", "ratio of two paired means",
+    ("expanded percentile bootstrap (bootstrap_ci)", "ratio of two paired means",
      lambda rng, n: _paired_ratio(rng, n), TRUE_RATIO),
 ]
 

@@ -155,9 +155,13 @@ class PhotoPicker:
 
     def _uploaded(self, change) -> None:
         files = change["new"]
-        if files:
-            f = files[-1]  # ipywidgets 8: a tuple of {"name", "content", ...}
-            self.set_photo(bytes(f["content"]), f["name"])
+        if not files:
+            return
+        if isinstance(files, dict):  # ipywidgets 7 (Colab's, older labs): {name: {"metadata", "content"}}
+            name, f = list(files.items())[-1]
+        else:  # ipywidgets 8: a tuple of {"name", "content", ...}
+            name, f = files[-1]["name"], files[-1]
+        self.set_photo(bytes(f["content"]), name)
 
     def _repr_mimebundle_(self, **kwargs):
         return _bundle(self.widget, self.image, f"PhotoPicker({self.name})", **kwargs)

@@ -66,11 +66,16 @@ def test_photo_picker_aligns_uploads_and_reports_bad_photos_in_one_line():
     assert "facelab-aligned" in picker.view._dom_classes
     first = picker.view.value
     Image.new("RGB", (40, 40), (10, 10, 200)).save(buf := io.BytesIO(), format="PNG")
-    picker._uploaded({"new": ({"name": "blue.png", "content": memoryview(buf.getvalue())},)})
+    blue = buf.getvalue()
+    picker._uploaded({"new": ({"name": "blue.png", "content": memoryview(blue)},)})
     assert picker.name == "blue.png" and picker.view.value != first
     picker._uploaded({"new": ({"name": "cat.png", "content": memoryview(b"noface")},)})
     assert picker.name == "blue.png"  # the previous face stays
     assert "cat.png" in picker.status.value and "no face found" in picker.status.value
+    Image.new("RGB", (40, 40), (10, 200, 10)).save(buf := io.BytesIO(), format="PNG")  # ipywidgets 7's value
+    picker._uploaded({"new": {"green.png": {"metadata": {"name": "green.png"}, "content": buf.getvalue()}}})
+    assert picker.name == "green.png" and "aligned" in picker.status.value
+    picker._uploaded({"new": {"blue.png": {"metadata": {"name": "blue.png"}, "content": blue}}})
     bundle = picker._repr_mimebundle_()
     assert "image/png" in bundle and bundle["text/plain"] == "PhotoPicker(blue.png)"
     assert 'download=' in fl.widgets.download_link(picker.image, "x.png")

@@ -30,24 +30,38 @@ METRICS = ("identity_fd", "precision", "recall")
 SETS = {"psi1": "world, ψ = 1", "psi07": "world, ψ = 0.7", "teacher": "second teacher set"}
 
 
-def spread_rows(runs: list[dict]) -> list[dict]:
-    """One row per set and metric of ``evaluate``'s ``identity_diversity``, over independent runs."""
-    k = len(runs)
+def _row(label: str, metric: str, values, sds) -> dict:
+    """The between-set sd of ``values`` (one per run) against the mean of the runs' own ``sds``."""
+    values, sds = np.asarray(values, dtype=float), np.asarray(sds, dtype=float)
+    k = len(values)
     if k < 3:
         raise ValueError(f"the spread between sets needs at least 3 independent runs, got {k}: add seeds")
-    lo_q, hi_q = chi2.ppf(0.975, k - 1), chi2.ppf(0.025, k - 1)
-    rows = []
-    for key in SETS:
-        for metric in METRICS:
-            values = np.array([r["identity_diversity"][key][metric] for r in runs], dtype=float)
-            boot = np.array([r["identity_diversity"][key][f"{metric}_sd"] for r in runs], dtype=float)
-            s = float(values.std(ddof=1))
-            lo, hi = s * math.sqrt((k - 1) / lo_q), s * math.sqrt((k - 1) / hi_q)
-            b = float(boot.mean())
-            verdict = "errs wide" if b > hi else "under-states" if b < lo else "consistent"
-            rows.append({"set": key, "metric": metric, "k": k, "mean": float(values.mean()), "sd_between": s,
-                         "sd_between_ci": (lo, hi), "sd_bootstrap": b, "verdict": verdict})
-    return rows
+    s = float(values.std(ddof=1))
+    lo, hi = s * math.sqrt((k - 1) / chi2.ppf(0.975, k - 1)), s * math.sqrt((k - 1) / chi2.ppf(0.025, k - 1))
+    b = float(sds.mean())
+    verdict = "errs wide" if b > hi else "under-states" if b < lo else "consistent"
+    return {"set": label, "metric": metric, "k": k, "mean": float(values.mean()), "sd_between": s,
+            "sd_between_ci": (lo, hi), "sd_bootstrap": b, "verdict": verdict}
+
+
+def spread_rows(runs: list[dict]) -> list[dict]:
+    """One row per set and metric of ``evaluate``'s ``identity_diversity``, over independent runs."""
+    return [_row(label, metric, [r["identity_diversity"][key][metric] for r in runs],
+                 [r["identity_diversity"][key][f"{metric}_sd"] for r in runs])
+            for key, label in SETS.items() for metric in METRICS]
+
+
+def target_rows(runs: list[dict]) -> list[dict]:
+    """The same for the generator targets of the world card (``facelab.train.targets``): each run's
+    claim value against the sd its interval implies (half its width / 1.96), which combines the rows'
+    sds as if independent."""
+    from facelab.train.targets import generator_claims
+
+    per_run = [generator_claims(r) for r in runs]
+    return [_row("target", claims[0].statement.split(" (")[0],
+                 [c[i].measured.value for c in per_run],
+                 [(c[i].measured.high - c[i].measured.low) / (2 * 1.96) for c in per_run])
+            for i, claims in enumerate(zip(*per_run))]
 
 
 def markdown(rows: list[dict]) -> str:
@@ -56,7 +70,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         lo, hi = r["sd_between_ci"]
         ratio = r["sd_bootstrap"] / r["sd_between"] if r["sd_between"] > 0 else math.inf
-        lines.append(f"| {SETS[r['set']]} | {r['metric']} | {r['mean']:.4g} | {r['sd_between']:.3g} "
+        lines.append(f"| {r['set']} | {r['metric']} | {r['mean']:.4g} | {r['sd_between']:.3g} "
                      f"[{lo:.3g}, {hi:.3g}] | {r['sd_bootstrap']:.3g} | {ratio:.2f} | {r['verdict']} |")
     return "\n".join(lines)
 
@@ -89,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                              "delete it or pass its --n")
         runs.append(run)
     print(f"{args.generator}: {len(runs)} independent sets of {args.n} faces (seeds {args.seeds})")
-    print(markdown(spread_rows(runs)))
+    print(markdown(spread_rows(runs) + target_rows(runs)))
 
 
 if __name__ == "__main__":

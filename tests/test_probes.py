@@ -87,7 +87,8 @@ def _eval_runs(values: dict[str, np.ndarray], boot_sd: float) -> list[dict]:
         return {**{m: float(v[i]) for m, v in values.items()}, **{f"{m}_sd": boot_sd for m in values}}
 
     k = len(next(iter(values.values())))
-    return [{"n": 50, "identity_diversity": {s: row(i) for s in ("psi1", "psi07", "teacher")}} for i in range(k)]
+    return [{"n": 50, "identity_diversity": {s: row(i) for s in ("psi1", "psi07", "teacher")},
+             "mtcnn_rate_world": 0.9, "mtcnn_rate_teacher": 0.92} for i in range(k)]
 
 
 def test_metric_spread_probe_tells_a_wide_bootstrap_from_one_that_under_states(tmp_path):
@@ -110,7 +111,13 @@ def test_metric_spread_probe_tells_a_wide_bootstrap_from_one_that_under_states(t
     for i, run in enumerate(_eval_runs(values, 0.05)[:4]):
         (tmp_path / f"eval{10 * i}.json").write_text(json.dumps(run))
     rows = probe("probe_metric_spread.py", "--seeds", "0,10,20,30", "--n", "50", "--out", str(tmp_path))
-    assert len(rows) == 9 and {r[-1] for r in rows} == {"errs wide"}
+    assert len(rows) == 12 and {r[-1] for r in rows[:9]} == {"errs wide"}
+    # the world card's targets: each world FD here equals its floor, so the ratio is 1 in every run
+    # and does not spread at all, yet its interval adds both FDs' sds as if independent
+    fd, recall, detection = spread.target_rows(_eval_runs(values, 0.01))
+    assert fd["metric"].startswith("identity FD") and fd["mean"] == 1.0 and fd["verdict"] == "errs wide"
+    assert recall["mean"] == pytest.approx(0.2 * values["recall"].mean())
+    assert detection["sd_between"] == 0.0 and detection["verdict"] == "errs wide"
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_metric_spread.py"), "--seeds", "0,1,10"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode != 0 and "space them 3 apart" in out.stderr

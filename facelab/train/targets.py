@@ -15,7 +15,10 @@ hold when it lies wholly on the other side, else inconclusive).
   independent sets of the same size (``scripts/probe_metric_spread.py``, world64, 2026-12-07) the
   recall and detection intervals are consistent with it (sd ratio 0.90 and 1.90); the FD ratio's
   errs wide (2.65x: its two FDs share the teacher set and move together), so its "does not hold"
-  stands and an "inconclusive" near the bound may be one.
+  stands and an "inconclusive" near the bound may be one. A bootstrap that resamples the three sets
+  together was tried instead and kept out: on Gaussian stand-ins of the same size and dimension it
+  under-stated the spread between fresh sets, and an interval too narrow can make a target hold
+  that does not; the delta method's errs the other way.
 - **H** (from the shipped H's own report): Pearson r with the teacher on held-out faces at least 0.9x
   the ceiling the teacher's own noise allows (its mirror ceiling, measured on the same faces, as the
   issue defines it; the baseline column adds the stricter two-crop ceiling of H's card); r's

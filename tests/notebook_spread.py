@@ -7,9 +7,16 @@ variable ``FACELAB_NB_RECORD``) during an nbval run. For every code cell of ever
 numbers in its text outputs are compared with the committed outputs, position by position; the
 table lists each cell whose numbers moved in any run, with the largest change and the coarsest
 rounding that would hide it. A checked (``# NBVAL_CHECK_OUTPUT``) cell should never appear.
+
+A second table lists the checked verdicts nearest their bound (a ``holds`` or ``does not hold`` that
+a checked cell prints, read from the claims table beside it): the distance from the bound to the
+nearer end of the decisive interval, in widths of that interval, and the largest move of its ends
+in any run, in the same unit. A verdict flips on a machine where its ends move further than its
+margin; the runs here show how far other numerics move them.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -18,9 +25,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from conftest import cell_texts  # noqa: E402
+try:
+    from conftest import cell_texts  # the repository's conftest.py (this file run as a script)
+except ImportError:  # imported by a test, where "conftest" is tests/conftest.py: load the root one by path
+    _spec = importlib.util.spec_from_file_location("facelab_root_conftest", ROOT / "conftest.py")
+    _root = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_root)
+    cell_texts = _root.cell_texts
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+_VALUE = r"-?(?:\d+(?:\.\d+)?(?:e[-+]?\d+)?|inf)"
+INTERVAL = re.compile(rf"{_VALUE} \[({_VALUE}), ({_VALUE})\]")  # fl.claims' "value [low, high]"
+RULE = re.compile(r"([<>]) (baseline(?: \(paired\))?|\S+)(?: ([+−]) (\S+))?")  # fl.claims' rule column
+VERDICT = re.compile(r"(holds|does not hold)\s*\| (.+)")  # a line of fl.claims.verdicts
 
 
 def numbers(texts: list[str]) -> list[float]:
@@ -56,6 +73,53 @@ def spread(runs: list[Path]) -> tuple[list[tuple], int]:
     return rows, checked_moved
 
 
+def decided_rows(texts: list[str]) -> dict[str, tuple[float, float, float]]:
+    """``{claim: (low, high, bound)}`` for each row of a claims table (``fl.claims.table``) in ``texts``
+    with a rule and a bold verdict: the interval the verdict was decided on (the tested difference
+    for a claim against a baseline) and the bound it was compared with."""
+    rows = {}
+    for line in "\n".join(texts).splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) != 6 or not cells[5].startswith("**") or not (rule := RULE.fullmatch(cells[4])):
+            continue
+        ends = INTERVAL.findall(cells[2])
+        if not ends:
+            continue
+        shift = 0.0 if rule[3] is None else float(rule[4]) * (1 if rule[3] == "+" else -1)
+        against_baseline = rule[2].startswith("baseline")
+        low, high = (float(x) for x in ends[-1 if against_baseline else 0])
+        rows[cells[0]] = (low, high, shift if against_baseline else float(rule[2]) + shift)
+    return rows
+
+
+def margins(runs: list[Path]) -> list[tuple]:
+    """Rows (notebook, verdict, statement, margin, largest move) for every checked verdict with a
+    number behind it; margin and move in widths of the verdict's interval."""
+    out = []
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+        texts = [cell_texts(c.get("outputs")) for c in cells]
+        checked = [m.groups() for c, t in zip(cells, texts) if "NBVAL_CHECK_OUTPUT" in "".join(c["source"])
+                   for m in map(VERDICT.fullmatch, "\n".join(t).splitlines()) if m]
+        tables = {i: decided_rows(t) for i, t in enumerate(texts)}
+        records = [list(map(json.loads, (run / f"{nb.stem}.jsonl").read_text().splitlines()))
+                   for run in runs if (run / f"{nb.stem}.jsonl").exists()]
+        for verdict, statement in checked:
+            found = [(i, claim, row) for i, rows in tables.items() for claim, row in rows.items()
+                     if claim == statement or claim.startswith(statement + " (")]
+            if not found:
+                continue
+            i, claim, (low, high, bound) = found[0]
+            width = high - low
+            if not (math.isfinite(width) and width > 0):
+                continue
+            moves = [max(abs(low - r[0]), abs(high - r[1])) / width for rec in records for c in rec
+                     if c["cell"] == i and (r := decided_rows(c["outputs"]).get(claim))]
+            out.append((nb.stem, verdict, statement, min(abs(low - bound), abs(high - bound)) / width,
+                        max(moves, default=math.nan)))
+    return sorted(out, key=lambda r: r[3])
+
+
 def main(argv: list[str]) -> int:
     runs = [Path(a) for a in argv if Path(a).is_dir()]
     if not runs:
@@ -69,6 +133,13 @@ def main(argv: list[str]) -> int:
         shown = "text differs" if math.isinf(delta) else f"{delta:.3g}"
         print(f"| {nb} | {cell} | {'yes' if checked else 'no'} | {n} | {shown} | {names} |")
     print(f"{len(rows)} unchecked or checked cells moved; checked cells that moved: {checked_moved}")
+    near = margins(runs)
+    print("\nchecked verdicts nearest their bound (margin: bound to the nearer end of the interval; move: the "
+          "largest of its ends in these runs; both in widths of the interval):")
+    print("| notebook | verdict | claim | margin | largest move |")
+    print("|---|---|---|---|---|")
+    for nb, verdict, statement, margin, move in near[:8]:
+        print(f"| {nb} | {verdict} | {statement} | {margin:.2f} | {move:.2f} |")
     return 1 if checked_moved else 0
 
 

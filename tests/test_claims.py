@@ -136,3 +136,25 @@ def test_the_table_carries_n_interval_baseline_rule_and_escapes_pipes():
     assert header.split("|")[1:-1] == [" claim ", " n ", " measured [95 % CI] ", " baseline ", " rule ", " verdict "]
     assert row.startswith("| a\\|b (judged by H) | 40 | ") and "[" in row and "> 0.5" in row and "**holds**" in row
     assert not math.isnan(c.measured.low)
+
+
+def test_the_repro_report_reads_back_each_decided_interval_and_bound():
+    # tests/notebook_spread.py measures how near each checked verdict is to flipping from the
+    # claims tables the notebooks print: it must read back the interval each verdict was decided on
+    # (a baseline claim's tested difference) and the bound with the claim's margin.
+    from notebook_spread import decided_rows
+
+    rows = [claims.greater("above 0.5 by 0.1", _normal(1.0, 30), than=0.5, margin=0.1),
+            claims.paired_less("lower than the baseline", _normal(0.0, 30, 1), _normal(1.0, 30, 2), margin=0.2),
+            claims.proportion_greater("a rate above chance", 80, 100, than=0.5, note="100 faces"),
+            claims.bootstrap("a ratio above 0.8", lambda x: x.mean(), _normal(1.0, 20, 3), than=0.8),
+            claims.exact("structure", True)]
+    read = decided_rows([claims.table(rows).data])
+    assert set(read) == {"above 0.5 by 0.1", "lower than the baseline", "a rate above chance (100 faces)",
+                         "a ratio above 0.8"}
+    for c in rows[:4]:
+        low, high, bound = read[c.statement + (f" ({c.note})" if c.note else "")]
+        decided = c.tested or c.measured
+        assert (low, high) == pytest.approx((decided.low, decided.high), rel=1e-2)
+    assert read["above 0.5 by 0.1"][2] == pytest.approx(0.6) and read["lower than the baseline"][2] == -0.2
+    assert read["a rate above chance (100 faces)"][2] == 0.5 and read["a ratio above 0.8"][2] == 0.8

@@ -259,7 +259,7 @@ def split_agreement(H: AttributeRegressor, images_u8: torch.Tensor, labels: torc
 
 
 def mirror_ceiling(images: torch.Tensor, **label_kw) -> dict:
-    """How well any imitator of the teacher can do, from the teacher's disagreement with itself.
+    """How well an imitator of the teacher can do, from the teacher's disagreement with itself.
 
     ``images``: uint8 faces (as the label stage stores them) or floats in [-1, 1]; ``label_kw`` go to
     :func:`facelab.nets.attributes.label_images` (``batch_size``, ``detect_size``).
@@ -268,7 +268,10 @@ def mirror_ceiling(images: torch.Tensor, **label_kw) -> dict:
     age, gender and smile do not change in a mirror (yaw and roll change sign), so the correlation
     ``mirror_r`` between the two labellings is the teacher's test-retest reliability, and a
     predictor's correlation with a label that noisy is at most ``sqrt(mirror_r)`` (the classical
-    attenuation bound). This is the ceiling issue #17 states H's targets against (0.9 x ceiling).
+    attenuation bound), provided the predictor's errors are independent of that noise. H sees the
+    same image the teacher labels and could learn part of the teacher's crop noise, so the bound
+    can be exceeded (H's smile r / ceiling is about 1 on world64). This is the ceiling issue #17 states
+    H's targets against (0.9 x ceiling).
     The labels H learns from and is measured against average both crops, which are more reliable
     than one crop, so this ceiling is lenient towards H; :func:`two_crop_ceiling` is the stricter one.
     """

@@ -27,11 +27,12 @@ hold when it lies wholly on the other side, else inconclusive).
   chosen by), else the 2000 faces ``regressor fit`` held out.
 - **Edits**, measured here on ``--n`` fresh world faces (W, psi = 1) with the teacher labelers, which
   the boundaries were not fitted with (they were fitted on H's scores): each face is moved +-2 of
-  the boundary's own distance std along its unit normal; per face, the one-sided change
-  ``(teacher(+2) - teacher(-2)) / 2`` in units of the teacher's std over the unedited faces must be at
-  least 1; and the edited faces must stay more like themselves (dlib identity) than different
-  people are. The note beside each edit row also gives the step in latent units and the mean change
-  per unit: a boundary's strength, which does not depend on its distance std (the unit the target
+  the boundary's own distance std along its unit normal; the mean one-sided change
+  ``(teacher(+2) - teacher(-2)) / 2`` over the faces found after both edits, in units of the teacher's
+  std over the unedited faces, must be at least 1 (a bootstrap over faces, since that std is
+  estimated from the same faces); and the edited faces must stay more like themselves (dlib
+  identity) than different people are. The note beside each edit row also gives the step in latent
+  units and the mean change per unit: a boundary's strength, which does not depend on its distance std (the unit the target
   counts steps in), and the step's Mahalanobis length (how far it leaves the latents' distribution).
   The same edits are then measured along each boundary's activation pattern (the direction the
   latents vary along with the signed distance, :func:`facelab.interpret.activation_pattern`), by the
@@ -151,21 +152,35 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
             b = boundaries[a]
             how = " along its activation pattern" if b.meta.get("direction") == "pattern" else ""
             h = EDIT_STEP * b.report.distance_std
-            sigma = float(np.nanstd(base[a].numpy()))
+            unedited = base[a].numpy()
+            sigma = float(np.nanstd(unedited))
             plus, minus = render(G, edit(w, b, h)), render(G, edit(w, b, -h))
             s_plus, s_minus = (label_images(x, attributes=[a], device=device, progress=False)[a].numpy()
                                for x in (plus, minus))
-            change = (s_plus - s_minus) / 2 / sigma  # per face, teacher std units; NaN where no face was found
-            per_unit = float(np.nanmean(change)) / h  # the boundary's strength, free of its distance std
-            out[label].append(C.greater(
-                f"±{EDIT_STEP:g}-std W {a} edits{how} move the teacher's {a} by ≥ 1 teacher std", change, 1.0,
-                note=f"teacher std {sigma:.3g} over the unedited faces; step {h:.3g} latent units (distance std "
+            found = int(np.isfinite(s_plus - s_minus).sum())  # faces the teacher found after both edits
+            # The teacher std is estimated from these faces too: resample faces with their three labels,
+            # so that its uncertainty enters the interval (a t interval of the per-face change took it exact)
+            per_unit = _edit_strength(unedited, s_plus, s_minus) / h  # its strength, free of its distance std
+            out[label].append(C.bootstrap(
+                f"±{EDIT_STEP:g}-std W {a} edits{how} move the teacher's {a} by ≥ 1 teacher std",
+                _edit_strength, unedited, s_plus, s_minus, than=1.0,
+                note=f"teacher std {sigma:.3g} over the unedited faces; the change measured on the {found} of {n} "
+                     f"faces found after both edits; step {h:.3g} latent units (distance std "
                      f"{b.report.distance_std:.3g}), {h * mahalanobis(b.normal):.3g} Mahalanobis units; "
                      f"{per_unit:.3g} teacher std per unit"))
             kept = np.concatenate([judged_identity(faces, x).values.numpy() for x in (plus, minus)])
             out[label].append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
                                         kept, other))
     return out
+
+
+def _edit_strength(unedited: np.ndarray, plus: np.ndarray, minus: np.ndarray) -> float:
+    """The mean one-sided change ``(plus - minus) / 2`` over the faces found after both edits, in stds of
+    the unedited faces' labels (NaN: no face found)."""
+    change, labels = (plus - minus) / 2, unedited[np.isfinite(unedited)]
+    found = np.isfinite(change)
+    sd = float(labels.std()) if labels.size > 1 else 0.0
+    return float(change[found].mean()) / sd if found.any() and sd > 0 else math.nan
 
 
 def _mahalanobis_length(codes: np.ndarray):

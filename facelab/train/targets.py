@@ -32,8 +32,9 @@ hold when it lies wholly on the other side, else inconclusive).
   std over the unedited faces, must be at least 1 (a bootstrap over faces, since that std is
   estimated from the same faces); and the edited faces must stay more like themselves (dlib
   identity) than different people are. The note beside each edit row also gives the step in latent
-  units and the mean change per unit: a boundary's strength, which does not depend on its distance std (the unit the target
-  counts steps in), and the step's Mahalanobis length (how far it leaves the latents' distribution).
+  units and the mean change per unit: a boundary's strength, which does not depend on its distance
+  std (the unit the target counts steps in), and the step's Mahalanobis length (how far it leaves
+  the latents' distribution).
   The same edits are then measured along each boundary's activation pattern (the direction the
   latents vary along with the signed distance, :func:`facelab.interpret.activation_pattern`), by the
   same rule and unit; the issue's target is the normal's.

@@ -24,14 +24,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-try:
-    from conftest import cell_texts  # the repository's conftest.py (this file run as a script)
-except ImportError:  # imported by a test, where "conftest" is tests/conftest.py: load the root one by path
-    _spec = importlib.util.spec_from_file_location("facelab_root_conftest", ROOT / "conftest.py")
-    _root = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_root)
-    cell_texts = _root.cell_texts
+# The repository's conftest.py, by path: under pytest the name "conftest" is tests/conftest.py.
+_spec = importlib.util.spec_from_file_location("facelab_root_conftest", ROOT / "conftest.py")
+_root_conftest = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root_conftest)
+cell_texts = _root_conftest.cell_texts
 
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e[-+]?\d+)?")
 _VALUE = r"-?(?:\d+(?:\.\d+)?(?:e[-+]?\d+)?|inf)"

@@ -57,11 +57,10 @@ def target_rows(runs: list[dict]) -> list[dict]:
     sds as if independent."""
     from facelab.train.targets import generator_claims
 
-    per_run = [generator_claims(r) for r in runs]
-    return [_row("target", claims[0].statement.split(" (")[0],
-                 [c[i].measured.value for c in per_run],
-                 [(c[i].measured.high - c[i].measured.low) / (2 * 1.96) for c in per_run])
-            for i, claims in enumerate(zip(*per_run))]
+    by_target = zip(*(generator_claims(r) for r in runs))  # each target's claim in every run
+    return [_row("target", claims[0].statement.split(" (")[0], [c.measured.value for c in claims],
+                 [(c.measured.high - c.measured.low) / (2 * 1.96) for c in claims])
+            for claims in by_target]
 
 
 def markdown(rows: list[dict]) -> str:

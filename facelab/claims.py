@@ -25,6 +25,13 @@ for a mean (0.90, 0.93, 0.94-0.95; the plain percentile interval, before the exp
 (plain: 0.82, 0.87, 0.91-0.93). Below about 30 samples every interval but Welch's is somewhat too
 narrow: a verdict from a dozen samples deserves a second look.
 
+Every interval here takes its samples as **independent units**: one value per face, photo or training
+run, whatever the claim generalises over. Measurements that share a unit (a face's +2 and -2 std
+edits, three attributes edited on one photo, 32 faces rendered by one tuned generator) are averaged
+per unit first, or the claim names its population ("in this run"); pooled as if independent they
+narrow the interval and can make a claim hold that the units do not support. A baseline drawn from
+other units (different people's similarity) uses disjoint pairs, so that no face counts twice.
+
 In a notebook, a ``# NBVAL_CHECK_OUTPUT`` cell prints :func:`verdicts` (verdict and statement
 only: nbval compares them on every run, under other numerics too), and an unchecked cell shows
 :func:`table` with the numbers (n, the measured value and its interval, the baseline, the rule).

@@ -182,8 +182,10 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT,
     Teachers Should Know About the Bootstrap*, The American Statistician 2015). The arrays are
     resampled jointly (same indices: paired data stay paired); the resampling is seeded. Resamples
     whose statistic is not a number are left out; when more than 5 % are, the rest is no fair
-    picture of the spread and the interval is unbounded (inconclusive). The expansion matters at
-    small n: the module docstring has how often each version covers the truth."""
+    picture of the spread and the interval is unbounded (inconclusive); so it is below ``MIN_N``
+    samples, whose few distinct resamples would draw a narrow interval that means nothing (two
+    photos give three). The expansion matters at small n: the module docstring has how often each
+    version covers the truth."""
     data = [np.asarray(a, dtype=np.float64) for a in arrays]
     n = len(data[0])
     if any(len(a) != n for a in data):
@@ -192,7 +194,7 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT,
     rng = np.random.default_rng(seed)
     stats = np.array([statistic(*(a[idx] for a in data)) for idx in rng.integers(0, n, size=(n_boot, n))], dtype=float)
     stats = stats[np.isfinite(stats)]
-    if n < 2 or stats.size < LEVEL * n_boot:
+    if n < MIN_N or stats.size < LEVEL * n_boot:
         return Estimate(value, -math.inf, math.inf, n, "bootstrap")
     tail = _expanded_tail(n)
     lo, hi = np.quantile(stats, [tail, 1 - tail])

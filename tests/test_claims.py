@@ -113,6 +113,9 @@ def test_a_small_sample_bootstrap_covers_a_skewed_mean_as_often_as_student_t():
     student = np.mean([covers(claims.mean_ci(x)) for x in sets])
     assert boot >= 0.92 and abs(boot - student) <= 0.03, (boot, student)
     assert claims.bootstrap_ci(np.mean, sets[0][:1]).low == -math.inf  # one sample: no spread at all
+    # below MIN_N the few distinct resamples (two samples: three) would draw a narrow interval that means nothing
+    assert all(claims.bootstrap_ci(np.mean, sets[0][:k]).high == math.inf for k in range(2, claims.MIN_N))
+    assert math.isfinite(claims.bootstrap_ci(np.mean, sets[0][:claims.MIN_N]).high)
 
 
 def test_exact_claims_are_true_or_false():

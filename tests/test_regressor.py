@@ -172,21 +172,37 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(trained, 
     _fake_chunks(fresh, seed=1)
     candidate = train / "attribute_regressor.pt"
     calls = []
-    monkeypatch.setattr(tr, "mirror_ceiling", lambda x, device=None: calls.append((len(x), device)) or {
-        "age": {"n": len(x), "mirror_r": 0.81, "ceiling": 0.9}})
+    _, labels = tr.load_chunks(fresh)
+
+    def single_crops(x, device=None):  # the teacher's two single crops: its labels, each with its own noise
+        calls.append((len(x), device))
+        g = torch.Generator().manual_seed(len(calls))
+        noisy = lambda: labels.double() + 0.5 * labels.double().nan_to_num().std(0) * torch.randn(  # noqa: E731
+            labels.shape, generator=g, dtype=torch.float64)
+        return noisy(), noisy()
+
+    monkeypatch.setattr(tr, "mirror_labels", single_crops)
     shipped = (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes()
     report = tr.test(fresh, regressor=candidate, device="cpu")
     assert calls == [(600, "cpu")] and report["test"]["faces"] == 600 and report["test"]["folder"] == "fresh"
     assert report["test"]["agreement"]["age"]["r"] > 0.8  # brightness, learnt on other faces
     assert report["val"]["age"]["n"] == 150  # the fit's own numbers are kept
+    ceiling, ratio = report["test"]["ceiling"]["age"], report["test"]["ratio"]["age"]
+    assert 0.7 < ceiling["mirror_r"] < 0.9 and ceiling["n"] == 600  # 1 / (1 + 0.5^2) in expectation
+    # H's r / the ceiling, with an interval over faces that carries the ceiling's noise too
+    assert ratio["value"] == pytest.approx(report["test"]["agreement"]["age"]["r"] / math.sqrt(ceiling["mirror_r"]),
+                                           abs=2e-3)
+    assert ratio["low"] < ratio["value"] < ratio["high"] and ratio["n"] == 600
+    assert set(report["test"]["ratio"]) == set(tr.CURVE) and report["test"]["ratio"]["smile"]["n"] == 550
     stored = load_regressor(candidate).meta["test"]  # written into the candidate's file
     assert stored["agreement"]["age"] == report["test"]["agreement"]["age"]
-    assert stored["ceiling"] == report["test"]["ceiling"]
+    assert stored["ceiling"] == report["test"]["ceiling"] and stored["ratio"] == report["test"]["ratio"]
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # and nothing shipped
-    tr.test(fresh, regressor=candidate)
-    assert len(calls) == 1  # the ceiling depends on the faces only: kept in ceiling.json
+    assert tr.test(fresh, regressor=candidate)["test"]["ceiling"] == report["test"]["ceiling"]
+    assert len(calls) == 1  # the teacher's crops depend on the faces only: kept in mirror-labels.pt
     text = tr.card_markdown(report)
     assert "On a fresh test set** of 600 world faces (`fresh`" in text and "| age | 600 |" in text
+    assert f"[{ratio['low']:.3f}, {ratio['high']:.3f}]" in text
     # a test set must be of H's world and of another seed than its training faces (from the folders' stamps)
     stamp = {"generator": "g", "generator_sha256": "a" * 64, "seed": 0, "psi_min": 0.5}
     tr.stamp_labels(train, stamp)

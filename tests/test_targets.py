@@ -43,6 +43,12 @@ def test_h_targets_use_the_measured_ceiling_and_say_when_there_is_none():
     rows = T.h_claims(tested)
     assert [r.verdict for r in rows] == [C.HOLDS, C.DOES_NOT_HOLD, C.HOLDS]  # +-0.01 at n = 9800
     assert all("10000 fresh test faces" in r.statement and r.n == 9800 for r in rows)
+    # a test with r / ceiling's interval over faces (regressor.ceiling_ratio) is judged on that, against 0.9
+    ratio = {a: {"value": v, "low": v - 0.02, "high": v + 0.02, "n": 9800, "how": "bootstrap over faces"}
+             for a, v in zip(T.EDITED, (0.85, 0.95, 0.91))}
+    rows = T.h_claims(dict(tested, test={**tested["test"], "ratio": ratio}))
+    assert [r.verdict for r in rows] == [C.DOES_NOT_HOLD, C.HOLDS, C.INCONCLUSIVE]  # age's r alone said "holds"
+    assert all(r.rule == "> 0.9" and r.note == "measured: r / ceiling" and r.measured.n == 9800 for r in rows)
     del report["ceiling"]
     assert {r.verdict for r in T.h_claims(report)} == {C.INCONCLUSIVE}
     r = T.fisher_interval(0.5, 103)

@@ -258,6 +258,64 @@ def split_agreement(H: AttributeRegressor, images_u8: torch.Tensor, labels: torc
             "train": agreement(predict(H, images_u8[train]), labels[train])}
 
 
+def mirror_labels(images: torch.Tensor, **label_kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's single-crop labels of each face and of its mirror image (yaw and roll negated back),
+    two [N, len(OUTPUTS)] tensors in :data:`OUTPUTS`' order, NaN where no face was found and in the
+    ``face_conf`` column (not a label a mirror keeps). ``images`` and ``label_kw`` as in
+    :func:`mirror_ceiling`."""
+    from ..nets.attributes import label_images
+
+    x = to_float(images) if images.dtype == torch.uint8 else images
+    attrs = [a for a in OUTPUTS if a != "face_conf"]
+    face, mirrored = (label_images(v, attributes=attrs, mirror=False, progress=False, **label_kw)
+                      for v in (x, x.flip(3)))
+    u, v = (torch.full((x.shape[0], len(OUTPUTS)), math.nan, dtype=torch.float64) for _ in range(2))
+    for j, a in enumerate(OUTPUTS):
+        if a in attrs:
+            u[:, j], v[:, j] = face[a].double(), mirrored[a].double() * float(MIRROR_SIGN[j])
+    return u, v
+
+
+def _finite_r(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson r over the rows where both are finite."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    return float(np.corrcoef(x[ok], y[ok])[0, 1])
+
+
+def ceiling_rows(face: torch.Tensor, mirrored: torch.Tensor) -> dict:
+    """:func:`mirror_ceiling`'s rows from :func:`mirror_labels`."""
+    rows = {}
+    for j, a in enumerate(OUTPUTS):
+        if a == "face_conf":
+            continue
+        u, v = face[:, j].numpy(), mirrored[:, j].numpy()
+        r = _finite_r(u, v)
+        rows[a] = {"n": int((np.isfinite(u) & np.isfinite(v)).sum()), "mirror_r": round(r, 3),
+                   "ceiling": round(math.sqrt(max(r, 0.0)), 3)}
+    return rows
+
+
+def ceiling_ratio(pred: torch.Tensor, labels: torch.Tensor, face: torch.Tensor, mirrored: torch.Tensor, *,
+                  seed: int = 0) -> dict:
+    """Per :data:`CURVE` attribute: H's r with the teacher divided by the mirror ceiling, the quantity issue
+    #17's H targets bound (at 0.9), with a bootstrap 95 % interval (:func:`facelab.claims.bootstrap_ci`)
+    that resamples faces with all four of their values: H's prediction, its two-crop label and the two
+    single-crop labels the ceiling is measured from. Both r's come from the same faces, so the interval
+    carries the ceiling's own uncertainty and their covariance, which Fisher's z for H's r alone, with
+    the ceiling taken as exact, left out. Each r keeps the faces where its own pair is labelled."""
+    from .. import claims as C
+
+    rows = {}
+    for a in CURVE:
+        j = list(OUTPUTS).index(a)
+        cols = [t[:, j].double().numpy() for t in (pred, labels, face, mirrored)]
+        est = C.bootstrap_ci(lambda p, t, u, v: _finite_r(p, t) / math.sqrt(max(_finite_r(u, v), 1e-12)), *cols,
+                             seed=seed)
+        rows[a] = {"value": round(est.value, 4), "low": round(est.low, 4), "high": round(est.high, 4),
+                   "n": int(np.isfinite(cols[1]).sum()), "how": "bootstrap over faces"}
+    return rows
+
+
 def mirror_ceiling(images: torch.Tensor, **label_kw) -> dict:
     """How well an imitator of the teacher can do, from the teacher's disagreement with itself.
 
@@ -275,21 +333,7 @@ def mirror_ceiling(images: torch.Tensor, **label_kw) -> dict:
     The labels H learns from and is measured against average both crops, which are more reliable
     than one crop, so this ceiling is lenient towards H; :func:`two_crop_ceiling` is the stricter one.
     """
-    from ..nets.attributes import label_images
-
-    x = to_float(images) if images.dtype == torch.uint8 else images
-    attrs = [a for a in OUTPUTS if a != "face_conf"]
-    face, mirrored = (label_images(v, attributes=attrs, mirror=False, progress=False, **label_kw)
-                      for v in (x, x.flip(3)))
-    rows = {}
-    for j, a in enumerate(OUTPUTS):
-        if a == "face_conf":
-            continue
-        u, v = face[a].double(), mirrored[a].double() * float(MIRROR_SIGN[j])
-        ok = ~(torch.isnan(u) | torch.isnan(v))
-        r = float(torch.corrcoef(torch.stack([u[ok], v[ok]]))[0, 1])
-        rows[a] = {"n": int(ok.sum()), "mirror_r": round(r, 3), "ceiling": round(math.sqrt(max(r, 0.0)), 3)}
-    return rows
+    return ceiling_rows(*mirror_labels(images, **label_kw))
 
 
 def two_crop_ceiling(mirror_r: float) -> float:
@@ -506,12 +550,13 @@ def card_markdown(report: dict) -> str:
                  "another seed than the training faces and never used to train or choose H; "
                  "`python -m facelab.train.regressor test --out runs/h-test`), with the ceiling measured on those "
                  "faces:", "",
-                 "| attribute | test faces | Pearson r | ceiling √(mirror r) | r / ceiling | two-crop ceiling | "
+                 "| attribute | test faces | Pearson r | ceiling √(mirror r) | r / ceiling [95 %] | two-crop ceiling | "
                  "r / two-crop ceiling | mean abs. error |", "|---|---|---|---|---|---|---|---|"]
         for a, r in test_set["agreement"].items():
-            c = test_set["ceiling"].get(a)
+            c, q = test_set["ceiling"].get(a), test_set.get("ratio", {}).get(a)
             two = two_crop_ceiling(c["mirror_r"]) if c and a in MIRROR_AVERAGED else 0.0
             lim = f"{c['ceiling']:.3f} | {r['r'] / c['ceiling']:.3f}" if c and c["ceiling"] > 0 else "– | –"
+            lim += f" [{q['low']:.3f}, {q['high']:.3f}]" if q else ""
             lim += f" | {two:.3f} | {r['r'] / two:.3f}" if two > 0 else " | – | –"
             note.append(f"| {a} | {r['n']} | {r['r']:.3f} | {lim} | {r['mae']:.3f} |")
         note.append("")
@@ -555,8 +600,10 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
          device: str | torch.device | None = None) -> dict:
     """Judge an H on a fresh test set: every face in ``folder``, labelled by :func:`label` from a seed the
     training faces were not drawn from (``--seed 1``; fit's were seed 0) and never used to train or to
-    choose an H. The teacher's mirror ceiling on those faces does not depend on H: it is measured once
-    (the teacher running on ``device``) and kept in ``folder/ceiling.json``. The result becomes the
+    choose an H. The teacher's single-crop labels of those faces and their mirror images, which the
+    mirror ceiling is measured from, do not depend on H: they are made once (the teacher running on
+    ``device``) and kept in ``folder/mirror-labels.pt``. Besides H's agreement and the ceiling, the report
+    gives H's r / ceiling with its interval over faces (:func:`ceiling_ratio`). The result becomes the
     ``test`` entry of the H's report: the shipped H (``regressor`` None) is shipped again with it
     (``ship``) and its card gains the test table; a candidate file is rewritten in place and never
     shipped."""
@@ -570,15 +617,18 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
     if stamp and trained and stamp["seed"] == trained["seed"]:
         raise ValueError(f"{folder} was drawn with seed {stamp['seed']}, as H's training faces were: a test set needs "
                          "faces H never saw; label one with another --seed")
-    cache = folder / "ceiling.json"
+    cache = folder / "mirror-labels.pt"
     if cache.is_file():
-        ceiling = json.loads(cache.read_text())
+        single = torch.load(cache, weights_only=True)
+        face, mirrored = single["face"], single["mirrored"]
     else:
-        ceiling = mirror_ceiling(images, device=device)
-        cache.write_text(json.dumps(ceiling, indent=1))
+        face, mirrored = mirror_labels(images, device=device)
+        atomic_torch_save({"face": face, "mirrored": mirrored}, cache)
+    pred = predict(H, images)
     report = dict(H.meta)
     report["test"] = {"faces": int(images.shape[0]), "folder": folder.name, "drawn": stamp,
-                      "agreement": agreement(predict(H, images), labels), "ceiling": ceiling}
+                      "agreement": agreement(pred, labels), "ceiling": ceiling_rows(face, mirrored),
+                      "ratio": ceiling_ratio(pred, labels, face, mirrored)}
     print(json.dumps(report["test"], indent=1))
     _save_report(H, report, regressor, folder, ship=ship)
     return report

@@ -21,10 +21,13 @@ hold when it lies wholly on the other side, else inconclusive).
   that does not; the delta method's errs the other way.
 - **H** (from the shipped H's own report): Pearson r with the teacher on held-out faces at least 0.9x
   the ceiling the teacher's own noise allows (its mirror ceiling, measured on the same faces, as the
-  issue defines it; the baseline column adds the stricter two-crop ceiling of H's card); r's
-  interval by Fisher's z, the ceiling taken as fixed. The faces are H's fresh test set when its
-  report has one (``facelab.train.regressor test``: faces of another seed, never trained on or
-  chosen by), else the 2000 faces ``regressor fit`` held out.
+  issue defines it; the baseline column adds the stricter two-crop ceiling of H's card). The faces
+  are H's fresh test set when its report has one (``facelab.train.regressor test``: faces of another
+  seed, never trained on or chosen by), and the row then judges r / ceiling against 0.9 with the
+  test's bootstrap over faces (:func:`facelab.train.regressor.ceiling_ratio`), which carries the
+  ceiling's uncertainty too; a report without it (the 2000 faces ``regressor fit`` held out, or a
+  test from before 2026-12-07) is judged on r against 0.9 x ceiling, r's interval by Fisher's z
+  and the ceiling taken as exact.
 - **Edits**, measured here on ``--n`` fresh world faces (W, psi = 1) with the teacher labelers, which
   the boundaries were not fitted with (they were fitted on H's scores): each face is moved +-2 of
   the boundary's own distance std along its unit normal; the mean one-sided change
@@ -117,11 +120,16 @@ def h_claims(report: dict) -> list[C.Claim]:
             out.append(C.Claim(statement, f"r {row['r']}", "no ceiling measured", "> 0.9 × ceiling", C.INCONCLUSIVE,
                                row["n"], note="refit H (facelab.train.regressor fit) to measure its ceiling"))
             continue
-        bound = 0.9 * ceiling["ceiling"]
-        out.append(_claim(statement, fisher_interval(row["r"], row["n"]), bound, ">",
-                          f"ceiling {ceiling['ceiling']:.3f} (mirror r {ceiling['mirror_r']:.3f}, "
-                          f"{ceiling['n']} faces; the stricter two-crop ceiling "
-                          f"{two_crop_ceiling(ceiling['mirror_r']):.3f}, see H's card)"))
+        baseline = (f"ceiling {ceiling['ceiling']:.3f} (mirror r {ceiling['mirror_r']:.3f}, {ceiling['n']} faces; "
+                    f"the stricter two-crop ceiling {two_crop_ceiling(ceiling['mirror_r']):.3f}, see H's card)")
+        ratio = (test or {}).get("ratio", {}).get(a)
+        if ratio:  # r / ceiling, its interval over faces
+            est = C.Estimate(ratio["value"], ratio["low"], ratio["high"], ratio["n"], ratio["how"])
+            out.append(_claim(statement, est, 0.9, ">", f"r {row['r']:.3f} against the {baseline}",
+                              note="measured: r / ceiling"))
+        else:
+            out.append(_claim(statement, fisher_interval(row["r"], row["n"]), 0.9 * ceiling["ceiling"], ">",
+                              baseline))
     return out
 
 

@@ -29,7 +29,10 @@ Every interval here takes its samples as **independent units**: one value per fa
 run, whatever the claim generalises over. Measurements that share a unit (a face's +2 and -2 std
 edits, three attributes edited on one photo, 32 faces rendered by one tuned generator) are averaged
 per unit first, or the claim names its population ("in this run"); pooled as if independent they
-narrow the interval and can make a claim hold that the units do not support. A baseline drawn from
+narrow the interval and can make a claim hold that the units do not support: two measurements per
+unit that correlate about 0.7, pooled, gave Student t intervals that covered the mean 0.83-0.86 of
+the time at every n from 6 to 100 units, one mean per unit 0.93-0.95 (``python
+scripts/probe_claims_coverage.py --reps 4000 --only "per unit"``, 2026-12-07). A baseline drawn from
 other units (different people's similarity) uses disjoint pairs, so that no face counts twice.
 
 In a notebook, a ``# NBVAL_CHECK_OUTPUT`` cell prints :func:`verdicts` (verdict and statement

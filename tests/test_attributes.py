@@ -125,6 +125,22 @@ def test_no_face_gives_zero_conf_and_nan(faces):
         assert math.isnan(out[k][1]) and math.isfinite(out[k][0])
 
 
+def test_faces_found_elsewhere_label_an_image_where_no_face_is_found(faces):
+    """Given the boxes and landmarks of the same faces (as edit_claims passes the faces' own from before an
+    edit), label_images labels there without detecting: exactly as detection would where it finds the face,
+    and also where it finds none."""
+    found = A.detect_faces(faces[:4])
+    assert found.found.all()
+    detected = label_images(faces[:4], attributes=GEOMETRY, progress=False)
+    given = label_images(faces[:4], attributes=GEOMETRY, progress=False, faces=found, batch_size=3)
+    assert all(torch.equal(detected[k], given[k]) for k in GEOMETRY)
+    blank = torch.linspace(-0.5, 0.5, 64).expand(1, 3, 64, 64).clone()  # MTCNN finds nothing here
+    at = label_images(blank, attributes=GEOMETRY, progress=False, faces=found[1:2])
+    assert at["face_conf"][0] == found.conf[1] and torch.equal(at["yaw"], detected["yaw"][1:2])  # landmarks given
+    with pytest.raises(ValueError, match="faces has 4 faces for 1 images; pass one per image"):
+        label_images(blank, attributes=GEOMETRY, progress=False, faces=found)
+
+
 def test_mirroring_flips_yaw_and_roll(faces):
     # Teacher faces are upright (roll std ~3 deg, mostly landmark noise): tilt them by 15 degrees.
     tilted = rotate(faces, 15.0)

@@ -125,9 +125,10 @@ def test_metric_spread_probe_tells_a_wide_bootstrap_from_one_that_under_states(t
 
 def test_claims_coverage_probe_reports_every_interval_at_every_n():
     rows = probe("probe_claims_coverage.py", "--reps", "8", "--ns", "6,12")
-    assert len(rows) == 10 and {r[2] for r in rows} == {"6", "12"}
+    assert len(rows) == 14 and {r[2] for r in rows} == {"6", "12"}
     assert {r[0].split(" (")[1] for r in rows} == {"mean_ci)", "difference_ci)", "proportion_ci)", "bootstrap_ci)"}
     for r in rows:
         value, lo, hi = (float(x) for x in re.fullmatch(r"([\d.]+) \[([\d.]+), ([\d.]+)\]", r[3]).groups())
         assert lo <= value <= hi and value * 8 == round(value * 8)  # a share of the 8 simulated sets
         assert r[4] == ("under-covers" if hi < 0.95 else "over-covers" if lo > 0.95 else "nominal")
+    assert len(probe("probe_claims_coverage.py", "--reps", "8", "--ns", "6", "--only", "per unit")) == 2

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -90,6 +91,13 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     assert all(r.n == 8 for r in rows)  # faces: some undetected after an edit still count (change measured on fewer)
     # one identity sample per face: its +2 and -2 edits share the face, so they are averaged, not pooled as 16
     assert all(r.measured.n == 8 and r.note.startswith("per face") for r in rows[1::2])
+    # the same edit rows with the faces lost after an edit labelled where they were before it: no fewer faces
+    lost = edits["normal" + T.LOST]
+    assert len(lost) == len(T.EDITED) and all("faces lost after an edit labelled" in r.statement for r in lost)
+    after = [int(re.search(r"on the (\d+) of 8 faces found after both", r.note).group(1)) for r in rows[:6:2]]
+    counted = [int(re.search(r"on the (\d+) of 8 faces found before", r.note).group(1)) for r in lost]
+    relabelled = [sum(int(k) for k in re.match(r"(\d+) and (\d+) faces lost", r.note).groups()) for r in lost]
+    assert all(a <= c for a, c in zip(after, counted)) and any(relabelled) == any(a < c for a, c in zip(after, counted))
     assert all("teacher std per unit" in r.note and "Mahalanobis units" in r.note for r in rows[::2])
     text = T.targets_markdown(rows[:6], {"metrics": "m", "h": "h", "edits_n": 8}, patterns=rows[6:])
     assert "of 6 targets hold" in text and "| claim | n |" in text and "activation pattern" in text

@@ -158,6 +158,10 @@ class Faces:
     def found(self) -> torch.Tensor:
         return self.conf > 0
 
+    def __getitem__(self, index) -> "Faces":
+        """The faces of the images ``index`` picks (a slice, indices or a mask)."""
+        return Faces(self.conf[index], self.boxes[index], self.points[index])
+
 
 @functools.lru_cache(maxsize=4)
 def _mtcnn(device: str):
@@ -498,7 +502,8 @@ MIRROR_AVERAGED = frozenset(a for cls, names in LABELERS.items() if cls is not F
 
 def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...] | None = None,
                  batch_size: int = 64, device=None, mirror: bool = True,
-                 detect_size: int | None = LABEL_DETECT_SIZE, progress: bool = True) -> dict[str, torch.Tensor]:
+                 detect_size: int | None = LABEL_DETECT_SIZE, progress: bool = True,
+                 faces: Faces | None = None) -> dict[str, torch.Tensor]:
     """Label images [N, 3, H, W] in [-1, 1] with the teacher models: ``{name: float32 [N]}``.
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
@@ -507,9 +512,13 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     every labeler shares it, cutting its crops from the full image. ``face_conf`` is always returned, so rows
     without a face (NaN elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
     mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:
-    ``get_device()``); the ONNX models run on the CPU whatever ``device`` is.
+    ``get_device()``); the ONNX models run on the CPU whatever ``device`` is. ``faces``: label at these
+    boxes and landmarks (one per image, e.g. the same faces' before an edit, from :func:`detect_faces`)
+    instead of detecting; ``face_conf`` is then theirs.
     """
     check_images(images)
+    if faces is not None and len(faces.conf) != images.shape[0]:
+        raise ValueError(f"faces has {len(faces.conf)} faces for {images.shape[0]} images; pass one per image")
     device = get_device(device)
     wanted = list(ATTRIBUTES) if attributes is None else list(attributes)
     unknown = [a for a in wanted if a not in ATTRIBUTES]
@@ -522,11 +531,13 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     keep = ["face_conf"] + [a for a in wanted if a != "face_conf"]
     from tqdm.auto import tqdm
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
-    for batch in tqdm(images.split(batch_size), desc="labelling", unit="batch", disable=not progress):
-        faces = detect_faces(batch, device=device, detect_size=detect_size)
-        out = {"face_conf": faces.conf}
+    for start in tqdm(range(0, images.shape[0], batch_size), desc="labelling", unit="batch", disable=not progress):
+        batch = images[start:start + batch_size]
+        at = (detect_faces(batch, device=device, detect_size=detect_size) if faces is None
+              else faces[start:start + batch_size])
+        out = {"face_conf": at.conf}
         for labeler in labelers:
-            out.update(labeler(batch, faces=faces))
+            out.update(labeler(batch, faces=at))
         for k in keep:
             chunks[k].append(out[k].float().cpu())
     n = images.shape[0]

@@ -550,8 +550,8 @@ def card_markdown(report: dict) -> str:
                  "another seed than the training faces and never used to train or choose H; "
                  "`python -m facelab.train.regressor test --out runs/h-test`), with the ceiling measured on those "
                  "faces:", "",
-                 "| attribute | test faces | Pearson r | ceiling √(mirror r) | r / ceiling [95 %] | two-crop ceiling | "
-                 "r / two-crop ceiling | mean abs. error |", "|---|---|---|---|---|---|---|---|"]
+                 "| attribute | test faces | Pearson r | ceiling √(mirror r) | r / ceiling [95 %] | "
+                 "two-crop ceiling | r / two-crop ceiling | mean abs. error |", "|---|---|---|---|---|---|---|---|"]
         for a, r in test_set["agreement"].items():
             c, q = test_set["ceiling"].get(a), test_set.get("ratio", {}).get(a)
             two = two_crop_ceiling(c["mirror_r"]) if c and a in MIRROR_AVERAGED else 0.0

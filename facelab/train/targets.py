@@ -34,13 +34,16 @@ hold when it lies wholly on the other side, else inconclusive).
   ``(teacher(+2) - teacher(-2)) / 2`` over the faces found after both edits, in units of the teacher's
   std over the unedited faces, must be at least 1 (a bootstrap over faces, since that std is
   estimated from the same faces); and the edited faces must stay more like themselves (dlib
-  identity; one sample per face, the mean of its +2 and -2 edits) than different people are. The note beside each edit row also gives the step in latent
-  units and the mean change per unit: a boundary's strength, which does not depend on its distance
-  std (the unit the target counts steps in), and the step's Mahalanobis length (how far it leaves
-  the latents' distribution).
+  identity; one sample per face, the mean of its +2 and -2 edits) than different people are. The
+  note beside each edit row also gives the step in latent units and the mean change per unit: a
+  boundary's strength, which does not depend on its distance std (the unit the target counts steps
+  in), and the step's Mahalanobis length (how far it leaves the latents' distribution).
   The same edits are then measured along each boundary's activation pattern (the direction the
   latents vary along with the signed distance, :func:`facelab.interpret.activation_pattern`), by the
-  same rule and unit; the issue's target is the normal's.
+  same rule and unit; the issue's target is the normal's. And, since the change is measured only on the
+  faces the teacher's detector still finds after both edits, the normals' edit rows are measured again
+  with each face it lost labelled at the box and landmarks it found in that face before the edit
+  (:func:`_with_lost_faces`): if the lost faces changed differently, the two tables disagree.
 """
 from __future__ import annotations
 
@@ -61,6 +64,7 @@ from .regressor import two_crop_ceiling
 EDITED = ("age", "male", "smile")
 EDIT_STEP = 2.0  # in each boundary's distance std
 PATTERN_CODES = 20_000  # W latents the card's activation patterns are measured over
+LOST = ", lost faces labelled"  # edit_claims' key suffix for its rows with the detector's lost faces labelled
 
 
 def _estimate(value: float, sd: float, n: int, how: str) -> C.Estimate:
@@ -142,21 +146,24 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
     world_patterns(world)}`` (InterFaceGAN's normals, the issue's target, and their activation patterns).
     A boundary whose ``meta["direction"]`` is ``"pattern"`` is named so in its rows. Steps' Mahalanobis
     lengths are measured over ``mahalanobis_codes`` W latents of the stream the boundaries were fitted on.
-    Returns ``{label: [edit row, identity row] per attribute of EDITED}``."""
+    Returns ``{label: [edit row, identity row] per attribute of EDITED}`` and, under ``label + LOST``, the
+    edit rows again with the faces the teacher lost after an edit labelled where it found them before
+    (:func:`_with_lost_faces`)."""
     from ..interpret import edit, render, sample_latents
     from ..metrics import different_people_identity, judged_identity
-    from ..nets.attributes import label_images
+    from ..nets.attributes import detect_faces, label_images
 
     device = get_device(device)
     G = G.to(device)
     w = sample_latents(G, n, space="w", seed=seed).w.to(device)
     faces = render(G, w)  # each face set is rendered once and serves the teacher and the identity judge
-    base = label_images(faces, attributes=list(EDITED), device=device, progress=False)
+    before = detect_faces(faces, device=device)  # where the teacher finds each face before any edit
+    base = label_images(faces, attributes=list(EDITED), device=device, progress=False, faces=before)
     other = different_people_identity(G, n=n, seed=seed + 1, device=device).values.numpy()
     mahalanobis = _mahalanobis_length(sample_latents(G, mahalanobis_codes, space="w", seed=0).w.double().numpy())
     out = {}
     for label, boundaries in directions.items():
-        out[label] = []
+        out[label], out[label + LOST] = [], []
         for a in EDITED:
             b = boundaries[a]
             how = " along its activation pattern" if b.meta.get("direction") == "pattern" else ""
@@ -182,7 +189,33 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
             kept = np.mean([judged_identity(faces, x).values.numpy() for x in (plus, minus)], axis=0)
             out[label].append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
                                         kept, other, note="per face, the mean of its two edits' similarities"))
+            (f_plus, lost_plus), (f_minus, lost_minus) = (_with_lost_faces(x, s, before, a, device)
+                                                          for x, s in ((plus, s_plus), (minus, s_minus)))
+            counted = int(np.isfinite(f_plus - f_minus).sum())
+            out[label + LOST].append(C.bootstrap(
+                f"±{EDIT_STEP:g}-std W {a} edits{how} move the teacher's {a} by ≥ 1 teacher std, the faces lost "
+                "after an edit labelled where they were before it", _edit_strength, unedited, f_plus, f_minus, than=1.0,
+                note=f"{lost_plus} and {lost_minus} faces lost after the + and − edit labelled at the box and "
+                     f"landmarks found before it; the change measured on the {counted} of {n} faces found before the "
+                     "edits"))
     return out
+
+
+def _with_lost_faces(images: torch.Tensor, labels: np.ndarray, before, attribute: str,
+                     device) -> tuple[np.ndarray, int]:
+    """``labels`` of edited ``images`` with the faces the teacher's detector lost (NaN) labelled at the box and
+    landmarks it found in the same face before the edit (``before``, :class:`facelab.nets.attributes.Faces`),
+    and how many those were. A W edit hardly moves a face, so the old box still frames it; a face lost
+    before the edit stays NaN."""
+    from ..nets.attributes import label_images
+
+    lost = ~np.isfinite(labels) & before.found.numpy()
+    filled = labels.copy()
+    if lost.any():
+        idx = torch.from_numpy(np.flatnonzero(lost))
+        filled[lost] = label_images(images[idx.to(images.device)], attributes=[attribute], device=device,
+                                    progress=False, faces=before[idx])[attribute].numpy()
+    return filled, int(lost.sum())
 
 
 def _edit_strength(unedited: np.ndarray, plus: np.ndarray, minus: np.ndarray) -> float:
@@ -211,8 +244,10 @@ def _held(rows: list[C.Claim]) -> int:
     return sum(r.verdict == C.HOLDS for r in rows)
 
 
-def targets_markdown(rows: list[C.Claim], sources: dict, patterns: list[C.Claim] | None = None) -> str:
-    """The targets table (and, given ``patterns``, the edits along the activation patterns below it)."""
+def targets_markdown(rows: list[C.Claim], sources: dict, patterns: list[C.Claim] | None = None,
+                     lost: list[C.Claim] | None = None) -> str:
+    """The targets table (and, given ``patterns``, the edits along the activation patterns below it; given
+    ``lost``, the edit rows with the faces the detector lost after an edit labelled)."""
     out = [f"{_held(rows)} of {len(rows)} targets hold. Written by `python -m facelab.train.targets` "
            f"(rule: `facelab.claims`; generator numbers from {sources['metrics']}, H's from "
            f"{sources['h']}, edits measured on {sources['edits_n']} fresh faces with the teacher labelers).",
@@ -222,6 +257,12 @@ def targets_markdown(rows: list[C.Claim], sources: dict, patterns: list[C.Claim]
                     f"(`facelab.interpret.activation_pattern`), not the issue's target, which is InterFaceGAN's "
                     f"normal; same faces, rule and step unit: {_held(patterns)} of {len(patterns)} hold.",
                 "", _table(patterns)]
+    if lost:
+        out += ["", "The edit rows measure the change on the faces the teacher's detector still finds after both "
+                    "edits; the faces it loses could change differently. The same edits with each lost face "
+                    "labelled at the box and landmarks found in it before the edit (a W edit hardly moves a "
+                    f"face), so that every face found before counts; same rule: {_held(lost)} of {len(lost)} hold.",
+                "", _table(lost)]
     return "\n".join(out)
 
 
@@ -258,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     sources = {"metrics": f"`{metrics}`", "h": h_source, "edits_n": a.n}
     if candidates:
         sources["h"] += "; candidate files: " + ", ".join(f"{k} `{v}`" for k, v in candidates.items())
-    text = targets_markdown(rows, sources, patterns=edits["pattern"])
+    text = targets_markdown(rows, sources, patterns=edits["pattern"], lost=edits["normal" + LOST])
     print(text)
     card = Path(a.card) if a.card else PACKAGE_WEIGHTS / f"{a.world}.md"
     write_card_section(card, text, tag="targets")

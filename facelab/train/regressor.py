@@ -560,6 +560,10 @@ def card_markdown(report: dict) -> str:
             lim += f" | {two:.3f} | {r['r'] / two:.3f}" if two > 0 else " | – | –"
             note.append(f"| {a} | {r['n']} | {r['r']:.3f} | {lim} | {r['mae']:.3f} |")
         note.append("")
+        if test_set.get("ratio"):
+            note += ["r / ceiling's 95 % interval (issue #17's H targets judge it against 0.9) is a bootstrap over the "
+                     "test faces (`ceiling_ratio`): each face's prediction, label and two single-crop labels are "
+                     "resampled together, so the ceiling's own uncertainty is in it.", ""]
     cpu = report["cpu"]
     return "\n".join([
         f"Held-out agreement with the teacher labelers on {report['val_faces']} world faces never used in "

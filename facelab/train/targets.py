@@ -185,7 +185,7 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
                      f"{b.report.distance_std:.3g}), {h * mahalanobis(b.normal):.3g} Mahalanobis units; "
                      f"{per_unit:.3g} teacher std per unit"))
             # one sample per face: its +h and -h similarities share the face, so pooling them as 2n samples
-            # would count each face twice and narrow the interval by about √2
+            # would count each face twice and narrow the interval by up to √2 (as far as the two agree)
             kept = np.mean([judged_identity(faces, x).values.numpy() for x in (plus, minus)], axis=0)
             out[label].append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
                                         kept, other, note="per face, the mean of its two edits' similarities"))
@@ -205,8 +205,9 @@ def _with_lost_faces(images: torch.Tensor, labels: np.ndarray, before, attribute
                      device) -> tuple[np.ndarray, int]:
     """``labels`` of edited ``images`` with the faces the teacher's detector lost (NaN) labelled at the box and
     landmarks it found in the same face before the edit (``before``, :class:`facelab.nets.attributes.Faces`),
-    and how many those were. A W edit hardly moves a face, so the old box still frames it; a face lost
-    before the edit stays NaN."""
+    and how many those were. This assumes that an age, male or smile edit in W hardly moves the face, so
+    that the old box and landmarks still frame it (for a yaw edit they would not); a face lost before the
+    edit stays NaN."""
     from ..nets.attributes import label_images
 
     lost = ~np.isfinite(labels) & before.found.numpy()

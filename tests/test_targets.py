@@ -78,7 +78,7 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     from facelab.worlds import load_world
     world = load_world("world64", device="cpu")
     directions = {"normal": world.boundaries("w"), "pattern": I.world_patterns(world, "w", n=2000)}
-    edits = T.edit_claims(world.G, directions, n=8, device="cpu", mahalanobis_codes=2000)
+    edits = T.edit_claims(world.G, directions, n=8, device="cpu", mahalanobis_codes=2000, lost=("normal",))
     rows, patterns = edits["normal"], edits["pattern"]
     assert len(rows) == len(patterns) == 2 * len(T.EDITED)  # an edit row and an identity row each
     assert all("activation pattern" in r.statement for r in patterns)

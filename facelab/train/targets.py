@@ -139,16 +139,16 @@ def h_claims(report: dict) -> list[C.Claim]:
 
 @torch.no_grad()
 def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31, device=None,
-                mahalanobis_codes: int = 20_000) -> dict[str, list[C.Claim]]:
+                mahalanobis_codes: int = 20_000, lost: tuple[str, ...] = ()) -> dict[str, list[C.Claim]]:
     """The edit targets (see the module docstring), measured along each set of ``directions``
     ``{label: {attribute: Boundary}}`` on the same ``n`` fresh faces, whose unedited teacher labels and
     different-people baseline are measured once: e.g. ``{"normal": world.boundaries("w"), "pattern":
     world_patterns(world)}`` (InterFaceGAN's normals, the issue's target, and their activation patterns).
     A boundary whose ``meta["direction"]`` is ``"pattern"`` is named so in its rows. Steps' Mahalanobis
     lengths are measured over ``mahalanobis_codes`` W latents of the stream the boundaries were fitted on.
-    Returns ``{label: [edit row, identity row] per attribute of EDITED}`` and, under ``label + LOST``, the
-    edit rows again with the faces the teacher lost after an edit labelled where it found them before
-    (:func:`_with_lost_faces`)."""
+    Returns ``{label: [edit row, identity row] per attribute of EDITED}`` and, for each label named in
+    ``lost``, under ``label + LOST``, the edit rows again with the faces the teacher lost after an edit
+    labelled where it found them before (:func:`_with_lost_faces`)."""
     from ..interpret import edit, render, sample_latents
     from ..metrics import different_people_identity, judged_identity
     from ..nets.attributes import detect_faces, label_images
@@ -163,7 +163,9 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
     mahalanobis = _mahalanobis_length(sample_latents(G, mahalanobis_codes, space="w", seed=0).w.double().numpy())
     out = {}
     for label, boundaries in directions.items():
-        out[label], out[label + LOST] = [], []
+        out[label] = []
+        if label in lost:
+            out[label + LOST] = []
         for a in EDITED:
             b = boundaries[a]
             how = " along its activation pattern" if b.meta.get("direction") == "pattern" else ""
@@ -189,6 +191,8 @@ def edit_claims(G, directions: dict[str, dict], *, n: int = 200, seed: int = 31,
             kept = np.mean([judged_identity(faces, x).values.numpy() for x in (plus, minus)], axis=0)
             out[label].append(C.greater(f"±{EDIT_STEP:g}-std W {a} edits{how} keep identity above different people's",
                                         kept, other, note="per face, the mean of its two edits' similarities"))
+            if label not in lost:
+                continue
             (f_plus, lost_plus), (f_minus, lost_minus) = (_with_lost_faces(x, s, before, a, device)
                                                           for x, s in ((plus, s_plus), (minus, s_minus)))
             counted = int(np.isfinite(f_plus - f_minus).sum())
@@ -293,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                          f"{metrics}` first")
     world = load_world(a.world, device=get_device(a.device)).with_files(**candidates)
     directions = {"normal": world.boundaries("w"), "pattern": world_patterns(world, "w", n=PATTERN_CODES)}
-    edits = edit_claims(world.G, directions, n=a.n, device=world.device)
+    edits = edit_claims(world.G, directions, n=a.n, device=world.device, lost=("normal",))
     rows = generator_claims(json.loads(metrics.read_text())) + h_claims(world.H.meta) + edits["normal"]
     test = world.H.meta.get("test")
     h_source = f"H's fresh test set of {test['faces']} faces (`regressor test`)" if test else "H's fit report"

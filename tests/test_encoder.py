@@ -126,8 +126,12 @@ def test_training_moves_codes_towards_the_true_latents(G, tmp_path):
     hist = [h["latent"] for h in torch.load(tmp_path / "checkpoint.pt", weights_only=True)["history"]]
     assert sum(hist[-8:]) / 8 < sum(hist[:8]) / 8
     assert E.stage == enc.progressive_stage(40, G.num_ws, cfg) == 6
-    E = train(tmp_path, World, cfg, steps=45, progress=False)
-    assert E.meta["steps"] == 45
+    from facelab.train import encoder as tenc
+    steps, draw = [], tenc.training_faces
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tenc, "training_faces", lambda *a: steps.append(1) or draw(*a))
+        E = train(tmp_path, World, cfg, steps=45, progress=False)
+    assert E.meta["steps"] == 45 and len(steps) == 5  # steps 41-45: a run that started over would take 45
     with pytest.raises(ValueError, match="another E4EConfig"):
         train(tmp_path, World, cfg.replace(lr=1e-2), steps=50, progress=False)
 
@@ -149,8 +153,11 @@ def test_a_constant_rate_run_lengthened_and_annealed_is_the_fresh_annealed_run(G
     ckpt = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     del ckpt["schedule"]  # as written before the schedule existed: a constant rate
     torch.save(ckpt, tmp_path / "resumed" / "checkpoint.pt")
-    resumed = tenc.train(tmp_path / "resumed", World, cfg, steps=8, anneal_steps=4, progress=False)
-    assert resumed.meta["lr_anneal_steps"] == 4 and resumed.meta["steps"] == 8
+    steps, draw = [], tenc.training_faces
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tenc, "training_faces", lambda *a: steps.append(1) or draw(*a))
+        resumed = tenc.train(tmp_path / "resumed", World, cfg, steps=8, anneal_steps=4, progress=False)
+    assert resumed.meta["lr_anneal_steps"] == 4 and resumed.meta["steps"] == 8 and len(steps) == 4  # resumed
     torch.testing.assert_close(fresh.state_dict(), resumed.state_dict(), rtol=0, atol=0)  # same keys, same bits
     with pytest.raises(ValueError, match="took step 5 at lr .*anneal only steps not yet taken"):
         tenc.train(tmp_path / "resumed", World, cfg, steps=12, anneal_steps=8, progress=False)
@@ -181,7 +188,12 @@ def test_a_run_can_start_from_an_encoder_of_an_earlier_generator(G, E, tmp_path)
     E.meta = {"steps": 9}
     with pytest.raises(ValueError, match="started from .*not from"):
         train(tmp_path, World, cfg, steps=3, progress=False, init=E)
-    assert train(tmp_path, World, cfg, steps=3, progress=False).meta["init"]["steps"] == 500  # resumes
+    from facelab.train import encoder as tenc
+    steps, draw = [], tenc.training_faces
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tenc, "training_faces", lambda *a: steps.append(1) or draw(*a))
+        assert train(tmp_path, World, cfg, steps=3, progress=False).meta["init"]["steps"] == 500
+    assert len(steps) == 1  # resumed at step 2: the third step only
 
 def test_pti_takes_encoder_pivots(G, E):
     x = faces(G, n=2)

@@ -111,9 +111,13 @@ def test_training_moves_the_attribute_the_requested_way(G, tmp_path):
         down = frozen.attrs(G.synthesis(m(ws, -torch.ones(32, 1)), noise_mode="const"))
     assert (up - down).mean() > 0  # brighter when asked for +, darker when asked for -
     assert m.meta["steps"] == 60
-    # resuming from the checkpoint continues (no new steps when the target is reached)
-    again = tm.train(tmp_path / "run", cfg, G=G, H=Brightness(), identity=ident, progress=False)
-    assert again.meta["steps"] == 60 and torch.equal(again.out.weight, m.out.weight)
+    # resuming from the checkpoint continues (no new steps when the target is reached): a run that
+    # started over would retrain the same 60 steps to the same weights, so count the steps it takes
+    steps, draw = [], tm.draw_edits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tm, "draw_edits", lambda *a, **k: steps.append(1) or draw(*a, **k))
+        again = tm.train(tmp_path / "run", cfg, G=G, H=Brightness(), identity=ident, progress=False)
+    assert not steps and again.meta["steps"] == 60 and torch.equal(again.out.weight, m.out.weight)
 
 
 def test_lr_schedule_is_constant_then_a_half_cosine_to_zero():
@@ -146,7 +150,7 @@ def _brightness_run(G, out, **cfg_changes):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_run_on_a_whole_step_saves_it_and_says_so(G, tmp_path, monkeypatch, signum,
-                                                                     foreground):
+                                                                     foreground, capsys):
     fresh = _brightness_run(G, tmp_path / "fresh", steps=8)
     calls, draw = [], tm.draw_edits
 
@@ -161,9 +165,12 @@ def test_a_signal_stops_the_run_on_a_whole_step_saves_it_and_says_so(G, tmp_path
     with pytest.raises(KeyboardInterrupt):  # raised once saved: no caller takes it for a finished run
         _brightness_run(G, tmp_path / "stopped", steps=8)
     assert hub.load_file(tmp_path / "stopped" / "last.pt")["step"] == 4  # the step it was in was finished
+    assert "stopped: checkpoint saved; rerun the same command to continue" in capsys.readouterr().out
     assert [signal.getsignal(s) for s in handlers] == list(handlers.values())  # the handlers are put back
-    monkeypatch.setattr(tm, "draw_edits", draw)
+    steps = []
+    monkeypatch.setattr(tm, "draw_edits", lambda *a, **k: steps.append(1) or draw(*a, **k))
     resumed = _brightness_run(G, tmp_path / "stopped", steps=8)
+    assert len(steps) == 4  # steps 5-8: resumed, not started over
     torch.testing.assert_close(list(fresh.parameters()), list(resumed.parameters()), rtol=0, atol=0)
 
 
@@ -186,8 +193,11 @@ def test_a_constant_lr_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, 
     ckpt = hub.load_file(tmp_path / "resumed" / "last.pt")  # as written before the schedule existed
     del ckpt["config"]["lr_anneal_steps"]
     hub.atomic_torch_save(ckpt, tmp_path / "resumed" / "last.pt")
-    resumed = _brightness_run(G, tmp_path / "resumed", steps=12, lr_anneal_steps=6)
-    assert resumed.meta["steps"] == 12
+    steps, draw = [], tm.draw_edits
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tm, "draw_edits", lambda *a, **k: steps.append(1) or draw(*a, **k))
+        resumed = _brightness_run(G, tmp_path / "resumed", steps=12, lr_anneal_steps=6)
+    assert resumed.meta["steps"] == 12 and len(steps) == 6  # steps 7-12 only: lengthened, not started over
     # bitwise: the initial weights follow cfg.seed, and the checkpoint holds the optimiser and the RNG
     torch.testing.assert_close(list(fresh.parameters()), list(resumed.parameters()), rtol=0, atol=0)
     # annealing steps already taken at the constant lr would not be the run it claims to be

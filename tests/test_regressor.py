@@ -272,8 +272,10 @@ def test_an_interrupted_fit_continues_from_its_last_epoch_exactly(fitted, tmp_pa
     assert torch.load(stopped / tr.FIT_STATE, weights_only=True)["epoch"] == 1
     with pytest.raises(ValueError, match="interrupted fit with another epochs 3.*delete the file"):
         tr.fit(stopped, **{**kw, "epochs": 4})
-    monkeypatch.setattr(tr, "held_out_r", real)
+    resumed = []
+    monkeypatch.setattr(tr, "held_out_r", lambda *a: resumed.append(1) or real(*a))
     again = tr.fit(stopped, **kw)
+    assert len(resumed) == 2  # epochs 2 and 3 only: a fit that started over would run all three again
     assert again["curve"] == report["curve"] and again["epochs"] == 3  # the same three epochs
     a, b = (load_regressor(f / "attribute_regressor.pt").state_dict() for f in (whole, stopped))
     assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise: the batches, flips and dropout all resumed

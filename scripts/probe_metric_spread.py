@@ -1,14 +1,16 @@
 """Are the world card's ± honest? The bootstrap sds of identity FD, precision and recall against fresh sets.
 
-    python scripts/probe_metric_spread.py [--generator facelab/weights/world64.pt] [--seeds 10,20,30,40,50,60]
-        [--n 1000] [--out runs/spread]
+    python scripts/probe_metric_spread.py [--generator facelab/weights/world64.pt] [--seeds 10,20,...]
+        [--n 1000] [--out docs/world64/spread]
 
 ``facelab.train.evaluate`` gives each number of the world card a bootstrap sd, computed from the one
 set of faces it measured. This probe measures what those sds stand for: it evaluates the generator
 again on independent sets (each seed draws fresh world faces and two fresh teacher sets; seeds ten
 apart share none, since a seed s uses s, s + 1 and s + 2) and compares the spread *between* the sets
 with the bootstrap sds *within* them. Each seed's numbers are written to ``--out/eval<seed>.json``
-(``evaluate --json``) and reused when present, so an interrupted probe resumes.
+(``evaluate --json``) and reused when present, so an interrupted probe resumes. The default folder is
+committed beside the card's ``metrics.json``: ``python -m facelab.train.targets world64`` judges the
+generator's targets over these sets too (``facelab.train.targets.generator_claims_over_sets``).
 
 The rule, fixed before the first run: from k sets, the between-set sd s gives a 95 % interval for the
 true sd, s · √((k − 1) / χ²), with χ² the 97.5 % and 2.5 % quantiles of a χ² with k − 1 degrees of
@@ -28,6 +30,7 @@ from scipy.stats import chi2
 
 METRICS = ("identity_fd", "precision", "recall")
 SETS = {"psi1": "world, ψ = 1", "psi07": "world, ψ = 0.7", "teacher": "second teacher set"}
+SEEDS = (*range(10, 70, 10), *range(100, 400, 10))  # the sets in docs/world64/spread (2026-12-07)
 
 
 def _row(label: str, metric: str, values, sds) -> dict:
@@ -54,13 +57,19 @@ def spread_rows(runs: list[dict]) -> list[dict]:
 def target_rows(runs: list[dict]) -> list[dict]:
     """The same for the generator targets of the world card (``facelab.train.targets``): each run's
     claim value against the sd its interval implies (half its width / 1.96), which combines the rows'
-    sds as if independent."""
+    sds as if independent. Where the runs have it, a last row does the same for ``evaluate``'s paired
+    bootstrap sd of the FD ratio (``identity_fd_ratio_sd``), which the targets do not use."""
     from facelab.train.targets import generator_claims
 
     by_target = zip(*(generator_claims(r) for r in runs))  # each target's claim in every run
-    return [_row("target", claims[0].statement.split(" (")[0], [c.measured.value for c in claims],
+    rows = [_row("target", claims[0].statement.split(" (")[0], [c.measured.value for c in claims],
                  [(c.measured.high - c.measured.low) / (2 * 1.96) for c in claims])
             for claims in by_target]
+    psi1 = [r["identity_diversity"]["psi1"] for r in runs]
+    if all("identity_fd_ratio_sd" in d for d in psi1):
+        rows.append(_row("target", "identity FD ≤ 2× the teacher-vs-teacher floor (paired bootstrap sd)",
+                         [d["identity_fd_ratio"] for d in psi1], [d["identity_fd_ratio_sd"] for d in psi1]))
+    return rows
 
 
 def markdown(rows: list[dict]) -> str:
@@ -77,9 +86,11 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--generator", default="facelab/weights/world64.pt", help="a generator.pt (no card is touched)")
-    p.add_argument("--seeds", default="10,20,30,40,50,60", help="seeds at least 3 apart: independent sets")
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="seeds at least 3 apart: independent sets "
+                   "(default: the 36 sets the card reads, 10-60 and 100-390)")
     p.add_argument("--n", type=int, default=1000, help="faces per set, as the card's")
-    p.add_argument("--out", default="runs/spread", help="folder for each seed's eval<seed>.json (reused)")
+    p.add_argument("--out", default="docs/world64/spread",
+                   help="folder for each seed's eval<seed>.json (reused; the targets read the default one)")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]

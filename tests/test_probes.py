@@ -118,6 +118,13 @@ def test_metric_spread_probe_tells_a_wide_bootstrap_from_one_that_under_states(t
     assert fd["metric"].startswith("identity FD") and fd["mean"] == 1.0 and fd["verdict"] == "errs wide"
     assert recall["mean"] == pytest.approx(0.2 * values["recall"].mean())
     assert detection["sd_between"] == 0.0 and detection["verdict"] == "errs wide"
+    # evaluate's paired bootstrap sd of the ratio, where the runs have it, gets a row of its own
+    paired = _eval_runs(values, 0.01)
+    for run in paired:
+        run["identity_diversity"]["psi1"].update(identity_fd_ratio=1.0, identity_fd_ratio_sd=0.5)
+    fd, *_, row = spread.target_rows(paired)
+    assert row["metric"].endswith("(paired bootstrap sd)") and row["sd_bootstrap"] == 0.5
+    assert fd["sd_bootstrap"] != 0.5 and row["verdict"] == "errs wide"  # the targets' own row keeps its sd
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "probe_metric_spread.py"), "--seeds", "0,1,10"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode != 0 and "space them 3 apart" in out.stderr

@@ -31,6 +31,35 @@ def test_generator_targets_follow_the_rule_both_ways():
     assert [c.verdict for c in edge] == [C.INCONCLUSIVE] * 3
 
 
+def test_the_fd_target_keeps_the_delta_method_where_the_evaluation_also_has_a_paired_sd():
+    m = metrics(fd=0.0072)  # 2.25x the floor: the two sds combined as if independent reach below 2
+    assert T.generator_claims(m)[0].verdict == C.INCONCLUSIVE
+    m["identity_diversity"]["psi1"]["identity_fd_ratio_sd"] = 0.05  # would decide: it under-states, unused
+    assert T.generator_claims(m)[0].verdict == C.INCONCLUSIVE
+
+
+def test_generator_targets_over_independent_sets_take_one_value_per_set():
+    runs = [metrics(fd=0.0094 + 0.0003 * i, det=0.965 + 0.002 * (i % 3)) for i in range(6)]  # teacher 96.9 %
+    assert {T.generator_claims(m)[2].verdict for m in runs} == {C.INCONCLUSIVE}  # one set: ±1.6 points
+    fd, recall, detection = T.generator_claims_over_sets(runs)
+    assert fd.n == recall.n == detection.n == 6 and "6000 faces" in detection.note
+    assert fd.measured.value == pytest.approx(np.mean([(0.0094 + 0.0003 * i) / 0.0032 for i in range(6)]))
+    assert fd.verdict == recall.verdict == C.DOES_NOT_HOLD
+    assert detection.verdict == C.HOLDS  # -0.2 points on average, t over six sets: within one point
+    assert T.generator_claims_over_sets(runs[:5])[2].verdict == C.INCONCLUSIVE  # five sets: too few to say
+
+
+def test_independent_sets_are_read_only_when_they_measured_the_card_s_generator(tmp_path, capsys):
+    import json
+    facts = {"kimg": 976.912, "params_G": 1494360, "train_minutes": 268.8}
+    for seed in (10, 20):
+        (tmp_path / f"eval{seed}.json").write_text(json.dumps({**metrics(), **facts, "seed": seed}))
+    assert [m["seed"] for m in T.independent_sets(tmp_path, facts)] == [10, 20]
+    assert T.independent_sets(tmp_path / "none", facts) == []
+    assert T.independent_sets(tmp_path, {**facts, "kimg": 1200.0}) == []  # a newer generator: left out, said
+    assert "eval10.json, eval20.json measured another generator" in capsys.readouterr().out
+
+
 def test_h_targets_use_the_measured_ceiling_and_say_when_there_is_none():
     report = {"val": {a: {"n": 2000, "r": r} for a, r in zip(T.EDITED, (0.56, 0.77, 0.87))},
               "ceiling": {a: {"n": 1900, "mirror_r": c * c, "ceiling": c} for a, c in zip(T.EDITED, (0.78, 0.85, 0.9))}}
@@ -87,7 +116,9 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     mahalanobis = [float(r.note.split(" Mahalanobis")[0].rsplit(" ", 1)[1]) for r in (rows[0], patterns[0])]
     assert mahalanobis[1] < mahalanobis[0]
     rows = rows + patterns
-    assert all(r.verdict in (C.HOLDS, C.DOES_NOT_HOLD, C.INCONCLUSIVE) for r in rows)
+    # the edits move the teacher the way they were asked to (a flipped sign or a lost step would not):
+    # age and smile clearly on these 8 faces (0.5 and 0.78 teacher std), male only weakly (0.09)
+    assert rows[0].measured.value > 0.2 and rows[4].measured.value > 0.2
     assert all(r.n == 8 for r in rows)  # faces: some undetected after an edit still count (change measured on fewer)
     # one identity sample per face: its +2 and -2 edits share the face, so they are averaged, not pooled as 16
     assert all(r.measured.n == 8 and r.note.startswith("per face") for r in rows[1::2])
@@ -101,6 +132,9 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     assert all("teacher std per unit" in r.note and "Mahalanobis units" in r.note for r in rows[::2])
     text = T.targets_markdown(rows[:6], {"metrics": "m", "h": "h", "edits_n": 8}, patterns=rows[6:])
     assert "of 6 targets hold" in text and "| claim | n |" in text and "activation pattern" in text
+    over = T.generator_claims_over_sets([metrics()] * 6)
+    text = T.targets_markdown(rows[:6], {"metrics": "m", "h": "h", "edits_n": 8, "sets": "`S`"}, over_sets=over)
+    assert "over 6 independent evaluations (`S`;" in text and text.count("| claim | n |") == 2
 
 
 def test_judging_a_candidate_needs_its_own_card(tmp_path):

@@ -374,18 +374,21 @@ def test_label_renders_on_the_device_and_stores_faces_at_H_input_size(tmp_path, 
     G = Generator(StyleGAN2Config(img_resolution=128, z_dim=16, w_dim=16, mapping_layers=1, channel_base=256,
                                   channel_max=16))
     path = export_generator(G, tmp_path / "g128.pt", meta={})
-    seen = []
+    seen, devices = [], set()
 
     def fake_labels(images, **kw):
         seen.append(tuple(images.shape))
+        devices.update({images.device, torch.device(kw["device"])})
         n = images.shape[0]
         return {"face_conf": torch.ones(n), **{a: images.mean((1, 2, 3)) for a in ATTRIBUTES if a != "face_conf"}}
 
     monkeypatch.setattr(attributes, "label_images", fake_labels)
     monkeypatch.setattr(tr, "CHUNK", 30)
     assert tr.render_batch(128, torch.device("cpu")) == 25 and tr.render_batch(64, torch.device("cpu")) == 30
+    monkeypatch.setenv("FACELAB_DEVICE", "meta")  # what get_device() would give: never asked for here
     tr.label(tmp_path / "a", 60, generator=str(path), device="cpu")
     assert seen == [(25, 3, 128, 128), (5, 3, 128, 128)] * 2
+    assert devices == {torch.device("cpu")}  # rendered and labelled on the device asked for
     images, labels = tr.load_chunks(tmp_path / "a")
     assert images.shape == (60, 3, 64, 64) and images.dtype == torch.uint8 and labels.shape == (60, len(ATTRIBUTES))
     tr.label(tmp_path / "b", 30, generator=str(path), device="cpu")  # the same seed: the same first chunk

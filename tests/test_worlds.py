@@ -177,6 +177,7 @@ def test_align_uses_the_worlds_crop_and_resolution(G, monkeypatch):
     monkeypatch.setattr(fl.faces, "align_face", fake_align)
     folder = worlds_dir() / "mini"
     build_world(folder, G, with_artifacts=False)
+    monkeypatch.setenv("FACELAB_DEVICE", "meta")  # what get_device() would give: the world's own must win
     load_world("mini", device="cpu").align("photo.jpg")
     assert seen == {"size": G.img_resolution, "crop": "world", "device": torch.device("cpu")}
     seen.clear()

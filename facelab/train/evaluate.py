@@ -193,15 +193,15 @@ def identity_diversity(world: dict[str, torch.Tensor], teacher: torch.Tensor, te
     floor, ``identity_fd_ratio``, with a paired bootstrap sd (:func:`frechet_ratio_sd`, which
     under-states its spread: read its docstring before using it).
     """
-    out = {}
+    out, floor = {}, frechet_distance(teacher2, teacher)
     for label, feats in {**world, "teacher": teacher2}.items():
         pr = precision_recall(teacher, feats, k=k, boot=boot)
-        out[label] = {"identity_fd": round(frechet_distance(feats, teacher), 5),
+        fd = floor if label == "teacher" else frechet_distance(feats, teacher)
+        out[label] = {"identity_fd": round(fd, 5),
                       "identity_fd_sd": round(frechet_distance_sd(feats, teacher, boot=boot), 5),
                       **{key: round(v, 4) if isinstance(v, float) else v for key, v in pr.items()}}
         if label != "teacher":
-            out[label]["identity_fd_ratio"] = round(frechet_distance(feats, teacher)
-                                                    / frechet_distance(teacher2, teacher), 4)
+            out[label]["identity_fd_ratio"] = round(fd / floor, 4)
             out[label]["identity_fd_ratio_sd"] = round(frechet_ratio_sd(feats, teacher, teacher2, boot=boot), 4)
     return out
 

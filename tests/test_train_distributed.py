@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from facelab.train.distributed import Shard
-from facelab.train.gan import CHECKPOINT, TrainConfig, Trainer, main
+from facelab.train.gan import CHECKPOINT, STOP_CHECK_STEPS, TrainConfig, Trainer, main
 
 FLAGS = ["--preset", "tiny", "--batch", "8", "--snap-kimg", "100", "--device", "cpu"]
 STATES = ("G", "G_ema", "D")
@@ -89,3 +89,29 @@ def test_shards_interleave_the_global_batch_and_refuse_one_that_does_not_split()
     assert Shard().take(x) is x
     with pytest.raises(ValueError, match="does not split over 3 processes"):
         Trainer(TrainConfig(preset="tiny", batch=8), "unused", device="cpu", shard=Shard(0, 3))
+
+
+def test_ranks_agree_on_stopping_every_few_steps_not_on_every_step(tmp_path):
+    """Each agreement is a collective that waits for the device, so the ranks hold one only every
+    STOP_CHECK_STEPS steps, on the same steps (the step count is shared); one process checks every step."""
+    asked = []
+
+    class Counting(Shard):  # without a process group: the collectives are identities here
+        def average_gradients(self, params) -> None:
+            pass
+
+        def average_(self, t):
+            return t
+
+        def any(self, flag, device=None):
+            asked.append(trainer.state.step)
+            return flag
+
+    cfg = TrainConfig(preset="tiny", batch=4, snap_kimg=1000.0, kimg=1000.0)
+    trainer = Trainer(cfg, tmp_path, device="cpu", progress=False, shard=Counting(0, 2))
+    trainer.train(max_steps=12)
+    assert asked == [0, STOP_CHECK_STEPS]
+    asked.clear()
+    trainer = Trainer(cfg, tmp_path / "one", device="cpu", progress=False, shard=Counting(0, 1))
+    trainer.train(max_steps=3)
+    assert asked == [0, 1, 2]

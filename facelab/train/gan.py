@@ -66,6 +66,7 @@ DISCRIMINATORS = ("stylegan2", "projected", "both")
 # Settings that may change between invocations of one run (budgets and bookkeeping, not the recipe).
 INVOCATION_SETTINGS = ("kimg", "minutes", "cpu_minutes", "snap_kimg", "keep_snapshots", "channels_last")
 NETWORK_STATES = ("G", "G_ema", "opt_G", "D", "opt_D", "P", "opt_P")  # what a checkpoint holds, when present
+STOP_CHECK_STEPS = 10  # under data parallelism, how often the ranks agree on stopping (a host sync)
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,10 @@ class Trainer:
                     break
                 out_of_time = (cfg.minutes is not None and time.time() - start > cfg.minutes * 60
                                or cfg.cpu_minutes is not None and time.process_time() - cpu_start > cfg.cpu_minutes * 60)
-                if self.shard.any(out_of_time or stop["now"], device=self.device):  # every rank stops on one step
+                # every rank stops on one step; with several, they agree only every STOP_CHECK_STEPS steps
+                # (the same steps on all: st.step is shared), as each agreement waits for the device
+                if ((self.shard.world == 1 or st.step % STOP_CHECK_STEPS == 0)
+                        and self.shard.any(out_of_time or stop["now"], device=self.device)):
                     self.stopped = self.shard.any(stop["now"], device=self.device)  # not the clock: a signal
                     break
                 t0, c0 = time.time(), time.process_time()

@@ -70,6 +70,17 @@ def test_a_built_world_refuses_another_generator_and_takes_a_re_export_of_its_ow
     assert folder.is_dir()
 
 
+def test_a_forced_rebuild_loads_its_generator_once(tmp_path, monkeypatch):
+    import facelab.hub as hub
+
+    monkeypatch.setattr(B, "RUNNERS", {s: (lambda t, a: None) for s in B.STAGES})
+    run(tmp_path)
+    loads, load = [], hub.load_generator
+    monkeypatch.setattr(hub, "load_generator", lambda *a, **k: loads.append(a[0]) or load(*a, **k))
+    run(tmp_path, "--from", "label")  # to check it; a facelab file is copied as is (a pickle loads once more)
+    assert len(loads) == 1
+
+
 def test_new_budgets_rewrite_world_json_of_a_finished_build(tmp_path, monkeypatch):
     ran = []
     runners = {s: (lambda t, a, s=s: ran.append(s)) for s in B.STAGES}

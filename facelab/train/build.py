@@ -374,12 +374,13 @@ def build(args) -> Path:
         gen = t.work / "generator.pt"
         src = args.generator or (args.name if is_registered_generator(args.name) else None)  # e.g. ffhq
         if src:
-            if args.generator and gen.exists():
+            checked = bool(args.generator) and gen.exists()
+            if checked:  # before the copy is replaced: another generator is refused, nothing changes
                 same_generator(t, record, args.generator, key="source_weights_sha256")
             if not gen.exists() or force:
                 copy_generator(src, gen, resolution=args.resolution)
                 record["crop"] = crop_of(src)  # the copy no longer says where it came from: the record does
-                if args.generator:
+                if args.generator and not checked:
                     same_generator(t, record, args.generator, key="source_weights_sha256")
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")

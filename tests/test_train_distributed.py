@@ -60,13 +60,17 @@ def runs(tmp_path_factory):
     torchrun(2, root / "two", kimg=0.008)
     one_process(root / "one", kimg=0.008)
     first = checkpoint(root / "two"), checkpoint(root / "one")
-    one_process(root / "two", kimg=0.016)  # a 2-rank checkpoint resumed by one process
+    # Seeded, a restart that ignored the checkpoint would end on the same bits: count the steps taken
+    steps, step = [], Trainer.step
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "step", lambda self: steps.append(self.state.step) or step(self))
+        one_process(root / "two", kimg=0.016)  # a 2-rank checkpoint resumed by one process
     one_process(root / "one", kimg=0.016)
-    return first, (checkpoint(root / "two"), checkpoint(root / "one"))
+    return first, (checkpoint(root / "two"), checkpoint(root / "one")), steps
 
 
 def test_two_ranks_at_half_batch_make_the_update_of_one_process(runs):
-    (two, one), _ = runs
+    (two, one), _, _ = runs
     assert two["train_config"]["batch"] == one["train_config"]["batch"] == 8  # the global batch is recorded
     # The step really moved the weights (else equality would prove nothing) ...
     fresh = Trainer(TrainConfig.from_dict(one["train_config"]), "unused", device="cpu", progress=False)
@@ -78,7 +82,8 @@ def test_two_ranks_at_half_batch_make_the_update_of_one_process(runs):
 
 
 def test_a_checkpoint_of_two_ranks_resumes_in_one_process(runs):
-    _, (two, one) = runs
+    _, (two, one), steps = runs
+    assert steps == [1]  # the second step only: the first came from the 2-rank checkpoint
     assert two["state"]["step"] == 2
     assert_same_run(two, one, atol=1e-4)
 

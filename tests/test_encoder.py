@@ -286,6 +286,34 @@ def test_a_variant_is_trained_with_set_and_judged_with_report_without_shipping(G
         tenc.main(["--world", "tiny", "--out", str(out), "--set", "dics_lr=1"])
 
 
+def test_the_cards_command_trains_the_cards_encoder(tmp_path, monkeypatch):
+    """The card's "Produced by" command, run, trains with the recorded steps, annealed tail, warm start and
+    E4EConfig (the defaults alone would train another encoder and ship it over the one the card describes)."""
+    import shlex
+
+    from facelab.train import encoder as tenc
+
+    cfg = tenc.PRESETS["cpu"].replace(disc_lr=2e-4, batch=4)
+    meta = {"world": "tiny", "steps": 20000, "lr_anneal_steps": 3500, "init": {"from": "enc-v2.pt", "steps": 9},
+            "config": cfg.to_dict()}
+    cmd = tenc.ship_command(meta)
+    assert cmd.startswith("python -m facelab.train.encoder ") and cmd.endswith(" --ship")
+    seen = []
+
+    def stop(out, world, c, **kw):
+        seen.append((c, kw["steps"], kw["anneal_steps"], kw["init"]))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tenc, "load_world", lambda *a, **k: type("World", (), {"device": torch.device("cpu")}))
+    monkeypatch.setattr(tenc, "load_start", lambda path, device: Path(path).name)
+    monkeypatch.setattr(tenc, "train", stop)
+    with pytest.raises(KeyboardInterrupt):
+        tenc.main(shlex.split(cmd)[3:] + ["--out", str(tmp_path)])
+    assert seen == [(cfg, 20000, 3500, "enc-v2.pt")]
+    bare = tenc.ship_command({"world": "w", "steps": 5, "config": tenc.PRESETS["cpu"].to_dict()})
+    assert bare == "python -m facelab.train.encoder --world w --steps 5 --ship"
+
+
 def test_held_out_faces_are_the_same_whatever_the_callers_random_state(G):
     from facelab.train.encoder import held_out
 

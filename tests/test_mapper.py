@@ -207,6 +207,28 @@ def test_a_constant_lr_run_lengthened_and_annealed_is_the_fresh_annealed_run(G, 
         _brightness_run(G, tmp_path / "resumed", steps=20, lr=1e-4)
 
 
+@pytest.mark.parametrize("cfg", [MapperConfig(steps=10000, batch_size=8, lr=3e-4, lr_anneal_steps=4000),
+                                 MapperConfig(depth=3, residual=False, cycle_weight=0.25), MapperConfig()])
+def test_the_cards_command_trains_the_cards_mapper(cfg, tmp_path, monkeypatch):
+    """The card's "Produced by" command, run, trains a mapper of the same config (the defaults alone
+    would train another and ship it over the one the card describes)."""
+    import shlex
+
+    cmd = tm.ship_command(cfg)
+    assert cmd.startswith("python -m facelab.train.mapper ") and cmd.endswith(" --ship")
+    seen = []
+
+    def stop(out, c, **kw):
+        seen.append(c)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tm, "train", stop)
+    with pytest.raises(KeyboardInterrupt):
+        tm.main(shlex.split(cmd)[3:] + ["--out", str(tmp_path)])
+    assert seen == [cfg]
+    assert tm.ship_command(MapperConfig(psi=0.7)).endswith("--ship with psi set in MapperConfig")
+
+
 def test_save_load_round_trip_and_refusal(G, tmp_path):
     m = LatentMapper(G.num_ws, G.w_dim, MapperConfig(depth=1))
     with torch.no_grad():

@@ -297,10 +297,21 @@ def card_markdown(report: dict, meta: dict) -> str:
     lines.append("Identity: dlib-port cosine to the target (the encoder was trained through this network, weight "
                  "0.1). Edits: one distance-std along each W boundary on every layer, measured by H "
                  "(`facelab.metrics.editability`); W-distance: Mahalanobis distance of the codes from W (about 1 for a "
-                 "sample of W). Seconds per face on the CPU, batch of all faces. Produced by `python -m "
-                 "facelab.train.encoder --ship` (weights stored in float16, computed in float32; measured with the "
-                 "rounded weights).")
+                 f"sample of W). Seconds per face on the CPU, batch of all faces. Produced by `{ship_command(meta)}` "
+                 "(weights stored in float16, computed in float32; measured with the rounded weights).")
     return "\n".join(lines)
+
+
+def ship_command(meta: dict) -> str:
+    """The command that trains and ships the encoder ``meta`` describes: its world, steps, annealed tail,
+    warm start (``--init``, the file it named) and the E4EConfig fields off the cpu preset (``--set``); a
+    card's command with the defaults alone would train another encoder and ship it over this one."""
+    base, init = PRESETS["cpu"].to_dict(), meta.get("init")
+    flags = [f"--world {meta['world']}", f"--steps {meta['steps']}",
+             *([f"--anneal-steps {meta['lr_anneal_steps']}"] if meta.get("lr_anneal_steps") else []),
+             *([f"--init {init['from']}"] if init else []),
+             *(f"--set {k}={v}" for k, v in meta["config"].items() if base.get(k) != v)]
+    return " ".join(["python -m facelab.train.encoder", *flags, "--ship"])
 
 
 def main(argv: list[str] | None = None) -> None:

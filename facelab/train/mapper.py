@@ -232,10 +232,25 @@ def card_markdown(report: dict, meta: dict, cfg: MapperConfig) -> str:
         "", f"Held-out evaluation on {report['n']} new world latents, one attribute asked at a time "
         f"(H measures the change; identity = dlib-port cosine similarity before/after):", "", *rows, "",
         f"f(w, 0) error: {report['zero_edit_error']:.4f} (mean |w' - w| in units of W's per-dimension std).",
-        "", "Produced by `python -m facelab.train.mapper --ship` (or `--reship`, which re-evaluates the shipped "
+        "", f"Produced by `{ship_command(cfg)}` (or `--reship`, which re-evaluates the shipped "
         "mapper); the weight matrices are stored in float16 and computed in float32, and the numbers above "
         "were measured with those rounded weights.",
     ])
+
+
+# MapperConfig fields main() takes as flags (--steps, --batch-size, ...; --plain for residual=False)
+FLAG_FIELDS = ("steps", "batch_size", "depth", "lr", "lr_anneal_steps", *(f"{k}_weight" for k in LOSSES))
+
+
+def ship_command(cfg: MapperConfig) -> str:
+    """The command that trains and ships a mapper of ``cfg``: its settings off the defaults, as flags (a
+    card's command with the defaults alone would train another mapper and ship it over this one)."""
+    default = MapperConfig()
+    flags = [f"--{k.replace('_', '-')} {getattr(cfg, k):g}" for k in FLAG_FIELDS
+             if getattr(cfg, k) != getattr(default, k)] + ([] if cfg.residual else ["--plain"])
+    fixed = [k for k in cfg.to_dict() if k not in (*FLAG_FIELDS, "residual") and getattr(cfg, k) != getattr(default, k)]
+    where = f" with {', '.join(fixed)} set in MapperConfig" if fixed else ""
+    return " ".join(["python -m facelab.train.mapper", *flags, "--ship"]) + where
 
 
 def world64_frozen(m: LatentMapper) -> Frozen:

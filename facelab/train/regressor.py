@@ -573,8 +573,10 @@ def card_markdown(report: dict) -> str:
         f"CPU speed ({cpu['threads']} thread{'s' if cpu['threads'] != 1 else ''}, batch {cpu.get('batch', 64)}): "
         f"{cpu['forward_ms_per_image']} ms per image forward, "
         f"{cpu['forward_backward_ms_per_image']} ms forward + backward.",
-        "", "Produced by `python -m facelab.train.regressor fit` (the first table alone: `... regressor card`; "
-        "the test table: `... regressor test --out runs/h-test`).",
+        "", "Produced by `python -m facelab.train.regressor fit --out LABELS` (LABELS: the labelled faces, e.g. "
+        "the world build's `runs/build/world64/labels`, whose `h` stage runs it; each run's epochs and peak lr "
+        "above as `--epochs` and `--lr`, a warm restart from the previous H with `--init`; the first table "
+        "alone: `... regressor card`; the test table: `... regressor test --out runs/h-test`).",
     ])
 
 

@@ -84,7 +84,7 @@ test-browser: $(STAMP)
 # world at a small N into build/worlds (rebuilt when world64 changes); then every notebook runs on
 # it (execution and a printed claims verdict only; such a world's numbers mean nothing).
 # MINI32_ARGS sizes the build: small, since the notebooks only need to run.
-# MINI32_BUDGETS: the notebooks' CPU budgets on mini32 (build --budget, kept in its world.json), a fifth
+# MINI32_BUDGETS: the notebooks' CPU budgets on mini32 (build --budget, kept in its world.json), a quarter
 # or less of world64's (facelab.worlds.PRESETS): every cell still runs, with fewer steps and faces.
 WORLDS_HOME := $(CURDIR)/build/worlds
 MINI32 := $(WORLDS_HOME)/worlds/mini32

@@ -291,7 +291,7 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--method", choices=METHODS, default="pti",
                        help="inversion: encoder (one pass), w / w+ (projector), pti (default: encoder pivots + tuning)")
         p.add_argument("--world", default=os.environ.get("FACELAB_WORLD", "world64"),
-                       help="world name or path (default world64; FACELAB_WORLD overrides)")
+                       help="world name or path (default: FACELAB_WORLD, else world64)")
         p.add_argument("--device", default=None, help="cpu, cuda, ... (default: FACELAB_DEVICE, else the best)")
         p.add_argument("--budget", choices=sorted(PRESETS), default="paper",
                        help="step budgets: paper (default: the papers' steps, PTI with early stop) or cpu "

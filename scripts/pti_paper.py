@@ -55,11 +55,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     fl.seed_all(0)
-    G = fl.load_generator(args.world)
+    world = fl.load_world(args.world)  # the shipped world64, "ffhq", or a built world's name/folder
+    G = world.G
     R = G.img_resolution
-    age = I.load_boundaries(args.world, space="w")["age"]
+    age = world.boundaries("w")["age"]
     try:
-        mapper = fl.mapper.load_mapper() if args.world == "world64" else None
+        mapper = world.mapper
     except Exception as e:  # noqa: BLE001 - a world without a mapper still gets the rest
         print(f"no mapper for {args.world}: {e}", file=sys.stderr)
         mapper = None
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
     config = config.replace(pivot_steps=args.pivot_steps or config.pivot_steps, tune_steps=args.tune_steps or config.tune_steps)
     rows, results = [], {}
     for name, src in photos().items():
-        photo = fl.faces.align_face(src, size=R)[None]                 # [1, 3, R, R] in [-1, 1]
+        photo = world.align(src)[None]                                  # [1, 3, R, R] in [-1, 1], the world's crop
         t0 = time.perf_counter()
         proj_w = fl.invert.project(G, photo, space="w", steps=config.pivot_steps, seed=config.seed, progress=False)
         proj_wp = fl.invert.project(G, photo, space="w+", steps=config.pivot_steps, init=proj_w, seed=config.seed,

@@ -71,7 +71,8 @@ STOP_CHECK_STEPS = 10  # under data parallelism, how often the ranks agree on st
 
 @dataclass(frozen=True)
 class TrainConfig(Config):
-    """Training hyperparameters. Defaults: the ``world64`` recipe (StyleGAN2 values where they apply).
+    """Training hyperparameters. Defaults: StyleGAN2's values for the ``world64`` preset; the shipped world64
+    was trained with ``disc="both"`` at batch 64, then 256 on GPUs (``checkpoints/world64/train_config.json``).
 
     Frozen: make variants with ``cfg.replace(...)``; ``TrainConfig.from_dict`` reads the
     ``train_config`` dict that checkpoints and ``train_config.json`` store, refusing unknown keys.

@@ -179,6 +179,35 @@ def _destination(photo: Path, out: Path | None, many: bool, suffix: str) -> Path
     return out
 
 
+def _plan(photos: list[Path], out: Path | None, many: bool, suffix: str, *, image: Path | None = None) -> dict:
+    """``{photo: destination}``, checked before the world loads: no result may overwrite a photo (a folder
+    edited into itself) or another result (``p.jpg`` and ``p.png``), every file must end in what it holds
+    (an image: one of PHOTO_SUFFIXES; a latent: ``.pt``) and no folder on its way may be a file. ``image``:
+    ``invert --image``, one reconstruction beside each latent (several photos) or this file (one)."""
+    dests = {p: _destination(p, out, many, suffix) for p in photos}
+    files = [(p, d, suffix) for p, d in dests.items()]
+    if image is not None:
+        files += [(p, d.with_suffix(".png") if many else image, ".png") for p, d in dests.items()]
+    inputs, taken = {p.resolve(): p for p in photos}, {}
+    for photo, dest, kind in files:
+        holds, allowed, name = (("a latent", (".pt",), ".pt") if kind == ".pt" else
+                                ("an image", PHOTO_SUFFIXES, ".png (or .jpg, .webp, ...)"))
+        if dest.suffix.lower() not in allowed:
+            raise UsageError(f"{'-o' if kind == suffix else '--image'} {dest}: the file holds {holds}; name it {name}")
+        at = dest.resolve()
+        if at in inputs:
+            raise UsageError(f"{dest} would overwrite the photo {inputs[at]}; write the results elsewhere "
+                             "(e.g. -o edited/)")
+        if at in taken:
+            raise UsageError(f"{taken[at]} and {photo} would both be saved as {dest}; rename one of them, "
+                             "or run them separately")
+        taken[at] = photo
+        above = next((q for q in dest.parents if q.exists()), None)
+        if above is not None and not above.is_dir():
+            raise UsageError(f"cannot save {dest}: {above} is a file, not a folder; pick another -o")
+    return dests
+
+
 def _one_edit(world, photo: Path, dest: Path, args, edit) -> None:
     face = world.align(photo)[None]  # [1, 3, R, R]
     inv = invert(world, face, method=args.method, budget=world.budgets[args.budget])
@@ -234,18 +263,18 @@ def cmd_edit(args) -> int:
         raise UsageError("no edit asked for; add e.g. --age +10 or --smile 0.3 (see facelab edit --help)")
     photos = _photos(args.photos)
     many = _check_output(args.output, photos)
+    dests = _plan(photos, args.output, many, ".png")
     world = load_world(args.world, device=args.device)
     edit = editor(world, changes, by=args.by)
-    return _run_batch(photos, lambda p: _one_edit(world, p, _destination(p, args.output, many, ".png"), args, edit),
-                      "edit")
+    return _run_batch(photos, lambda p: _one_edit(world, p, dests[p], args, edit), "edit")
 
 
 def cmd_invert(args) -> int:
     photos = _photos(args.photos)
     many = _check_output(args.output, photos)
+    dests = _plan(photos, args.output, many, ".pt", image=args.image)
     world = load_world(args.world, device=args.device)
-    return _run_batch(photos, lambda p: _one_invert(world, p, _destination(p, args.output, many, ".pt"), args, many),
-                      "invert")
+    return _run_batch(photos, lambda p: _one_invert(world, p, dests[p], args, many), "invert")
 
 
 def cmd_worlds(args) -> int:
@@ -299,9 +328,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--scale", type=int, default=4, help="enlarge the saved image this many times (default 4)")
 
     e = sub.add_parser("edit", help="invert photos, edit attributes, save the edited faces",
-                       description="Align the face, invert it, edit it, save a PNG. Changes are in each attribute's "
-                                   "units: age in years, male/smile as probabilities, yaw and mouth_width in eye "
-                                   "distances, roll in degrees.")
+                       description="Align the face, invert it, edit it, save the image (-o: .png, .jpg, ...). "
+                                   "Changes are in each attribute's units: age in years, male/smile as "
+                                   "probabilities, yaw and mouth_width in eye distances, roll in degrees.")
     common(e)
     for a in ATTRIBUTES:
         e.add_argument(f"--{a.replace('_', '-')}", dest=a, type=_signed, metavar="CHANGE",

@@ -289,11 +289,11 @@ def check_images(images, what: str = "images", *, channels: int = 3, square: boo
 
 
 def check_image_values(images: torch.Tensor, what: str = "images", *, limit: float = IMAGE_LIMIT,
-                       error: type[Exception] = ValueError) -> None:
+                       error: type[Exception] = ValueError, warn: bool = True) -> None:
     """The value part of :func:`check_images`: finite and within ``±limit``; a warning for [0, 1] images.
 
-    Raises a one-line ``error`` for NaN or Inf, or for values beyond ``±limit``, and warns when the
-    values all lie in [0, 1] and span more than a quarter of it (probably a [0, 1] image).
+    Raises a one-line ``error`` for NaN or Inf, or for values beyond ``±limit``, and (``warn``) warns when
+    the values all lie in [0, 1] and span more than a quarter of it (probably a [0, 1] image).
     """
     if images.numel() == 0:
         return
@@ -304,7 +304,7 @@ def check_image_values(images: torch.Tensor, what: str = "images", *, limit: flo
     if lo < -limit or hi > limit:
         raise error(f"{what} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; for 0..255 pixels use "
                     "x / 127.5 - 1 (or facelab.to_tensor)")
-    if 0 <= lo and hi <= 1 and hi - lo > 0.25:
+    if warn and 0 <= lo and hi <= 1 and hi - lo > 0.25:
         warnings.warn(f"{what} lie in [{lo:.3g}, {hi:.3g}], like an image in [0, 1]; facelab's images are in "
                       "[-1, 1] (a [0, 1] image reads washed out): convert with x * 2 - 1", UserWarning, stacklevel=3)
 
@@ -321,6 +321,8 @@ def to_pil(images: torch.Tensor, *, nrow: int | None = None, scale: int = 1) -> 
 
     ``scale`` enlarges by an integer factor with nearest-neighbour (crisp pixels for 64 px faces).
     """
+    if images.numel():  # NaN would be black and 0..255 white, silently
+        check_image_values(images, "images", warn=False)
     if images.ndim == 4 and images.shape[0] > 1:
         images = make_grid(images, nrow=nrow)
     elif images.ndim == 4:
@@ -370,11 +372,16 @@ def grid_tiles(grid, size: int, *, padding: int = 2) -> torch.Tensor:
 
 
 def save_image(images: torch.Tensor, path: str | Path, *, nrow: int | None = None, scale: int = 1) -> Path:
-    """Save an image or a grid of a batch as PNG (atomically: written to a temp file, then renamed)."""
+    """Save an image or a grid of a batch in the format its suffix names (``.png``, ``.jpg`` at quality 95,
+    ``.webp``, ...), atomically: written to a temp file, then renamed."""
     path = Path(path)
+    kind = Image.registered_extensions().get(path.suffix.lower())
+    if kind is None or kind not in Image.SAVE:
+        raise ValueError(f"cannot tell which image format {path.name!r} asks for; name it .png (or .jpg, .webp, ...)")
+    pil = to_pil(images, nrow=nrow, scale=scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    to_pil(images, nrow=nrow, scale=scale).save(tmp, format="PNG")
+    pil.save(tmp, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
     tmp.replace(path)
     return path
 

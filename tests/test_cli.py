@@ -159,6 +159,35 @@ def test_several_photos_need_an_output_folder(tmp_path, photo):
     assert r.returncode == 2 and "names a file; give a folder" in r.stderr
 
 
+def test_no_result_overwrites_a_photo_or_another_result_and_each_is_what_its_name_says(tmp_path, photo):
+    """Checked before the world loads (exit 2, one line, nothing written): an output that is an input,
+    two photos saved as one file, a suffix that does not say what the file holds, a file on the way."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(photo, folder / "p.jpg")
+    Image.open(photo).save(folder / "p.png")  # edited into the folder, p.jpg's result would replace p.png
+    before = {q.name: q.read_bytes() for q in folder.iterdir()}
+    (tmp_path / "afile").write_text("x")
+    refused = [
+        ("would overwrite the photo", ("edit", str(folder / "p.jpg"), "--age", "5", "-o", str(folder / "p.jpg"))),
+        ("would overwrite the photo", ("edit", str(folder), "--age", "5", "-o", str(folder))),
+        ("would overwrite the photo", ("invert", str(photo), "-o", str(tmp_path / "l.pt"), "--image", str(photo))),
+        ("would both be saved as", ("edit", str(folder / "p.jpg"), str(folder / "p.png"), "--age", "5",
+                                    "-o", str(tmp_path / "out"))),
+        ("holds an image; name it .png", ("edit", str(photo), "--age", "5", "-o", str(tmp_path / "out.txt"))),
+        ("holds a latent; name it .pt", ("invert", str(photo), "-o", str(tmp_path / "latent.jpg"))),
+        ("is a file, not a folder", ("edit", str(photo), "--age", "5", "-o", str(tmp_path / "afile" / "x.png"))),
+    ]
+    for message, args in refused:
+        r = run(*args, "--method", "encoder")
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+    assert {q.name: q.read_bytes() for q in folder.iterdir()} == before
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["afile", "grace_hopper.jpg", "photos"]
+    r = run("edit", str(photo), "--age", "5", "--method", "encoder", "--scale", "1", "-o", str(tmp_path / "e.jpg"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "e.jpg").format == "JPEG"  # the suffix's format, not PNG bytes under .jpg
+
+
 def test_interfacegan_edits_are_calibrated_and_warn_when_far():
     world = cli.load_world("world64", device="cpu")
     ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))

@@ -128,6 +128,26 @@ def test_save_image_writes_a_png_and_no_temp_file(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]
 
 
+def test_save_image_writes_the_format_its_name_asks_for_and_refuses_a_name_without_one(tmp_path):
+    img = to_tensor(random_uint8(seed=3))
+    for name, kind in (("x.jpg", "JPEG"), ("x.webp", "WEBP"), ("x.PNG", "PNG")):
+        with Image.open(save_image(img, tmp_path / name)) as im:
+            assert im.format == kind
+    for name in ("x.txt", "x"):
+        with pytest.raises(ValueError, match=f"'{name}' asks for; name it .png"):
+            save_image(img, tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.PNG", "x.jpg", "x.webp"]
+
+
+def test_an_image_that_is_not_in_minus_one_one_is_not_silently_saved(tmp_path):
+    """NaN would be saved black and 0..255 pixels white: both are refused in one line."""
+    for bad, message in ((torch.full((3, 4, 4), float("nan")), "NaN in images"),
+                         (torch.full((3, 4, 4), 200.0), r"must lie in \[-1, 1\].*x / 127.5 - 1")):
+        with pytest.raises(ValueError, match=message):
+            save_image(bad, tmp_path / "bad.png")
+    assert not list(tmp_path.iterdir())
+
+
 def test_grid_tiles_gives_back_the_images_of_a_saved_grid(tmp_path):
     images = torch.rand(6, 3, 8, 8) * 2 - 1
     as_saved = torch.cat([to_tensor(a) for a in to_uint8(images)])  # what a PNG keeps: 8-bit values

@@ -81,6 +81,18 @@ def test_a_forced_rebuild_loads_its_generator_once(tmp_path, monkeypatch):
     assert len(loads) == 1
 
 
+def test_a_damaged_generator_is_refused_before_it_is_copied(tmp_path, monkeypatch):
+    """It used to be copied into the world folder first, so a rerun with the right file kept the copy."""
+    monkeypatch.setattr(B, "RUNNERS", {s: (lambda t, a: None) for s in B.STAGES})
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a generator")
+    with pytest.raises(SystemExit):
+        B.main(["w", "--home", str(tmp_path), "--generator", str(bad)])
+    assert not (tmp_path / "worlds" / "w" / "generator.pt").exists()
+    folder = run(tmp_path)  # the right file now builds
+    assert (folder / "generator.pt").read_bytes() == (tmp_path / "g.pt").read_bytes()
+
+
 def test_new_budgets_rewrite_world_json_of_a_finished_build(tmp_path, monkeypatch):
     ran = []
     runners = {s: (lambda t, a, s=s: ran.append(s)) for s in B.STAGES}

@@ -266,12 +266,10 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
     """The world's ``generator.pt``: ``src`` (a facelab generator file, an NVIDIA StyleGAN2-ADA network
     pickle, read as data by :mod:`facelab.nvidia`, or a registry name such as ``world64`` or ``ffhq``),
     cut to ``resolution`` if given. A facelab file is copied as is; anything else is exported."""
-    from ..hub import REGISTRY, export_generator, load_generator
+    from ..hub import export_generator, load_generator
     from ..nets.stylegan2 import lower_resolution
 
-    if not Path(src).exists() and src not in REGISTRY:
-        raise FileNotFoundError(f"generator {src} not found; pass an exported facelab generator (.pt) "
-                                "or a registry name such as world64")
+    check_generator_source(src)
     if resolution is None and Path(src).exists() and Path(src).suffix != ".pkl":
         shutil.copyfile(src, dest)
         return
@@ -282,6 +280,14 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
         meta.update(cut_from=str(src), resolution=resolution)
         meta.pop("name", None)  # another generator now: the source's encoder does not fit it
     export_generator(G, dest, meta=meta)
+
+
+def check_generator_source(src: str) -> None:
+    from ..hub import REGISTRY
+
+    if not Path(src).exists() and src not in REGISTRY:
+        raise FileNotFoundError(f"generator {src} not found; pass an exported facelab generator (.pt) "
+                                "or a registry name such as world64")
 
 
 def is_registered_generator(name: str) -> bool:
@@ -374,14 +380,12 @@ def build(args) -> Path:
         gen = t.work / "generator.pt"
         src = args.generator or (args.name if is_registered_generator(args.name) else None)  # e.g. ffhq
         if src:
-            checked = bool(args.generator) and gen.exists()
-            if checked:  # before the copy is replaced: another generator is refused, nothing changes
+            if args.generator:  # loaded before anything is copied: a damaged file or another generator is
+                check_generator_source(args.generator)  # refused, and nothing changes
                 same_generator(t, record, args.generator, key="source_weights_sha256")
             if not gen.exists() or force:
                 copy_generator(src, gen, resolution=args.resolution)
                 record["crop"] = crop_of(src)  # the copy no longer says where it came from: the record does
-                if args.generator and not checked:
-                    same_generator(t, record, args.generator, key="source_weights_sha256")
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
         record["crop"] = args.crop or record.get("crop", "world")

@@ -44,6 +44,7 @@ from .faces import FaceAlignmentError
 from .imaging import PhotoError, no_photo, save_image
 from .nets.regressor import OUTPUTS
 from .projector import ProjectConfig, project
+from .utils import DeviceUnavailable
 from .worlds import ARTIFACTS, PRESETS, load_world, worlds_dir
 
 METHODS = ("encoder", "w", "w+", "pti")
@@ -55,7 +56,7 @@ MAX_STDS = 3  # InterFaceGAN edits beyond this many std of the signed distance l
 # What one photo can fail with, reported in a line while the others go on: bad input, a diverging
 # optimisation (FloatingPointError, naming the step and the loss), a GPU out of memory.
 EXPECTED = (PhotoError, FaceAlignmentError, FileNotFoundError, ValueError, KeyError, OSError, ArithmeticError,
-            torch.cuda.OutOfMemoryError)
+            DeviceUnavailable, torch.cuda.OutOfMemoryError)
 
 
 @dataclass

@@ -289,11 +289,11 @@ def check_images(images, what: str = "images", *, channels: int = 3, square: boo
 
 
 def check_image_values(images: torch.Tensor, what: str = "images", *, limit: float = IMAGE_LIMIT,
-                       error: type[Exception] = ValueError, warn: bool = True) -> None:
+                       error: type[Exception] = ValueError) -> None:
     """The value part of :func:`check_images`: finite and within ``±limit``; a warning for [0, 1] images.
 
-    Raises a one-line ``error`` for NaN or Inf, or for values beyond ``±limit``, and (``warn``) warns when
-    the values all lie in [0, 1] and span more than a quarter of it (probably a [0, 1] image).
+    Raises a one-line ``error`` for NaN or Inf, or for values beyond ``±limit``, and warns when the
+    values all lie in [0, 1] and span more than a quarter of it (probably a [0, 1] image).
     """
     if images.numel() == 0:
         return
@@ -304,7 +304,7 @@ def check_image_values(images: torch.Tensor, what: str = "images", *, limit: flo
     if lo < -limit or hi > limit:
         raise error(f"{what} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; for 0..255 pixels use "
                     "x / 127.5 - 1 (or facelab.to_tensor)")
-    if warn and 0 <= lo and hi <= 1 and hi - lo > 0.25:
+    if 0 <= lo and hi <= 1 and hi - lo > 0.25:
         warnings.warn(f"{what} lie in [{lo:.3g}, {hi:.3g}], like an image in [0, 1]; facelab's images are in "
                       "[-1, 1] (a [0, 1] image reads washed out): convert with x * 2 - 1", UserWarning, stacklevel=3)
 
@@ -316,13 +316,26 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(*range(x.ndim - 3), -2, -1, -3).numpy()
 
 
+def _check_showable(images: torch.Tensor) -> None:
+    """What :func:`to_pil` would silently turn black (NaN) or white (0..255 pixels) is refused in one line; a
+    generator's raw output may overshoot [-1, 1], far at a far edit, and is shown clamped."""
+    if images.numel() == 0:
+        return
+    extremes = finite_extremes(images)
+    if extremes is None:
+        check_finite(images, "images", fix="images must be finite, in [-1, 1]: check what produced them")
+    lo, hi = extremes
+    if lo >= 0 and hi > IMAGE_LIMIT:
+        raise ValueError(f"images lie in [{lo:.3g}, {hi:.3g}], like 0..255 pixels; facelab's images are in [-1, 1]: "
+                         "convert with x / 127.5 - 1 (or facelab.to_tensor)")
+
+
 def to_pil(images: torch.Tensor, *, nrow: int | None = None, scale: int = 1) -> Image.Image:
     """One image ``[3, H, W]``/``[1, 3, H, W]``, or a batch tiled into a grid, as a PIL image.
 
     ``scale`` enlarges by an integer factor with nearest-neighbour (crisp pixels for 64 px faces).
     """
-    if images.numel():  # NaN would be black and 0..255 white, silently
-        check_image_values(images, "images", warn=False)
+    _check_showable(images)
     if images.ndim == 4 and images.shape[0] > 1:
         images = make_grid(images, nrow=nrow)
     elif images.ndim == 4:

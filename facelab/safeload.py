@@ -43,17 +43,21 @@ def _few(items: list[str], k: int = 3) -> str:
 
 
 def check_state(expected: Mapping[str, torch.Tensor], state, path, *, fix: str) -> None:
-    """One-line ``ValueError`` unless ``state`` has exactly ``expected``'s keys and shapes, and no NaN
-    (infinities may be meant, e.g. unset clipping bounds)."""
+    """One-line ``ValueError`` unless ``state`` has exactly ``expected``'s keys and shapes, no NaN, and no
+    Inf where ``expected`` (the freshly built module's own state) has none: an infinity may be meant, e.g.
+    an unset clipping bound the module starts with, but a weight that overflowed is refused."""
     if not isinstance(state, Mapping):
         raise ValueError(f"{path}: its weights are a {type(state).__name__}, not a state dict; {fix}")
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     shapes = [f"{k} {list(getattr(v, 'shape', [type(v).__name__]))} vs {list(expected[k].shape)}"
               for k, v in state.items() if k in expected and getattr(v, "shape", None) != expected[k].shape]
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and v.is_floating_point() and bool(v.isnan().any())]
+    floats = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    bad = [k for k, v in floats.items() if bool(v.isnan().any())]
+    inf = [k for k, v in floats.items() if k in expected and bool(v.isinf().any())
+           and not (expected[k].is_floating_point() and bool(expected[k].isinf().any()))]
     problems = [f"{what} {_few(items)}" for what, items in (("missing", missing), ("unexpected", extra),
-                                                            ("other shapes:", shapes), ("NaN in", bad)) if items]
+                                                            ("other shapes:", shapes), ("NaN in", bad),
+                                                            ("Inf in", inf)) if items]
     if problems:
         raise ValueError(f"{path}: its weights do not fit ({'; '.join(problems)}); {fix}")
 

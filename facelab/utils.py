@@ -23,6 +23,13 @@ import torch
 DEVICE_ENV = "FACELAB_DEVICE"
 
 
+class DeviceUnavailable(RuntimeError):
+    """A device torch knows but this machine lacks (``cuda`` without a GPU): bad input, said in one line."""
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps", "meta")  # meta: shapes only, for tests of where tensors go
+
+
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """The device to compute on.
 
@@ -41,12 +48,15 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"unknown device {choice!r}; use cpu, cuda, cuda:N or mps "
                          f"(check the {DEVICE_ENV} environment variable)") from e
+    if dev.type not in DEVICE_TYPES:
+        raise ValueError(f"device {choice!r}: facelab runs on cpu, cuda, cuda:N or mps "
+                         f"(check the {DEVICE_ENV} environment variable)")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {choice!r} requested but CUDA is not available; "
-                           f"use cpu or unset {DEVICE_ENV}")
+        raise DeviceUnavailable(f"device {choice!r} requested but CUDA is not available; "
+                                f"use cpu or unset {DEVICE_ENV}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device {choice!r} requested but MPS is not available; "
-                           f"use cpu or unset {DEVICE_ENV}")
+        raise DeviceUnavailable(f"device {choice!r} requested but MPS is not available; "
+                                f"use cpu or unset {DEVICE_ENV}")
     return dev
 
 

@@ -188,6 +188,15 @@ def test_no_result_overwrites_a_photo_or_another_result_and_each_is_what_its_nam
     assert Image.open(tmp_path / "e.jpg").format == "JPEG"  # the suffix's format, not PNG bytes under .jpg
 
 
+def test_a_device_the_machine_lacks_is_one_line(tmp_path, photo, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("FACELAB_DEBUG", raising=False)
+    assert cli.main(["edit", str(photo), "--age", "1", "--device", "cuda", "-o", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["facelab: error: device 'cuda' requested but CUDA is not available; use cpu "
+                                        "or unset FACELAB_DEVICE"]
+
+
 def test_interfacegan_edits_are_calibrated_and_warn_when_far():
     world = cli.load_world("world64", device="cpu")
     ws = world.G.mapping(torch.randn(4, world.G.z_dim, generator=torch.Generator().manual_seed(0)))

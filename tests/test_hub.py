@@ -526,6 +526,10 @@ def test_an_altered_generator_file_is_a_one_line_error(G, tmp_path):
         "nan.pt": ({**ckpt, "state_dict": {**ckpt["state_dict"], "synthesis.b4.const":
                                            torch.full_like(ckpt["state_dict"]["synthesis.b4.const"], float("nan"))}},
                    r"NaN in synthesis\.b4\.const"),
+        "inf.pt": ({**ckpt, "state_dict": {**ckpt["state_dict"], "synthesis.b8.conv0.weight":
+                                           torch.full_like(ckpt["state_dict"]["synthesis.b8.conv0.weight"],
+                                                           float("inf"))}},
+                   r"Inf in synthesis\.b8\.conv0\.weight"),  # every output would be non-finite
     }
     for name, (obj, message) in cases.items():
         torch.save(obj, tmp_path / name)

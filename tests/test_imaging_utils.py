@@ -140,12 +140,15 @@ def test_save_image_writes_the_format_its_name_asks_for_and_refuses_a_name_witho
 
 
 def test_an_image_that_is_not_in_minus_one_one_is_not_silently_saved(tmp_path):
-    """NaN would be saved black and 0..255 pixels white: both are refused in one line."""
+    """NaN would be saved black and 0..255 pixels white: both are refused in one line. A generator's raw
+    output overshoots [-1, 1] (an untrained one far) and is saved clamped, as before."""
     for bad, message in ((torch.full((3, 4, 4), float("nan")), "NaN in images"),
-                         (torch.full((3, 4, 4), 200.0), r"must lie in \[-1, 1\].*x / 127.5 - 1")):
+                         (torch.full((3, 4, 4), 200.0), r"like 0..255 pixels.*x / 127.5 - 1")):
         with pytest.raises(ValueError, match=message):
             save_image(bad, tmp_path / "bad.png")
     assert not list(tmp_path.iterdir())
+    overshoot = torch.linspace(-9, 9, 48).reshape(3, 4, 4)
+    assert np.array_equal(np.asarray(to_pil(overshoot)), np.asarray(to_pil(overshoot.clamp(-1, 1))))
 
 
 def test_grid_tiles_gives_back_the_images_of_a_saved_grid(tmp_path):
@@ -226,6 +229,9 @@ def test_get_device_from_environment(monkeypatch):
     assert get_device("cpu") == torch.device("cpu")  # an explicit device wins
     monkeypatch.setenv("FACELAB_DEVICE", "banana")
     with pytest.raises(ValueError, match="FACELAB_DEVICE"):
+        get_device()
+    monkeypatch.setenv("FACELAB_DEVICE", "xpu")  # a device type torch knows but facelab does not run on
+    with pytest.raises(ValueError, match="facelab runs on cpu, cuda, cuda:N or mps"):
         get_device()
 
 

@@ -205,6 +205,25 @@ def test_train_config_rejects_odd_batches():
         TrainConfig(batch=3)
 
 
+@pytest.mark.parametrize("flag, value, message", [("--kimg", "-1", "kimg must be > 0, got -1.0"),
+                                                  ("--snap-kimg", "0", "snap_kimg must be > 0, got 0.0"),
+                                                  ("--ema-kimg", "nan", "ema_kimg must be > 0, got nan"),
+                                                  ("--r1-gamma", "-2", "r1_gamma must be >= 0"),
+                                                  ("--batch", "0", "batch must be a positive even number")])
+def test_bad_settings_are_one_line_before_a_run_folder_exists(tmp_path, flag, value, message):
+    """--kimg -1 used to train no step and write a random generator.pt as 'done'; --snap-kimg 0 divided by
+    zero after creating the run folder."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "FACELAB_DEBUG"}
+    done = subprocess.run([sys.executable, "-m", "facelab.train.gan", "--out", str(out), "--preset", "tiny",
+                           "--device", "cpu", flag, value], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [f"error: {done.stderr.strip()[7:]}"]
+    assert message in done.stderr and not out.exists()
+
+
 def test_train_config_is_frozen_and_reads_saved_configs(run2):
     out, trainer = run2
     with pytest.raises(AttributeError):

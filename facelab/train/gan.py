@@ -58,7 +58,7 @@ from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config,
 from ..nets.teacher import load_teacher
 from ..utils import Config, get_device
 from .distributed import Shard, init_from_torchrun, launched_by_torchrun, leave
-from .loop import stop_requests
+from .loop import run_main, stop_requests
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = "facelab.gan-checkpoint/1"
@@ -108,6 +108,17 @@ class TrainConfig(Config):
             raise ValueError(f"batch must be a positive even number (minibatch-stddev groups), got {self.batch}")
         if self.disc not in DISCRIMINATORS:
             raise ValueError(f"disc must be one of {DISCRIMINATORS}, got {self.disc!r}")
+        positive = {"kimg": self.kimg, "snap_kimg": self.snap_kimg, "ema_kimg": self.ema_kimg, "g_lr": self.g_lr,
+                    "d_lr": self.d_lr, "r1_interval": self.r1_interval, "pl_interval": self.pl_interval,
+                    "minutes": self.minutes, "cpu_minutes": self.cpu_minutes}
+        for name, v in positive.items():
+            if v is not None and not v > 0:  # (NaN too) kimg -1 trained nothing and wrote a random generator
+                raise ValueError(f"{name} must be > 0, got {v}")
+        for name, v in {"r1_gamma": self.r1_gamma, "pl_weight": self.pl_weight}.items():
+            if not v >= 0:
+                raise ValueError(f"{name} must be >= 0 (0 turns it off), got {v}")
+        if not 0 <= self.style_mixing <= 1:
+            raise ValueError(f"style_mixing is a probability, in [0, 1]; got {self.style_mixing}")
 
 
 @dataclass
@@ -377,14 +388,15 @@ class Trainer:
     def snapshot(self) -> None:
         """Checkpoint, sample grid from the EMA generator, and the exported EMA generator."""
         kimg = self.state.nimg / 1000
-        with torch.no_grad():
-            img = torch.cat([self.G_ema(z.to(self.device), noise_mode="const").cpu()
-                             for z in self.grid_z.split(16)])
-        save_image(img, self.out / "samples" / f"grid-{kimg:08.2f}kimg.png", nrow=8)
-        self.save()
+        self.save()  # first: nothing after it can lose the checkpoint
         export_generator(self.G_ema, self.out / "generator.pt", meta=self.meta())
         if self.cfg.keep_snapshots:
             export_generator(self.G_ema, self.out / "snapshots" / f"generator-{kimg:08.2f}kimg.pt", meta=self.meta())
+        with torch.no_grad():
+            img = torch.cat([self.G_ema(z.to(self.device), noise_mode="const").cpu()
+                             for z in self.grid_z.split(16)])
+        # a generator's raw output overshoots [-1, 1] (an untrained one by far); the grid shows it clamped
+        save_image(img.clamp(-1, 1), self.out / "samples" / f"grid-{kimg:08.2f}kimg.png", nrow=8)
 
     def meta(self) -> dict:
         st = self.state
@@ -708,4 +720,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

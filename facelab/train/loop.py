@@ -7,6 +7,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from ..utils import DeviceUnavailable
+
 
 @contextmanager
 def stop_requests() -> Iterator[dict]:
@@ -42,15 +44,18 @@ def stop_requests() -> Iterator[dict]:
 
 
 def offline_in_one_line(main: Callable[[], None]) -> None:
-    """A ``python -m facelab.train...`` entry: a download that cannot be made ends in the one line of its
-    ``ConnectionError`` and status 1, as the ``facelab`` command's errors do (:mod:`facelab.hub`'s says
-    how to fix it: connect, set a mirror, or place the file); ``FACELAB_DEBUG=1`` shows the traceback."""
+    """A ``python -m facelab.train...`` entry: bad input ends in one line and status 1, as the ``facelab``
+    command's errors do: a download that cannot be made (``ConnectionError``: :mod:`facelab.hub`'s says
+    how to fix it: connect, set a mirror, or place the file), a bad value or flag (``ValueError``), a file
+    missing or in the way (``OSError``), a device the machine lacks. ``FACELAB_DEBUG=1`` shows the
+    traceback."""
     try:
         main()
-    except ConnectionError as e:
+    except (ConnectionError, ValueError, OSError, DeviceUnavailable) as e:
         if os.environ.get("FACELAB_DEBUG"):
             raise
-        raise SystemExit(f"error: {e}") from None
+        text = str(e).strip()
+        raise SystemExit(f"error: {text.splitlines()[0] if text else type(e).__name__}") from None
 
 
 def run_main(main: Callable[[], None]) -> None:

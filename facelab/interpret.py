@@ -641,6 +641,9 @@ def _normal_like(boundary, x: torch.Tensor, layers) -> tuple[torch.Tensor, float
         return n, b, None
     if x.ndim != 3:
         raise ValueError(f"latents must be [N, D] or W+ [N, num_ws, w_dim], got shape {list(x.shape)}")
+    if isinstance(boundary, Boundary) and boundary.space == "z":  # Z codes are [N, D]: only .space tells them apart
+        raise ValueError(f"boundary {boundary.attribute or 'given'!r} lives in Z, and these latents are W+ (a space "
+                         "of W); use the 'w' boundaries (world.boundaries('w')), or Z codes [N, z_dim]")
     L, D = x.shape[1:]
     if n.numel() == L * D and n.numel() != D:
         if layers is not None:

@@ -209,6 +209,11 @@ def test_edit_in_w_plus_with_w_and_w_plus_boundaries():
                                atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="already a W\\+"):
         I.edit(ws, bp, 1.0, layers=[0])
+    # a Z boundary has a W boundary's shape in many worlds, but W+ latents are codes of W
+    bz = I.Boundary(b.normal, offset=0.3, space="z", attribute="age")
+    for f in (lambda: I.edit(ws, bz, 1.0), lambda: I.signed_distance(ws, bz), lambda: I.edit_to_distance(ws, bz, 0)):
+        with pytest.raises(ValueError, match="boundary 'age' lives in Z, and these latents are W\\+"):
+            f()
 
 
 # --- the generator side -----------------------------------------------------------------------

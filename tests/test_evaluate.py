@@ -147,3 +147,24 @@ def test_the_paired_fd_ratio_bootstrap_resamples_the_shared_set_once_for_both_di
     assert 0.6 < paired / between < 1.6
     assert independent > 2 * paired
     assert frechet_ratio_sd(a, ref, b, boot=50) == paired  # seeded
+
+
+def test_the_command_updates_only_a_shipped_generator_s_card_and_keeps_the_json_first(tmp_path, monkeypatch):
+    """`evaluate runs/x/G.pkl` wrote facelab/weights/runs/x/G.pkl.md (a file in the package, or a traceback
+    after the whole evaluation when its folder was missing, before --json was written)."""
+    import json
+
+    from facelab.train import evaluate as E
+
+    monkeypatch.setattr(E, "load_generator", lambda name, device=None: object())
+    monkeypatch.setattr(E, "evaluate", lambda G, **kw: {"n": 1})
+    monkeypatch.setattr(E, "PACKAGE_WEIGHTS", tmp_path / "weights")
+    updated = []
+    monkeypatch.setattr(E, "update_card", lambda card, m: updated.append(card))
+    for name in ("runs/x/G.pkl", "my.pth", "ffhq"):
+        E.main([name, "--json", str(tmp_path / "m.json")])
+        assert json.loads((tmp_path / "m.json").read_text()) == {"n": 1}
+    assert updated == []
+    E.main(["world64"])
+    E.main(["runs/x/G.pkl", "--card", str(tmp_path / "mine.md")])
+    assert updated == [tmp_path / "weights" / "world64.md", tmp_path / "mine.md"]

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..hub import PACKAGE_WEIGHTS, load_generator, load_identity
+from ..hub import PACKAGE_WEIGHTS, REGISTRY, load_generator, load_identity
 from ..imaging import resize, save_image
 from ..nets.stylegan2 import Generator, count_params
 from ..nets.teacher import sample_teacher
@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: FACELAB_DEVICE, else cuda, mps, cpu")
     p.add_argument("--figures", default=None, help="folder for samples.png and truncation.png")
-    p.add_argument("--card", default=None, help="model card to update (default: facelab/weights/<name>.md for a registry name)")
+    p.add_argument("--card", default=None,
+                   help="model card to update (default: a shipped generator's own card, e.g. facelab/weights/world64.md)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON here")
     a = p.parse_args(argv)
     G = load_generator(a.generator, device=a.device)
@@ -415,12 +416,13 @@ def main(argv: list[str] | None = None) -> None:
     if a.figures:
         for path in render_figures(G, a.figures, device=a.device):
             print("wrote", path)
-    card = Path(a.card) if a.card else (None if a.generator.endswith(".pt") else PACKAGE_WEIGHTS / f"{a.generator}.md")
+    if a.json:  # first: the numbers are kept whatever happens to the card
+        Path(a.json).write_text(json.dumps(m, indent=2) + "\n")
+    spec = REGISTRY.get(a.generator)  # a shipped generator's own card; a file's only when --card names it
+    card = Path(a.card) if a.card else (PACKAGE_WEIGHTS / spec.card if spec is not None and spec.card else None)
     if card is not None:
         update_card(card, m)
         print("updated", card)
-    if a.json:
-        Path(a.json).write_text(json.dumps(m, indent=2) + "\n")
 
 
 if __name__ == "__main__":

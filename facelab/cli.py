@@ -29,6 +29,7 @@ Exit codes: 0 all done; 1 a photo or more failed (each reported in one line, the
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -283,7 +284,11 @@ def cmd_worlds(args) -> int:
     if worlds_dir().is_dir():
         names += sorted(p.parent.name for p in worlds_dir().glob("*/world.json") if p.parent.name not in names)
     for name in names:
-        world = load_world(name, device="cpu")
+        try:
+            world = load_world(name, device="cpu")
+        except (ValueError, OSError) as e:  # one broken world.json must not hide the worlds after it
+            print(f"{name:10s} unreadable: {_message(e)}")
+            continue
         have = []
         for kind in ARTIFACTS:
             try:
@@ -304,9 +309,25 @@ class UsageError(Exception):
 
 def _signed(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number (e.g. +10, -0.3)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite change (e.g. +10, -0.3)")
+    return value
+
+
+MAX_SCALE = 16  # --scale: a 1024 px face at 16x is already a 16384 px image
+
+
+def _scale(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number (e.g. 4)") from None
+    if not 1 <= value <= MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"{value} is not in 1..{MAX_SCALE} (1 saves the face at its own size)")
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -326,7 +347,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--budget", choices=sorted(PRESETS), default="paper",
                        help="step budgets: paper (default: the papers' steps, PTI with early stop) or cpu "
                             "(notebook-sized, a quick look)")
-        p.add_argument("--scale", type=int, default=4, help="enlarge the saved image this many times (default 4)")
+        p.add_argument("--scale", type=_scale, default=4,
+                       help=f"enlarge the saved image this many times, 1..{MAX_SCALE} (default 4)")
 
     e = sub.add_parser("edit", help="invert photos, edit attributes, save the edited faces",
                        description="Align the face, invert it, edit it, save the image (-o: .png, .jpg, ...). "

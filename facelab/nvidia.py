@@ -323,7 +323,10 @@ def read_generator(path: str | Path, *, which: str = "G_ema") -> Generator:
     data = read_pickle(path)
     if not isinstance(data, dict) or not isinstance(data.get(which), PickledModule):
         keys = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"{path} has no network {which!r} (it holds {keys}); pass which='G' or 'G_ema'")
+        nets = [k for k in ("G_ema", "G") if isinstance(data, dict) and isinstance(data.get(k), PickledModule)]
+        fix = (f"pass which={nets[0]!r} to facelab.nvidia.read_generator" if nets else
+               "it is not a StyleGAN2-ADA network pickle (those hold G, D and G_ema): pass NVIDIA's network-*.pkl")
+        raise ValueError(f"{path} has no network {which!r} (it holds {keys}); {fix}")
     net = data[which]
     try:
         official = {k: v.float() for k, v in net.state_dict().items()}

@@ -31,6 +31,8 @@ def photo(tmp_path) -> Path:
 def test_console_script_is_installed():
     script = Path(sys.executable).with_name("facelab")
     assert script.is_file(), "pip install -e . installs the facelab console script ([project.scripts])"
+    module = subprocess.run([sys.executable, "-m", "facelab", "--help"], capture_output=True, text=True, timeout=120)
+    assert module.returncode == 0 and "facelab" in module.stdout  # python -m facelab, without the script
 
 
 def test_help_lists_the_commands_and_the_edits():
@@ -51,6 +53,10 @@ def test_usage_errors_exit_2_with_one_line(photo):
                                                 "(see facelab edit --help)"]
     bad = run("edit", str(photo), "--age", "ten")
     assert bad.returncode == 2 and "'ten' is not a number" in bad.stderr
+    for flag, value, message in (("--age", "nan", "'nan' is not a finite change"),
+                                 ("--scale", "0", "0 is not in 1..16"), ("--scale", "1000", "1000 is not in 1..16")):
+        r = run("edit", str(photo), "--smile", "0.1", flag, value)  # refused before the photo is read
+        assert r.returncode == 2 and f"argument {flag}: {message}" in r.stderr, r.stderr
 
 
 def test_missing_photo_is_one_line_and_exit_1(tmp_path):
@@ -134,6 +140,17 @@ def test_worlds_lists_what_is_built():
     lines = r.stdout.splitlines()
     assert any(line.startswith("world64") and "complete" in line for line in lines)
     assert any(line.startswith("ffhq") and "python -m facelab.train.build ffhq" in line for line in lines)
+
+
+def test_one_unreadable_world_does_not_hide_the_others(tmp_path, monkeypatch, capsys):
+    for name, text in (("a_bad", "{x"), ("b_next", "{}")):
+        (tmp_path / "worlds" / name).mkdir(parents=True)
+        (tmp_path / "worlds" / name / "world.json").write_text(text)
+    monkeypatch.setenv("FACELAB_HOME", str(tmp_path))
+    assert cli.main(["worlds"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("a_bad") and "unreadable: cannot read" in line for line in lines)
+    assert any(line.startswith("b_next") for line in lines)
 
 
 def test_unknown_world_is_one_line(photo):

@@ -142,6 +142,12 @@ def test_flat_constructor_arguments_and_the_G_entry(nv, G, tmp_path):
     assert nvidia.read_generator(path, which="G").cfg == G.cfg
     with pytest.raises(ValueError, match=r"no network 'G_ema'.*which='G'"):
         nvidia.read_generator(path)
+    import pickle
+
+    other = tmp_path / "other.pkl"
+    other.write_bytes(pickle.dumps({"a": 1}))  # no network at all: which= would not help
+    with pytest.raises(ValueError, match=r"holds \['a'\]\); it is not a StyleGAN2-ADA network pickle"):
+        nvidia.read_generator(other)
 
 
 def test_the_stored_source_never_runs(nv, G, tmp_path):

@@ -21,7 +21,7 @@ LAYERS = {
     "world": ("facelab.worlds",),
     "topic": ("facelab.interpret", "facelab.invert", "facelab.pti", "facelab.mapper", "facelab.encoder"),
     "package": ("facelab",),
-    "tools": ("facelab.train", "facelab.cli", "bench"),
+    "tools": ("facelab.train", "facelab.cli", "facelab.__main__", "bench"),
 }
 RANK = {layer: i for i, layer in enumerate(LAYERS)}
 NO_SIBLINGS = {"topic"}

@@ -171,6 +171,9 @@ class LatentMapper(nn.Module):
         delta = torch.zeros(n, len(self.attributes), device=device or self.attr_std.device)
         for j, a in enumerate(self.attributes):
             if a in changes:
+                if isinstance(changes[a], str):
+                    raise TypeError(f"the {a} change must be a number or one per latent [N], got the str "
+                                    f"{changes[a]!r}; pass e.g. {a}=3.0")
                 change = torch.as_tensor(changes[a], dtype=torch.float32, device=delta.device)
                 check_finite(change, f"the {a} change", fix=f"pass a finite {a}=...")
                 delta[:, j] = change / self.attr_std[j]

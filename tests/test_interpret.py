@@ -209,6 +209,13 @@ def test_edit_in_w_plus_with_w_and_w_plus_boundaries():
                                atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="already a W\\+"):
         I.edit(ws, bp, 1.0, layers=[0])
+    # what a student types first: a name, all the boundaries, a step as text
+    for bad, message in (("age", r"got the str 'age'; pass one boundary, e.g. B\['age'\]"),
+                         ({"age": b}, r"got the dict with keys \['age'\]; pass one boundary")):
+        with pytest.raises(TypeError, match=message):
+            I.edit(ws, bad, 1.0)
+    with pytest.raises(TypeError, match="step must be a number .* got the str '3'"):
+        I.edit(ws, b, "3")
     # a Z boundary has a W boundary's shape in many worlds, but W+ latents are codes of W
     bz = I.Boundary(b.normal, offset=0.3, space="z", attribute="age")
     for f in (lambda: I.edit(ws, bz, 1.0), lambda: I.signed_distance(ws, bz), lambda: I.edit_to_distance(ws, bz, 0)):

@@ -41,6 +41,8 @@ def test_w_latents_are_broadcast_and_bad_shapes_are_refused(G):
         m(torch.randn(2, 3, G.w_dim), torch.zeros(2, k))
     with pytest.raises(ValueError, match="delta must be"):
         m(w, torch.zeros(2, k + 1))
+    with pytest.raises(TypeError, match="the age change must be a number .* got the str '3'; pass e.g. age=3.0"):
+        m.edit(w, age="3")
 
 
 def test_natural_units_are_divided_by_the_attribute_std(G):

@@ -468,18 +468,14 @@ def _threshold(s: np.ndarray, threshold) -> float:
     raise ValueError(f"threshold must be 'midpoint', 'median' or a number, got {threshold!r}")
 
 
-def _short(v) -> str:
-    return repr(v) if isinstance(v, str) else f"with keys {list(v)[:4]}"
-
-
 def _unit(v, what: str) -> tuple[torch.Tensor, float]:
     """(unit normal float64 [D], offset) of a Boundary or a vector ([D] or [1, D]; offset 0)."""
     if isinstance(v, Boundary):
         return v.normal.double(), v.offset
     if isinstance(v, (str, dict)):  # edit(ws, "age", 3) or edit(ws, B, 3): a name or all of them, not one
-        example = f"B[{v!r}]" if isinstance(v, str) else f"B[{next(iter(v), 'age')!r}]"
-        raise TypeError(f"{what} must be a Boundary or a vector, got the {type(v).__name__} {_short(v)}; pass one "
-                        f"boundary, e.g. {example} with B = world.boundaries('w')")
+        got, key = (repr(v), v) if isinstance(v, str) else (f"with keys {list(v)[:4]}", next(iter(v), "age"))
+        raise TypeError(f"{what} must be a Boundary or a vector, got the {type(v).__name__} {got}; pass one "
+                        f"boundary, e.g. B[{key!r}] with B = world.boundaries('w')")
     t = torch.as_tensor(v).detach().cpu().double()
     if t.ndim == 2 and t.shape[0] == 1:
         t = t[0]

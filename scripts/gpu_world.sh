@@ -142,7 +142,8 @@ rehearse)
   for f in generator.pt checkpoint.pt.part00 run.tar ffhq.tar; do
     [ -f "$out/$f" ] || { echo "error: the rehearsal brought back no $f (see above)" >&2; exit 1; }
   done
-  tar -tf "$out/run.tar" | grep -qx metrics.json || { echo "error: no metrics.json: the evaluation failed" >&2; exit 1; }
+  tar -tf "$out/run.tar" | grep -qx metrics.json \
+    || { echo "error: no metrics.json: the evaluation failed" >&2; exit 1; }
   tar -tf "$out/ffhq.tar" | grep -qx ffhq/summary.md \
     || { echo "error: the FFHQ build's timing did not finish (ffhq/build.log in $out/ffhq.tar)" >&2; exit 1; }
   echo "rehearsed: every file came back ($out)"

@@ -156,7 +156,7 @@ def test_offline_the_ffhq_build_fails_in_one_line(tmp_path, monkeypatch, offline
     import subprocess
     import sys
 
-    from facelab.train.loop import offline_in_one_line, run_main
+    from facelab.train.loop import errors_in_one_line, run_main
 
     env = {k: v for k, v in os.environ.items() if k != "FACELAB_DEBUG"}  # FACELAB_FFHQ_URL: offline_ffhq's
     done = subprocess.run([sys.executable, "-m", "facelab.train.build", "ffhq", "--home", str(tmp_path)],
@@ -172,7 +172,7 @@ def test_offline_the_ffhq_build_fails_in_one_line(tmp_path, monkeypatch, offline
     def interrupted():
         raise KeyboardInterrupt
 
-    for entry in (offline_in_one_line, run_main):
+    for entry in (errors_in_one_line, run_main):
         with pytest.raises(SystemExit, match=r"^error: cannot download 'x'; connect$"):
             entry(offline)
     with pytest.raises(SystemExit) as stopped:

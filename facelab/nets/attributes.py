@@ -531,8 +531,8 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
     """Label images [N, 3, H, W] in [-1, 1] with the teacher models: ``{name: float32 [N]}``.
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
-    optional packages named in their error messages, raised at the first face they must label). MTCNN finds each face once (see
-    :func:`detect_faces`; in images larger than ``detect_size`` px, on a copy averaged down to it) and
+    optional packages named in their error messages, raised at the first face they must label). MTCNN
+    finds each face once (see :func:`detect_faces`; in images larger than ``detect_size`` px, on a copy averaged down to it) and
     every labeler shares it, cutting its crops from the full image. ``face_conf`` is always returned, so rows
     without a face (NaN elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
     mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:

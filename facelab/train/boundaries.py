@@ -38,7 +38,7 @@ from .. import interpret as I
 from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, is_path, load_file, load_generator, sha256_file, ship_file,
                    weights_path, weights_sha256)
 from ..utils import get_device, write_card_section
-from .loop import offline_in_one_line
+from .loop import errors_in_one_line
 from .regressor import generator_key
 
 
@@ -285,4 +285,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    offline_in_one_line(main)
+    errors_in_one_line(main)

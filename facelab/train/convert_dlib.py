@@ -41,7 +41,7 @@ import torch
 
 from .. import hub
 from ..nets.identity import DLIB_INPUT_MEAN, IDENTITY_FORMAT, DlibResNet
-from .loop import offline_in_one_line
+from .loop import errors_in_one_line
 
 SOURCE = ("dlib_face_recognition_resnet_model_v1.dat by Davis King (dlib, http://dlib.net, "
           "https://github.com/davisking/dlib-models), as redistributed in the PyPI package "
@@ -368,4 +368,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    offline_in_one_line(main)
+    errors_in_one_line(main)

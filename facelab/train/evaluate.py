@@ -42,7 +42,7 @@ from ..imaging import resize, save_image
 from ..nets.stylegan2 import Generator, count_params
 from ..nets.teacher import sample_teacher
 from ..utils import get_device
-from .loop import offline_in_one_line
+from .loop import errors_in_one_line
 
 CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
 
@@ -407,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default=None, help="default: FACELAB_DEVICE, else cuda, mps, cpu")
     p.add_argument("--figures", default=None, help="folder for samples.png and truncation.png")
     p.add_argument("--card", default=None,
-                   help="model card to update (default: a shipped generator's own card, e.g. facelab/weights/world64.md)")
+                   help="model card to update (default: a shipped generator's own, e.g. facelab/weights/world64.md)")
     p.add_argument("--json", default=None, help="also write the metrics as JSON here")
     a = p.parse_args(argv)
     G = load_generator(a.generator, device=a.device)
@@ -426,4 +426,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    offline_in_one_line(main)
+    errors_in_one_line(main)

@@ -43,7 +43,7 @@ def stop_requests() -> Iterator[dict]:
             signal.signal(s, h)
 
 
-def offline_in_one_line(main: Callable[[], None]) -> None:
+def errors_in_one_line(main: Callable[[], None]) -> None:
     """A ``python -m facelab.train...`` entry: bad input ends in one line and status 1, as the ``facelab``
     command's errors do: a download that cannot be made (``ConnectionError``: :mod:`facelab.hub`'s says
     how to fix it: connect, set a mirror, or place the file), a bad value or flag (``ValueError``), a file
@@ -61,9 +61,9 @@ def offline_in_one_line(main: Callable[[], None]) -> None:
 def run_main(main: Callable[[], None]) -> None:
     """A trainer's ``python -m`` entry: a run stopped by a signal (it has said so and saved) exits with
     status 130, as a shell's interrupted command does, without a traceback; and
-    :func:`offline_in_one_line`."""
+    :func:`errors_in_one_line`."""
     try:
-        offline_in_one_line(main)
+        errors_in_one_line(main)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
 

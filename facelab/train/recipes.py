@@ -27,7 +27,7 @@ from ..nets.teacher import sample_teacher
 from ..utils import write_card_section
 from .evaluate import generate, identity_diversity, identity_features
 from .gan import CHECKPOINT, TrainConfig, train
-from .loop import offline_in_one_line
+from .loop import errors_in_one_line
 
 # name -> (TrainConfig overrides, one line for the table)
 RECIPES = {
@@ -194,4 +194,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    offline_in_one_line(main)
+    errors_in_one_line(main)

@@ -39,7 +39,7 @@ from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, half_weights, is_path, lo
 from ..nets.attributes import MIRROR_AVERAGED
 from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor, input_size
 from ..utils import get_device, seed_all, write_card_section
-from .loop import offline_in_one_line
+from .loop import errors_in_one_line
 
 CHUNK = 1000
 SHIPPED = "attribute_regressor"  # the shipped H's registry name
@@ -756,4 +756,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    offline_in_one_line(main)
+    errors_in_one_line(main)

@@ -59,7 +59,7 @@ import torch
 from .. import claims as C
 from ..hub import PACKAGE_WEIGHTS
 from ..utils import get_device, write_card_section
-from .loop import offline_in_one_line
+from .loop import errors_in_one_line
 from .regressor import two_crop_ceiling
 
 EDITED = ("age", "male", "smile")
@@ -363,4 +363,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    offline_in_one_line(main)
+    errors_in_one_line(main)

@@ -598,7 +598,7 @@ def different_people_identity(G, n: int = 32, *, seed: int = 0, psi: float = 1.0
     """
     if n < 1:
         raise ValueError(f"n must be >= 1 pairs, got {n}")
-    device = device_of(G) if device is None else torch.device(device)
+    device = device_of(G) if device is None else get_device(device)
     G = on_device(G, device)
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(2 * n, G.z_dim, generator=gen)  # on the CPU: the same people on every device

@@ -108,7 +108,7 @@ from .latents import as_wplus, noise_maps, sample_ws
 from .metrics import ReferenceDistance, checked_distance, mse, resolve_perceptual
 from .nets.stylegan2 import NOISE_MODES
 from .projector import ProjectConfig, project
-from .utils import Config, check_finite, check_loss, configured, device_of, on_device
+from .utils import Config, check_finite, check_loss, configured, device_of, get_device, on_device
 
 PTI_FORMAT = "facelab.pti/1"
 # Tune a channels-last copy on the CPU: the same numbers (to float rounding) with fewer layout
@@ -307,7 +307,7 @@ def load_pti(path: str | Path, G_base: nn.Module, *, device=None) -> PTIResult:
         raise ValueError(f"{path}: its pivots are {list(getattr(pivots, 'shape', [type(pivots).__name__]))}, not "
                          f"[N, {G_base.num_ws}, {G_base.w_dim}]; {fix}")
     check_finite(pivots, f"the pivots of {path}", fix=fix)
-    dev = torch.device(device) if device is not None else device_of(G_base)
+    dev = get_device(device) if device is not None else device_of(G_base)
     G = copy.deepcopy(G_base).to(dev)
     with torch.no_grad():
         for k, p in G.synthesis.named_parameters():
@@ -406,7 +406,7 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
         raise ValueError("PTIConfig.pivot_steps is 0 and no pivots were given; pass pivots=... (e.g. a "
                          "facelab.invert.project(...) result) or set pivot_steps >= 1")
 
-    device = device_of(G) if config.device is None else torch.device(config.device)
+    device = device_of(G) if config.device is None else get_device(config.device)
     # The frozen reference theta_0: the caller's generator itself when it already lives on `device`
     # (only ever run under no_grad, its mapping with update_w_avg=False: nothing of it changes).
     G_ref = on_device(G, device)
@@ -656,13 +656,13 @@ def calibrate_threshold(G: nn.Module | None = None, *, images: torch.Tensor | No
     if images is None:
         if G is None:
             raise ValueError("calibrate_threshold needs a generator G or images")
-        dev = device_of(G) if device is None else torch.device(device)
+        dev = device_of(G) if device is None else get_device(device)
         G = on_device(G, dev)
         gen = torch.Generator().manual_seed(int(seed))
         ws = sample_ws(G, n, psi=psi, generator=gen)  # [n, num_ws, w_dim]
         images = torch.cat([G.synthesis(w, noise_mode="const") for w in ws.split(32)])
     else:
-        dev = torch.device(device) if device is not None else images.device
+        dev = get_device(device) if device is not None else images.device
         images = images.to(dev)
     perceptual = resolve_perceptual(perceptual, dev)
     images = images.float().clamp(-1, 1)

@@ -43,20 +43,18 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    check, unset = ((f" (check the {DEVICE_ENV} environment variable)", f" or unset {DEVICE_ENV}") if device is None
+                    else ("", ""))  # only a device that came from the environment is the variable's fault
     try:
         dev = torch.device(choice)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {choice!r}; use cpu, cuda, cuda:N or mps "
-                         f"(check the {DEVICE_ENV} environment variable)") from e
+        raise ValueError(f"unknown device {choice!r}; use cpu, cuda, cuda:N or mps{check}") from e
     if dev.type not in DEVICE_TYPES:
-        raise ValueError(f"device {choice!r}: facelab runs on cpu, cuda, cuda:N or mps "
-                         f"(check the {DEVICE_ENV} environment variable)")
+        raise ValueError(f"device {choice!r}: facelab runs on cpu, cuda, cuda:N or mps{check}")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable(f"device {choice!r} requested but CUDA is not available; "
-                                f"use cpu or unset {DEVICE_ENV}")
+        raise DeviceUnavailable(f"device {choice!r} requested but CUDA is not available; use cpu{unset}")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailable(f"device {choice!r} requested but MPS is not available; "
-                                f"use cpu or unset {DEVICE_ENV}")
+        raise DeviceUnavailable(f"device {choice!r} requested but MPS is not available; use cpu{unset}")
     return dev
 
 
@@ -73,7 +71,7 @@ def on_device(module, device):
     """``module`` if it already lives on ``device``, else a deep copy moved there (the caller's stays as it is)."""
     import copy
 
-    device, here = torch.device(device), device_of(module)
+    device, here = get_device(device), device_of(module)
     if here.type == device.type and (device.index is None or device.index == here.index):
         return module
     return copy.deepcopy(module).to(device)

@@ -210,8 +210,10 @@ def test_a_device_the_machine_lacks_is_one_line(tmp_path, photo, monkeypatch, ca
     monkeypatch.delenv("FACELAB_DEBUG", raising=False)
     assert cli.main(["edit", str(photo), "--age", "1", "--device", "cuda", "-o", str(tmp_path / "x.png")]) == 1
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == ["facelab: error: device 'cuda' requested but CUDA is not available; use cpu "
-                                        "or unset FACELAB_DEVICE"]
+    assert err.strip().splitlines() == ["facelab: error: device 'cuda' requested but CUDA is not available; use cpu"]
+    monkeypatch.setenv("FACELAB_DEVICE", "cuda")  # from the environment: the variable is named
+    assert cli.main(["edit", str(photo), "--age", "1", "-o", str(tmp_path / "x.png")]) == 1
+    assert capsys.readouterr().err.strip().endswith("use cpu or unset FACELAB_DEVICE")
 
 
 def test_interfacegan_edits_are_calibrated_and_warn_when_far():

@@ -233,6 +233,11 @@ def test_get_device_from_environment(monkeypatch):
     monkeypatch.setenv("FACELAB_DEVICE", "xpu")  # a device type torch knows but facelab does not run on
     with pytest.raises(ValueError, match="facelab runs on cpu, cuda, cuda:N or mps"):
         get_device()
+    # given explicitly (project(..., device=), PTIConfig(device=), on_device): the variable is not named
+    from facelab.utils import on_device
+
+    with pytest.raises(ValueError, match=r"^unknown device 'banana'; use cpu, cuda, cuda:N or mps$"):
+        on_device(torch.nn.Linear(1, 1), "banana")
 
 
 def test_get_device_falls_back_to_cpu(monkeypatch):

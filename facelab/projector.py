@@ -99,10 +99,12 @@ class ProjectConfig(Config):
     whiten: bool = True
 
     def __post_init__(self):
-        if not (isinstance(self.steps, int) and self.steps >= 0):
+        if not (isinstance(self.steps, int) and not isinstance(self.steps, bool) and self.steps >= 0):
             raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        if not (isinstance(self.w_avg_samples, int) and self.w_avg_samples >= 2):
+            raise ValueError(f"w_avg_samples must be an int >= 2 (W's mean and covariance), got {self.w_avg_samples!r}")
         for name in ("lr", "regularize_noise_weight", "perceptual_weight", "pixel_weight", "wplus_reg",
-                     "initial_noise_factor"):
+                     "initial_noise_factor", "noise_ramp_length", "lr_rampdown_length", "lr_rampup_length"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

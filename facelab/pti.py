@@ -122,6 +122,11 @@ EARLY_STOP_DLIB = 0.33
 PIVOT = ProjectConfig(steps=450, lr=0.1)  # the pivot's projection: 450 steps (PTI), lr 0.1 (StyleGAN2)
 
 
+def _whole(v) -> bool:
+    """An int and not a bool (True would read as 1 step)."""
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 @dataclass(frozen=True)
 class PTIConfig(Config):
     """Hyperparameters of :func:`tune`; the defaults are the official PTI values except ``pivot_lr``
@@ -172,12 +177,14 @@ class PTIConfig(Config):
     def __post_init__(self):
         for name in ("pivot_steps", "tune_steps"):
             v = getattr(self, name)
-            if not (v is None and name == "pivot_steps") and not (isinstance(v, int) and v >= 0):
+            if not (v is None and name == "pivot_steps") and not (_whole(v) and v >= 0):
                 raise ValueError(f"PTIConfig.{name} must be an int >= 0, got {v!r}")
         for name in ("locality_every", "locality_samples"):
             v = getattr(self, name)
-            if not (isinstance(v, int) and v >= 1):
+            if not (_whole(v) and v >= 1):
                 raise ValueError(f"PTIConfig.{name} must be an int >= 1, got {v!r}")
+        if not _whole(self.seed):
+            raise ValueError(f"PTIConfig.seed must be an int, got {self.seed!r}")
         for name in ("pivot_lr", "lr", "pixel_weight", "perceptual_weight", "alpha", "locality_l2_weight",
                      "locality_perceptual_weight", "latent_ball_psi"):
             v = getattr(self, name)

@@ -243,6 +243,8 @@ def test_w_distance_and_stats(G):
     (dict(space="w", init=torch.zeros(1, 8, 32)), "space='w' optimises one w"),
     (dict(perceptual=lambda a, b: (a - b).square().mean()), "one distance per image"),
     (dict(lr=-1.0), "lr must be"),
+    (dict(lr_rampup_length=-0.1), "lr_rampup_length must be a finite number >= 0"),  # it read as 0
+    (dict(w_avg_samples=1), "w_avg_samples must be an int >= 2"),  # refused at the config, not mid-run
 ])
 def test_bad_arguments_give_one_line_errors(G, kwargs, match):
     x = targets(G, 1)

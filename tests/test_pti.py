@@ -53,6 +53,10 @@ def test_config_defaults_are_the_papers():
         pti.PTIConfig(tune_steps=-1)
     with pytest.raises(ValueError, match="noise_mode"):
         pti.PTIConfig(noise_mode="fixed")
+    with pytest.raises(ValueError, match="pivot_steps must be an int >= 0, got True"):  # it read as 1 step
+        pti.PTIConfig(pivot_steps=True)
+    with pytest.raises(ValueError, match="seed must be an int, got 'x'"):  # it failed inside tune
+        pti.PTIConfig(seed="x")
 
 
 def test_tune_leaves_the_callers_generator_untouched(G, problem):

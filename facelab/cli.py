@@ -42,6 +42,7 @@ import torch
 from . import interpret, pti
 from .encoder import encode
 from .faces import FaceAlignmentError
+from .hub import atomic_torch_save
 from .imaging import PhotoError, no_photo, save_image
 from .nets.regressor import OUTPUTS
 from .projector import ProjectConfig, project
@@ -217,6 +218,7 @@ def _one_edit(world, photo: Path, dest: Path, args, edit) -> None:
     images = torch.cat([face.to(edited.device), inv.render(), edited]) if args.compare else edited
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, dest, nrow=len(images), scale=args.scale)
+    print(f"{photo}: saved {dest}", flush=True)
 
 
 def _one_invert(world, photo: Path, dest: Path, args, many: bool) -> None:
@@ -226,10 +228,12 @@ def _one_invert(world, photo: Path, dest: Path, args, many: bool) -> None:
     if inv.tuned is not None:  # the pivots alone would render the untuned world's face: keep the weights too
         inv.tuned.save(dest)
     else:
-        torch.save({"format": "facelab.latent/1", "world": world.name, "method": inv.method, "photo": str(photo),
-                    "ws": inv.ws.detach().cpu()}, dest)
+        atomic_torch_save({"format": "facelab.latent/1", "world": world.name, "method": inv.method,
+                           "photo": str(photo), "ws": inv.ws.detach().cpu()}, dest)
+    saved = [dest]
     if args.image:  # several photos: each reconstruction beside its latent
-        save_image(inv.render(), dest.with_suffix(".png") if many else args.image, scale=args.scale)
+        saved.append(save_image(inv.render(), dest.with_suffix(".png") if many else args.image, scale=args.scale))
+    print(f"{photo}: saved {' and '.join(map(str, saved))}", flush=True)
 
 
 def _run_batch(photos: list[Path], work, what: str) -> int:
@@ -262,7 +266,7 @@ def _message(e: BaseException) -> str:
 def cmd_edit(args) -> int:
     changes = {a: getattr(args, a) for a in ATTRIBUTES if getattr(args, a) is not None}
     if not changes:
-        raise UsageError("no edit asked for; add e.g. --age +10 or --smile 0.3 (see facelab edit --help)")
+        raise UsageError("no edit asked for; add e.g. --age +5 or --smile 0.3 (see facelab edit --help)")
     photos = _photos(args.photos)
     many = _check_output(args.output, photos)
     dests = _plan(photos, args.output, many, ".png")
@@ -333,7 +337,7 @@ def _scale(text: str) -> int:
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="facelab",
                                   description="Edit faces in photos with StyleGAN (the facelab course).",
-                                  epilog="Start with: facelab edit photo.jpg --age +10 -o out.png")
+                                  epilog="Start with: facelab edit photo.jpg --age +5 -o out.png")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p):

@@ -239,7 +239,7 @@ def align_face(src, *, index: int | None = None, size: int | None = None, return
     if not faces:
         raise FaceAlignmentError(f"no face found in {name} ({image.width} x {image.height} px, MTCNN confidence "
                                  f">= {min_confidence}); use a photo with a clearly visible face of at least 20 px, "
-                                 f"or lower min_confidence")
+                                 f"or lower min_confidence (facelab.faces.align_face)")
     listing = "; ".join(f"{k}: box ({', '.join(f'{v:.0f}' for v in f.box.tolist())}) confidence {f.confidence:.3f}"
                         for k, f in enumerate(faces))
     if index is None and len(faces) > 1:

@@ -49,7 +49,7 @@ def test_help_lists_the_commands_and_the_edits():
 def test_usage_errors_exit_2_with_one_line(photo):
     none = run("edit", str(photo))
     assert none.returncode == 2
-    assert none.stderr.strip().splitlines() == ["facelab: error: no edit asked for; add e.g. --age +10 or --smile 0.3 "
+    assert none.stderr.strip().splitlines() == ["facelab: error: no edit asked for; add e.g. --age +5 or --smile 0.3 "
                                                 "(see facelab edit --help)"]
     bad = run("edit", str(photo), "--age", "ten")
     assert bad.returncode == 2 and "'ten' is not a number" in bad.stderr
@@ -91,6 +91,7 @@ def test_a_folder_is_edited_and_failures_reported_at_the_end(tmp_path, photo):
     assert Image.open(out / "a_grace.png").size == (64, 64)
     assert "b_broken.jpg" in r.stderr and "c_blank.png" in r.stderr
     assert "edit: 1 of 3 photos done, 2 failed (listed above)" in r.stderr
+    assert r.stdout.strip() == f"{folder / 'a_grace.jpg'}: saved {out / 'a_grace.png'}"
     assert "Traceback" not in r.stderr
 
 
@@ -102,6 +103,7 @@ def test_invert_saves_a_latent_and_the_reconstruction(tmp_path, photo):
     assert saved["format"] == "facelab.latent/1" and saved["method"] == "encoder" and saved["world"] == "world64"
     assert saved["ws"].shape == (1, 10, 128) and torch.isfinite(saved["ws"]).all()
     assert Image.open(image).size == (256, 256)  # 64 px, scale 4
+    assert r.stdout.strip() == f"{photo}: saved {out} and {image}"  # a one-photo run used to say nothing
 
 
 def test_invert_writes_a_folder_s_reconstructions_beside_their_latents(tmp_path, photo):

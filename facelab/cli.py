@@ -110,7 +110,7 @@ def editor(world, changes: dict[str, float], *, by: str = "interfacegan", stackl
     if not changes:
         return lambda ws: ws
     if by == "mapper":
-        return lambda ws: world.mapper.edit(ws, **changes)
+        return lambda ws: world.mapper.edit(ws, stacklevel=stacklevel + 1, **changes)  # + this lambda's frame
     # "pattern": each normal's activation pattern, the direction the world's faces vary along
     boundaries = (world.boundaries("w") if by == "interfacegan" else
                   interpret.world_patterns(world, "w", n=PATTERN_CODES))

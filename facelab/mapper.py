@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,14 +181,28 @@ class LatentMapper(nn.Module):
         return delta
 
     @torch.no_grad()
-    def edit(self, ws: torch.Tensor, **changes: float) -> torch.Tensor:
+    def edit(self, ws: torch.Tensor, *, stacklevel: int = 2, **changes: float) -> torch.Tensor:
         """Edited W+ latents for natural-unit changes: ``m.edit(ws, age=+10, smile=+0.3)``.
 
-        Each change is a float (same for every latent) or a tensor [N].
+        Each change is a float (same for every latent) or a tensor [N]. A change beyond the
+        ``max_change`` std the mapper was trained on is made, with a warning: there the mapper
+        extrapolates (``stacklevel`` is the warnings module's, the caller's line by default).
         """
         check_finite(ws, "ws", fix="edit finite latents (a NaN usually comes from a diverged projection)")
         ws = ws.to(self.w_mean.device)
-        return self(ws, self.delta_from_changes(ws.shape[0], changes))
+        delta = self.delta_from_changes(ws.shape[0], changes)
+        self._warn_beyond_training(delta, stacklevel=stacklevel + 1)
+        return self(ws, delta)
+
+    def _warn_beyond_training(self, delta: torch.Tensor, *, stacklevel: int) -> None:
+        bound = self.config.max_change
+        for j, a in enumerate(self.attributes):
+            largest = delta[:, j][delta[:, j].abs().argmax()] if len(delta) else delta.new_zeros(())
+            if abs(largest) > bound * (1 + 1e-6):
+                std = float(self.attr_std[j])
+                warnings.warn(f"{a} {float(largest) * std:+.3g} is {abs(largest):.1f} std of the world's {a}; the mapper "
+                              f"was trained on changes within +-{bound:g} std (+-{bound * std:.3g}) and extrapolates "
+                              "beyond them", stacklevel=stacklevel + 1)
 
     # --- targets -----------------------------------------------------------------------------
 
@@ -262,7 +277,7 @@ def _shipped(device: str) -> LatentMapper:
 
 def edit(ws: torch.Tensor, **changes: float) -> torch.Tensor:
     """Edit W+ latents with the shipped world64 mapper: ``fl.mapper.edit(ws, age=+10, smile=+0.3)``."""
-    return _shipped(str(ws.device)).edit(ws, **changes)
+    return _shipped(str(ws.device)).edit(ws, stacklevel=3, **changes)
 
 
 register_reader("mapper", load_mapper)  # a World reads its mapper file with this

@@ -57,6 +57,34 @@ def test_natural_units_are_divided_by_the_attribute_std(G):
         m.delta_from_changes(1, {"eyeglasses": 1.0})
 
 
+def test_changes_beyond_the_training_range_are_made_with_a_warning_at_the_callers_line(G):
+    import warnings
+
+    from facelab import cli, mapper
+    cfg = MapperConfig(max_change=2.0)
+    std = torch.ones(len(cfg.attributes))
+    std[cfg.attributes.index("age")] = 5.0
+    m = LatentMapper(G.num_ws, G.w_dim, cfg, attr_std=std)
+    ws = torch.zeros(2, G.num_ws, G.w_dim)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # within the range, and at its edge: silent
+        m.edit(ws, age=10.0, smile=-2.0)
+        m.edit(ws, age=torch.tensor([-10.0, 3.0]))
+    with pytest.warns(UserWarning, match=r"age \+15 is 3.0 std of the world's age; .* within \+-2 std \(\+-10\)") as caught:
+        far = m.edit(ws, age=15.0)
+    with pytest.warns(UserWarning, match=r"age -12 is 2.4 std"):  # per latent: the largest in magnitude
+        m.edit(ws, age=torch.tensor([1.0, -12.0]))
+    world = type("World", (), {"mapper": m})()
+    with pytest.warns(UserWarning, match=r"age \+15 is 3.0 std") as caught_cli:
+        cli.apply_edits(world, ws, {"age": 15.0}, by="mapper")
+    assert [os.path.basename(w.filename) for w in (*caught, *caught_cli)] == ["test_mapper.py"] * 2
+    assert torch.equal(far, m(ws, m.delta_from_changes(2, {"age": 15.0})))  # made all the same
+    shipped = mapper._shipped("cpu")  # what fl.mapper.edit uses
+    with pytest.warns(UserWarning, match=r"age \+30 is .* std") as caught_module:
+        mapper.edit(torch.zeros(1, shipped.num_ws, shipped.w_dim), age=30.0)
+    assert os.path.basename(caught_module[0].filename) == "test_mapper.py"
+
+
 def test_correction_follows_the_data_and_ignores_weak_correlations():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(5000, generator=g)

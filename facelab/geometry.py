@@ -98,7 +98,7 @@ def warp(images: torch.Tensor, z: torch.Tensor, t: torch.Tensor, size: int, *, f
     g = (torch.arange(size, dtype=torch.float32, device=images.device) + 0.5) / size
     uv = torch.complex(g[None, :].expand(size, size), g[:, None].expand(size, size))  # [S, S]: x + iy
     p = z.to(images.device)[:, None, None] * uv + t.to(images.device)[:, None, None]   # [N, S, S] pixels
-    grid = torch.stack([p.real * (2 / w) - 1, p.imag * (2 / h) - 1], dim=-1)          # [N, S, S, 2]
+    grid = torch.stack([p.real * (2 / w) - 1, p.imag * (2 / h) - 1], dim=-1).to(images.dtype)  # [N, S, S, 2]
     if fill == "black":
         return F.grid_sample(images + 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) - 1
     if fill == "reflect":

@@ -182,7 +182,9 @@ def identity_embedding(images: torch.Tensor, *, net: nn.Module | None = None, al
     _check_batch(images, "identity_embedding")
     net = net if net is not None else _dlib(str(images.device))
     size = getattr(net, "input_size", DLIB_INPUT_SIZE)
-    return net(_chips(images, size, align))  # [N, D], unit length
+    chips = _chips(images, size, align)
+    weight = next(net.parameters(), None)  # the net computes in its own dtype, whatever the images'
+    return F.normalize(net(chips if weight is None else chips.to(weight.dtype)), dim=1)  # [N, D], unit length
 
 
 def identity_similarity(a: torch.Tensor, b: torch.Tensor, *, net: nn.Module | None = None,

@@ -1,6 +1,7 @@
 """The world's evaluation: Fréchet distances, face detection, ONet and identity features, model-card update."""
 import math
 
+import pytest
 import torch
 
 import facelab.nets.attributes as A
@@ -115,6 +116,24 @@ def test_precision_and_recall_measure_realism_and_coverage():
     assert collapsed["precision"] == 1.0 and collapsed["recall"] < 0.05  # realistic but one face
     boot = precision_recall(real, torch.randn(300, 8, generator=g), boot=20)
     assert 0 < boot["precision_sd"] < 0.2 and 0 < boot["recall_sd"] < 0.2
+
+
+def test_feature_sets_too_small_or_with_nan_rows_are_refused_rather_than_scored():
+    from facelab.train.evaluate import frechet_distance, precision_recall
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g) + 100
+    with pytest.raises(ValueError, match="at least 4 samples per set, got 3 and 3"):
+        precision_recall(a, b)  # k = 3 others for every ball: these far-apart sets scored 1.0 / 1.0
+    assert precision_recall(torch.cat([a, a[:1] + 0.1]), torch.cat([b, b[:1] + 0.1]))["recall"] == 0.0
+    nan_row = torch.cat([torch.randn(20, 4, generator=g), torch.full((1, 4), float("nan"))])
+    with pytest.raises(ValueError, match="NaN in precision_recall's first feature set; drop the rows"):
+        precision_recall(nan_row, torch.randn(20, 4))  # the NaN row counted as a teacher face never recalled
+    with pytest.raises(ValueError, match="NaN in frechet_distance's second feature set"):
+        frechet_distance(torch.randn(20, 4), nan_row)
+    with pytest.raises(ValueError, match=r"of one width D, got \[20, 4\] and \[20, 5\]"):
+        frechet_distance(torch.randn(20, 4), torch.randn(20, 5))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        frechet_distance(torch.randn(1, 4), torch.randn(20, 4))
 
 
 def test_the_frechet_bootstrap_spread_is_small_for_large_samples():

@@ -143,6 +143,28 @@ def test_identity_similarity_is_one_for_the_same_face_and_lower_for_others(faces
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(2))
 
 
+def test_identity_metrics_take_any_float_dtype_and_any_net_s_embeddings_as_cosines(faces, net):
+    with torch.no_grad():
+        ref = M.identity_similarity(faces[:2], faces[2:4])
+        torch.testing.assert_close(M.identity_similarity(faces[:2].double(), faces[2:4].double()).float(), ref)
+        d = M.perceptual_distance(faces[:2], faces[2:4])
+        torch.testing.assert_close(M.perceptual_distance(faces[:2].double(), faces[2:4].double()).float(), d)
+
+    class Unnormalised(torch.nn.Module):  # an identity net that leaves its embeddings at their own length
+        input_size = net.input_size
+
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.tensor(3.0))
+
+        def forward(self, chips):
+            return self.scale * net(chips)
+
+    with torch.no_grad():
+        torch.testing.assert_close(M.identity_similarity(faces[:2], faces[2:4], net=Unnormalised()), ref)
+        torch.testing.assert_close(M.identity_similarity(faces[:2], faces[:2], net=Unnormalised()), torch.ones(2))
+
+
 def test_identity_similarity_is_differentiable(faces):
     a = faces[:2].clone().requires_grad_(True)
     M.identity_similarity(a, faces[2:4]).sum().backward()

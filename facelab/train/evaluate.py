@@ -41,7 +41,7 @@ from ..hub import PACKAGE_WEIGHTS, REGISTRY, load_generator, load_identity
 from ..imaging import resize, save_image
 from ..nets.stylegan2 import Generator, count_params
 from ..nets.teacher import sample_teacher
-from ..utils import get_device
+from ..utils import check_finite, get_device
 from .loop import errors_in_one_line
 
 CARD_START, CARD_END = "<!-- metrics:start -->", "<!-- metrics:end -->"
@@ -101,6 +101,7 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
 
     ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)``, in float64.
     """
+    _check_features(a, b, "frechet_distance", least=2)
     a, b = a.double(), b.double()
     mu_a, mu_b = a.mean(0), b.mean(0)
     s_a, s_b = torch.cov(a.T), torch.cov(b.T)
@@ -108,6 +109,18 @@ def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
     root_a = vecs @ torch.diag(ev.clamp_min(0).sqrt()) @ vecs.T
     cross = torch.linalg.eigvalsh(root_a @ s_b @ root_a).clamp_min(0).sqrt().sum()
     return float((mu_a - mu_b).square().sum() + s_a.trace() + s_b.trace() - 2 * cross)
+
+
+def _check_features(a: torch.Tensor, b: torch.Tensor, who: str, *, least: int) -> None:
+    """Two feature sets [N, D], [M, D] of one width, each of at least ``least`` finite rows, or a one-line error."""
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"{who}: expects feature sets [N, D] and [M, D] of one width D, got {list(a.shape)} and "
+                         f"{list(b.shape)}")
+    if min(len(a), len(b)) < least:
+        raise ValueError(f"{who}: needs at least {least} samples per set, got {len(a)} and {len(b)}")
+    for name, x in (("first", a), ("second", b)):
+        check_finite(x, f"{who}'s {name} feature set",
+                     fix="drop the rows of faces without features (a NaN row would count as a sample)")
 
 
 def _kth_radii(d: torch.Tensor, same: torch.Tensor, k: int) -> torch.Tensor:
@@ -131,6 +144,7 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, *, k: int = 3, boot
     were 1.28x (recall) and 1.33x (precision) as wide: they err wide, if anything. The values
     themselves are the full sets'.
     """
+    _check_features(real, fake, "precision_recall", least=k + 1)  # a ball around each point needs k others
     real, fake = real.double(), fake.double()
     n, m = len(real), len(fake)
     d_rr, d_ff, d_fr = torch.cdist(real, real), torch.cdist(fake, fake), torch.cdist(fake, real)

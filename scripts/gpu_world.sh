@@ -23,7 +23,8 @@
 # `run` warm-starts a new run (runs/gpu) from checkpoints/world64/checkpoint.pt with the recipe stored
 # in it (--disc ...), with bfloat16 autocast, at batch $BATCH if given, else at the batch (of
 # $BATCHES, default 64,128,256) and layout that bench/train_step.py --pick times fastest, for MINUTES of wall time
-# (on $NPROC GPUs with torchrun when NPROC > 1);
+# (on $NPROC GPUs with torchrun when NPROC > 1), its EMA half-life by StyleGAN2-ADA's rule for that batch
+# (batch * 10 / 32 kimg: 80 at 256; the runs before 2026-12-07 kept 5);
 # then it evaluates the EMA generator (n = 1000) and writes everything to $OUT, the checkpoint in
 # 15 MiB parts because the device returns files of at most 16 MiB, and the small files in run.tar
 # (run.log, metrics.json, log.jsonl, samples.png): 5 files of the 8 the device returns. `adopt`

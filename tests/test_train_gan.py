@@ -200,6 +200,20 @@ def test_cli_resumes_only_with_the_same_settings(tmp_path, capsys):
     assert "resuming" in capsys.readouterr().out
 
 
+def test_the_ema_half_life_follows_the_batch_as_stylegan2_ada_s_and_a_resume_keeps_its_own(tmp_path):
+    # ADA: batch * 10 / 32 kimg, about 312 steps at any batch; a fixed 5 kimg was 20 steps at the GPU's 256
+    assert [TrainConfig(batch=b).ema_kimg for b in (16, 64, 256)] == [5.0, 20.0, 80.0]
+    assert TrainConfig(batch=256, ema_kimg=5.0).ema_kimg == 5.0  # given: kept
+    out = str(tmp_path / "ema")
+    flags = ["--out", out, "--preset", "tiny", "--batch", "4", "--snap-kimg", "100", "--device", "cpu"]
+    main(flags + ["--kimg", "0.008", "--ema-kimg", "5"])  # a run from before the rule, which stored 5.0
+    main(flags + ["--kimg", "0.016"])  # resumed without the flag: its own half-life, not the rule's 1.25
+    ckpt = torch.load(tmp_path / "ema" / CHECKPOINT, map_location="cpu", weights_only=True)
+    assert ckpt["state"]["step"] == 4 and ckpt["train_config"]["ema_kimg"] == 5.0
+    with pytest.raises(SystemExit, match=r"different settings \{'ema_kimg': \(5.0, 2.0\)\}"):
+        main(flags + ["--kimg", "0.024", "--ema-kimg", "2"])
+
+
 def test_train_config_rejects_odd_batches():
     with pytest.raises(ValueError, match="even"):
         TrainConfig(batch=3)

@@ -90,7 +90,7 @@ class TrainConfig(Config):
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
     style_mixing: float = 0.9      # probability of mixing two latents in a training batch
-    ema_kimg: float = 5.0          # EMA half-life in thousands of images (ADA: batch * 10 / 32)
+    ema_kimg: float | None = None  # EMA half-life in thousands of images; None: batch * 10 / 32 (ADA's rule)
     ema_rampup: float | None = 0.05
     kimg: float = 300.0            # stop after this many thousand real images...
     minutes: float | None = None   # ...or after this much wall time in this invocation
@@ -106,6 +106,8 @@ class TrainConfig(Config):
         object.__setattr__(self, "betas", tuple(self.betas))  # JSON gives a list
         if self.batch < 1 or self.batch % 2:
             raise ValueError(f"batch must be a positive even number (minibatch-stddev groups), got {self.batch}")
+        if self.ema_kimg is None:  # StyleGAN2-ADA's: the average spans about 312 steps at any batch
+            object.__setattr__(self, "ema_kimg", self.batch * 10 / 32)
         if self.disc not in DISCRIMINATORS:
             raise ValueError(f"disc must be one of {DISCRIMINATORS}, got {self.disc!r}")
         positive = {"kimg": self.kimg, "snap_kimg": self.snap_kimg, "ema_kimg": self.ema_kimg, "g_lr": self.g_lr,
@@ -658,7 +660,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=defaults.g_lr, help="G and D learning rate")
     p.add_argument("--r1-gamma", type=float, default=defaults.r1_gamma)
     p.add_argument("--pl-weight", type=float, default=defaults.pl_weight)
-    p.add_argument("--ema-kimg", type=float, default=defaults.ema_kimg)
+    p.add_argument("--ema-kimg", type=float, default=None,
+                   help="EMA half-life in thousands of images (default: batch * 10 / 32, StyleGAN2-ADA's rule)")
     p.add_argument("--snap-kimg", type=float, default=defaults.snap_kimg)
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: FACELAB_DEVICE or best available)")
@@ -690,6 +693,8 @@ def main(argv: list[str] | None = None) -> None:
     ckpt = Path(a.out) / CHECKPOINT
     if ckpt.exists() and not a.fresh:
         saved = TrainConfig.from_dict(load_file(ckpt)["train_config"])  # keys it lacks take today's defaults
+        if a.ema_kimg is None:  # a resume keeps its run's EMA half-life (runs before 2026-12-07 stored 5.0)
+            cfg = cfg.replace(ema_kimg=saved.ema_kimg)
         changed = {k: (getattr(saved, k), v) for k, v in cfg.to_dict().items()
                    if k not in INVOCATION_SETTINGS and getattr(saved, k) != v}
         if changed:

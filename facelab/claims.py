@@ -114,8 +114,17 @@ def decide(interval: Estimate, bound: float, direction: str) -> str:
 
 # --- intervals ----------------------------------------------------------------------------------
 
+def _one_per_unit(samples, what: str) -> np.ndarray:
+    """``samples`` as a 1-d float64 array, one value per unit; a table of several values per unit is refused."""
+    x = np.asarray(samples, dtype=np.float64)
+    if sum(d > 1 for d in x.shape) > 1:
+        raise ValueError(f"{what} must hold one value per unit (face, photo), got shape {list(x.shape)}; average each "
+                         "unit's values first: pooled, they would count one unit several times")
+    return x.reshape(-1)
+
+
 def _finite(samples, what: str = "samples") -> np.ndarray:
-    x = np.asarray(samples, dtype=np.float64).reshape(-1)
+    x = _one_per_unit(samples, what)
     x = x[np.isfinite(x)]
     if x.size == 0:
         raise ValueError(f"no finite {what}: pass the per-sample values the claim is about")
@@ -188,14 +197,20 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT,
     picture of the spread and the interval is unbounded (inconclusive); so it is below ``MIN_N``
     samples, whose few distinct resamples would draw a narrow interval that means nothing (two
     photos give three). The expansion matters at small n: the module docstring has how often each
-    version covers the truth."""
+    version covers the truth.
+
+    Every row is resampled, but the n that counts (the ``MIN_N`` rule, the expansion, the reported
+    n) is the number of rows whose every value is finite: a row with a NaN (a face the detector
+    lost) is evidence the statistic may drop, and 5 faces padded with 195 lost ones are 5 faces."""
     data = [np.asarray(a, dtype=np.float64) for a in arrays]
-    n = len(data[0])
-    if any(len(a) != n for a in data):
+    rows = len(data[0])
+    if any(len(a) != rows for a in data):
         raise ValueError(f"bootstrap_ci resamples the arrays jointly: they need one length, got {[len(a) for a in data]}")
+    n = int(np.logical_and.reduce([np.isfinite(a.reshape(rows, math.prod(a.shape[1:]))).all(1) for a in data]).sum())
     value = float(statistic(*data))
     rng = np.random.default_rng(seed)
-    stats = np.array([statistic(*(a[idx] for a in data)) for idx in rng.integers(0, n, size=(n_boot, n))], dtype=float)
+    draws = rng.integers(0, rows, size=(n_boot, rows))
+    stats = np.array([statistic(*(a[idx] for a in data)) for idx in draws], dtype=float)
     stats = stats[np.isfinite(stats)]
     if n < MIN_N or stats.size < LEVEL * n_boot:
         return Estimate(value, -math.inf, math.inf, n, "bootstrap")
@@ -248,8 +263,24 @@ def paired_less(statement: str, a, b, *, margin: float = 0.0, note: str = "") ->
     return _paired(statement, a, b, -margin, "<", note)
 
 
+def paired_means(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit [N], the means of two methods' tables ``a``, ``b`` [K, N] (K measurements, e.g. attributes,
+    of the same N units), each over the measurements finite in *both*: where one method lost a face on one
+    attribute, that attribute leaves both means, so that each pair compares the same measurements (a
+    ``nanmean`` of each table alone would pair means over different attributes). A unit with none in
+    common is NaN, which the paired claims leave out."""
+    x, y = (np.asarray(t, dtype=np.float64) for t in (a, b))
+    if x.ndim != 2 or x.shape != y.shape:
+        raise ValueError(f"paired_means takes two tables [measurements, units] of one shape, got {list(x.shape)} and "
+                         f"{list(y.shape)}")
+    both = np.isfinite(x) & np.isfinite(y)
+    count = both.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tuple(np.where(both, t, 0.0).sum(0) / np.where(count > 0, count, np.nan) for t in (x, y))
+
+
 def _paired(statement, a, b, margin, direction, note) -> Claim:
-    x, y = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    x, y = _one_per_unit(a, "a paired claim's a"), _one_per_unit(b, "a paired claim's b")
     if x.shape != y.shape:
         raise ValueError(f"paired claims need one value of each per item, got {x.size} and {y.size}")
     keep = np.isfinite(x) & np.isfinite(y)
@@ -336,4 +367,4 @@ def _escape(cell) -> str:
 
 __all__ = ["Claim", "DOES_NOT_HOLD", "Estimate", "HOLDS", "INCONCLUSIVE", "MIN_N", "bootstrap", "bootstrap_ci",
            "decide", "difference_ci", "exact", "greater", "less", "mean_ci", "paired_greater", "paired_less",
-           "proportion_ci", "proportion_greater", "table", "verdicts"]
+           "paired_means", "proportion_ci", "proportion_greater", "table", "verdicts"]

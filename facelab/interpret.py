@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import claims as C
 from .utils import check_finite, device_of
 from .worlds import register_reader
 
@@ -1047,8 +1048,8 @@ def direction_cosines(directions, boundaries) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EditEffect:
-    """Mean change of one attribute per std-unit step along a direction, its 95% CI
-    (mean ± 1.96 standard errors) and ``n``, the faces with a finite score on both sides."""
+    """Mean change of one attribute per std-unit step along a direction, its 95% CI (Student's t,
+    :func:`facelab.claims.mean_ci`) and ``n``, the faces with a finite score on both sides."""
 
     mean: float
     lo: float
@@ -1083,11 +1084,12 @@ def what_directions_edit(G, directions, *, n: int = 32, step: float = 1.0, label
         effects = {}
         for name in plus:
             diff = (plus[name] - minus[name]).double() / (2 * step)
-            diff = diff[torch.isfinite(diff)]
-            m = len(diff)
-            mean = float(diff.mean()) if m else float("nan")
-            se = float(diff.std() / math.sqrt(m)) if m > 1 else float("nan")
-            effects[name] = EditEffect(mean, mean - 1.96 * se, mean + 1.96 * se, m)
+            diff = diff[torch.isfinite(diff)].cpu().numpy()
+            if len(diff) > 1:
+                est = C.mean_ci(diff)
+                effects[name] = EditEffect(est.value, est.low, est.high, est.n)
+            else:
+                effects[name] = EditEffect(float(diff.mean()) if len(diff) else math.nan, math.nan, math.nan, len(diff))
         out.append(effects)
     return out
 

@@ -21,7 +21,10 @@ were fitted on (the labelled faces are truncated, psi in [psi_min, 1]).
 Reading it: if the teacher-fitted normals move the teacher much more than the H-fitted ones on the
 same codes, H is the bottleneck; if not, the labeler is not, and the weakness lies in the world (how
 linearly W carries the attribute) or in what the SVM's normal measures. The cosines between the
-directions say how far apart they are.
+directions say how far apart they are. The comparison is tilted: the teacher-fitted rows are judged
+by the labelers they were fitted on (no other judge exists offline), which favours them, since a fit
+can follow its judge's own noise. So "H is the bottleneck" would need a wide gap; the teacher-fitted
+rows doing no better is the safer reading.
 """
 from __future__ import annotations
 

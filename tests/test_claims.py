@@ -92,6 +92,43 @@ def test_a_bootstrap_that_mostly_fails_to_compute_is_inconclusive():
     assert claims.bootstrap("ratio", ratio, y, than=0.0).verdict == INCONCLUSIVE
 
 
+def test_a_bootstrap_counts_the_rows_it_can_use_not_the_rows_it_is_given():
+    # 5 faces with a change, 195 the detector lost (NaN): 5 faces, below MIN_N, whatever the padding
+    rng = np.random.default_rng(0)
+    unedited, change = rng.normal(size=200), np.full(200, np.nan)
+    change[:5] = 1.0 + 0.1 * rng.normal(size=5)
+    strength = lambda u, c: np.nanmean(c) / u.std() if np.isfinite(c).any() else math.nan  # noqa: E731
+    padded = claims.bootstrap("moves it", strength, unedited, change, than=0.5)
+    assert padded.n == 5 and padded.verdict == INCONCLUSIVE  # was n = 200, holds
+    change[:40] = 1.0 + 0.1 * rng.normal(size=40)
+    enough = claims.bootstrap_ci(strength, unedited, change)
+    assert enough.n == 40 and math.isfinite(enough.low)
+    table = np.ones((40, 3))
+    table[0, 2] = np.nan  # a row counts when all of its values are finite
+    assert claims.bootstrap_ci(lambda t: np.nanmean(t), table).n == 39
+
+
+def test_paired_means_average_each_pair_over_the_measurements_both_methods_have():
+    nan = np.nan
+    a = np.array([[1.0, 2.0, nan], [3.0, nan, nan], [5.0, 6.0, 7.0]])  # 3 attributes x 3 faces
+    b = np.array([[0.0, nan, nan], [0.0, 1.0, nan], [0.0, 1.0, nan]])
+    x, y = claims.paired_means(a, b)
+    np.testing.assert_allclose(x, [3.0, 6.0, nan])  # face 1: attribute 2 only, the one both have; face 2: none
+    np.testing.assert_allclose(y, [0.0, 1.0, nan])
+    assert np.nanmean(a, 0)[1] == 4.0  # a nanmean of a alone would pair attributes 0 and 2 with b's 1 and 2
+    assert claims.paired_greater("a above b", x, y).n == 2  # the face with nothing in common is left out
+    with pytest.raises(ValueError, match=r"two tables \[measurements, units\] of one shape, got \[3, 3\] and \[3\]"):
+        claims.paired_means(a, b[0])
+
+
+def test_several_values_per_unit_are_refused_rather_than_pooled():
+    per_face = np.ones((10, 6))  # six attributes of ten faces
+    for call in (lambda: claims.greater("x", per_face, 0.5), lambda: claims.paired_less("x", per_face, per_face)):
+        with pytest.raises(ValueError, match=r"one value per unit .* got shape \[10, 6\]; average each unit"):
+            call()
+    assert claims.greater("x", np.ones((10, 1)) + np.arange(10)[:, None], 0.5).n == 10  # a column is one per unit
+
+
 def test_bootstrap_is_seeded_and_keeps_pairs_together():
     p, w = _normal(1.0, 32, 7, 0.1), _normal(1.0, 32, 8, 0.1)
     ratio = lambda x, y: x.mean() / y.mean()  # noqa: E731

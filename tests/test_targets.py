@@ -119,7 +119,9 @@ def test_edit_targets_are_measured_on_the_shipped_world():
     # the edits move the teacher the way they were asked to (a flipped sign or a lost step would not):
     # age and smile clearly on these 8 faces (0.5 and 0.78 teacher std), male only weakly (0.09)
     assert rows[0].measured.value > 0.2 and rows[4].measured.value > 0.2
-    assert all(r.n == 8 for r in rows)  # faces: some undetected after an edit still count (change measured on fewer)
+    # an edit row's n is the faces its change rests on (labelled before and after both edits), not the 8 edited
+    found = [int(re.search(r"on the (\d+) of 8 faces found after both", r.note).group(1)) for r in rows[::2]]
+    assert all(0 < r.n <= f for r, f in zip(rows[::2], found)) and min(found) < 8  # a face was lost: n fell
     # one identity sample per face: its +2 and -2 edits share the face, so they are averaged, not pooled as 16
     assert all(r.measured.n == 8 and r.note.startswith("per face") for r in rows[1::2])
     # the same edit rows with the faces lost after an edit labelled where they were before it: no fewer faces

@@ -200,9 +200,9 @@ class LatentMapper(nn.Module):
             largest = delta[:, j][delta[:, j].abs().argmax()] if len(delta) else delta.new_zeros(())
             if abs(largest) > bound * (1 + 1e-6):
                 std = float(self.attr_std[j])
-                warnings.warn(f"{a} {float(largest) * std:+.3g} is {abs(largest):.1f} std of the world's {a}; the mapper "
-                              f"was trained on changes within +-{bound:g} std (+-{bound * std:.3g}) and extrapolates "
-                              "beyond them", stacklevel=stacklevel + 1)
+                warnings.warn(f"{a} {float(largest) * std:+.3g} is {abs(largest):.1f} std of the world's {a}; the "
+                              f"mapper was trained on changes within +-{bound:g} std (+-{bound * std:.3g}) and "
+                              "extrapolates beyond them", stacklevel=stacklevel + 1)
 
     # --- targets -----------------------------------------------------------------------------
 

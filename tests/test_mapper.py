@@ -70,7 +70,8 @@ def test_changes_beyond_the_training_range_are_made_with_a_warning_at_the_caller
         warnings.simplefilter("error")  # within the range, and at its edge: silent
         m.edit(ws, age=10.0, smile=-2.0)
         m.edit(ws, age=torch.tensor([-10.0, 3.0]))
-    with pytest.warns(UserWarning, match=r"age \+15 is 3.0 std of the world's age; .* within \+-2 std \(\+-10\)") as caught:
+    asked = r"age \+15 is 3.0 std of the world's age; .* within \+-2 std \(\+-10\)"
+    with pytest.warns(UserWarning, match=asked) as caught:
         far = m.edit(ws, age=15.0)
     with pytest.warns(UserWarning, match=r"age -12 is 2.4 std"):  # per latent: the largest in magnitude
         m.edit(ws, age=torch.tensor([1.0, -12.0]))

@@ -508,9 +508,10 @@ def activation_pattern(boundary: Boundary, codes, scores=None) -> Boundary:
     codes: latents of the boundary's space ([N, D], or W+ [N, num_ws, w_dim]) sampled as the
     boundary's were. scores: optional [N] attribute scores of those latents, for the report's
     correlation. Returns a :class:`Boundary` (same attribute and space) whose hyperplane passes
-    through the point of the SVM's hyperplane nearest the codes' mean, with a report whose distance
-    mean, std and score correlation are measured along ``p`` over ``codes`` and whose accuracies are
-    NaN (the pattern is not a classifier). ``meta["direction"]`` is ``"pattern"``.
+    through the point of the SVM's hyperplane nearest the codes' mean and, when the boundary has a
+    report, a report whose distance mean, std and score correlation are measured along ``p`` over
+    ``codes`` and whose accuracies are NaN (the pattern is not a classifier); a boundary without a
+    report gives a pattern without one. ``meta["direction"]`` is ``"pattern"``.
     """
     if not isinstance(boundary, Boundary):
         raise TypeError(f"activation_pattern needs a Boundary, got {type(boundary).__name__}")
@@ -586,6 +587,8 @@ def project_boundary(primal, *conditions):
     ``(b - sum_i beta_i b_i) / |r|`` (vector conditions count as hyperplanes through the origin), so
     that its signed distance is ``(d(x) - sum_i beta_i d_i(x)) / |r|``: the primal's distance with
     the conditions' share removed. Raises ValueError if the primal lies in the conditions' span.
+    With no conditions the primal is returned as given, as in the reference code (a Boundary's normal
+    is unit already; a vector is not normalised).
     """
     n, b = _unit(primal, "primal")
     if not conditions:

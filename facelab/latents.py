@@ -60,7 +60,7 @@ def noise_maps(G, n: int, mode: str, device=None) -> list[torch.Tensor]:
     for layer in G.synthesis.layers():
         r = layer.resolution
         if mode == "const":
-            out.append(layer.noise_const.view(1, 1, r, r).expand(n, 1, r, r))
+            out.append(layer.noise_const.to(device).view(1, 1, r, r).expand(n, 1, r, r))
         elif mode == "none":
             out.append(torch.zeros(n, 1, r, r, device=device))
         else:

@@ -5,8 +5,9 @@
 ``device=None``, which means :func:`get_device`: ``FACELAB_DEVICE``, else CUDA, else MPS, else the CPU.
 Algorithms handed a network (``project(G, ...)``, ``tune(G, ...)``, ``editability(G, ...)``) run
 where that network lives (:func:`device_of`) unless ``device=`` names another place, where they work
-on a copy and leave the caller's network alone. Random numbers are drawn on the CPU and moved, so a
-seed means the same thing on every device.
+on a copy and leave the caller's network alone. Random latents are drawn on the CPU and moved, so a
+seed means the same faces on every device; the per-layer noise of ``noise_mode="random"`` is drawn on
+the device, from its own generator, so the finest detail of a seeded render differs between devices.
 """
 from __future__ import annotations
 

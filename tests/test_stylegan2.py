@@ -176,6 +176,16 @@ def test_explicit_noise_maps_override_noise_mode(G):
     torch.testing.assert_close(both[:1], first)
 
 
+def test_noise_maps_are_on_the_device_asked_for_in_every_mode(G):
+    from facelab.latents import noise_maps
+    for mode in ("const", "none", "random"):  # const came back on G's device whatever was asked
+        maps = noise_maps(G, 2, mode, device="meta")
+        assert {m.device.type for m in maps} == {"meta"} and [tuple(m.shape[1:]) for m in maps] == [
+            s[1:] for s in G.synthesis.noise_shapes()], mode
+    ws = wplus(G)
+    torch.testing.assert_close(G.synthesis(ws, noise=noise_maps(G, 2, "const")), G.synthesis(ws, noise_mode="const"))
+
+
 def test_noise_argument_errors(G):
     ws = wplus(G)
     n = len(G.synthesis.layers())

@@ -7,10 +7,10 @@ Convention everywhere in facelab: an image batch is a float tensor ``[N, 3, H, W
 tensor ``[N, 3, H, W]``, finite, with values within ``±IMAGE_LIMIT`` = 4. Generated faces overshoot
 [-1, 1] (a psi = 1 sample of world64 reaches beyond ±1.8), so the check does not demand [-1, 1]
 itself; 0..255 pixels do not pass, and a tensor whose values all lie in [0, 1] and span more than a
-quarter of it gets a warning (it is probably a [0, 1] image, which reads washed out). Where an image becomes 8-bit pixels (MTCNN,
-the labelers, :func:`to_uint8`) values beyond [-1, 1] are clipped. Functions called at every step
-of an optimisation (the distances of :mod:`facelab.metrics`) check shapes only: a value check
-would wait for the device at every step.
+quarter of it gets a warning (it is probably a [0, 1] image, which reads washed out). Where an
+image becomes 8-bit pixels (MTCNN, the labelers, :func:`to_uint8`) values beyond [-1, 1] are
+clipped. Functions called at every step of an optimisation (the distances of
+:mod:`facelab.metrics`) check shapes only: a value check would wait for the device at every step.
 
 **Photos** (:func:`load_photo`): a path, a binary file or bytes, a PIL image, a numpy array
 (``[H, W]``, ``[H, W, 1|3|4]``; uint8, uint16, bool, or float in [0, 1]) or a tensor in [-1, 1]

@@ -114,9 +114,19 @@ def decide(interval: Estimate, bound: float, direction: str) -> str:
 
 # --- intervals ----------------------------------------------------------------------------------
 
+def _as_array(values) -> np.ndarray:
+    """float64 numpy of numbers, arrays or torch tensors on any device in any float dtype (a CUDA or a
+    bfloat16 tensor has no numpy view of its own), or of a list of them."""
+    if hasattr(values, "detach"):  # a tensor, wherever it lives
+        values = values.detach().cpu().double()
+    elif isinstance(values, (list, tuple)):
+        values = [_as_array(v) for v in values]
+    return np.asarray(values, dtype=np.float64)
+
+
 def _one_per_unit(samples, what: str) -> np.ndarray:
     """``samples`` as a 1-d float64 array, one value per unit; a table of several values per unit is refused."""
-    x = np.asarray(samples, dtype=np.float64)
+    x = _as_array(samples)
     if sum(d > 1 for d in x.shape) > 1:
         raise ValueError(f"{what} must hold one value per unit (face, photo), got shape {list(x.shape)}; average each "
                          "unit's values first: pooled, they would count one unit several times")
@@ -202,7 +212,7 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays, n_boot: int = N_BOOT,
     Every row is resampled, but the n that counts (the ``MIN_N`` rule, the expansion, the reported
     n) is the number of rows whose every value is finite: a row with a NaN (a face the detector
     lost) is evidence the statistic may drop, and 5 faces padded with 195 lost ones are 5 faces."""
-    data = [np.asarray(a, dtype=np.float64) for a in arrays]
+    data = [_as_array(a) for a in arrays]
     rows = len(data[0])
     if any(len(a) != rows for a in data):
         raise ValueError(f"bootstrap_ci resamples the arrays jointly: they need one length, got {[len(a) for a in data]}")
@@ -269,7 +279,7 @@ def paired_means(a, b) -> tuple[np.ndarray, np.ndarray]:
     attribute, that attribute leaves both means, so that each pair compares the same measurements (a
     ``nanmean`` of each table alone would pair means over different attributes). A unit with none in
     common is NaN, which the paired claims leave out."""
-    x, y = (np.asarray(t, dtype=np.float64) for t in (a, b))
+    x, y = (_as_array(t) for t in (a, b))
     if x.ndim != 2 or x.shape != y.shape:
         raise ValueError(f"paired_means takes two tables [measurements, units] of one shape, got {list(x.shape)} and "
                          f"{list(y.shape)}")

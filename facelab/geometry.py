@@ -74,8 +74,10 @@ def chip_template(padding: float) -> torch.Tensor:
 def similarity(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares similarity (rotation, scale, shift) taking src [K, 2] onto dst [N, K, 2].
 
-    Returns (z [N], t [N]) as complex numbers: dst ~ z * src + t.
+    Returns (z [N], t [N]) as complex numbers on dst's device: dst ~ z * src + t (src, often a
+    template kept on the CPU, moves there).
     """
+    src = src.to(dst.device)
     a = torch.complex(src[:, 0], src[:, 1]).to(torch.complex64)[None]   # [1, K]
     b = torch.complex(dst[..., 0], dst[..., 1]).to(torch.complex64)     # [N, K]
     a0, b0 = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)

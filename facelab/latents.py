@@ -94,7 +94,7 @@ def w_moments(G, n: int = 10000, seed: int = 0) -> WMoments:
     cache = _W_MOMENTS.setdefault(mapping, {})
     if key not in cache:
         ws = sample_ws(G, n, generator=torch.Generator().manual_seed(int(seed)), batch_size=4096)
-        w = ws[:, 0].double().cpu()  # [n, w_dim]
+        w = ws[:, 0].cpu().double()  # [n, w_dim]; float64 on the CPU (MPS has none)
         mean = w.mean(0)
         d = w - mean
         std = float(d.square().sum(1).mean().sqrt())
@@ -141,7 +141,7 @@ def w_distance(ws: torch.Tensor, G, *, kind: str = "mahalanobis", n: int = 10000
     w_dim = G.w_dim
     ws = check_latents(ws, G, layers=(1, G.num_ws), float_only=False)  # [N, L, w_dim], L = 1 for W
     m = w_moments(G, n, seed)
-    d = ws.detach().double().cpu() - m.mean  # [N, L, w_dim]
+    d = ws.detach().cpu().double() - m.mean  # [N, L, w_dim]
     if kind == "mahalanobis":
         white = torch.linalg.solve_triangular(m.chol, d.reshape(-1, w_dim).T, upper=False).T  # [N*L, w_dim]
         dist = (white.square().sum(-1) / w_dim).sqrt().reshape(d.shape[:2])

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 from .imaging import check_images, resize
 from .latents import WMoments, check_latents, w_moments
 from .metrics import ReferenceDistance, resolve_perceptual
+from .nets.stylegan2 import float32
 from .utils import Config, check_finite, check_loss, configured, device_of, on_device
 
 SPACES = ("w", "w+")
@@ -247,7 +248,8 @@ class _Latent:
     def __call__(self) -> torch.Tensor:
         if self.chol is None:
             return self.var
-        return self.w_avg + self.var @ self.chol.T  # [N, layers, w_dim]
+        with float32(self.var):  # under a caller's autocast the matmul would round the latent to bf16
+            return self.w_avg + self.var @ self.chol.T  # [N, layers, w_dim]
 
 
 @dataclass

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from facelab import claims
 from facelab.claims import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE
@@ -119,6 +120,18 @@ def test_paired_means_average_each_pair_over_the_measurements_both_methods_have(
     assert claims.paired_greater("a above b", x, y).n == 2  # the face with nothing in common is left out
     with pytest.raises(ValueError, match=r"two tables \[measurements, units\] of one shape, got \[3, 3\] and \[3\]"):
         claims.paired_means(a, b[0])
+
+
+def test_claims_take_tensors_of_any_dtype_with_or_without_grad():
+    # metrics hand over tensors on the device they ran on, under autocast in bfloat16: neither has a numpy view
+    values = torch.linspace(0.0, 1.0, 20)
+    plain = claims.greater("x", values.numpy(), 0.2)
+    for given in (values.to(torch.bfloat16), values.clone().requires_grad_(), list(values)):
+        got = claims.greater("x", given, 0.2)
+        assert got.verdict == plain.verdict and got.n == 20
+        assert got.measured.value == pytest.approx(plain.measured.value, abs=0.01)  # bfloat16 rounds
+    assert claims.bootstrap_ci(lambda a: a.mean(), values.to(torch.bfloat16)).n == 20
+    assert claims.paired_means(values[None].requires_grad_(), values[None])[0].shape == (20,)
 
 
 def test_several_values_per_unit_are_refused_rather_than_pooled():

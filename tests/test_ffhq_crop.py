@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from facelab.faces import align_face, find_faces
-from facelab.geometry import UNIT_QUAD, ffhq_quad, ffhq_transform, quad_transform, warp
+from facelab.geometry import CHIP_TEMPLATE, UNIT_QUAD, ffhq_quad, ffhq_transform, quad_transform, similarity, warp
 
 # An upright face, eyes 1 apart, mouth 1 below them: eye_to_eye (1, 0), eye_to_mouth (0, 1), so
 # x = (1, 0) - (-1, 0) = (2, 0) normalised to (1, 0), times max(2 * 1, 1.8 * 1) = 2; y = (0, 2);
@@ -108,3 +108,10 @@ def test_grace_hoppers_eyes_land_where_ffhq_puts_them(grace_path):
     assert align_face(grace_path, crop="ffhq", refine=False).shape == (3, 1024, 1024)
     with pytest.raises(ValueError, match="crop must be one of"):
         align_face(grace_path, crop="dlib")
+
+
+def test_a_template_kept_on_the_cpu_meets_landmarks_on_another_device():
+    # CHIP_TEMPLATE lives on the CPU; landmarks of faces labelled on a GPU do not ('meta' stands in for it:
+    # a [3]-point CPU tensor met a [N, 3] device tensor inside similarity and the age labeler failed on CUDA)
+    z, t = similarity(CHIP_TEMPLATE, torch.zeros(2, 3, 2, device="meta"))
+    assert z.device.type == t.device.type == "meta" and z.shape == t.shape == (2,)

@@ -298,3 +298,18 @@ def test_a_config_is_the_same_as_its_keywords_and_device_is_honoured(G):
     assert torch.equal(on_cpu.ws, by_config.ws) and on_cpu.ws.device.type == "cpu"
     with pytest.raises(TypeError, match="stepz"):
         project(G, x, stepz=3, **FAST)
+
+
+def test_the_whitened_latent_stays_float32_under_a_callers_autocast(world):
+    # w = w_avg + L u is a matmul, which autocast would run in bfloat16: the latent was off by up to 1.5 %
+    from facelab.projector import _Latent
+    G = world[0]
+    stats = w_moments(G)
+    w_avg = stats.mean.float()[None, None]
+    start = w_avg + torch.randn(2, 1, G.w_dim, generator=torch.Generator().manual_seed(0)) * 2
+    latent = _Latent(stats, start, w_avg, whiten=True)
+    plain = latent()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = latent()
+    assert under.dtype == torch.float32
+    torch.testing.assert_close(under, plain, rtol=0, atol=0)

@@ -395,7 +395,7 @@ def test_judged_identity_carries_values_and_a_note(faces, net):
     assert (other.values < 0.97).all() and "DlibResNet" in other.judge
 
 
-def test_different_people_identity_pairs_distinct_faces_reproducibly(G):
+def test_different_people_identity_pairs_distinct_faces_reproducibly(G, monkeypatch):
     a = M.different_people_identity(G, n=3, seed=5)
     b = M.different_people_identity(G, n=3, seed=5)
     c = M.different_people_identity(G, n=3, seed=6)
@@ -404,6 +404,13 @@ def test_different_people_identity_pairs_distinct_faces_reproducibly(G):
     assert not torch.equal(a.values, c.values) and (a.values < 1 - 1e-4).all()
     with pytest.raises(ValueError, match="n must be"):
         M.different_people_identity(G, n=0)
+    # a large generator's faces are rendered a few pairs at a time: the same people, the same values
+    seen, synthesis = [], G.synthesis.forward
+    monkeypatch.setattr(G.synthesis, "forward", lambda ws, **kw: seen.append(len(ws)) or synthesis(ws, **kw))
+    monkeypatch.setattr(M, "PIXELS_PER_BATCH", 4 * G.img_resolution ** 2)  # two pairs a batch
+    chunked = M.different_people_identity(G, n=3, seed=5)
+    assert seen == [4, 2]
+    torch.testing.assert_close(chunked.values, a.values)
 
 
 def test_judged_attribute_change_is_zero_for_the_same_faces_and_nan_without_a_face(faces):

@@ -590,6 +590,9 @@ def judged_identity(a: torch.Tensor, b: torch.Tensor, *, net: nn.Module | None =
 
 
 PIXELS_PER_BATCH = 2 ** 24  # faces rendered at once for a judgement: 4096 of 64 px, 16 of 1024 px
+# The largest side any judge needs: the teacher labelers and H shrink faces further, and dlib's 150 px chips
+# cover about 0.6 of the world crop's side. Faces kept only to be judged can be rendered at this size.
+JUDGE_SIZE = 256
 
 
 def different_people_identity(G, n: int = 32, *, seed: int = 0, psi: float = 1.0, device=None,
@@ -638,5 +641,5 @@ def judged_attribute_change(before: torch.Tensor, after: torch.Tensor, attribute
     return {k: torch.where(found, v[n:] - v[:n], nan) for k, v in scores.items() if k != "face_conf"}
 
 
-__all__ += ["IDENTITY_JUDGE_NOTE", "JudgedIdentity", "different_people_identity", "judged_attribute_change",
-            "judged_identity"]
+__all__ += ["IDENTITY_JUDGE_NOTE", "JUDGE_SIZE", "JudgedIdentity", "PIXELS_PER_BATCH", "different_people_identity",
+            "judged_attribute_change", "judged_identity"]

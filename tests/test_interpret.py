@@ -11,6 +11,7 @@ import torch
 
 from facelab import hub
 from facelab import interpret as I
+from facelab.imaging import resize
 from facelab.nets.regressor import OUTPUTS as ATTRIBUTES
 from facelab.nets.regressor import AttributeRegressor
 
@@ -257,6 +258,15 @@ def test_label_latents_with_h_and_with_a_callable(G):
     torch.testing.assert_close(dict_scores["b"], brightness(images))
     with pytest.raises(ValueError, match="unknown labeler"):
         I.label_latents(G, lat, labeler="nope")
+
+
+def test_render_can_keep_faces_at_a_judge_s_size(G):
+    lat = I.sample_latents(G, 5)
+    full = I.render(G, lat, batch_size=2, clamp=False)
+    small = I.render(G, lat, batch_size=2, clamp=False, size=G.img_resolution // 2)  # shrunk before it leaves G
+    assert small.shape[-2:] == (G.img_resolution // 2,) * 2 and small.device.type == "cpu"
+    torch.testing.assert_close(small, resize(full, G.img_resolution // 2))
+    assert torch.equal(I.render(G, lat, size=4 * G.img_resolution), I.render(G, lat))  # never enlarged
 
 
 def test_edit_grid_and_rescore_on_a_tiny_generator(G):

@@ -139,3 +139,13 @@ def test_claims_coverage_probe_reports_every_interval_at_every_n():
         assert lo <= value <= hi and value * 8 == round(value * 8)  # a share of the 8 simulated sets
         assert r[4] == ("under-covers" if hi < 0.95 else "over-covers" if lo > 0.95 else "nominal")
     assert len(probe("probe_claims_coverage.py", "--reps", "8", "--ns", "6", "--only", "per unit")) == 2
+
+
+def test_ema_probe_compares_the_raw_generator_and_the_rounded_average_with_the_average(tmp_path):
+    rows = probe("probe_ema.py", "--n", "16", "--out", str(tmp_path))
+    assert [r[0] for r in rows] == ["identity FD", "precision", "recall", "recall, psi = 0.7", "MTCNN detection"]
+    assert all(len(r) == 6 for r in rows)  # three generators, two differences from the EMA
+    assert {p.name for p in tmp_path.iterdir()} == {f"{g}.{x}" for g in ("raw", "ema", "ema16") for x in ("pt", "json")}
+    fd = [float(c.split(" ± ")[0]) for c in rows[0][1:4]]
+    assert fd[0] != fd[1]  # the raw generator is not its average
+    assert abs(fd[2] - fd[1]) < 0.02 * fd[1]  # float16 rounding hardly moves the average's faces

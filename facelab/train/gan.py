@@ -524,10 +524,12 @@ def commit_checkpoint(run_dir: str | Path, dest: str | Path) -> dict:
             "rounding": rounding, "adam_step": lr}
 
 
-def export_ema(path: str | Path, dest: str | Path) -> Path:
+def export_ema(path: str | Path, dest: str | Path, *, raw: bool = False) -> Path:
     """Write checkpoint ``path``'s EMA generator as a facelab generator file at ``dest`` (what
     ``facelab.train.evaluate`` and ``load_generator`` read), so any checkpoint, the committed compact
-    one included (its EMA is kept in float32), can be measured without training on."""
+    one included (its EMA is kept in float32), can be measured without training on. ``raw``: the
+    generator training optimises instead of its average (float16-rounded in a compact checkpoint;
+    ``scripts/probe_ema.py`` measures what the average buys)."""
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a facelab GAN checkpoint; pass a run's or checkpoints/world64's checkpoint.pt")
@@ -535,7 +537,9 @@ def export_ema(path: str | Path, dest: str | Path) -> Path:
     trainer.load(path)
     # a checkpoint carries on across runs and machines; its history (beside it) says which ran where
     meta = {**trainer.meta(), "device": f"several devices (the history beside {path})", "exported_from": str(path)}
-    return export_generator(trainer.G_ema, dest, meta=meta)
+    if raw:
+        meta["exported_from"] += " (its raw G, not the EMA)"
+    return export_generator(trainer.G if raw else trainer.G_ema, dest, meta=meta)
 
 
 def _trim_log(path: Path, step: int) -> None:

@@ -289,6 +289,23 @@ def align_faces(srcs, *, index: int | None = None, size: int | None = None, **kw
 
 
 @torch.no_grad()
+def measure_photo_template(crop: str = "ffhq", *, size: int = 512, device=None) -> torch.Tensor:
+    """Mean MTCNN landmarks ``[5, 2]`` of the sample photos (:func:`facelab.photos.sample_photos`)
+    aligned into ``crop`` at ``size`` px, as fractions of its side: where real faces sit in a crop that
+    no facelab generator's faces define (the FFHQ crop: :data:`facelab.geometry.FFHQ_TEMPLATE`)."""
+    from .imaging import to_pil
+    from .photos import sample_photos
+
+    points = []
+    for photo in sample_photos().values():
+        aligned = align_face(photo.image, crop=crop, size=size, device=device)
+        points.append(find_faces(to_pil(aligned), device=device)[0].landmarks / size)
+    if not points:
+        raise RuntimeError("no sample photo to measure: install matplotlib or scikit-image (facelab.photos)")
+    return torch.stack(points).mean(0)
+
+
+@torch.no_grad()
 def measure_template(*, n: int = 4096, seed: int = 0, symmetric: bool = False,
                      min_confidence: float = MIN_CONFIDENCE, batch_size: int = 256,
                      device=None) -> torch.Tensor:

@@ -17,7 +17,7 @@ where MTCNN's eyes and nose sit in a dlib face chip (padding 0.2), :func:`chip_t
 for another padding; :func:`align_chips` and :func:`box_crops` cut the crops the labelers of
 :mod:`facelab.nets.attributes` were trained on, and :func:`facelab.metrics.world_chips` the identity
 network's chips from world-aligned faces (with the same :data:`WORLD_TEMPLATE`: the world has one
-measured crop).
+measured crop), or from FFHQ-aligned ones with :data:`FFHQ_TEMPLATE`.
 
 The FFHQ crop: :func:`ffhq_quad` is the oriented square the FFHQ dataset cuts around a face (from
 the eye centres and mouth corners), :func:`ffhq_transform` the same as a transform for :func:`warp`;
@@ -44,6 +44,23 @@ WORLD_TEMPLATE = torch.tensor([
     [0.3744, 0.8310],
     [0.6312, 0.8288],
 ])
+
+# MTCNN's five landmarks in the FFHQ crop (ffhq_quad), as fractions of its side: no facelab generator's
+# faces define that crop, so it is measured on the two public-domain sample photos (facelab.photos),
+# aligned the FFHQ way at 512 px, with
+#     python -c "import facelab.faces as f; print(f.measure_photo_template('ffhq'))"
+# The alignment pins the eyes (the two photos agree within 0.008); the nose differs by 0.025 in y.
+# Faces sit smaller here than in the world's crop (eye distance 0.25 of the side against 0.30): chips
+# cut from FFHQ-cropped faces with WORLD_TEMPLATE would take in 1.2x too much around the face.
+FFHQ_TEMPLATE = torch.tensor([
+    [0.3762, 0.4671],
+    [0.6248, 0.4692],
+    [0.5081, 0.6155],
+    [0.3878, 0.7025],
+    [0.6206, 0.7028],
+])
+
+CROP_TEMPLATES = {"world": WORLD_TEMPLATE, "ffhq": FFHQ_TEMPLATE}  # where MTCNN's landmarks sit in each crop
 
 MIRROR = (1, 0, 2, 4, 3)  # landmark order after a left-right flip
 
@@ -172,5 +189,6 @@ def box_crops(images: torch.Tensor, boxes: torch.Tensor, size: int, *, scale: fl
     return warp(images, z, t, size, fill="border")
 
 
-__all__ = ["CHIP_TEMPLATE", "MIRROR", "UNIT_QUAD", "WORLD_TEMPLATE", "align_chips", "box_crops", "chip_template",
-           "ffhq_quad", "ffhq_transform", "mirror_landmarks", "quad_transform", "similarity", "warp"]
+__all__ = ["CHIP_TEMPLATE", "CROP_TEMPLATES", "FFHQ_TEMPLATE", "MIRROR", "UNIT_QUAD", "WORLD_TEMPLATE", "align_chips",
+           "box_crops", "chip_template", "ffhq_quad", "ffhq_transform", "mirror_landmarks", "quad_transform",
+           "similarity", "warp"]

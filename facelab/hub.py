@@ -369,10 +369,12 @@ def load_generator(name_or_path: str | Path = "world64", *, device=None, opener=
     """
     spec = None if is_path(name_or_path) else REGISTRY.get(str(name_or_path))
     if spec is None and Path(name_or_path).suffix == ".pkl":
-        return read_generator(Path(name_or_path).expanduser()).to(get_device(device))
+        G = read_generator(Path(name_or_path).expanduser())
+        G.meta["crop"] = "ffhq"  # NVIDIA's face networks draw FFHQ-aligned faces (facelab.worlds.crop_of)
+        return G.to(get_device(device))
     if spec is not None and spec.filename.endswith(".pkl"):
         path, G = load_named(spec.name, read_generator, opener=opener)
-        G.meta.update(name=spec.name, url=url_of(spec.name), sha256=spec.sha256 or _pinned(path))
+        G.meta.update(name=spec.name, url=url_of(spec.name), sha256=spec.sha256 or _pinned(path), crop="ffhq")
         return G.to(get_device(device))
 
     fix = "export one with facelab.hub.export_generator"

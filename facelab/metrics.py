@@ -25,6 +25,15 @@ within about 3 px of the template). Chip pixel ``j`` covers ``[j, j + 1) / size`
 this by well under a pixel at 150 px.) Where the chip reaches past the image (world faces are cut
 at the chin) the edge pixels repeat.
 
+**Other crops** (``align=``): faces of NVIDIA's FFHQ networks sit in the FFHQ dataset's crop, smaller
+than in the world's (eye distance 0.25 of the side against 0.30), so ``align="ffhq"`` cuts their
+chips with ``facelab.geometry.FFHQ_TEMPLATE`` instead (MTCNN on the sample photos aligned the FFHQ
+way). Pass a World's ``.crop``; the algorithms handed a generator (``project``, ``tune``,
+``different_people_identity``, ``editability``) follow its crop (:func:`generator_crop`), which
+``load_generator`` and ``World.G`` record in ``G.meta``. With the world's template, an FFHQ-aligned
+face's chip took in 1.2x too much around it (identity with the same face aligned the world's way
+0.93-0.98 on ten teacher faces, against 0.98-1.00 with its own template; ``tests/test_metrics.py``).
+
 **Perceptual distance** (:class:`PerceptualDistance`, name ``"dlib-lpips"``): LPIPS (Zhang et al.,
 "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric", CVPR 2018) computed on
 the dlib ResNet's features instead of AlexNet's. For layers ``l`` with features ``f_l`` [C, H, W],
@@ -74,7 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .geometry import WORLD_TEMPLATE, chip_template, similarity, warp
+from .geometry import CROP_TEMPLATES, WORLD_TEMPLATE, chip_template, similarity, warp
 from .hub import load_identity
 from .imaging import check_images, resize
 from .latents import as_wplus, w_distance
@@ -164,18 +173,33 @@ def _dlib(device: str) -> DlibResNet:
     return load_identity("dlib", device=device)
 
 
+ALIGNS = (*CROP_TEMPLATES, "chip")  # what align= takes: a crop's name (a World's .crop), or dlib chips
+
+
+def generator_crop(G) -> str:
+    """The crop a generator's faces are in: ``G.meta["crop"]`` (``load_generator`` sets ``"ffhq"`` for
+    NVIDIA's networks, a :class:`facelab.worlds.World` its own crop), else ``"world"``."""
+    return getattr(G, "meta", {}).get("crop", "world")
+
+
+def _check_align(align) -> None:
+    if align not in ALIGNS:
+        raise ValueError(f"align must be a crop, 'world' (faces in world64's crop) or 'ffhq' (the FFHQ dataset's: "
+                         f"pass world.crop), or 'chip' (dlib-aligned chips); got {align!r}")
+
+
 def _chips(images: torch.Tensor, size: int, align: str) -> torch.Tensor:
-    if align == "world":
-        return world_chips(images, size)
+    _check_align(align)
     if align == "chip":  # already dlib-aligned chips (of any size)
         return resize(images, size)
-    raise ValueError(f"align must be 'world' (faces in the world's crop) or 'chip' (dlib-aligned chips), got {align!r}")
+    return world_chips(images, size, landmarks=CROP_TEMPLATES[align])
 
 
 def identity_embedding(images: torch.Tensor, *, net: nn.Module | None = None, align: str = "world") -> torch.Tensor:
     """Unit identity embeddings [N, 128] of faces [N, 3, H, W] in [-1, 1] (differentiable).
 
-    ``align="world"``: faces in the world's crop, cut into chips by :func:`world_chips`;
+    ``align="world"``: faces in world64's crop, cut into chips by :func:`world_chips`; ``align="ffhq"``:
+    faces in the FFHQ crop (:data:`facelab.geometry.FFHQ_TEMPLATE`): pass a World's ``.crop``;
     ``align="chip"``: images already aligned like dlib's chips (resized to the net's input size).
     ``net``: an identity network from ``load_identity`` (default: the dlib ResNet, cached per device).
     """
@@ -250,8 +274,8 @@ class PerceptualDistance(nn.Module):
     ``backend="dlib"`` (name ``"dlib-lpips"``): unit-normalised dlib ResNet features of
     ``layers``, squared differences summed over channels, averaged over positions, summed over
     layers with equal weights (LPIPS' baseline variant; see the module doc). ``align="world"``
-    first cuts :func:`world_chips` (faces in the world's crop, any size); ``align="chip"`` takes
-    dlib-aligned chips and only resizes them to 150 px.
+    first cuts :func:`world_chips` (faces in world64's crop, any size), ``align="ffhq"`` the same from
+    FFHQ-aligned faces; ``align="chip"`` takes dlib-aligned chips and only resizes them to 150 px.
     ``backend="lpips"`` (name ``"lpips-alex"``): the ``lpips`` package's AlexNet LPIPS v0.1 on the
     images as they are; needs ``pip install lpips`` and torchvision's AlexNet weights cached locally.
     Parameters are frozen; gradients reach the images. ``name`` records which metric produced a number.
@@ -264,9 +288,7 @@ class PerceptualDistance(nn.Module):
         super().__init__()
         if backend not in ("dlib", "lpips"):
             raise ValueError(f"backend must be 'dlib' or 'lpips', got {backend!r}")
-        if align not in ("world", "chip"):
-            raise ValueError(f"align must be 'world' (faces in the world's crop) or 'chip' (dlib-aligned chips), "
-                             f"got {align!r}")
+        _check_align(align)
         self.backend, self.align, self.layers = backend, align, tuple(layers)
         if backend == "lpips" and (net is not None or self.layers != PERCEPTUAL_LAYERS or align != "world"):
             raise ValueError("layers=, align= and net= choose the dlib backend's features; backend='lpips' takes "
@@ -325,21 +347,24 @@ def _load_lpips(device) -> nn.Module:
 
 
 @functools.lru_cache(maxsize=4)
-def _perceptual(device: str, backend: str) -> PerceptualDistance:
-    return PerceptualDistance(backend, device=device)
+def _perceptual(device: str, backend: str, align: str = "world") -> PerceptualDistance:
+    return PerceptualDistance(backend, device=device, **({"align": align} if backend == "dlib" else {}))
 
 
-def default_perceptual(device=None, backend: str = "dlib") -> PerceptualDistance:
+def default_perceptual(device=None, backend: str = "dlib", align: str = "world") -> PerceptualDistance:
     """The cached :class:`PerceptualDistance` that :func:`perceptual_distance` uses on ``device``
-    (None: ``get_device()``)."""
-    return _perceptual(str(get_device(device)), backend)
+    (None: ``get_device()``) for faces in crop ``align`` (the dlib backend's; a World's ``.crop``)."""
+    _check_align(align)
+    return _perceptual(str(get_device(device)), backend, align)
 
 
-def resolve_perceptual(perceptual, device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The distance an algorithm uses: ``None`` -> :func:`default_perceptual` on ``device``; an
-    ``nn.Module`` is moved to ``device`` in eval mode; any other callable ``(a, b) -> [N]`` as it is."""
+def resolve_perceptual(perceptual, device,
+                       align: str = "world") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The distance an algorithm uses: ``None`` -> :func:`default_perceptual` on ``device`` for faces in
+    crop ``align`` (the generator's: :func:`generator_crop`); an ``nn.Module`` is moved to ``device`` in
+    eval mode; any other callable ``(a, b) -> [N]`` as it is."""
     if perceptual is None:
-        perceptual = default_perceptual(device)  # one cached instance per device
+        perceptual = default_perceptual(device, align=align)  # one cached instance per device and crop
     if isinstance(perceptual, nn.Module):
         perceptual = perceptual.to(device).eval()
     if not callable(perceptual):
@@ -391,10 +416,12 @@ class ReferenceDistance:
         return checked_distance(lambda x, r: self.perceptual.from_features(self.perceptual.features(x), r), a, refs)
 
 
-def perceptual_distance(a: torch.Tensor, b: torch.Tensor, *, backend: str = "dlib") -> torch.Tensor:
-    """:class:`PerceptualDistance` [N] of faces in the world's crop, one cached instance per device."""
+def perceptual_distance(a: torch.Tensor, b: torch.Tensor, *, backend: str = "dlib",
+                        align: str = "world") -> torch.Tensor:
+    """:class:`PerceptualDistance` [N] of faces in crop ``align`` (world64's by default; a World's
+    ``.crop``), one cached instance per device."""
     _check_pair(a, b, "perceptual_distance")
-    return _perceptual(str(a.device), backend)(a, b)
+    return default_perceptual(a.device, backend, align)(a, b)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -407,10 +434,11 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # Inversion quality: distortion and editability (notebook 02)
 
 
-def distortion(recon: torch.Tensor, target: torch.Tensor, *, identity: bool = True) -> dict:
+def distortion(recon: torch.Tensor, target: torch.Tensor, *, identity: bool = True, align: str = "world") -> dict:
     """How far reconstructions are from their targets: ``{"mse", "perceptual", "identity"}``, each ``[N]``.
 
-    recon, target: paired faces ``[N, 3, H, W]`` in [-1, 1], in the world's crop (same shape).
+    recon, target: paired faces ``[N, 3, H, W]`` in [-1, 1], in crop ``align`` (world64's by default;
+    pass a World's ``.crop``), of one shape.
     ``"mse"``: :func:`mse`; ``"perceptual"``: :func:`perceptual_distance` (the default dlib-LPIPS;
     its name is under ``"perceptual_metric"``, a string); ``"identity"``: :func:`identity_similarity`
     (1 = same person; higher is *better*, unlike the other two), left out with ``identity=False``.
@@ -422,10 +450,10 @@ def distortion(recon: torch.Tensor, target: torch.Tensor, *, identity: bool = Tr
     _check_pair(recon, target, "distortion")
     with torch.no_grad():
         out = {"mse": mse(recon, target).cpu(),
-               "perceptual": perceptual_distance(recon, target).cpu(),
+               "perceptual": perceptual_distance(recon, target, align=align).cpu(),
                "perceptual_metric": PerceptualDistance.name}
         if identity:
-            out["identity"] = identity_similarity(recon, target).cpu()
+            out["identity"] = identity_similarity(recon, target, align=align).cpu()
     return out
 
 
@@ -546,15 +574,15 @@ def _edit_metrics(G, ws, normal, h: float, j: int, H, h_base, base, render, *, i
     values = {"change": delta / h if h != 0 else torch.zeros_like(delta),
               "w_distance": w_distance(edited_ws, G).cpu()}
     if identity:
-        values["identity"] = identity_similarity(base, img).cpu()
+        values["identity"] = identity_similarity(base, img, align=generator_crop(G)).cpu()
     if realism:
         values["face_conf"] = detect_faces(img, device=device_of(G)).conf
     return values, img
 
 
-__all__ = ["EDITABILITY_METRICS", "IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance",
+__all__ = ["ALIGNS", "EDITABILITY_METRICS", "IDENTITY_CHIP_TEMPLATE", "PERCEPTUAL_LAYERS", "PerceptualDistance",
            "ReferenceDistance", "checked_distance", "default_perceptual", "dlib_features", "distortion",
-           "editability", "identity_embedding", "identity_similarity", "mse", "perceptual_distance",
+           "editability", "generator_crop", "identity_embedding", "identity_similarity", "mse", "perceptual_distance",
            "resolve_perceptual", "world_chips", "world_to_chip"]
 
 
@@ -596,7 +624,8 @@ JUDGE_SIZE = 256
 
 
 def different_people_identity(G, n: int = 32, *, seed: int = 0, psi: float = 1.0, device=None,
-                              net: nn.Module | None = None, noise_mode: str = "const") -> JudgedIdentity:
+                              net: nn.Module | None = None, noise_mode: str = "const",
+                              align: str | None = None) -> JudgedIdentity:
     """Identity similarity [n] between ``n`` pairs of DIFFERENT generated people.
 
     Faces ``2i`` and ``2i + 1`` of ``2n`` faces drawn from z with ``torch.Generator`` seed ``seed``
@@ -604,7 +633,8 @@ def different_people_identity(G, n: int = 32, *, seed: int = 0, psi: float = 1.0
     :func:`identity_similarity`): the baseline an "edits keep identity" claim must clear. Runs on
     ``device`` (default: G's), on a copy of G if it lives elsewhere: the caller's G stays where it is;
     in batches of about 16 million pixels (4096 faces of 64 px, 16 of 1024 px), so that a thousand
-    pairs of a large generator's faces never sit in memory at once.
+    pairs of a large generator's faces never sit in memory at once. ``align``: the chips' crop (default:
+    the generator's, :func:`generator_crop`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1 pairs, got {n}")
@@ -618,7 +648,7 @@ def different_people_identity(G, n: int = 32, *, seed: int = 0, psi: float = 1.0
         for chunk in z.split(2 * pairs):
             ws = G.mapping(chunk.to(device), truncation_psi=psi, update_w_avg=False)
             images = G.synthesis(ws, noise_mode=noise_mode).clamp(-1, 1)
-            judged.append(judged_identity(images[0::2], images[1::2], net=net))
+            judged.append(judged_identity(images[0::2], images[1::2], net=net, align=align or generator_crop(G)))
     return dataclasses.replace(judged[0], values=torch.cat([j.values for j in judged]))
 
 

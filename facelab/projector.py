@@ -63,7 +63,7 @@ import torch.nn.functional as F
 
 from .imaging import check_images, resize
 from .latents import WMoments, check_latents, w_moments
-from .metrics import ReferenceDistance, resolve_perceptual
+from .metrics import ReferenceDistance, generator_crop, resolve_perceptual
 from .nets.stylegan2 import float32
 from .utils import Config, check_finite, check_loss, configured, device_of, on_device
 
@@ -290,11 +290,12 @@ def _perceptual_input(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=(256, 256), mode="area") if x.shape[2] > 256 else x
 
 
-def _distance_to(target: torch.Tensor, perceptual, cfg: ProjectConfig, device) -> Callable | None:
-    """images -> perceptual distance to the (fixed) target [N], or None when ``perceptual_weight`` is 0."""
+def _distance_to(target: torch.Tensor, perceptual, cfg: ProjectConfig, device, align: str) -> Callable | None:
+    """images -> perceptual distance to the (fixed) target [N], or None when ``perceptual_weight`` is 0;
+    the default distance cuts its chips from crop ``align`` (the generator's)."""
     if cfg.perceptual_weight == 0:
         return None
-    against = ReferenceDistance(resolve_perceptual(perceptual, device))
+    against = ReferenceDistance(resolve_perceptual(perceptual, device, align=align))
     target_refs = against.refs(_perceptual_input(target))  # the target is fixed: embedded once, not every step
     return lambda img: against.dist(img, target_refs)
 
@@ -356,7 +357,7 @@ def project(G, target: torch.Tensor, *, space: str = "w", config: ProjectConfig 
     device = device_of(G)
     target = resize(target.detach().to(device, torch.float32), G.img_resolution)  # [N, C, R, R]
 
-    distance = _distance_to(target, perceptual, cfg, device)
+    distance = _distance_to(target, perceptual, cfg, device, generator_crop(G))
     stats = w_moments(G, cfg.w_avg_samples, 0)  # the W statistics do not depend on the projection seed
     w_avg = stats.mean.float().to(device)
     layers = 1 if space == "w" else G.num_ws

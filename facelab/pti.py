@@ -105,7 +105,7 @@ from torch import nn
 from .hub import REGISTRY, atomic_torch_save, check_state, load_encoder, load_file
 from .imaging import check_images, resize
 from .latents import as_wplus, noise_maps, sample_ws
-from .metrics import ReferenceDistance, checked_distance, mse, resolve_perceptual
+from .metrics import ReferenceDistance, checked_distance, generator_crop, mse, resolve_perceptual
 from .nets.stylegan2 import NOISE_MODES
 from .projector import ProjectConfig, project
 from .utils import Config, check_finite, check_loss, configured, device_of, get_device, on_device
@@ -420,7 +420,7 @@ def tune(G: nn.Module, images: torch.Tensor, *, config: PTIConfig | None = None,
     target = resize(images.detach().to(device, torch.float32), G.img_resolution)  # [N, C, R, R]
     tuner = _Tuner(G, G_ref, target, config, device)
     if pivots is None or tuner.need_d or tuner.locality_d:
-        perceptual = resolve_perceptual(perceptual, device)
+        perceptual = resolve_perceptual(perceptual, device, align=generator_crop(G))
 
     # 1. Pivots: W projection.
     if pivots is None:
@@ -605,7 +605,7 @@ def locality_change(G_orig: nn.Module, G_tuned: nn.Module, pivots: torch.Tensor,
     """
     device = device_of(G_tuned)
     pivots = as_wplus(pivots.detach().float().to(device), G_tuned, what="pivots")  # [N, num_ws, w_dim]
-    perceptual = resolve_perceptual(perceptual, device)
+    perceptual = resolve_perceptual(perceptual, device, align=generator_crop(G_tuned))
     G_o = on_device(G_orig, device)
     gen = torch.Generator().manual_seed(int(seed))
     w_rand = sample_ws(G_o, n, psi=psi, generator=gen)  # [n, num_ws, w_dim]
@@ -671,7 +671,7 @@ def calibrate_threshold(G: nn.Module | None = None, *, images: torch.Tensor | No
     else:
         dev = get_device(device) if device is not None else images.device
         images = images.to(dev)
-    perceptual = resolve_perceptual(perceptual, dev)
+    perceptual = resolve_perceptual(perceptual, dev, align="world" if G is None else generator_crop(G))
     images = images.float().clamp(-1, 1)
     ds = []
     for dx, dy in ((shift, 0), (-shift, 0), (0, shift), (0, -shift)):

@@ -196,8 +196,11 @@ class World:
 
     @cached_property
     def G(self) -> Generator:  # noqa: N802 (the papers' name)
-        """The generator, loaded (and for ``ffhq`` downloaded) on first use."""
-        return load_generator(self.generator, device=self.device)
+        """The generator, loaded (and for ``ffhq`` downloaded) on first use; ``G.meta["crop"]`` is this
+        world's crop, which the metrics' chips follow (:func:`facelab.metrics.generator_crop`)."""
+        G = load_generator(self.generator, device=self.device)
+        G.meta["crop"] = self.crop
+        return G
 
     @property
     def resolution(self) -> int:

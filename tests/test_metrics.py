@@ -424,3 +424,43 @@ def test_judged_attribute_change_is_zero_for_the_same_faces_and_nan_without_a_fa
     assert (flipped.abs() > 0).all()
     with pytest.raises(ValueError, match=r"a and b must have the same shape \(pairs of images\)"):
         M.judged_attribute_change(faces[:2], faces[:3])
+
+
+def test_ffhq_cropped_faces_get_the_chips_their_world_cropped_selves_get():
+    """Faces aligned the FFHQ way sit smaller in their crop (eye distance 0.25 of the side, not 0.30): cut with
+    FFHQ_TEMPLATE, their identity chips match the same faces aligned into the world's crop; cut with
+    WORLD_TEMPLATE they took in too much. Teacher faces, which the FFHQ template was not measured on."""
+    from facelab.faces import align_face, measure_photo_template
+    from facelab.geometry import FFHQ_TEMPLATE
+    from facelab.imaging import to_pil
+
+    torch.testing.assert_close(measure_photo_template("ffhq"), FFHQ_TEMPLATE, atol=2e-3, rtol=0)  # as stored
+    big = F.pad(resize(sample_teacher(12, seed=77), 256), (96,) * 4, mode="replicate")  # each with context
+    right, wrong = [], []
+    for x in big:
+        try:
+            world, ffhq = (align_face(to_pil(x), crop=c, size=256)[None] for c in ("world", "ffhq"))
+        except ValueError:  # MTCNN misses a few teacher faces at this size
+            continue
+        with torch.no_grad():
+            own = M.identity_embedding(world)
+            right.append(float((own * M.identity_embedding(ffhq, align="ffhq")).sum()))
+            wrong.append(float((own * M.identity_embedding(ffhq, align="world")).sum()))
+    assert len(right) >= 8 and all(r > w for r, w in zip(right, wrong))  # measured 10 faces: 0.979-0.999 vs 0.926-0.98
+    assert min(right) > 0.97
+    with pytest.raises(ValueError, match="align must be a crop, 'world' .* or 'ffhq' .* got 'FFHQ'"):
+        M.identity_similarity(big[:1], big[:1], align="FFHQ")
+
+
+def test_a_generator_s_crop_chooses_the_chips_of_its_default_distances(G, monkeypatch):
+    from facelab.geometry import FFHQ_TEMPLATE
+    assert M.generator_crop(G) == "world"  # a generator without a meta, or without a crop in it: facelab's own
+    assert M.default_perceptual("cpu", align="ffhq") is not M.default_perceptual("cpu")  # one cached per crop
+    assert M.default_perceptual("cpu", align="ffhq").align == "ffhq"
+    monkeypatch.setattr(G, "meta", {"crop": "ffhq"}, raising=False)  # as load_generator marks NVIDIA's networks
+    assert M.generator_crop(G) == "ffhq"
+    seen, world_chips = [], M.world_chips
+    monkeypatch.setattr(M, "world_chips", lambda images, size, landmarks=None: seen.append(landmarks)
+                        or world_chips(images, size, landmarks=landmarks))
+    M.different_people_identity(G, n=2, seed=1)
+    assert seen and all(torch.equal(s, FFHQ_TEMPLATE) for s in seen)

@@ -221,6 +221,7 @@ def test_ffhq_downloads_from_the_url_override(nv, G, file_server, monkeypatch, f
     assert fl.hub.url_env("ffhq") == "FACELAB_FFHQ_URL" and fl.hub.url_of("ffhq") == f"{base}/ffhq.pkl"
     world = load_world("ffhq")
     assert same_state(world.G, G) and world.G.meta["url"] == f"{base}/ffhq.pkl"
+    assert world.G.meta["crop"] == "ffhq" == fl.metrics.generator_crop(fl.load_generator("ffhq"))  # chips follow it
     cached = facelab_home / "weights" / "stylegan2-ada-ffhq.pkl"
     assert cached.is_file() and cached.with_name(cached.name + ".sha256").is_file()  # pinned once it loaded
     assert len(requests) == 1

@@ -168,8 +168,8 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
         opt_D.load_state_dict(ckpt["opt_D"])
         gen.set_state(ckpt["rng"])
         step, seconds, history = ckpt["step"], ckpt["seconds"], ckpt["history"]
-    perceptual = default_perceptual(device)
-    identity = (lambda a, b: identity_similarity(a, b)) if world.crop == "world" else None
+    perceptual = default_perceptual(device, align=world.crop)
+    identity = lambda a, b: identity_similarity(a, b, align=world.crop)  # noqa: E731
 
     def save():
         atomic_torch_save({"config": cfg.to_dict(), "arch": E.config.to_dict(), "init": start, "E": E.state_dict(),
@@ -220,7 +220,7 @@ EDIT_ATTRIBUTES = ("age", "male", "smile")
 def _rows(world, name: str, ws: torch.Tensor, noise, recon: torch.Tensor, target: torch.Tensor, seconds: float) -> dict:
     """Distortion of ``recon`` to ``target``; editability of ``ws`` (one distance-std along age, male
     and smile: H's change per latent unit and identity kept, averaged over the three); W-distance."""
-    d = distortion(recon.clamp(-1, 1), target)
+    d = distortion(recon.clamp(-1, 1), target, align=world.crop)
     B = world.boundaries("w")
     e = editability(world.G, ws, {a: B[a] for a in EDIT_ATTRIBUTES}, world.H, noise=noise, realism=False)
     mean = lambda metric: sum(e["mean"][a][metric] for a in EDIT_ATTRIBUTES) / len(EDIT_ATTRIBUTES)  # noqa: E731

@@ -47,9 +47,10 @@ class Frozen:
     def __init__(self, G, H, identity=None, attributes=()):
         self.G, self.H = G, H
         self.columns = [H.index(a) for a in attributes]
-        if identity is None:
-            from ..metrics import identity_embedding
-            identity = identity_embedding
+        if identity is None:  # dlib embeddings of chips cut from G's crop
+            from ..metrics import generator_crop, identity_embedding
+            crop = generator_crop(G)
+            identity = lambda images: identity_embedding(images, align=crop)  # noqa: E731
         self.identity = identity
 
     def render(self, ws):

@@ -48,7 +48,7 @@ import torch
 import torch.nn as nn
 
 from .latents import as_wplus
-from .utils import Config, annealed_lr, check_finite
+from .utils import Config, annealed_lr, check_finite, device_key
 from .worlds import register_reader
 
 __all__ = ["LatentMapper", "MapperConfig", "correction_matrix", "edit", "load_mapper", "save_mapper"]
@@ -277,7 +277,7 @@ def _shipped(device: str) -> LatentMapper:
 
 def edit(ws: torch.Tensor, **changes: float) -> torch.Tensor:
     """Edit W+ latents with the shipped world64 mapper: ``fl.mapper.edit(ws, age=+10, smile=+0.3)``."""
-    return _shipped(str(ws.device)).edit(ws, stacklevel=3, **changes)
+    return _shipped(device_key(ws.device)).edit(ws, stacklevel=3, **changes)
 
 
 register_reader("mapper", load_mapper)  # a World reads its mapper file with this

@@ -90,7 +90,7 @@ from .latents import as_wplus, w_distance
 from .nets.attributes import detect_faces
 from .nets.identity import DLIB_CHIP_PADDING, DLIB_INPUT_SIZE, DLIB_STAGES, DlibResNet
 from .nets.resample import max_pool2d
-from .utils import device_of, get_device, on_device
+from .utils import device_key, device_of, get_device, on_device
 
 # MTCNN's left eye, right eye and nose in a dlib chip of padding 0.25 (150 px chips: 48.1, 101.9 px
 # for the eyes at y 46.3, the nose at 75.0, 78.4), converted from the padding-0.2 template (module doc).
@@ -204,7 +204,7 @@ def identity_embedding(images: torch.Tensor, *, net: nn.Module | None = None, al
     ``net``: an identity network from ``load_identity`` (default: the dlib ResNet, cached per device).
     """
     _check_batch(images, "identity_embedding")
-    net = net if net is not None else _dlib(str(images.device))
+    net = net if net is not None else _dlib(device_key(images.device))
     size = getattr(net, "input_size", DLIB_INPUT_SIZE)
     chips = _chips(images, size, align)
     weight = next(net.parameters(), None)  # the net computes in its own dtype, whatever the images'
@@ -355,7 +355,7 @@ def default_perceptual(device=None, backend: str = "dlib", align: str = "world")
     """The cached :class:`PerceptualDistance` that :func:`perceptual_distance` uses on ``device``
     (None: ``get_device()``) for faces in crop ``align`` (the dlib backend's; a World's ``.crop``)."""
     _check_align(align)
-    return _perceptual(str(get_device(device)), backend, align)
+    return _perceptual(device_key(get_device(device)), backend, align)
 
 
 def resolve_perceptual(perceptual, device,

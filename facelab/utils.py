@@ -59,6 +59,16 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def device_key(device: str | torch.device) -> str:
+    """``device`` as a cache key, with its index: ``"cuda"`` and ``"cuda:0"`` (what a tensor reports) are one
+    device, and a per-device cache keyed by both would load its network twice."""
+    d = torch.device(device)
+    if d.type == "cpu" or d.index is not None:
+        return str(d)
+    current = torch.cuda.current_device() if d.type == "cuda" and torch.cuda.is_available() else 0
+    return f"{d.type}:{current}"
+
+
 def device_of(module) -> torch.device:
     """Where a network lives: the device of its first parameter (else buffer); the CPU if it has none."""
     for tensors in (module.parameters(), module.buffers()):

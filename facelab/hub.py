@@ -52,11 +52,11 @@ from .nvidia import read_generator
 from .safeload import check_state, load_file, load_state, weights_only_refusal
 from .utils import get_device
 
-__all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_torch_save", "cache_dir", "check_state", "clear_cache",
-           "download", "export_generator", "is_path", "load_checkpoint", "load_facenet", "load_file", "load_generator",
-           "load_encoder", "load_identity", "load_named", "load_regressor", "load_state", "register", "save_encoder",
-           "sha256_file", "ship_file",
-           "ship_generator", "url_env", "url_of", "weights_only_refusal", "weights_path", "world_artifact"]
+__all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_copy", "atomic_torch_save", "atomic_write",
+           "cache_dir", "check_state", "clear_cache", "download", "export_generator", "is_path", "load_checkpoint",
+           "load_facenet", "load_file", "load_generator", "load_encoder", "load_identity", "load_named",
+           "load_regressor", "load_state", "register", "save_encoder", "sha256_file", "ship_file", "ship_generator",
+           "url_env", "url_of", "weights_only_refusal", "weights_path", "world_artifact"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 HOME_ENV = "FACELAB_HOME"
@@ -301,6 +301,24 @@ def load_named(name: str, load: Callable[[Path], Any] | None = None, *, opener=N
     except OSError as e:
         raise _cache_error(path.parent, e) from None
     return path, out
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` through a temporary file and a rename: a run killed
+    while writing leaves the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _atomic_file(path) as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def atomic_copy(src: str | Path, dest: str | Path) -> Path:
+    """Copy ``src`` to ``dest`` through a temporary file and a rename (a kill leaves no half copy)."""
+    dest = Path(dest)
+    with open(src, "rb") as f_in, _atomic_file(dest) as f_out:
+        shutil.copyfileobj(f_in, f_out)
+    return dest
 
 
 def atomic_torch_save(obj, path: str | Path) -> Path:

@@ -394,8 +394,12 @@ def save_image(images: torch.Tensor, path: str | Path, *, nrow: int | None = Non
     pil = to_pil(images, nrow=nrow, scale=scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    pil.save(tmp, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
-    tmp.replace(path)
+    try:
+        pil.save(tmp, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
+        tmp.replace(path)
+    except BaseException:  # a full disk or a Ctrl-C mid-write leaves nothing in the user's folder
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

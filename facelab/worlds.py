@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from .faces import CROPS  # "world": facelab's measured template at the generator's side; "ffhq": FFHQ's quad
-from .hub import FILE_SUFFIXES, cache_dir, is_path, load_generator, load_regressor
+from .hub import FILE_SUFFIXES, atomic_write, cache_dir, is_path, load_generator, load_regressor
 from .nets.stylegan2 import Generator
 from .utils import Config, get_device
 
@@ -140,12 +140,7 @@ def write_world_json(folder: str | Path, **fields) -> Path:
     _check_crop(data.get("crop", "world"), folder / "world.json")
     for preset, over in (data.get("budgets") or {}).items():
         budget_of(preset, over, folder / "world.json")  # refuse bad overrides now, not at first use
-    path = folder / "world.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("world.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return atomic_write(folder / "world.json", json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _check_crop(crop: str, where) -> None:

@@ -1,6 +1,7 @@
 """facelab.train.build: stage selection, stamps and resumability, world.json, one-line errors."""
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -267,6 +268,40 @@ def test_a_world_from_an_nvidia_pickle_aligns_photos_the_ffhq_way(tmp_path, monk
         B.main(["world64", "--ship", "--work", str(tmp_path / "ship"), "--crop", "ffhq", "--only", "cards"])
 
 
+def test_a_first_build_stopped_before_its_record_keeps_its_crop_and_no_half_copy(tmp_path, monkeypatch):
+    # killed in its first stage: build.json was never written, generator.pt was; the rerun took crop 'world'
+    monkeypatch.setattr(B, "copy_generator", lambda src, dest, resolution=None: torch.save({"g": torch.zeros(1)}, dest))
+    monkeypatch.setattr(B, "same_generator", lambda *a, **k: None)
+    (tmp_path / "net.pkl").write_bytes(b"")
+    first = next(iter(B.RUNNERS))
+    ran = []
+    for stage in B.RUNNERS:
+        monkeypatch.setitem(B.RUNNERS, stage, lambda t, args, stage=stage: ran.append((stage, t.crop)))
+
+    def killed(t, args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(B.RUNNERS, first, killed)
+    argv = ["nv", "--home", str(tmp_path), "--generator", str(tmp_path / "net.pkl")]
+    with pytest.raises(KeyboardInterrupt):
+        B.main(argv)
+    folder = tmp_path / "worlds" / "nv"
+    assert (folder / "generator.pt").exists() and not (folder / "build.json").exists()
+    monkeypatch.setitem(B.RUNNERS, first, lambda t, args: ran.append((first, t.crop)))
+    monkeypatch.setattr(B, "copy_generator", lambda *a, **k: pytest.fail("the copy is there: not copied again"))
+    B.main(argv)
+    assert ran and {crop for _, crop in ran} == {"ffhq"}  # every stage of the rerun, not 'world'
+    assert json.loads((folder / "build.json").read_text())["crop"] == "ffhq"
+    # the copy itself goes through a temporary file: a kill mid-copy leaves no half generator.pt
+    from facelab import hub
+    src = tmp_path / "big.bin"
+    src.write_bytes(b"x" * 100_000)
+    monkeypatch.setattr(hub.shutil, "copyfileobj", lambda a, b: (b.write(a.read(50_000)), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        hub.atomic_copy(src, tmp_path / "copy.bin")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("copy")) == []
+
+
 def test_a_world_named_after_a_registered_generator_takes_it(tmp_path):
     from facelab.hub import load_generator
     folder = tmp_path / "worlds" / "world64"
@@ -328,3 +363,30 @@ def test_annealed_tails_take_the_flag_or_else_the_shipped_runs_share():
     assert B.mapper_anneal(a) == 40 * B.MAPPER["lr_anneal_steps"] // B.MAPPER_STEPS and B.encoder_anneal(a) == 7
     a.mapper_anneal_steps, a.encoder_anneal_steps = 0, 3
     assert (B.mapper_anneal(a), B.encoder_anneal(a)) == (0, 3)
+
+
+def test_the_mapper_stage_trains_afresh_when_its_old_run_went_through_another_h(tmp_path, monkeypatch, capsys):
+    # after --only h, the finished mapper-run was "resumed" at its last step: the old H's mapper, shipped again
+    import facelab.hub as hub
+    import facelab.mapper as fm
+    from facelab.train import mapper as tm
+
+    run = tmp_path / "mapper-run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"old")
+    calls = []
+
+    def train(out, cfg, **kw):
+        calls.append((out / "last.pt").exists())
+        if len(calls) == 1:
+            raise tm.TrainedThroughOther(f"{out / 'last.pt'} was trained through another generator or H; ...")
+        return "mapper"
+
+    monkeypatch.setattr(tm, "train", train)
+    monkeypatch.setattr(hub, "load_generator", lambda *a, **k: None)
+    monkeypatch.setattr(hub, "load_regressor", lambda *a, **k: None)
+    monkeypatch.setattr(fm, "save_mapper", lambda m, path, **kw: calls.append(m))
+    args = argparse.Namespace(mapper_steps=4, mapper_anneal_steps=None, seed=0, device="cpu", n_samples=64)
+    B.stage_mapper(B.Target("w", tmp_path, ship=False), args)
+    assert calls == [True, False, "mapper"]  # refused, the stale run removed, trained afresh, saved
+    assert "training afresh" in capsys.readouterr().out

@@ -134,6 +134,8 @@ def test_training_moves_codes_towards_the_true_latents(G, tmp_path):
     assert E.meta["steps"] == 45 and len(steps) == 5  # steps 41-45: a run that started over would take 45
     with pytest.raises(ValueError, match="another E4EConfig"):
         train(tmp_path, World, cfg.replace(lr=1e-2), steps=50, progress=False)
+    with pytest.raises(ValueError, match=r"trained with --seed 0; resume it with that seed"):  # was silently seed 0's
+        train(tmp_path, World, cfg, steps=50, progress=False, seed=1)
 
 
 

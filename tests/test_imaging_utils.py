@@ -273,3 +273,16 @@ def test_a_device_is_one_cache_key_however_it_is_spelled():
     import facelab.metrics as M
     M._perceptual.cache_clear()
     assert M.default_perceptual("cpu") is M.default_perceptual(torch.device("cpu"))
+
+
+def test_a_save_stopped_mid_write_leaves_nothing_in_the_folder(tmp_path, monkeypatch):
+    from PIL import Image
+    from facelab.imaging import save_image
+
+    def dies(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_image(torch.zeros(1, 3, 8, 8), tmp_path / "out.png")
+    assert list(tmp_path.iterdir()) == []  # out.png.tmp was left behind

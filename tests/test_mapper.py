@@ -149,6 +149,11 @@ def test_training_moves_the_attribute_the_requested_way(G, tmp_path):
         mp.setattr(tm, "draw_edits", lambda *a, **k: steps.append(1) or draw(*a, **k))
         again = tm.train(tmp_path / "run", cfg, G=G, H=Brightness(), identity=ident, progress=False)
     assert not steps and again.meta["steps"] == 60 and torch.equal(again.out.weight, m.out.weight)
+    # through a retrained H the finished run is no run to resume: it would hand back the old H's mapper
+    retrained = Brightness()
+    retrained.register_buffer("scale", torch.ones(1))  # other weights
+    with pytest.raises(tm.TrainedThroughOther, match="trained through another generator or H"):
+        tm.train(tmp_path / "run", cfg, G=G, H=retrained, identity=ident, progress=False)
 
 
 def test_lr_schedule_is_constant_then_a_half_cosine_to_zero():

@@ -200,6 +200,10 @@ def test_test_judges_an_H_on_a_fresh_set_and_measures_its_ceiling_once(trained, 
     assert (hub.PACKAGE_WEIGHTS / "attribute_regressor.pt").read_bytes() == shipped  # and nothing shipped
     assert tr.test(fresh, regressor=candidate)["test"]["ceiling"] == report["test"]["ceiling"]
     assert len(calls) == 1  # the teacher's crops depend on the faces only: kept in mirror-labels.pt
+    cache = fresh / "mirror-labels.pt"
+    kept = torch.load(cache, weights_only=True)
+    torch.save({k: v[:100] for k, v in kept.items()}, cache)  # the cache of a smaller test set, since grown
+    assert tr.test(fresh, regressor=candidate)["test"]["ceiling"]["age"]["n"] == 600 and len(calls) == 2  # relabelled
     text = tr.card_markdown(report)
     assert "On a fresh test set** of 600 world faces (`fresh`" in text and "| age | 600 |" in text
     assert f"[{ratio['low']:.3f}, {ratio['high']:.3f}]" in text

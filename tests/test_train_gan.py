@@ -386,3 +386,11 @@ def test_any_checkpoint_exports_its_ema_generator_for_evaluation(tmp_path):
         assert G.meta["kimg"] == trainer.meta()["kimg"] and G.meta["exported_from"].endswith(CHECKPOINT)
     with pytest.raises(SystemExit, match="no checkpoint.pt in .*--out must be a run directory"):
         main(["--out", str(tmp_path / "nothing"), "--export-ema", str(tmp_path / "g.pt")])
+
+
+def test_train_refuses_to_resume_with_another_recipe_from_python_too(tmp_path):
+    # only the command line compared settings: train(out, batch=8) resumed a batch-4 run as batch 8, silently
+    train(tmp_path, config(), device="cpu", max_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"different settings \{'batch': \(4, 8\)"):
+        train(tmp_path, config(batch=8), device="cpu", max_steps=1, progress=False)
+    assert train(tmp_path, config(kimg=1.0), device="cpu", max_steps=1, progress=False).state.step == 2  # budgets may

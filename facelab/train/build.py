@@ -58,6 +58,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
+from ..hub import atomic_copy, atomic_write
 from ..worlds import ARTIFACTS, CROPS, budget_of, crop_of, worlds_dir, write_world_json
 from .loop import run_main
 
@@ -155,7 +156,7 @@ def stage_h(t: Target, args) -> None:
     fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
         width=args.h_width, weights=args.h_weight, ship=t.ship, device=args.device)
     if not t.ship:
-        shutil.copyfile(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
+        atomic_copy(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
     if args.h_test:  # a fresh test set from the next seed, which no H trains on; kept for later rebuilds
         label(t.work / "h-test", args.h_test, generator=t.generator, seed=args.seed + 1, device=args.device)
         test(t.work / "h-test", regressor=None if t.ship else t.work / "regressor.pt", ship=t.ship, device=args.device)
@@ -195,14 +196,19 @@ def stage_mapper(t: Target, args) -> None:
 
     from ..hub import load_generator, load_regressor
     from ..mapper import MapperConfig, save_mapper
-    from .mapper import train
+    from .mapper import TrainedThroughOther, train
 
     G = load_generator(t.generator, device=args.device)
     H = load_regressor(t.regressor, device=args.device)
     cfg = MapperConfig(**{**MAPPER, "steps": args.mapper_steps, "lr_anneal_steps": mapper_anneal(args),
                           "seed": args.seed})
-    m = train(t.work / "mapper-run", cfg, G=G, H=H, device=args.device,
-              progress=False, stats_n=min(4000, args.n_samples))
+    run = t.work / "mapper-run"
+    try:
+        m = train(run, cfg, G=G, H=H, device=args.device, progress=False, stats_n=min(4000, args.n_samples))
+    except TrainedThroughOther as e:  # H (or G) was rebuilt since: the old run is stale, not a run to resume
+        print(f"mapper: {e.args[0].split(';')[0]}: training afresh", flush=True)
+        shutil.rmtree(run)
+        m = train(run, cfg, G=G, H=H, device=args.device, progress=False, stats_n=min(4000, args.n_samples))
     save_mapper(m, t.work / "mapper.pt", weight_dtype=torch.float16)
 
 
@@ -271,7 +277,7 @@ def copy_generator(src: str, dest: Path, *, resolution: int | None = None) -> No
 
     check_generator_source(src)
     if resolution is None and Path(src).exists() and Path(src).suffix != ".pkl":
-        shutil.copyfile(src, dest)
+        atomic_copy(src, dest)  # a kill mid-copy must not leave a half file that a rerun keeps
         return
     G = load_generator(src, device="cpu")
     meta = dict(G.meta)
@@ -386,6 +392,8 @@ def build(args) -> Path:
             if not gen.exists() or force:
                 copy_generator(src, gen, resolution=args.resolution)
                 record["crop"] = crop_of(src)  # the copy no longer says where it came from: the record does
+            else:  # a first run stopped before its first stage wrote the record: the copy is there, its crop not
+                record.setdefault("crop", crop_of(src))
         elif not gen.exists():
             raise FileNotFoundError(f"{gen} not found; pass --generator PATH for a new world")
         record["crop"] = args.crop or record.get("crop", "world")
@@ -405,7 +413,7 @@ def build(args) -> Path:
         t0 = time.perf_counter()
         RUNNERS[stage](t, args)
         record["seconds"][stage] = time.perf_counter() - t0
-        record_path.write_text(json.dumps(record, indent=1) + "\n")
+        atomic_write(record_path, json.dumps(record, indent=1) + "\n")
         stamp.touch()
         print(f"{stage}: {record['seconds'][stage]:.1f} s", flush=True)
     if t.ship:

@@ -129,6 +129,14 @@ def _lr_schedule(ckpt: dict | None, path: Path, lr: float, steps: int, anneal_st
     return schedule, lr_at
 
 
+def _check_resume(ckpt: dict | None, path: Path, cfg: E4EConfig, seed: int) -> None:
+    """Refuse to resume ``ckpt`` with another config or seed (a resume with other settings is another run)."""
+    if ckpt is not None and ckpt["config"] != cfg.to_dict():
+        raise ValueError(f"{path} was trained with another E4EConfig; use a new --out or the same flags")
+    if ckpt is not None and ckpt.get("seed", seed) != seed:  # checkpoints from before 2026-12-07 lack it
+        raise ValueError(f"{path} was trained with --seed {ckpt['seed']}; resume it with that seed, or use a new --out")
+
+
 def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None = None, arch: EncoderConfig | None = None,
           every: int = 50, seed: int = 0, progress: bool = True, init: Encoder | None = None,
           anneal_steps: int = 0) -> Encoder:
@@ -146,8 +154,7 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
     G, device = world.G, world.device
     ckpt_path = out / "checkpoint.pt"
     ckpt = load_file(ckpt_path) if ckpt_path.is_file() else None
-    if ckpt is not None and ckpt["config"] != cfg.to_dict():
-        raise ValueError(f"{ckpt_path} was trained with another E4EConfig; use a new --out or the same flags")
+    _check_resume(ckpt, ckpt_path, cfg, seed)
     schedule, lr_at = _lr_schedule(ckpt, ckpt_path, cfg.lr, steps, anneal_steps)
     arch, start = _starting_point(ckpt, ckpt_path, init, G, arch)
     with torch.random.fork_rng(devices=[]):  # the initial weights follow ``seed``, not the caller's RNG
@@ -175,7 +182,7 @@ def train(out: Path, world, cfg: E4EConfig, *, steps: int, minutes: float | None
         atomic_torch_save({"config": cfg.to_dict(), "arch": E.config.to_dict(), "init": start, "E": E.state_dict(),
                            "D": D.state_dict(), "opt_E": opt_E.state_dict(), "opt_D": opt_D.state_dict(),
                            "rng": gen.get_state(), "step": step, "seconds": seconds, "history": history,
-                           "schedule": schedule}, ckpt_path)
+                           "schedule": schedule, "seed": seed}, ckpt_path)
 
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=step, desc="encoder", unit="step", disable=not progress)

@@ -39,9 +39,9 @@ import argparse
 import contextlib
 import copy
 import gzip
+import io
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hub import atomic_torch_save, export_generator, load_file
+from ..hub import atomic_torch_save, atomic_write, export_generator, load_file
 from ..imaging import resize, save_image
 from ..nets.projected import ProjectedDiscriminator
 from ..nets.stylegan2 import Discriminator, Generator, count_params, get_config, style_mix
@@ -550,9 +550,7 @@ def _trim_log(path: Path, step: int) -> None:
     lines = [line for line in path.read_text().splitlines() if line]
     kept = [line for line in lines if json.loads(line)["step"] <= step]
     if len(kept) < len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        atomic_write(path, "".join(line + "\n" for line in kept))
 
 
 def _append_log(src: Path, dest: Path) -> None:
@@ -575,10 +573,10 @@ def _append_log(src: Path, dest: Path) -> None:
               f"{len(abandoned)} committed lines of the abandoned branch are replaced by its own (git history "
               "keeps them)")
     text = "".join(line + "\n" for line in kept + new).encode()
-    tmp = dest / (COMMITTED_LOG + ".tmp")
-    with open(tmp, "wb") as f, gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0) as z:
+    packed = io.BytesIO()
+    with gzip.GzipFile(filename="", mode="wb", fileobj=packed, mtime=0) as z:
         z.write(text)  # mtime=0 and no name: the same lines give the same bytes
-    os.replace(tmp, dest / COMMITTED_LOG)
+    atomic_write(dest / COMMITTED_LOG, packed.getvalue())
     (dest / "log.jsonl").unlink(missing_ok=True)
 
 
@@ -629,6 +627,16 @@ def _progress(total: int, initial: int, enabled: bool):
 # ---------------------------------------------------------------------------------------------
 
 
+def check_same_settings(ckpt: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume ``ckpt`` with a recipe other than its own (the invocation's budgets may change)."""
+    saved = TrainConfig.from_dict(load_file(ckpt)["train_config"])  # keys it lacks take today's defaults
+    changed = {k: (getattr(saved, k), v) for k, v in cfg.to_dict().items()
+               if k not in INVOCATION_SETTINGS and getattr(saved, k) != v}
+    if changed:
+        raise ValueError(f"{ckpt} was trained with different settings {changed}; "
+                         "repeat the original flags to resume, or pass --fresh / a new --out")
+
+
 def train(out: str | Path, config: TrainConfig | None = None, *, device=None, resume: bool = True,
           init_from: str | Path | None = None, max_steps: int | None = None, progress: bool = True) -> Trainer:
     """Train (or resume, if ``out/checkpoint.pt`` exists and ``resume``) and return the trainer.
@@ -637,8 +645,10 @@ def train(out: str | Path, config: TrainConfig | None = None, *, device=None, re
     the run is resumed from its own checkpoint.
     """
     cfg = config or TrainConfig()
-    trainer = Trainer(cfg, out, device=device, progress=progress)
     ckpt = Path(out) / CHECKPOINT
+    if resume and ckpt.exists():
+        check_same_settings(ckpt, cfg)
+    trainer = Trainer(cfg, out, device=device, progress=progress)
     if resume and ckpt.exists():
         if init_from is not None and trainer.shard.leader:
             print(f"resuming {ckpt}: --init-from {init_from} starts new runs only, and is not used")
@@ -699,11 +709,6 @@ def main(argv: list[str] | None = None) -> None:
         saved = TrainConfig.from_dict(load_file(ckpt)["train_config"])  # keys it lacks take today's defaults
         if a.ema_kimg is None:  # a resume keeps its run's EMA half-life (runs before 2026-12-07 stored 5.0)
             cfg = cfg.replace(ema_kimg=saved.ema_kimg)
-        changed = {k: (getattr(saved, k), v) for k, v in cfg.to_dict().items()
-                   if k not in INVOCATION_SETTINGS and getattr(saved, k) != v}
-        if changed:
-            raise SystemExit(f"error: {ckpt} was trained with different settings {changed}; "
-                             "repeat the original flags to resume, or pass --fresh / a new --out")
     device = init_from_torchrun(a.device) if launched_by_torchrun() else a.device
     shard = Shard.current()
     if shard.leader:

@@ -25,6 +25,7 @@ taken keeps its rate).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -119,6 +120,21 @@ def check_resumable(ckpt: dict, cfg: MapperConfig, path: Path) -> None:
                    f"--steps {cfg.steps} --lr-anneal-steps {cfg.lr_anneal_steps}")
 
 
+def networks_digest(*nets) -> str:
+    """sha256 of the networks' weights (float32, in state-dict order): what a mapper run was trained
+    through, so that a resume through another G or a retrained H is told apart from a true resume."""
+    h = hashlib.sha256()
+    for net in nets:
+        for k, v in net.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class TrainedThroughOther(ValueError):
+    """A mapper checkpoint trained through another G or H than the one given (e.g. after a new H)."""
+
+
 def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device=None, every: int = 100,
           stats_n: int = 4000, progress: bool = True) -> LatentMapper:
     """Train (or resume) a mapper in ``out``; ``stats_n`` world faces give the W and attribute statistics."""
@@ -128,9 +144,14 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
     frozen = Frozen(G, H, identity, cfg.attributes)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
+    through = networks_digest(G, H)
     if ckpt_path.exists():
         ckpt = load_file(ckpt_path)
         check_resumable(ckpt, cfg, ckpt_path)
+        if ckpt.get("through", through) != through:  # checkpoints from before 2026-12-07 did not record it
+            raise TrainedThroughOther(f"{ckpt_path} was trained through another generator or H (a retrained H?); "
+                                      "resuming it would ship a mapper of the old ones: use a new --out, or "
+                                      "delete the folder to train afresh")
         stats = ckpt["stats"]
     else:
         ckpt, stats = None, world_statistics(frozen, n=stats_n, psi=cfg.psi, seed=cfg.seed + 1)
@@ -151,7 +172,7 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
     def save():
         atomic_torch_save({"config": cfg.to_dict(), "stats": stats, "state_dict": m.state_dict(),
                            "optimizer": opt.state_dict(), "rng": gen.get_state(), "step": step,
-                           "history": history, "seconds": seconds}, ckpt_path)
+                           "history": history, "seconds": seconds, "through": through}, ckpt_path)
 
     weights = {k: getattr(cfg, f"{k}_weight") for k in LOSSES}
     from tqdm.auto import tqdm

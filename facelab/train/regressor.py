@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, half_weights, is_path, load_generator, load_regressor,
-                   sha256_file, ship_file, weights_path, weights_sha256)
+from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, atomic_write, half_weights, is_path, load_generator,
+                   load_regressor, sha256_file, ship_file, weights_path, weights_sha256)
 from ..nets.attributes import MIRROR_AVERAGED
 from ..nets.regressor import INPUT_SIZE, MIRROR_SIGN, OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor, input_size
 from ..utils import get_device, seed_all, write_card_section
@@ -127,7 +127,7 @@ def stamp_labels(out: Path, stamp: dict) -> None:
             was = ", ".join(f"{k} {old.get(k)}" for k in differ)
             raise ValueError(f"{out} holds faces drawn with another {was}; label into a new folder")
         return
-    path.write_text(json.dumps(stamp, indent=1))
+    atomic_write(path, json.dumps(stamp, indent=1))
 
 
 def generator_key(a: dict, b: dict) -> str:
@@ -624,8 +624,8 @@ def test(folder: Path, *, regressor: str | Path | None = None, ship: bool = True
         raise ValueError(f"{folder} was drawn with seed {stamp['seed']}, as H's training faces were: a test set needs "
                          "faces H never saw; label one with another --seed")
     cache = folder / "mirror-labels.pt"
-    if cache.is_file():
-        single = torch.load(cache, weights_only=True)
+    single = torch.load(cache, weights_only=True) if cache.is_file() else None
+    if single is not None and len(single["face"]) == len(images):  # a test set grown since is labelled again
         face, mirrored = single["face"], single["mirrored"]
     else:
         face, mirrored = mirror_labels(images, device=device)

@@ -409,7 +409,9 @@ def test_label_renders_on_the_device_and_stores_faces_at_H_input_size(tmp_path, 
     again_path = export_generator(G, tmp_path / "same.pt", meta={"description": "re-exported"})
     assert hub.sha256_file(again_path) != hub.sha256_file(path)
     tr.label(tmp_path / "a", 90, generator=str(again_path), device="cpu")
-    assert len(seen) == 8
+    assert len(seen) == 8 and len(tr.load_chunks(tmp_path / "a")[0]) == 90
+    tr.label(tmp_path / "a", 30, generator=str(again_path), device="cpu")  # a smaller rebuild in the same folder
+    assert len(seen) == 8 and torch.equal(tr.load_chunks(tmp_path / "a")[0], images[:30])  # not all three chunks
     G.mapping.w_avg.add_(1)
     other = export_generator(G, tmp_path / "other.pt", meta={})
     with pytest.raises(ValueError, match="another weights_sha256"):

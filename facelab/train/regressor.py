@@ -92,7 +92,7 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: 
     device = get_device(device)
     G = load_generator(generator, device=device).eval()
     stamp_labels(out, {"generator": str(generator), "generator_sha256": sha256_file(gen_path),
-                       "weights_sha256": weights_sha256(G), "seed": seed, "psi_min": psi_min})
+                       "weights_sha256": weights_sha256(G), "seed": seed, "psi_min": psi_min, "n": n})
     batch = render_batch(G.img_resolution, device)
     for i in range(math.ceil(n / CHUNK)):
         path = out / f"chunk{i:04d}.npz"
@@ -117,8 +117,10 @@ def label(out: Path, n: int, *, psi_min: float = 0.5, seed: int = 0, generator: 
 
 def stamp_labels(out: Path, stamp: dict) -> None:
     """Record what a folder's faces were drawn from (``labels.json``: the generator's sha256, the seed,
-    psi_min), or refuse to add faces drawn otherwise: chunks of two generators or seeds must not mix,
-    and a test set must be told apart from the training faces."""
+    psi_min) and how many the last run asked for (``n``: :func:`load_chunks` reads that many, so a
+    smaller rebuild does not train on the chunks of a larger one), or refuse to add faces drawn
+    otherwise: chunks of two generators or seeds must not mix, and a test set must be told apart from
+    the training faces."""
     path = out / "labels.json"
     if path.is_file():
         old = json.loads(path.read_text())
@@ -126,7 +128,9 @@ def stamp_labels(out: Path, stamp: dict) -> None:
         if differ:
             was = ", ".join(f"{k} {old.get(k)}" for k in differ)
             raise ValueError(f"{out} holds faces drawn with another {was}; label into a new folder")
-        return
+        if old.get("n") == stamp.get("n"):
+            return
+        stamp = {**old, "n": stamp.get("n")}
     atomic_write(path, json.dumps(stamp, indent=1))
 
 
@@ -144,8 +148,13 @@ def drawn_from(out: Path) -> dict:
 
 
 def load_chunks(out: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """All labelled chunks: uint8 images [N, 3, S, S] (S = min(G's resolution, 64)) and labels [N, len(OUTPUTS)] (NaN: no face)."""
+    """The labelled chunks the folder's last :func:`label` asked for (its stamp's ``n``; every chunk in
+    a folder stamped before that): uint8 images [N, 3, S, S] (S = min(G's resolution, 64)) and labels
+    [N, len(OUTPUTS)] (NaN: no face)."""
     files = sorted(out.glob("chunk*[0-9].npz"))
+    n = drawn_from(out).get("n")
+    if n is not None:
+        files = files[:math.ceil(n / CHUNK)]
     if not files:
         raise FileNotFoundError(f"no labelled chunks in {out}; run `python -m facelab.train.regressor label --out {out}` first")
     images, labels = [], []

@@ -394,3 +394,20 @@ def test_train_refuses_to_resume_with_another_recipe_from_python_too(tmp_path):
     with pytest.raises(ValueError, match=r"different settings \{'batch': \(4, 8\)"):
         train(tmp_path, config(batch=8), device="cpu", max_steps=1, progress=False)
     assert train(tmp_path, config(kimg=1.0), device="cpu", max_steps=1, progress=False).state.step == 2  # budgets may
+
+
+def test_a_fresh_run_over_an_old_one_leaves_no_checkpoint_that_its_log_no_longer_describes(tmp_path, capsys,
+                                                                                           monkeypatch):
+    train(tmp_path, config(), device="cpu", max_steps=2, progress=False)
+    assert (tmp_path / CHECKPOINT).exists()
+
+    def killed(self):
+        raise RuntimeError("killed before the first snapshot")
+
+    monkeypatch.setattr(Trainer, "step", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(tmp_path, config(seed=5), device="cpu", resume=False, progress=False)
+    assert "the earlier checkpoint" in capsys.readouterr().out
+    # the old run's step-2 checkpoint stayed beside the new run's emptied log and config: a plain rerun resumed it
+    assert not (tmp_path / CHECKPOINT).exists()
+    assert json.loads((tmp_path / "train_config.json").read_text())["seed"] == 5

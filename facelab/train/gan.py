@@ -649,6 +649,11 @@ def train(out: str | Path, config: TrainConfig | None = None, *, device=None, re
     if resume and ckpt.exists():
         check_same_settings(ckpt, cfg)
     trainer = Trainer(cfg, out, device=device, progress=progress)
+    if not resume and ckpt.exists() and trainer.shard.leader:
+        # the new run starts its log and config now: an old checkpoint left until the first snapshot would
+        # be resumed by a plain rerun after a kill, with the new run's log and config beside it
+        ckpt.unlink()
+        print(f"fresh run: the earlier checkpoint in {out} is replaced (its log starts again)", flush=True)
     if resume and ckpt.exists():
         if init_from is not None and trainer.shard.leader:
             print(f"resuming {ckpt}: --init-from {init_from} starts new runs only, and is not used")

@@ -390,3 +390,26 @@ def test_the_mapper_stage_trains_afresh_when_its_old_run_went_through_another_h(
     B.stage_mapper(B.Target("w", tmp_path, ship=False), args)
     assert calls == [True, False, "mapper"]  # refused, the stale run removed, trained afresh, saved
     assert "training afresh" in capsys.readouterr().out
+
+
+def test_an_h_stage_stopped_while_labelling_its_test_set_does_not_fit_h_again(tmp_path, monkeypatch):
+    from facelab.train import regressor
+
+    fits, labels = [], []
+    monkeypatch.setattr(regressor, "fit", lambda out, **kw: fits.append(out))
+    monkeypatch.setattr(regressor, "test", lambda *a, **k: None)
+    monkeypatch.setattr(B, "atomic_copy", lambda *a: None)
+
+    def label(*a, **k):
+        labels.append(1)
+        if len(labels) == 1:
+            raise KeyboardInterrupt  # hours of labelling in: the fit before it was minutes, or hours, too
+
+    monkeypatch.setattr(regressor, "label", label)
+    args = argparse.Namespace(n_samples=600, h_epochs=1, h_lr=1e-3, h_init=None, h_width=8, h_weight=None,
+                              device="cpu", h_test=100, seed=0)
+    t = B.Target("w", tmp_path, ship=False)
+    with pytest.raises(KeyboardInterrupt):
+        B.stage_h(t, args)
+    B.stage_h(t, args)
+    assert len(fits) == 1 and len(labels) == 2  # resumed at the test set

@@ -150,13 +150,19 @@ def stage_label(t: Target, args) -> None:
               "everything after it learn from those alone. Is the generator trained long enough?", flush=True)
 
 
+H_FIT_STAMP = ".done-h-fit"  # within the h stage: H is fitted (the test set may still be unlabelled)
+
+
 def stage_h(t: Target, args) -> None:
     from .regressor import fit, label, test
 
-    fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
-        width=args.h_width, weights=args.h_weight, ship=t.ship, device=args.device)
-    if not t.ship:
-        atomic_copy(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
+    fitted = t.work / H_FIT_STAMP  # the fit is done: a run stopped in the test set's labelling resumes there
+    if not fitted.exists():
+        fit(t.work / "labels", val=held_out(args.n_samples), epochs=args.h_epochs, lr=args.h_lr, init=args.h_init,
+            width=args.h_width, weights=args.h_weight, ship=t.ship, device=args.device)
+        if not t.ship:
+            atomic_copy(t.work / "labels" / "attribute_regressor.pt", t.work / "regressor.pt")
+        fitted.touch()
     if args.h_test:  # a fresh test set from the next seed, which no H trains on; kept for later rebuilds
         label(t.work / "h-test", args.h_test, generator=t.generator, seed=args.seed + 1, device=args.device)
         test(t.work / "h-test", regressor=None if t.ship else t.work / "regressor.pt", ship=t.ship, device=args.device)
@@ -404,6 +410,8 @@ def build(args) -> Path:
     if force:  # the stages named are stale from here on: an interrupted rerun must not skip the later ones
         for stage in todo:
             (t.work / f".done-{stage}").unlink(missing_ok=True)
+            if stage == "h":
+                (t.work / H_FIT_STAMP).unlink(missing_ok=True)
     for stage in todo:
         stamp = t.work / f".done-{stage}"
         if stamp.exists() and not force and not (stage == "cards" and args.budget):  # new budgets: world.json

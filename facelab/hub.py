@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import re
-import secrets
 import shutil
 import ssl
 import time
@@ -50,13 +49,13 @@ from .nets.regressor import OUTPUTS, REGRESSOR_FORMAT, AttributeRegressor
 from .nets.stylegan2 import Generator, StyleGAN2Config
 from .nvidia import read_generator
 from .safeload import check_state, load_file, load_state, weights_only_refusal
-from .utils import get_device
+from .utils import atomic_file, get_device
 
 __all__ = ["DOWNLOAD_TIMEOUT", "REGISTRY", "WeightSpec", "atomic_copy", "atomic_torch_save", "atomic_write",
            "cache_dir", "check_state", "clear_cache", "download", "export_generator", "is_path", "load_checkpoint",
            "load_facenet", "load_file", "load_generator", "load_encoder", "load_identity", "load_named",
            "load_regressor", "load_state", "register", "save_encoder", "sha256_file", "ship_file", "ship_generator",
-           "url_env", "url_of", "weights_only_refusal", "weights_path", "world_artifact"]
+           "state_sha256", "url_env", "url_of", "weights_only_refusal", "weights_path", "world_artifact"]
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 HOME_ENV = "FACELAB_HOME"
@@ -138,25 +137,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def _atomic_file(path: Path, suffix: str = ".tmp"):
-    """A new binary file beside ``path``, renamed onto it if the block succeeds, deleted if it fails.
-
-    Its name is unique (concurrent writers never share one), and it is created like any file, mode
-    0666 minus the umask (``mkstemp``'s 0600 would make a shared cache unreadable to others).
-    """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
-    try:
-        with open(tmp, "xb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _pin_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
@@ -173,7 +153,7 @@ def _pinned(path: Path) -> str | None:
 
 
 def _write_pin(path: Path, digest: str) -> None:
-    with _atomic_file(_pin_path(path)) as f:  # readers see no pin or a whole one, never an empty file
+    with atomic_file(_pin_path(path)) as f:  # readers see no pin or a whole one, never an empty file
         f.write(f"{digest}\n".encode())
 
 
@@ -223,7 +203,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, opener=No
     _remove_stale_parts(dest)
     opener = opener or partial(urllib.request.urlopen, timeout=timeout or DOWNLOAD_TIMEOUT)
     h, size = hashlib.sha256(), 0
-    with _atomic_file(dest, ".part") as f, opener(url) as response:
+    with atomic_file(dest, ".part") as f, opener(url) as response:
         announced = _content_length(response)
         while chunk := response.read(1 << 20):
             h.update(chunk)
@@ -308,7 +288,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
     while writing leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_file(path) as f:
+    with atomic_file(path) as f:
         f.write(data.encode() if isinstance(data, str) else data)
     return path
 
@@ -316,7 +296,7 @@ def atomic_write(path: str | Path, data: str | bytes) -> Path:
 def atomic_copy(src: str | Path, dest: str | Path) -> Path:
     """Copy ``src`` to ``dest`` through a temporary file and a rename (a kill leaves no half copy)."""
     dest = Path(dest)
-    with open(src, "rb") as f_in, _atomic_file(dest) as f_out:
+    with open(src, "rb") as f_in, atomic_file(dest) as f_out:
         shutil.copyfileobj(f_in, f_out)
     return dest
 
@@ -329,7 +309,7 @@ def atomic_torch_save(obj, path: str | Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic_file(path) as f:
+    with atomic_file(path) as f:
         torch.save(obj, f)
     return path
 
@@ -359,13 +339,25 @@ def weights_sha256(G: Generator) -> str:
     gives the same digest from any file, whatever the file's meta says (a re-export with a new
     description keeps it, where :func:`sha256_file` changes)."""
     h = hashlib.sha256(json.dumps(G.cfg.to_dict(), sort_keys=True, default=str).encode())
-    for k, v in _float32_state(G).items():
-        h.update(k.encode())
-        h.update(v.contiguous().numpy().tobytes())
+    _hash_state(h, G)
     return h.hexdigest()
 
 
-def _float32_state(G: Generator) -> dict[str, torch.Tensor]:
+def state_sha256(*nets: torch.nn.Module) -> str:
+    """The sha256 of the networks' weights (float32, in state-dict order), e.g. what a run trained through."""
+    h = hashlib.sha256()
+    for net in nets:
+        _hash_state(h, net)
+    return h.hexdigest()
+
+
+def _hash_state(h, net: torch.nn.Module) -> None:
+    for k, v in _float32_state(net).items():
+        h.update(k.encode())
+        h.update(v.contiguous().numpy().tobytes())
+
+
+def _float32_state(G: torch.nn.Module) -> dict[str, torch.Tensor]:
     """G's state dict as detached float32 CPU tensors: what a generator file holds."""
     return {k: v.detach().float().cpu().clone() for k, v in G.state_dict().items()}
 
@@ -531,13 +523,11 @@ def ship_file(src: str | Path, name: str, *, kind: str, description: str = "", c
     dest = PACKAGE_WEIGHTS / f"{name}.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     if Path(src).resolve() != dest.resolve():
-        with open(src, "rb") as f, _atomic_file(dest) as out:
-            shutil.copyfileobj(f, out)
+        atomic_copy(src, dest)
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     manifest[name] = {"filename": dest.name, "sha256": sha256_file(dest), "kind": kind,
                       "description": description, "card": card}
-    with _atomic_file(MANIFEST) as f:
-        f.write((json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     _register_shipped()
     return dest
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .utils import check_finite, finite_extremes
+from .utils import atomic_file, check_finite, finite_extremes
 
 IMAGE_LIMIT = 4.0  # |values| beyond this are not a [-1, 1] image (see the module doc)
 PHOTO_LIMIT = 1.001  # a tensor photo is pixels: [-1, 1] up to rounding
@@ -393,13 +393,8 @@ def save_image(images: torch.Tensor, path: str | Path, *, nrow: int | None = Non
         raise ValueError(f"cannot tell which image format {path.name!r} asks for; name it .png (or .jpg, .webp, ...)")
     pil = to_pil(images, nrow=nrow, scale=scale)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        pil.save(tmp, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
-        tmp.replace(path)
-    except BaseException:  # a full disk or a Ctrl-C mid-write leaves nothing in the user's folder
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:  # a full disk or a Ctrl-C mid-write leaves nothing in the user's folder
+        pil.save(f, format=kind, **({"quality": 95} if kind == "JPEG" else {}))
     return path
 
 

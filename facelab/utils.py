@@ -11,11 +11,14 @@ the device, from its own generator, so the finest detail of a seeded render diff
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
 import os
 import random
+import secrets
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -57,6 +60,26 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceUnavailable(f"device {choice!r} requested but MPS is not available; use cpu{unset}")
     return dev
+
+
+@contextlib.contextmanager
+def atomic_file(path, suffix: str = ".tmp"):
+    """A new binary file beside ``path``, renamed onto it if the block succeeds, deleted if it fails.
+
+    Its name is unique (concurrent writers never share one), and it is created like any file, mode
+    0666 minus the umask (``mkstemp``'s 0600 would make a shared cache unreadable to others).
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    try:
+        with open(tmp, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def device_key(device: str | torch.device) -> str:

@@ -459,7 +459,8 @@ def test_an_unusable_facelab_home_is_named_not_blamed_on_the_network(kind, serve
         (home / "weights").mkdir(parents=True)
         if os.geteuid() == 0:  # root writes through permissions: make the writes fail as on a read-only disk
             real_open = open
-            monkeypatch.setattr(hub, "open", lambda f, mode="r", *a, **k: (_ for _ in ()).throw(
+            import facelab.utils  # where the cache's files are created (utils.atomic_file)
+            monkeypatch.setattr(facelab.utils, "open", lambda f, mode="r", *a, **k: (_ for _ in ()).throw(
                 PermissionError(errno.EROFS, "Read-only file system", str(f))) if "x" in mode else
                 real_open(f, mode, *a, **k), raising=False)
         else:

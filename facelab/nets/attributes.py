@@ -532,11 +532,12 @@ def label_images(images: torch.Tensor, *, attributes: list[str] | tuple[str, ...
 
     ``attributes`` picks names from ``ATTRIBUTES`` (default: all; age/male and smile need the
     optional packages named in their error messages, raised at the first face they must label). MTCNN
-    finds each face once (see :func:`detect_faces`; in images larger than ``detect_size`` px, on a copy averaged down to it) and
-    every labeler shares it, cutting its crops from the full image. ``face_conf`` is always returned, so rows
-    without a face (NaN elsewhere) can be dropped. ``mirror`` averages the networks' answers over each crop and its
-    mirror image (see ``AgeGenderLabeler``). MTCNN and the smile network run on ``device`` (None:
-    ``get_device()``); the ONNX models run on the CPU whatever ``device`` is. ``faces``: label at these
+    finds each face once (see :func:`detect_faces`; in images larger than ``detect_size`` px, on a copy
+    averaged down to it) and every labeler shares it, cutting its crops from the full image.
+    ``face_conf`` is always returned, so rows without a face (NaN elsewhere) can be dropped. ``mirror``
+    averages the networks' answers over each crop and its mirror image (see ``AgeGenderLabeler``).
+    MTCNN and the smile network run on ``device`` (None: ``get_device()``); the ONNX models run on the
+    CPU whatever ``device`` is. ``faces``: label at these
     boxes and landmarks (one per image, e.g. the same faces' before an edit, from :func:`detect_faces`)
     instead of detecting; ``face_conf`` is then theirs.
     """

@@ -209,12 +209,16 @@ def stage_mapper(t: Target, args) -> None:
     cfg = MapperConfig(**{**MAPPER, "steps": args.mapper_steps, "lr_anneal_steps": mapper_anneal(args),
                           "seed": args.seed})
     run = t.work / "mapper-run"
+
+    def trained():
+        return train(run, cfg, G=G, H=H, device=args.device, progress=False, stats_n=min(4000, args.n_samples))
+
     try:
-        m = train(run, cfg, G=G, H=H, device=args.device, progress=False, stats_n=min(4000, args.n_samples))
+        m = trained()
     except TrainedThroughOther as e:  # H (or G) was rebuilt since: the old run is stale, not a run to resume
         print(f"mapper: {e.args[0].split(';')[0]}: training afresh", flush=True)
         shutil.rmtree(run)
-        m = train(run, cfg, G=G, H=H, device=args.device, progress=False, stats_n=min(4000, args.n_samples))
+        m = trained()
     save_mapper(m, t.work / "mapper.pt", weight_dtype=torch.float16)
 
 

@@ -25,7 +25,6 @@ taken keeps its rate).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -33,7 +32,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..hub import PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator, load_regressor, ship_file
+from ..hub import (PACKAGE_WEIGHTS, atomic_torch_save, load_file, load_generator, load_regressor, ship_file,
+                   state_sha256)
 from ..latents import sample_ws
 from ..mapper import LatentMapper, MapperConfig, correction_matrix, load_mapper, save_mapper
 from ..utils import get_device, write_card_section
@@ -120,17 +120,6 @@ def check_resumable(ckpt: dict, cfg: MapperConfig, path: Path) -> None:
                    f"--steps {cfg.steps} --lr-anneal-steps {cfg.lr_anneal_steps}")
 
 
-def networks_digest(*nets) -> str:
-    """sha256 of the networks' weights (float32, in state-dict order): what a mapper run was trained
-    through, so that a resume through another G or a retrained H is told apart from a true resume."""
-    h = hashlib.sha256()
-    for net in nets:
-        for k, v in net.state_dict().items():
-            h.update(k.encode())
-            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 class TrainedThroughOther(ValueError):
     """A mapper checkpoint trained through another G or H than the one given (e.g. after a new H)."""
 
@@ -144,7 +133,7 @@ def train(out: Path, cfg: MapperConfig, *, G=None, H=None, identity=None, device
     frozen = Frozen(G, H, identity, cfg.attributes)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "last.pt"
-    through = networks_digest(G, H)
+    through = state_sha256(G, H)  # a resume through another G or a retrained H is no resume
     if ckpt_path.exists():
         ckpt = load_file(ckpt_path)
         check_resumable(ckpt, cfg, ckpt_path)
